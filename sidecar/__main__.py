@@ -1,0 +1,52 @@
+"""`python -m sidecar`: started by the daemon's local backend beside each tritonserver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from sidecar.agent import Agent, ServerGone
+from sidecar.triton_http import TritonHttp
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tms-sidecar", description=__doc__)
+    parser.add_argument("--daemon", required=True, help="host:port of the daemon's gRPC API")
+    parser.add_argument("--server-id", required=True)
+    parser.add_argument("--triton-http", required=True, help="host:port of Triton's HTTP API")
+    parser.add_argument("--model-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    agent = Agent(
+        daemon=args.daemon,
+        server_id=args.server_id,
+        triton=TritonHttp(args.triton_http),
+        model_dir=args.model_dir,
+    )
+
+    async def run() -> None:
+        task = asyncio.create_task(agent.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(run())
+    except ServerGone as exc:
+        logging.getLogger("sidecar").info("server unknown to the daemon: %s", exc)
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

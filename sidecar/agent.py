@@ -1,0 +1,208 @@
+"""The sidecar's loops: follow the daemon's assignment, converge Triton on it, report back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from sidecar.fetch import FetchError, fetch, remove
+from sidecar.triton_http import TritonError, TritonHttp
+from tms_core.api import tms_pb2 as pb
+from tms_core.api import tms_pb2_grpc as pb_grpc
+
+log = logging.getLogger("sidecar")
+
+HEARTBEAT_S = 2.0
+# Triton keeps an unloaded model in UNLOADING for about a second before it is gone.
+UNLOAD_TIMEOUT_S = 60.0
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    uri: str
+    state: int
+    error: str = ""
+    load_s: float = 0.0
+
+
+class ServerGone(Exception):
+    """The daemon no longer knows this server: the sidecar's work is over."""
+
+
+class Agent:
+    def __init__(self, *, daemon: str, server_id: str, triton: TritonHttp, model_dir: Path) -> None:
+        self._daemon = daemon
+        self._server_id = server_id
+        self._triton = triton
+        self._model_dir = model_dir
+        self._desired: dict[str, str] = {}
+        self._generation = 0
+        self._status: dict[str, ModelStatus] = {}
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._triton_ready = False
+        self._converge = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+
+    async def run(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self._daemon)
+        stub = pb_grpc.SidecarServiceStub(self._channel)
+        tasks = [
+            asyncio.create_task(self._follow_assignment(stub), name="assignment"),
+            asyncio.create_task(self._converge_loop(), name="converge"),
+            asyncio.create_task(self._report_loop(stub), name="report"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in [*tasks, *self._busy.values()]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
+            await self._channel.close()
+
+    async def _follow_assignment(self, stub: pb_grpc.SidecarServiceStub) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                stream = stub.Connect(pb.SidecarHello(server_id=self._server_id))
+                async for assignment in stream:
+                    backoff = 0.05
+                    self._desired = {m.name: m.uri for m in assignment.models}
+                    self._generation = assignment.generation
+                    log.info("assignment %d: %s", self._generation, sorted(self._desired))
+                    self._converge.set()
+                    self._dirty.set()
+                log.info("the daemon ended this server's assignment")
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    raise ServerGone(exc.details()) from None
+                # The daemon is restarting or not up yet: keep serving and try again.
+                log.debug("daemon unreachable (%s); retrying in %.2fs", exc.code(), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def _converge_loop(self) -> None:
+        await self._wait_triton_ready()
+        self._seed_from_index(await asyncio.to_thread(self._triton.index))
+        while True:
+            self._converge.clear()
+            for name, uri in self._desired.items():
+                current = self._status.get(name)
+                if name in self._busy:
+                    continue
+                if current is None or current.state == pb.MODEL_UNLOADED:
+                    self._start(name, self._load(name, uri))
+                elif current.uri != uri and current.uri:
+                    self._start(name, self._unload(name))
+            for name, current in self._status.items():
+                if name in self._desired or name in self._busy:
+                    continue
+                if current.state != pb.MODEL_UNLOADED:
+                    self._start(name, self._unload(name))
+            await self._converge.wait()
+
+    def _start(self, name: str, work: object) -> None:
+        async def run() -> None:
+            try:
+                await work  # type: ignore[misc]
+            finally:
+                self._busy.pop(name, None)
+                self._converge.set()
+
+        self._busy[name] = asyncio.create_task(run(), name=f"model:{name}")
+
+    async def _wait_triton_ready(self) -> None:
+        while not await asyncio.to_thread(self._triton.ready):
+            await asyncio.sleep(0.01)
+        self._triton_ready = True
+        self._dirty.set()
+        log.info("triton is ready")
+
+    def _seed_from_index(self, entries: list[object]) -> None:
+        # After a sidecar restart, models Triton already serves count as loaded.
+        for entry in entries:
+            name = getattr(entry, "name", "")
+            if getattr(entry, "state", "") == "READY" and name in self._desired:
+                self._status[name] = ModelStatus(name, self._desired[name], pb.MODEL_READY)
+
+    def _set(self, name: str, uri: str, state: int, error: str = "", load_s: float = 0.0) -> None:
+        self._status[name] = ModelStatus(name, uri, state, " ".join(error.split()), load_s)
+        self._dirty.set()
+
+    async def _load(self, name: str, uri: str) -> None:
+        self._set(name, uri, pb.MODEL_FETCHING)
+        try:
+            await asyncio.to_thread(fetch, uri, name, self._model_dir)
+        except (FetchError, OSError) as exc:
+            self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
+            return
+        self._set(name, uri, pb.MODEL_LOADING)
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self._triton.load, name)
+        except (TritonError, OSError) as exc:
+            self._set(name, uri, pb.MODEL_FAILED, str(exc))
+            return
+        self._set(name, uri, pb.MODEL_READY, load_s=time.monotonic() - started)
+        log.info("loaded %s in %.2fs", name, time.monotonic() - started)
+
+    async def _unload(self, name: str) -> None:
+        current = self._status[name]
+        self._set(name, current.uri, pb.MODEL_UNLOADING)
+        if current.state != pb.MODEL_FAILED:
+            try:
+                await asyncio.to_thread(self._triton.unload, name)
+            except (TritonError, OSError) as exc:
+                log.warning("unload of %s failed: %s", name, exc)
+            deadline = time.monotonic() + UNLOAD_TIMEOUT_S
+            while time.monotonic() < deadline:
+                entries = await asyncio.to_thread(self._triton.index)
+                if not any(e.name == name and e.state in ("READY", "UNLOADING") for e in entries):
+                    break
+                await asyncio.sleep(0.05)
+        # Removing the directory takes the model out of Triton's repository index too.
+        await asyncio.to_thread(remove, self._model_dir / name)
+        self._set(name, current.uri, pb.MODEL_UNLOADED)
+        log.info("unloaded %s", name)
+
+    async def _report_loop(self, stub: pb_grpc.SidecarServiceStub) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout=HEARTBEAT_S)
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            report = pb.SidecarReport(
+                server_id=self._server_id,
+                triton_ready=self._triton_ready,
+                generation=self._generation,
+                models=[
+                    pb.ModelReport(
+                        name=s.name, uri=s.uri, state=s.state, error=s.error, load_s=s.load_s
+                    )
+                    for s in self._status.values()
+                ],
+            )
+            sent = {n for n, s in self._status.items() if s.state == pb.MODEL_UNLOADED}
+            try:
+                await stub.Report(report, timeout=5.0)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    raise ServerGone(exc.details()) from None
+                self._dirty.set()
+                await asyncio.sleep(0.2)
+                continue
+            # An unloaded model is reported once, then forgotten.
+            for name in sent:
+                current = self._status.get(name)
+                if current is not None and current.state == pb.MODEL_UNLOADED:
+                    del self._status[name]

@@ -1,0 +1,203 @@
+"""The Python client of the daemon's API, used by the CLI, the console and the notebook magics.
+
+Errors come out as `ClientError` with a one-line message fit to show a person.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import grpc
+
+from tms_core.api import tms_pb2 as pb
+from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.config import DEFAULT_LISTEN
+from tms_core.units import parse_size, rfc3339
+
+ENDED = (pb.LEASE_RELEASED, pb.LEASE_EXPIRED, pb.LEASE_FAILED)
+
+
+class ClientError(Exception):
+    """A failed call, with a message fit to show as it is."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_target() -> str:
+    return os.environ.get("TMS_TARGET") or DEFAULT_LISTEN
+
+
+@dataclass(frozen=True)
+class ModelArg:
+    name: str
+    uri: str
+    memory_bytes: int = 0
+
+
+def parse_model_arg(text: str) -> ModelArg:
+    """`name=NAME,uri=URI[,memory=2GiB]`; a URI without a scheme is a local path."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{text!r}: expected name=NAME,uri=URI[,memory=SIZE]")
+        if key not in ("name", "uri", "memory"):
+            raise ValueError(f"{text!r}: unknown key {key!r}; expected name, uri or memory")
+        if key in fields:
+            raise ValueError(f"{text!r}: {key!r} given twice")
+        fields[key] = value.strip()
+    for required in ("name", "uri"):
+        if not fields.get(required):
+            raise ValueError(f"{text!r}: {required}= is missing")
+    uri = fields["uri"]
+    if not urlparse(uri).scheme:
+        # The daemon runs elsewhere and in another directory: send what the user meant.
+        uri = Path(uri).expanduser().resolve().as_uri()
+    memory = 0
+    if "memory" in fields:
+        try:
+            memory = parse_size(fields["memory"])
+        except ValueError as exc:
+            raise ValueError(f"memory: {exc}") from None
+    return ModelArg(fields["name"], uri, memory)
+
+
+def state_name(state: int) -> str:
+    return pb.LeaseState.Name(state).removeprefix("LEASE_")
+
+
+def model_state_name(state: int) -> str:
+    return pb.ModelState.Name(state).removeprefix("MODEL_")
+
+
+def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
+    """The documented JSON shape of a lease (`-o json`, see docs/cli.md)."""
+    return {
+        "id": lease.id,
+        "name": lease.name,
+        "state": state_name(lease.state),
+        "reason": lease.reason,
+        "endpoints": {
+            "http": lease.endpoints.http,
+            "grpc": lease.endpoints.grpc,
+            "metrics": lease.endpoints.metrics,
+        },
+        "models": [
+            {
+                "name": m.name,
+                "uri": m.uri,
+                "memory_bytes": m.memory_bytes,
+                "state": model_state_name(m.state),
+                "error": m.error,
+                "load_s": round(m.load_s, 3),
+            }
+            for m in lease.models
+        ],
+        "server": lease.server_id,
+        "duration_s": lease.duration_s,
+        "created_at": rfc3339(lease.created_at),
+        "expires_at": rfc3339(lease.expires_at),
+    }
+
+
+class TmsClient:
+    def __init__(self, target: str | None = None, *, timeout: float = 30.0) -> None:
+        self.target = target or default_target()
+        self._timeout = timeout
+        self._channel = grpc.insecure_channel(self.target)
+        self._stub = pb_grpc.LeaseServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> TmsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, exc: grpc.RpcError) -> ClientError:
+        code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ClientError(
+                f"daemon unreachable at {self.target} (is `tms daemon` running? "
+                "set --target or TMS_TARGET)",
+                code,
+            )
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ClientError(f"daemon at {self.target} did not answer in time", code)
+        return ClientError(exc.details() or code.name, code)
+
+    def acquire(
+        self, models: Sequence[ModelArg], *, name: str = "", duration_s: float = 0.0
+    ) -> Iterator[pb.Lease]:
+        """The new lease, once now and again on each change until READY or FAILED."""
+        request = pb.AcquireRequest(
+            models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
+            name=name,
+            duration_s=duration_s,
+        )
+        stream = self._stub.Acquire(request)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            stream.cancel()
+
+    def follow(self, lease_id: str) -> Iterator[pb.Lease]:
+        stream = self._stub.Follow(pb.LeaseRef(id=lease_id))
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            stream.cancel()
+
+    def status(self, lease_id: str) -> pb.Lease:
+        try:
+            return self._stub.Status(pb.LeaseRef(id=lease_id), timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def list(self, *, include_ended: bool = False) -> list[pb.Lease]:
+        try:
+            response = self._stub.List(
+                pb.ListRequest(include_ended=include_ended), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        return list(response.leases)
+
+    def renew(self, lease_id: str, duration_s: float = 0.0) -> pb.Lease:
+        try:
+            return self._stub.Renew(
+                pb.RenewRequest(id=lease_id, duration_s=duration_s), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def release(self, lease_id: str, *, wait: bool = True) -> pb.Lease:
+        """Releases the lease; with `wait`, returns once its models are unloaded."""
+        try:
+            lease = self._stub.Release(pb.LeaseRef(id=lease_id), timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        if wait and lease.state not in ENDED:
+            for lease in self.follow(lease_id):  # noqa: B007 - the last one is returned
+                pass
+        return lease
+
+    def wait_until_ready(self, lease_id: str) -> pb.Lease:
+        for lease in self.follow(lease_id):
+            if lease.state == pb.LEASE_READY or lease.state in ENDED:
+                return lease
+        return self.status(lease_id)

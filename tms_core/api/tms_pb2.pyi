@@ -1,0 +1,198 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LeaseState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEASE_STATE_UNSPECIFIED: _ClassVar[LeaseState]
+    LEASE_PENDING: _ClassVar[LeaseState]
+    LEASE_LOADING: _ClassVar[LeaseState]
+    LEASE_READY: _ClassVar[LeaseState]
+    LEASE_RELEASING: _ClassVar[LeaseState]
+    LEASE_RELEASED: _ClassVar[LeaseState]
+    LEASE_EXPIRED: _ClassVar[LeaseState]
+    LEASE_FAILED: _ClassVar[LeaseState]
+
+class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_STATE_UNSPECIFIED: _ClassVar[ModelState]
+    MODEL_PENDING: _ClassVar[ModelState]
+    MODEL_FETCHING: _ClassVar[ModelState]
+    MODEL_LOADING: _ClassVar[ModelState]
+    MODEL_READY: _ClassVar[ModelState]
+    MODEL_UNLOADING: _ClassVar[ModelState]
+    MODEL_UNLOADED: _ClassVar[ModelState]
+    MODEL_FAILED: _ClassVar[ModelState]
+LEASE_STATE_UNSPECIFIED: LeaseState
+LEASE_PENDING: LeaseState
+LEASE_LOADING: LeaseState
+LEASE_READY: LeaseState
+LEASE_RELEASING: LeaseState
+LEASE_RELEASED: LeaseState
+LEASE_EXPIRED: LeaseState
+LEASE_FAILED: LeaseState
+MODEL_STATE_UNSPECIFIED: ModelState
+MODEL_PENDING: ModelState
+MODEL_FETCHING: ModelState
+MODEL_LOADING: ModelState
+MODEL_READY: ModelState
+MODEL_UNLOADING: ModelState
+MODEL_UNLOADED: ModelState
+MODEL_FAILED: ModelState
+
+class ModelSpec(_message.Message):
+    __slots__ = ("name", "uri", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uri: str
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class AcquireRequest(_message.Message):
+    __slots__ = ("models", "name", "duration_s")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
+    name: str
+    duration_s: float
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ...) -> None: ...
+
+class LeaseRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RenewRequest(_message.Message):
+    __slots__ = ("id", "duration_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    duration_s: float
+    def __init__(self, id: _Optional[str] = ..., duration_s: _Optional[float] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("include_ended",)
+    INCLUDE_ENDED_FIELD_NUMBER: _ClassVar[int]
+    include_ended: bool
+    def __init__(self, include_ended: _Optional[bool] = ...) -> None: ...
+
+class Endpoints(_message.Message):
+    __slots__ = ("http", "grpc", "metrics")
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    http: str
+    grpc: str
+    metrics: str
+    def __init__(self, http: _Optional[str] = ..., grpc: _Optional[str] = ..., metrics: _Optional[str] = ...) -> None: ...
+
+class ModelStatus(_message.Message):
+    __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOAD_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uri: str
+    memory_bytes: int
+    state: ModelState
+    error: str
+    load_s: float
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    state: LeaseState
+    reason: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
+    endpoints: Endpoints
+    created_at: float
+    expires_at: float
+    duration_s: float
+    server_id: str
+    updated_at: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("leases",)
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    leases: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+
+class SidecarHello(_message.Message):
+    __slots__ = ("server_id",)
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    def __init__(self, server_id: _Optional[str] = ...) -> None: ...
+
+class ModelAssignment(_message.Message):
+    __slots__ = ("name", "uri")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uri: str
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("generation", "models")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelAssignment]
+    def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ...) -> None: ...
+
+class ModelReport(_message.Message):
+    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOAD_S_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uri: str
+    state: ModelState
+    error: str
+    load_s: float
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class SidecarReport(_message.Message):
+    __slots__ = ("server_id", "triton_ready", "generation", "models")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRITON_READY_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    triton_ready: bool
+    generation: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelReport]
+    def __init__(self, server_id: _Optional[str] = ..., triton_ready: _Optional[bool] = ..., generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelReport, _Mapping]]] = ...) -> None: ...
+
+class ReportAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Where servers run. One interface; `local` starts processes on this machine."""

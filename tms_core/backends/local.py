@@ -1,0 +1,198 @@
+"""The local backend: each server is a `tritonserver` process plus a sidecar process.
+
+Both run in sessions of their own, so they outlive a daemon that crashes; their pids, ports and
+directory are in the state file, and a daemon started again adopts or stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tms_core.domain import Server, ServerState
+from tms_core.ids import ServerId
+from tms_core.triton.locate import TritonInstall
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on 127.0.0.1 (the OS picks; held together so they differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((HOST, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _running(pid: int | None, marker: str) -> bool:
+    """Whether `pid` is alive and is still the process we started (pids get reused)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    try:
+        if status.read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    except (OSError, IndexError):
+        return False
+    return marker in _cmdline(pid)
+
+
+class LocalBackend:
+    def __init__(self, *, install: TritonInstall, work_dir: Path, daemon_address: str) -> None:
+        self._install = install
+        self._work_dir = work_dir
+        self._daemon_address = daemon_address
+        # Our own children, so they can be reaped; adopted servers are not in here.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def new_server(self, server_id: ServerId, *, capacity_bytes: int, now: float) -> Server:
+        http_port, grpc_port, metrics_port = free_ports(3)
+        return Server(
+            id=server_id,
+            state=ServerState.STARTING,
+            host=HOST,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            work_dir=str(self._work_dir / server_id),
+            capacity_bytes=capacity_bytes,
+            created_at=now,
+            binary=str(self._install.binary),
+        )
+
+    async def start(self, server: Server) -> None:
+        work = Path(server.work_dir)
+        models = work / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self._install.env}
+        triton_cmd = [
+            str(self._install.binary),
+            f"--model-repository={models}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={self._install.backend_directory}",
+            f"--http-address={server.host}",
+            f"--http-port={server.http_port}",
+            f"--grpc-address={server.host}",
+            f"--grpc-port={server.grpc_port}",
+            f"--metrics-address={server.host}",
+            f"--metrics-port={server.metrics_port}",
+            "--exit-timeout-secs=5",
+            "--log-info=true",
+        ]
+        sidecar_cmd = [
+            sys.executable,
+            "-m",
+            "sidecar",
+            f"--daemon={self._daemon_address}",
+            f"--server-id={server.id}",
+            f"--triton-http={server.http_endpoint}",
+            f"--model-dir={models}",
+        ]
+        with open(work / "tritonserver.log", "ab") as triton_log:
+            triton = subprocess.Popen(
+                triton_cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=triton_log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self._children[triton.pid] = triton
+        server.pid = triton.pid
+        with open(work / "sidecar.log", "ab") as sidecar_log:
+            sidecar = subprocess.Popen(
+                sidecar_cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=sidecar_log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        self._children[sidecar.pid] = sidecar
+        server.sidecar_pid = sidecar.pid
+        log.info("server %s: tritonserver pid %d, sidecar pid %d", server.id, triton.pid, sidecar.pid)
+
+    def _alive(self, pid: int | None, marker: str) -> bool:
+        if pid is None:
+            return False
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        return _running(pid, marker)
+
+    def exit_reason(self, server: Server) -> str | None:
+        if not self._alive(server.pid, server.work_dir):
+            code = self._exit_code(server.pid)
+            return f"tritonserver exited{code}; see {server.work_dir}/tritonserver.log"
+        if not self._alive(server.sidecar_pid, server.id):
+            code = self._exit_code(server.sidecar_pid)
+            return f"sidecar exited{code}; see {server.work_dir}/sidecar.log"
+        return None
+
+    def _exit_code(self, pid: int | None) -> str:
+        child = self._children.get(pid) if pid else None
+        return f" with code {child.returncode}" if child and child.returncode is not None else ""
+
+    def adopt(self, server: Server) -> bool:
+        return _running(server.pid, server.work_dir) and _running(server.sidecar_pid, server.id)
+
+    async def stop(self, server: Server) -> None:
+        # Each process leads its own group: signalling the group also reaches the
+        # Python-backend stubs that tritonserver started.
+        for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
+            if pid and self._alive(pid, marker):
+                _signal_group(pid, signal.SIGTERM)
+        for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
+            if pid:
+                await self._wait_gone(pid, marker, timeout=8.0)
+        shutil.rmtree(server.work_dir, ignore_errors=True)
+
+    async def _wait_gone(self, pid: int, marker: str, *, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._alive(pid, marker):
+            if loop.time() > deadline:
+                log.warning("pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
+                _signal_group(pid, signal.SIGKILL)
+                deadline = loop.time() + timeout
+            await asyncio.sleep(0.02)
+        # The group may still hold stubs whose leader is gone.
+        _signal_group(pid, signal.SIGKILL)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,1 @@
+"""The `tms` command (also installed as `tmsctl`)."""

@@ -1,0 +1,167 @@
+"""The daemon's settings: one typed root of small sections.
+
+Who reads what: `tms daemon` builds `Settings` from (highest first) its command-line flags,
+`TMS_*` environment variables (`TMS_LOCAL__IDLE_GRACE=30s`), the YAML file named by
+`--config` or `TMS_CONFIG_FILE`, then the defaults below. Unknown keys in the file are
+rejected with the closest valid key suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tms_core.errors import ConfigError
+from tms_core.units import parse_duration, parse_size
+
+DEFAULT_LISTEN = "127.0.0.1:30345"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tms"
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(str(value)) if not isinstance(value, int | float) else float(value)
+
+
+def _size(value: Any) -> int:
+    return parse_size(str(value)) if not isinstance(value, int) else value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DaemonSettings(_Section):
+    listen: str = DEFAULT_LISTEN
+    """host:port of the gRPC API. Keep it on 127.0.0.1 unless the network is trusted."""
+
+    state: Path | None = None
+    """SQLite state file; defaults to `$XDG_STATE_HOME/tms/state.db`."""
+
+    backend: Literal["local"] = "local"
+    """Where servers run: `local` starts tritonserver processes on this machine."""
+
+    leave_serving: bool = False
+    """On shutdown, leave servers running so a restarted daemon adopts them."""
+
+    def state_path(self) -> Path:
+        return self.state or default_state_dir() / "state.db"
+
+
+class LeaseSettings(_Section):
+    default_duration: float = 3600.0
+    """Seconds a lease lives when the request names no duration (`1h`, `30m`)."""
+
+    max_duration: float = 7 * 86400.0
+    """The longest duration a lease may ask for or be renewed by."""
+
+    _parse = field_validator("default_duration", "max_duration", mode="before")(_duration)
+
+
+class LocalSettings(_Section):
+    tritonserver: Path | None = None
+    """The tritonserver binary; defaults to the one in the nvidia-pytriton wheel.
+
+    Also set by `--tritonserver` and `TMS_TRITONSERVER`."""
+
+    backend_directory: Path | None = None
+    """Triton's backend directory; defaults to the wheel's, or `<binary>/../../backends`."""
+
+    work_dir: Path | None = None
+    """Where each server gets its private model directory and logs; defaults beside the state."""
+
+    idle_grace: float = 60.0
+    """Seconds a server with no lease keeps running before it is stopped."""
+
+    server_memory: int = Field(default_factory=lambda: _host_memory())
+    """Memory one server offers to the models placed on it (declared sizes are counted)."""
+
+    max_servers: int = 8
+    """Servers this daemon may run at once; further leases wait PENDING."""
+
+    start_timeout: float = 60.0
+    """Seconds a new server has to become ready before its leases fail."""
+
+    _parse_d = field_validator("idle_grace", "start_timeout", mode="before")(_duration)
+    _parse_s = field_validator("server_memory", mode="before")(_size)
+
+
+def _host_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 16 * 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TMS_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    lease: LeaseSettings = Field(default_factory=LeaseSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the file (if any), the environment, then `overrides` (section -> values)."""
+    path = config_file or (Path(p) if (p := os.environ.get("TMS_CONFIG_FILE")) else None)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of sections")
+        data = loaded
+    if (binary := os.environ.get("TMS_TRITONSERVER")) and "tritonserver" not in data.get(
+        "local", {}
+    ):
+        data.setdefault("local", {})["tritonserver"] = binary
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    try:
+        # Explicit values win over TMS_* variables, which fill in only what is missing.
+        env = Settings()
+        merged = env.model_dump(exclude_unset=True)
+        for section, values in data.items():
+            if isinstance(values, dict) and isinstance(merged.get(section), dict):
+                merged[section].update(values)
+            else:
+                merged[section] = values
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        section_fields = _known_keys(first["loc"][:-1])
+        hint = difflib.get_close_matches(str(first["loc"][-1]), section_fields, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        return f"{where}: unknown setting{suggestion}"
+    return f"{where}: {first['msg']}"
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return list(model.model_fields)

@@ -1,0 +1,144 @@
+"""`tms daemon`: the lease manager, its gRPC API and its reconciler, in one asyncio process.
+
+Root tasks: the gRPC server (serves people and sidecars) and the reconciler (expiry, idle
+servers, dead processes). SIGTERM or SIGINT stops both, then every server this daemon runs,
+unless `daemon.leave_serving` is set, in which case a daemon started later adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from tms_core import aiotasks, modelrepo
+from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.api.interceptor import ErrorInterceptor
+from tms_core.api.servicer import LeaseServicer, SidecarServicer
+from tms_core.backends.local import LocalBackend
+from tms_core.clock import Clock, SystemClock
+from tms_core.config import Settings
+from tms_core.errors import ConfigError
+from tms_core.leases import LeaseManager
+from tms_core.store import Store
+from tms_core.triton.locate import locate
+
+log = logging.getLogger(__name__)
+
+# Process health is checked at least this often, whatever the next deadline.
+HEALTH_INTERVAL_S = 0.5
+
+
+async def reconcile_loop(manager: LeaseManager, clock: Clock) -> None:
+    while True:
+        manager.deadlines_changed.clear()
+        await manager.tick()
+        now = clock.now()
+        deadline = manager.next_deadline()
+        wake_at = now + HEALTH_INTERVAL_S if deadline is None else min(deadline, now + HEALTH_INTERVAL_S)
+        await clock.sleep_until(wake_at, manager.deadlines_changed)
+
+
+def _lock_state(state: Path) -> IO[str]:
+    state.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(state.with_name(state.name + ".lock"), "w")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"daemon.state: {state} is in use by another tms daemon; stop it or use --state"
+        ) from None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _sidecar_address(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    if host in ("0.0.0.0", "[::]", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+async def serve(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Runs the daemon until `stop` is set or a signal arrives."""
+    clock = clock or SystemClock()
+    state = settings.daemon.state_path()
+    lock = _lock_state(state)
+    work_dir = settings.local.work_dir or state.parent / "servers"
+    install = locate(
+        settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent
+    )
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    try:
+        port = server.add_insecure_port(settings.daemon.listen)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        lock.close()
+        raise ConfigError(
+            f"daemon.listen: cannot listen on {settings.daemon.listen} "
+            "(in use by another process, or not a host:port)"
+        )
+    host = settings.daemon.listen.rpartition(":")[0]
+    listen = f"{host}:{port}"
+    store = await Store.open(state)
+    backend = LocalBackend(
+        install=install, work_dir=work_dir, daemon_address=_sidecar_address(listen)
+    )
+    manager = LeaseManager(
+        store=store,
+        backend=backend,
+        clock=clock,
+        settings=settings,
+        check_model=modelrepo.check_model,
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await manager.recover()
+        pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(manager), server)
+        pb_grpc.add_SidecarServiceServicer_to_server(SidecarServicer(manager), server)
+        await server.start()
+        log.info("tms daemon listening on %s, state %s, tritonserver %s", listen, state, install.binary)
+        # Expires leases on time and notices dead or idle servers.
+        tasks.append(
+            aiotasks.create_guarded_task(reconcile_loop(manager, clock), name="reconciler")
+        )
+        if ready is not None:
+            ready(listen)
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("root task %s ended; shutting down", task.get_name())
+    finally:
+        log.info("shutting down")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await aiotasks.stop_tasks(tasks)
+        # Sidecars must still reach the daemon while their servers stop, so stop servers
+        # before the API.
+        await manager.shutdown(leave_serving=settings.daemon.leave_serving)
+        await server.stop(grace=2.0)
+        await store.close()
+        lock.close()
+        log.info("stopped")

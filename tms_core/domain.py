@@ -1,0 +1,124 @@
+"""The daemon's working state: leases, their models and the servers that hold them.
+
+These are plain dataclasses; the store persists them and the lease manager changes them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from tms_core.ids import LeaseId, ModelName, ServerId
+
+
+class LeaseState(enum.StrEnum):
+    PENDING = "PENDING"
+    LOADING = "LOADING"
+    READY = "READY"
+    RELEASING = "RELEASING"
+    RELEASED = "RELEASED"
+    EXPIRED = "EXPIRED"
+    FAILED = "FAILED"
+
+    @property
+    def ended(self) -> bool:
+        return self in (LeaseState.RELEASED, LeaseState.EXPIRED, LeaseState.FAILED)
+
+    @property
+    def holds_models(self) -> bool:
+        """Whether the lease's models should be (or stay) loaded on its server."""
+        return self in (LeaseState.LOADING, LeaseState.READY)
+
+
+class ModelState(enum.StrEnum):
+    PENDING = "PENDING"
+    FETCHING = "FETCHING"
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNLOADED = "UNLOADED"
+    FAILED = "FAILED"
+
+
+class ServerState(enum.StrEnum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+
+    @property
+    def alive(self) -> bool:
+        return self in (ServerState.STARTING, ServerState.RUNNING)
+
+
+@dataclass
+class LeaseModel:
+    name: ModelName
+    uri: str
+    memory_bytes: int = 0
+    state: ModelState = ModelState.PENDING
+    error: str = ""
+    load_s: float = 0.0
+
+
+@dataclass
+class Lease:
+    id: LeaseId
+    name: str
+    state: LeaseState
+    models: list[LeaseModel]
+    duration_s: float
+    created_at: float
+    expires_at: float
+    updated_at: float
+    reason: str = ""
+    server_id: ServerId | None = None
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(m.memory_bytes for m in self.models)
+
+
+@dataclass
+class ServedModel:
+    """A model as the server's sidecar last reported it."""
+
+    name: ModelName
+    uri: str
+    state: ModelState
+    error: str = ""
+    load_s: float = 0.0
+    memory_bytes: int = 0
+
+
+@dataclass
+class Server:
+    id: ServerId
+    state: ServerState
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    work_dir: str
+    capacity_bytes: int
+    created_at: float
+    pid: int | None = None
+    sidecar_pid: int | None = None
+    binary: str = ""
+    reason: str = ""
+    idle_since: float | None = None
+    triton_ready: bool = False
+    models: dict[ModelName, ServedModel] = field(default_factory=dict)
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_endpoint(self) -> str:
+        return f"{self.host}:{self.metrics_port}"

@@ -1,0 +1,56 @@
+"""Checks of a model's repository URI made when a lease is requested, so that a typo is a
+one-line error to the caller rather than a failed lease a few seconds later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tms_core.errors import InvalidArgument
+
+SUPPORTED_SCHEMES = ("file",)
+
+
+def local_path(uri: str) -> Path | None:
+    """The directory a `file://` URI (or a plain absolute path) names; None for other schemes."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        return Path(unquote(parsed.path))
+    return None
+
+
+def check_model(field: str, name: str, uri: str) -> None:
+    """Raises InvalidArgument naming `field` if the model at `uri` cannot be loaded by name."""
+    parsed = urlparse(uri)
+    path = local_path(uri)
+    if path is None:
+        scheme = parsed.scheme or "(none)"
+        raise InvalidArgument(
+            f"{field}.uri",
+            f"scheme {scheme!r} is not supported; expected one of "
+            f"{', '.join(s + '://' for s in SUPPORTED_SCHEMES)} followed by an absolute path",
+        )
+    if not path.is_dir():
+        raise InvalidArgument(f"{field}.uri", f"model directory {path} does not exist")
+    config = path / "config.pbtxt"
+    if config.exists():
+        try:
+            parsed_config = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+        except text_format.ParseError as exc:
+            raise InvalidArgument(f"{field}.uri", f"{config} is malformed: {exc}") from None
+        if parsed_config.name and parsed_config.name != name:
+            raise InvalidArgument(
+                f"{field}.name",
+                f"{name!r} does not match the name {parsed_config.name!r} in {config}",
+            )
+    if not any(child.is_dir() and child.name.isdigit() for child in path.iterdir()):
+        raise InvalidArgument(
+            f"{field}.uri", f"{path} has no numbered version directory (such as {path}/1)"
+        )

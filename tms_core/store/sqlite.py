@@ -1,0 +1,185 @@
+"""The SQLite store: one writer connection, WAL, one transaction per state change.
+
+All writes go through `Store.transaction()`, which serialises writers with a lock and opens
+`BEGIN IMMEDIATE`, so a change is either wholly on disk or not at all. The daemon keeps its
+working state in memory and reads the database only at start-up, so there is no read path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import aiosqlite
+
+from tms_core.domain import Lease, LeaseModel, LeaseState, ModelState, Server, ServerState
+from tms_core.ids import LeaseId, ModelName, ServerId
+from tms_core.store.migrations import MIGRATIONS
+
+
+class Transaction:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def put_lease(self, lease: Lease) -> None:
+        models = json.dumps([asdict(m) for m in lease.models])
+        await self._db.execute(
+            "INSERT OR REPLACE INTO leases (id, name, state, reason, models, duration_s,"
+            " created_at, expires_at, updated_at, server_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                lease.id,
+                lease.name,
+                lease.state.value,
+                lease.reason,
+                models,
+                lease.duration_s,
+                lease.created_at,
+                lease.expires_at,
+                lease.updated_at,
+                lease.server_id,
+            ),
+        )
+
+    async def put_server(self, server: Server) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO servers (id, state, reason, host, http_port, grpc_port,"
+            " metrics_port, work_dir, capacity_bytes, created_at, idle_since, pid, sidecar_pid,"
+            " binary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                server.id,
+                server.state.value,
+                server.reason,
+                server.host,
+                server.http_port,
+                server.grpc_port,
+                server.metrics_port,
+                server.work_dir,
+                server.capacity_bytes,
+                server.created_at,
+                server.idle_since,
+                server.pid,
+                server.sidecar_pid,
+                server.binary,
+            ),
+        )
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Store:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode, which is what a daemon
+            # killed with SIGKILL needs; only a power loss can drop the last commits.
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db)
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._db.close()
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        version = await self.schema_version()
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"state file has schema version {version}; this tms knows up to"
+                f" {len(MIGRATIONS)}: upgrade tms"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            async with self.transaction():
+                for statement in filter(str.strip, script.split(";")):
+                    await self._db.execute(statement)
+                await self._db.execute(f"PRAGMA user_version = {number}")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._db)
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def load(self) -> tuple[list[Lease], list[Server]]:
+        leases: list[Lease] = []
+        async with self._db.execute(
+            "SELECT id, name, state, reason, models, duration_s, created_at, expires_at,"
+            " updated_at, server_id FROM leases ORDER BY created_at"
+        ) as cur:
+            async for row in cur:
+                models = [
+                    LeaseModel(
+                        name=ModelName(m["name"]),
+                        uri=m["uri"],
+                        memory_bytes=m["memory_bytes"],
+                        state=ModelState(m["state"]),
+                        error=m["error"],
+                        load_s=m["load_s"],
+                    )
+                    for m in json.loads(row[4])
+                ]
+                leases.append(
+                    Lease(
+                        id=LeaseId(row[0]),
+                        name=row[1],
+                        state=LeaseState(row[2]),
+                        reason=row[3],
+                        models=models,
+                        duration_s=row[5],
+                        created_at=row[6],
+                        expires_at=row[7],
+                        updated_at=row[8],
+                        server_id=ServerId(row[9]) if row[9] else None,
+                    )
+                )
+        servers: list[Server] = []
+        async with self._db.execute(
+            "SELECT id, state, reason, host, http_port, grpc_port, metrics_port, work_dir,"
+            " capacity_bytes, created_at, idle_since, pid, sidecar_pid, binary FROM servers"
+            " ORDER BY created_at"
+        ) as cur:
+            async for row in cur:
+                servers.append(
+                    Server(
+                        id=ServerId(row[0]),
+                        state=ServerState(row[1]),
+                        reason=row[2],
+                        host=row[3],
+                        http_port=row[4],
+                        grpc_port=row[5],
+                        metrics_port=row[6],
+                        work_dir=row[7],
+                        capacity_bytes=row[8],
+                        created_at=row[9],
+                        idle_since=row[10],
+                        pid=row[11],
+                        sidecar_pid=row[12],
+                        binary=row[13],
+                    )
+                )
+        return leases, servers

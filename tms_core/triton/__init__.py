@@ -1,0 +1,1 @@
+"""Finding and running a tritonserver on this machine."""
