@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from sidecar.agent import Agent, ServerGone
@@ -33,8 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         task = asyncio.create_task(agent.run())
         loop = asyncio.get_running_loop()
+        def stop() -> None:
+            task.cancel()
+            # A blocking Triton call in a worker thread would hold up the exit; the daemon
+            # waits for this process, so never take long.
+            threading.Timer(3.0, os._exit, args=(0,)).start()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop)
         try:
             await task
         except asyncio.CancelledError:

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from sidecar.fetch import FetchError, fetch, remove
-from sidecar.triton_http import TritonError, TritonHttp
+from sidecar.triton_http import IndexEntry, TritonError, TritonHttp
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 
@@ -47,6 +47,7 @@ class Agent:
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._triton_ready = False
         self._converge = asyncio.Event()
+        self._assigned = asyncio.Event()
         self._dirty = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
 
@@ -77,6 +78,7 @@ class Agent:
                     backoff = 0.05
                     self._desired = {m.name: m.uri for m in assignment.models}
                     self._generation = assignment.generation
+                    self._assigned.set()
                     log.info("assignment %d: %s", self._generation, sorted(self._desired))
                     self._converge.set()
                     self._dirty.set()
@@ -93,6 +95,9 @@ class Agent:
     async def _converge_loop(self) -> None:
         await self._wait_triton_ready()
         self._seed_from_index(await asyncio.to_thread(self._triton.index))
+        # Until the daemon has said what it wants, an empty wish list means "unknown", not
+        # "unload everything".
+        await self._assigned.wait()
         while True:
             self._converge.clear()
             for name, uri in self._desired.items():
@@ -101,6 +106,9 @@ class Agent:
                     continue
                 if current is None or current.state == pb.MODEL_UNLOADED:
                     self._start(name, self._load(name, uri))
+                elif not current.uri and current.state == pb.MODEL_READY:
+                    # Found loaded at start-up: it is the assigned model, keep it.
+                    self._set(name, uri, pb.MODEL_READY)
                 elif current.uri != uri and current.uri:
                     self._start(name, self._unload(name))
             for name, current in self._status.items():
@@ -127,12 +135,12 @@ class Agent:
         self._dirty.set()
         log.info("triton is ready")
 
-    def _seed_from_index(self, entries: list[object]) -> None:
-        # After a sidecar restart, models Triton already serves count as loaded.
+    def _seed_from_index(self, entries: list[IndexEntry]) -> None:
+        # A sidecar started beside a running Triton (the daemon adopted it) takes what is
+        # loaded as loaded; the assignment then claims it or has it unloaded.
         for entry in entries:
-            name = getattr(entry, "name", "")
-            if getattr(entry, "state", "") == "READY" and name in self._desired:
-                self._status[name] = ModelStatus(name, self._desired[name], pb.MODEL_READY)
+            if entry.state == "READY" and entry.name not in self._status:
+                self._status[entry.name] = ModelStatus(entry.name, "", pb.MODEL_READY)
 
     def _set(self, name: str, uri: str, state: int, error: str = "", load_s: float = 0.0) -> None:
         self._status[name] = ModelStatus(name, uri, state, " ".join(error.split()), load_s)

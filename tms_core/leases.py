@@ -106,6 +106,7 @@ class LeaseManager:
                     log.info("adopting server %s (pid %s)", server.id, server.pid)
                     server.triton_ready = False
                     self.servers[server.id] = server
+                    await tx.put_server(server)
                     continue
                 log.info("server %s is gone; cleaning up after it", server.id)
                 await self._backend.stop(server)
@@ -529,7 +530,9 @@ class LeaseManager:
             elif lease.state is LeaseState.RELEASING:
                 self._sync_models(lease, server)
                 still_wanted = {name for name, _ in self._desired(server)}
-                if all(
+                # A model missing from the reports is gone only once the sidecar has spoken
+                # since this daemon took the server over (an adopted server starts silent).
+                if server.triton_ready and all(
                     m.name in still_wanted
                     or m.name not in server.models
                     or server.models[m.name].state is ModelState.UNLOADED

@@ -44,7 +44,13 @@ def check_model(field: str, name: str, uri: str) -> None:
         try:
             parsed_config = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
         except text_format.ParseError as exc:
-            raise InvalidArgument(f"{field}.uri", f"{config} is malformed: {exc}") from None
+            # The parser's message repeats the whole offending line; keep its position and
+            # its complaint.
+            problem = str(exc).rsplit("': ", 1)[-1] if "': " in str(exc) else str(exc)
+            where = f" at line {exc.GetLine()} column {exc.GetColumn()}" if exc.GetLine() else ""
+            raise InvalidArgument(
+                f"{field}.uri", f"{config} is malformed{where}: {problem}"
+            ) from None
         if parsed_config.name and parsed_config.name != name:
             raise InvalidArgument(
                 f"{field}.name",

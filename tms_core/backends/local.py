@@ -107,15 +107,6 @@ class LocalBackend:
             "--exit-timeout-secs=5",
             "--log-info=true",
         ]
-        sidecar_cmd = [
-            sys.executable,
-            "-m",
-            "sidecar",
-            f"--daemon={self._daemon_address}",
-            f"--server-id={server.id}",
-            f"--triton-http={server.http_endpoint}",
-            f"--model-dir={models}",
-        ]
         with open(work / "tritonserver.log", "ab") as triton_log:
             triton = subprocess.Popen(
                 triton_cmd,
@@ -127,6 +118,19 @@ class LocalBackend:
             )
         self._children[triton.pid] = triton
         server.pid = triton.pid
+        self._start_sidecar(server, work)
+        log.info("server %s: tritonserver pid %d, sidecar pid %s", server.id, triton.pid, server.sidecar_pid)
+
+    def _start_sidecar(self, server: Server, work: Path) -> None:
+        sidecar_cmd = [
+            sys.executable,
+            "-m",
+            "sidecar",
+            f"--daemon={self._daemon_address}",
+            f"--server-id={server.id}",
+            f"--triton-http={server.http_endpoint}",
+            f"--model-dir={work / 'models'}",
+        ]
         with open(work / "sidecar.log", "ab") as sidecar_log:
             sidecar = subprocess.Popen(
                 sidecar_cmd,
@@ -138,7 +142,6 @@ class LocalBackend:
             )
         self._children[sidecar.pid] = sidecar
         server.sidecar_pid = sidecar.pid
-        log.info("server %s: tritonserver pid %d, sidecar pid %d", server.id, triton.pid, sidecar.pid)
 
     def _alive(self, pid: int | None, marker: str) -> bool:
         if pid is None:
@@ -162,7 +165,18 @@ class LocalBackend:
         return f" with code {child.returncode}" if child and child.returncode is not None else ""
 
     def adopt(self, server: Server) -> bool:
-        return _running(server.pid, server.work_dir) and _running(server.sidecar_pid, server.id)
+        """Keeps a running tritonserver, with a new sidecar that reports to this daemon.
+
+        The old sidecar may point at an address this daemon no longer listens on; a fresh one
+        learns what is loaded from Triton's repository index, so nothing is reloaded.
+        """
+        if not _running(server.pid, server.work_dir):
+            return False
+        if server.sidecar_pid and _running(server.sidecar_pid, server.id):
+            # It holds nothing the new one cannot read back from Triton.
+            _signal_group(server.sidecar_pid, signal.SIGKILL)
+        self._start_sidecar(server, Path(server.work_dir))
+        return True
 
     async def stop(self, server: Server) -> None:
         # Each process leads its own group: signalling the group also reaches the

@@ -54,7 +54,8 @@ def print_lease(lease: pb.Lease) -> None:
 def print_table(leases: Iterable[pb.Lease]) -> None:
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "NAME", "STATE", "MODELS", "HTTP", "GRPC", "EXPIRES IN"):
-        table.add_column(column)
+        # Ids and addresses are copied by hand: never cut them.
+        table.add_column(column, no_wrap=column != "MODELS", overflow="fold")
     now = time.time()
     for lease in leases:
         ended = lease.state in (pb.LEASE_RELEASED, pb.LEASE_EXPIRED, pb.LEASE_FAILED)

@@ -1,0 +1,76 @@
+"""Small helpers for talking to a real Triton in integration tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tests.conftest import EXAMPLES
+from tms_core.api.client import ModelArg
+
+
+def example(name: str, memory: int = 0) -> ModelArg:
+    return ModelArg(name, (EXAMPLES / name).as_uri(), memory)
+
+
+def index(http_endpoint: str) -> dict[str, str]:
+    """Triton's repository index: model name -> state."""
+    client = httpclient.InferenceServerClient(http_endpoint)
+    try:
+        return {m["name"]: m.get("state", "") for m in client.get_model_repository_index()}
+    finally:
+        client.close()
+
+
+def refuses(http_endpoint: str) -> bool:
+    client = httpclient.InferenceServerClient(http_endpoint, connection_timeout=1.0)
+    try:
+        client.is_server_live()
+    except Exception:  # noqa: BLE001 - any failure to connect means the server is gone
+        return True
+    finally:
+        client.close()
+    return False
+
+
+def add_sub_http(http_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    client = httpclient.InferenceServerClient(http_endpoint)
+    try:
+        inputs = [httpclient.InferInput("INPUT0", [4], "FP32"), httpclient.InferInput("INPUT1", [4], "FP32")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(b)
+        result = client.infer("add_sub", inputs)
+        return result.as_numpy("OUTPUT0"), result.as_numpy("OUTPUT1")
+    finally:
+        client.close()
+
+
+def add_sub_grpc(grpc_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    client = grpcclient.InferenceServerClient(grpc_endpoint)
+    try:
+        inputs = [grpcclient.InferInput("INPUT0", [4], "FP32"), grpcclient.InferInput("INPUT1", [4], "FP32")]
+        inputs[0].set_data_from_numpy(a)
+        inputs[1].set_data_from_numpy(b)
+        result = client.infer("add_sub", inputs)
+        return result.as_numpy("OUTPUT0"), result.as_numpy("OUTPUT1")
+    finally:
+        client.close()
+
+
+def broken_model(root: Path, name: str = "broken") -> ModelArg:
+    """A Python-backend model whose initialize() raises: Triton accepts it and fails the load."""
+    model = root / name
+    shutil.copytree(EXAMPLES / "add_sub", model)
+    (model / "config.pbtxt").write_text(
+        (model / "config.pbtxt").read_text().replace('name: "add_sub"', f'name: "{name}"')
+    )
+    (model / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('weights are corrupt')\n"
+    )
+    return ModelArg(name, model.as_uri())
