@@ -35,11 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         task = asyncio.create_task(agent.run())
         loop = asyncio.get_running_loop()
+
         def stop() -> None:
             task.cancel()
             # A blocking Triton call in a worker thread would hold up the exit; the daemon
             # waits for this process, so never take long.
-            threading.Timer(3.0, os._exit, args=(0,)).start()
+            watchdog = threading.Timer(3.0, os._exit, args=(0,))
+            watchdog.daemon = True
+            watchdog.start()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)

@@ -26,7 +26,7 @@ UNLOAD_TIMEOUT_S = 60.0
 class ModelStatus:
     name: str
     uri: str
-    state: int
+    state: pb.ModelState
     error: str = ""
     load_s: float = 0.0
 
@@ -129,7 +129,8 @@ class Agent:
         self._busy[name] = asyncio.create_task(run(), name=f"model:{name}")
 
     async def _wait_triton_ready(self) -> None:
-        while not await asyncio.to_thread(self._triton.ready):
+        # Triton offers nothing to wait on but its health endpoint; it is up in ~0.1 s.
+        while not await asyncio.to_thread(self._triton.ready):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         self._triton_ready = True
         self._dirty.set()
@@ -142,7 +143,14 @@ class Agent:
             if entry.state == "READY" and entry.name not in self._status:
                 self._status[entry.name] = ModelStatus(entry.name, "", pb.MODEL_READY)
 
-    def _set(self, name: str, uri: str, state: int, error: str = "", load_s: float = 0.0) -> None:
+    def _set(
+        self,
+        name: str,
+        uri: str,
+        state: pb.ModelState,
+        error: str = "",
+        load_s: float = 0.0,
+    ) -> None:
         self._status[name] = ModelStatus(name, uri, state, " ".join(error.split()), load_s)
         self._dirty.set()
 

@@ -61,9 +61,7 @@ class TritonHttp:
         if status != 200:
             raise TritonError(_error_text(body) or f"HTTP {status}")
         entries: list[dict[str, Any]] = json.loads(body)
-        return [
-            IndexEntry(e["name"], e.get("state", ""), e.get("reason", "")) for e in entries
-        ]
+        return [IndexEntry(e["name"], e.get("state", ""), e.get("reason", "")) for e in entries]
 
 
 def _error_text(body: bytes) -> str:

@@ -64,11 +64,20 @@ class Daemon:
 
     def start(self) -> Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.state_dir / "daemon.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.state_dir / "daemon.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tms_core.cli.main", "daemon", f"--listen={self.target}",
-             f"--state={self.state}", *self.extra],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+            [
+                sys.executable,
+                "-m",
+                "tms_core.cli.main",
+                "daemon",
+                f"--listen={self.target}",
+                f"--state={self.state}",
+                *self.extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
         )
         log.close()
         deadline = time.monotonic() + 30
@@ -78,7 +87,9 @@ class Daemon:
                 return self
             except ClientError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log()}") from None
+                    raise RuntimeError(
+                        f"daemon exited {self.proc.returncode}: {self.log()}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
@@ -102,7 +113,10 @@ class Daemon:
             env["TMS_TARGET"] = target
         return subprocess.run(
             [sys.executable, "-m", "tms_core.cli.main", *args],
-            capture_output=True, text=True, env=env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
 
 

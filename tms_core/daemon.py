@@ -42,13 +42,15 @@ async def reconcile_loop(manager: LeaseManager, clock: Clock) -> None:
         await manager.tick()
         now = clock.now()
         deadline = manager.next_deadline()
-        wake_at = now + HEALTH_INTERVAL_S if deadline is None else min(deadline, now + HEALTH_INTERVAL_S)
+        wake_at = (
+            now + HEALTH_INTERVAL_S if deadline is None else min(deadline, now + HEALTH_INTERVAL_S)
+        )
         await clock.sleep_until(wake_at, manager.deadlines_changed)
 
 
 def _lock_state(state: Path) -> IO[str]:
     state.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(state.with_name(state.name + ".lock"), "w")  # noqa: SIM115 - held for the run
+    handle = open(state.with_name(state.name + ".lock"), "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -117,7 +119,9 @@ async def serve(
         pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(manager), server)
         pb_grpc.add_SidecarServiceServicer_to_server(SidecarServicer(manager), server)
         await server.start()
-        log.info("tms daemon listening on %s, state %s, tritonserver %s", listen, state, install.binary)
+        log.info(
+            "tms daemon listening on %s, state %s, tritonserver %s", listen, state, install.binary
+        )
         # Expires leases on time and notices dead or idle servers.
         tasks.append(
             aiotasks.create_guarded_task(reconcile_loop(manager, clock), name="reconciler")

@@ -120,13 +120,18 @@ class LeaseManager:
                 if lease.state is LeaseState.RELEASING and not held:
                     self._set_state(lease, LeaseState.RELEASED, "", now)
                 elif lease.expires_at <= now and lease.state is not LeaseState.RELEASING:
-                    self._set_state(lease, LeaseState.EXPIRED, "expired while the daemon was down", now)
+                    self._set_state(
+                        lease, LeaseState.EXPIRED, "expired while the daemon was down", now
+                    )
                 elif lease.state.holds_models and not held:
                     lease.server_id = None
                     for model in lease.models:
                         model.state, model.error = ModelState.PENDING, ""
                     self._set_state(
-                        lease, LeaseState.PENDING, "its server was gone when the daemon started", now
+                        lease,
+                        LeaseState.PENDING,
+                        "its server was gone when the daemon started",
+                        now,
                     )
                 else:
                     continue
@@ -202,7 +207,7 @@ class LeaseManager:
     def snapshot(self, lease_id: str) -> Lease:
         return copy.deepcopy(self._get(lease_id))
 
-    def list(self, *, include_ended: bool = False) -> list[Lease]:
+    def list_leases(self, *, include_ended: bool = False) -> list[Lease]:
         return [
             copy.deepcopy(lease)
             for lease in self.leases.values()
@@ -293,12 +298,13 @@ class LeaseManager:
                     if not server.state.alive:
                         continue
                     reason = self._backend.exit_reason(server)
-                    if reason is None and server.state is ServerState.STARTING and (
-                        now - server.created_at > self._settings.local.start_timeout
+                    if (
+                        reason is None
+                        and server.state is ServerState.STARTING
+                        and (now - server.created_at > self._settings.local.start_timeout)
                     ):
-                        reason = (
-                            f"not ready within {format_duration(self._settings.local.start_timeout)}"
-                        )
+                        limit = format_duration(self._settings.local.start_timeout)
+                        reason = f"not ready within {limit}"
                     if reason is not None:
                         await self._fail_server(tx, server, reason, now)
                         to_stop.append(server)
@@ -356,7 +362,9 @@ class LeaseManager:
                 raise InvalidArgument(f"{field}.name", f"{model.name!r} appears twice in the lease")
             seen.add(model.name)
             if not model.uri:
-                raise InvalidArgument(f"{field}.uri", "is empty; expected a URI such as file:///models/x")
+                raise InvalidArgument(
+                    f"{field}.uri", "is empty; expected a URI such as file:///models/x"
+                )
             if model.memory_bytes < 0:
                 raise InvalidArgument(f"{field}.memory", "must not be negative")
             if self._check_model is not None:
@@ -410,8 +418,8 @@ class LeaseManager:
                     id=server.id,
                     capacity_bytes=server.capacity_bytes,
                     used_bytes=sum(lease.memory_bytes for lease in holders),
-                    models={m.name: m.uri for lease in holders for m in lease.models}
-                    | {name: served.uri for name, served in server.models.items()},
+                    models={str(m.name): m.uri for lease in holders for m in lease.models}
+                    | {str(name): served.uri for name, served in server.models.items()},
                 )
             )
         return views
@@ -440,9 +448,7 @@ class LeaseManager:
                     )
                     await tx.put_server(new_server)
                     self.servers[new_server.id] = new_server
-                lease.server_id = (
-                    new_server.id if new_server else placement_server(decision)
-                )
+                lease.server_id = new_server.id if new_server else placement_server(decision)
                 self._set_state(lease, LeaseState.LOADING, "", now)
                 server = self.servers[lease.server_id]
                 server.idle_since = None
@@ -463,7 +469,9 @@ class LeaseManager:
             await self._backend.start(server)
         except OSError as exc:
             async with self._store.transaction() as tx:
-                await self._fail_server(tx, server, f"could not start tritonserver: {exc}", self._clock.now())
+                await self._fail_server(
+                    tx, server, f"could not start tritonserver: {exc}", self._clock.now()
+                )
             return
         async with self._store.transaction() as tx:
             await tx.put_server(server)
@@ -519,9 +527,7 @@ class LeaseManager:
                         lease, LeaseState.FAILED, f"model {model.name!r}: {model.error}", now
                     )
                     failed_any = True
-                elif server.triton_ready and all(
-                    m.state is ModelState.READY for m in lease.models
-                ):
+                elif server.triton_ready and all(m.state is ModelState.READY for m in lease.models):
                     self._set_state(lease, LeaseState.READY, "", now)
                     # The duration counts from READY: loading time is not the holder's to pay.
                     lease.expires_at = now + lease.duration_s
@@ -564,7 +570,8 @@ class LeaseManager:
                 if model.state is not ModelState.FAILED:
                     model.state = (
                         ModelState.UNLOADED
-                        if lease.state is LeaseState.RELEASING and model.state is not ModelState.PENDING
+                        if lease.state is LeaseState.RELEASING
+                        and model.state is not ModelState.PENDING
                         else ModelState.PENDING
                     )
                 continue

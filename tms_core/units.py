@@ -35,7 +35,9 @@ def parse_size(text: str) -> int:
     """Bytes in `text`: a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB, ...)."""
     match = _SIZE_RE.match(text)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{text!r} is not a size; expected a number and a unit such as 512MiB or 2GiB")
+        raise ValueError(
+            f"{text!r} is not a size; expected a number and a unit such as 512MiB or 2GiB"
+        )
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
@@ -82,6 +84,8 @@ def format_duration(seconds: float) -> str:
 
 
 def rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(timestamp, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )

@@ -30,7 +30,7 @@ def refuses(http_endpoint: str) -> bool:
     client = httpclient.InferenceServerClient(http_endpoint, connection_timeout=1.0)
     try:
         client.is_server_live()
-    except Exception:  # noqa: BLE001 - any failure to connect means the server is gone
+    except Exception:
         return True
     finally:
         client.close()
@@ -40,7 +40,10 @@ def refuses(http_endpoint: str) -> bool:
 def add_sub_http(http_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     client = httpclient.InferenceServerClient(http_endpoint)
     try:
-        inputs = [httpclient.InferInput("INPUT0", [4], "FP32"), httpclient.InferInput("INPUT1", [4], "FP32")]
+        inputs = [
+            httpclient.InferInput("INPUT0", [4], "FP32"),
+            httpclient.InferInput("INPUT1", [4], "FP32"),
+        ]
         inputs[0].set_data_from_numpy(a)
         inputs[1].set_data_from_numpy(b)
         result = client.infer("add_sub", inputs)
@@ -52,7 +55,10 @@ def add_sub_http(http_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.n
 def add_sub_grpc(grpc_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     client = grpcclient.InferenceServerClient(grpc_endpoint)
     try:
-        inputs = [grpcclient.InferInput("INPUT0", [4], "FP32"), grpcclient.InferInput("INPUT1", [4], "FP32")]
+        inputs = [
+            grpcclient.InferInput("INPUT0", [4], "FP32"),
+            grpcclient.InferInput("INPUT1", [4], "FP32"),
+        ]
         inputs[0].set_data_from_numpy(a)
         inputs[1].set_data_from_numpy(b)
         result = client.infer("add_sub", inputs)

@@ -30,7 +30,9 @@ def test_bad_input_errors_and_daemon_keeps_serving(daemon: Daemon, tmp_path: Pat
     assert "uri= is missing" in line
     line = one_line_error(daemon.cli("lease", "acquire", "-m", "add_sub"))
     assert "expected name=NAME,uri=URI" in line
-    line = one_line_error(daemon.cli("lease", "acquire", "-m", f"name=x,uri={EXAMPLES}/add_sub,memory=lots"))
+    line = one_line_error(
+        daemon.cli("lease", "acquire", "-m", f"name=x,uri={EXAMPLES}/add_sub,memory=lots")
+    )
     assert "memory" in line and "'lots' is not a size" in line
 
     missing = tmp_path / "nowhere"
@@ -39,14 +41,28 @@ def test_bad_input_errors_and_daemon_keeps_serving(daemon: Daemon, tmp_path: Pat
 
     bad = tmp_path / "bad"
     shutil.copytree(EXAMPLES / "add_sub", bad)
-    (bad / "config.pbtxt").write_text('name: "bad"\nbackend: "python"\ninput [ { name: "X" data_type: TYPE_NOPE } ]\n')
+    (bad / "config.pbtxt").write_text(
+        'name: "bad"\nbackend: "python"\ninput [ { name: "X" data_type: TYPE_NOPE } ]\n'
+    )
     line = one_line_error(daemon.cli("lease", "acquire", "-m", f"name=bad,uri={bad}"))
-    assert "models[0].uri" in line and "config.pbtxt is malformed at line 3" in line and "TYPE_NOPE" in line
+    assert (
+        "models[0].uri" in line
+        and "config.pbtxt is malformed at line 3" in line
+        and "TYPE_NOPE" in line
+    )
 
-    line = one_line_error(daemon.cli("lease", "acquire", "-m", f"name=add_sub,uri={EXAMPLES}/add_sub", "--name", "Not_DNS"))
+    line = one_line_error(
+        daemon.cli(
+            "lease", "acquire", "-m", f"name=add_sub,uri={EXAMPLES}/add_sub", "--name", "Not_DNS"
+        )
+    )
     assert line.startswith("error: name:") and "DNS-1123" in line
 
-    line = one_line_error(daemon.cli("lease", "acquire", "-m", f"name=add_sub,uri={EXAMPLES}/add_sub", "--duration", "soon"))
+    line = one_line_error(
+        daemon.cli(
+            "lease", "acquire", "-m", f"name=add_sub,uri={EXAMPLES}/add_sub", "--duration", "soon"
+        )
+    )
     assert "--duration" in line
 
     (port,) = free_ports(1)
@@ -60,7 +76,16 @@ def test_bad_input_errors_and_daemon_keeps_serving(daemon: Daemon, tmp_path: Pat
 
 
 def test_acquire_json_output_schema(daemon: Daemon) -> None:
-    result = daemon.cli("lease", "acquire", "-m", f"name=add_sub,uri={EXAMPLES}/add_sub,memory=64MiB", "--name", "adder", "-o", "json")
+    result = daemon.cli(
+        "lease",
+        "acquire",
+        "-m",
+        f"name=add_sub,uri={EXAMPLES}/add_sub,memory=64MiB",
+        "--name",
+        "adder",
+        "-o",
+        "json",
+    )
     assert result.returncode == 0, result.stderr
     lease = json.loads(result.stdout)
     assert lease["state"] == "READY" and lease["name"] == "adder" and lease["reason"] == ""

@@ -7,7 +7,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from tests.conftest import Daemon, processes_under, wait_for
-from tests.integration.helpers import add_sub_grpc, add_sub_http, broken_model, example, index, refuses
+from tests.integration.helpers import (
+    add_sub_grpc,
+    add_sub_http,
+    broken_model,
+    example,
+    index,
+    refuses,
+)
 from tms_core.api import tms_pb2 as pb
 
 pytestmark = pytest.mark.triton
@@ -23,7 +30,10 @@ def test_acquire_infer_release_and_idle_stop(daemon: Daemon) -> None:
 
     a = np.array([1, 2, 3, 4], dtype=np.float32)
     b = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
-    for call, endpoint in ((add_sub_http, lease.endpoints.http), (add_sub_grpc, lease.endpoints.grpc)):
+    for call, endpoint in (
+        (add_sub_http, lease.endpoints.http),
+        (add_sub_grpc, lease.endpoints.grpc),
+    ):
         total, diff = call(endpoint, a, b)
         np.testing.assert_allclose(total, a + b)
         np.testing.assert_allclose(diff, a - b)

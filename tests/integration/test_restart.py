@@ -56,7 +56,9 @@ def test_sigkill_then_restart_adopts_running_servers(make_daemon: Callable[..., 
     assert "add_sub" not in index(lease.endpoints.http)
 
 
-def test_leave_serving_keeps_servers_for_the_next_daemon(make_daemon: Callable[..., Daemon]) -> None:
+def test_leave_serving_keeps_servers_for_the_next_daemon(
+    make_daemon: Callable[..., Daemon],
+) -> None:
     first = make_daemon("--leave-serving")
     lease = list(first.client.acquire([example("add_sub")], duration_s=600))[-1]
     assert first.stop() == 0

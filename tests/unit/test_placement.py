@@ -38,8 +38,9 @@ def test_best_fit_picks_the_tightest_server_that_fits() -> None:
         server("s-full", used=14 * GiB),  # 2 GiB free: too little
         server("s-mid", used=8 * GiB),  # 8 GiB free
     ]
-    decision = place([need("a", 2 * GiB), need("b", GiB)], servers,
-                     server_capacity=CAPACITY, max_servers=8)
+    decision = place(
+        [need("a", 2 * GiB), need("b", GiB)], servers, server_capacity=CAPACITY, max_servers=8
+    )
     assert isinstance(decision, JoinServer)
     assert decision.server_id == "s-tight"
     assert "4.0 GiB free on s-tight" in decision.why
@@ -47,9 +48,12 @@ def test_best_fit_picks_the_tightest_server_that_fits() -> None:
 
 
 def test_an_exact_fit_is_chosen() -> None:
-    decision = place([need("a", 4 * GiB)],
-                     [server("s-1", used=0), server("s-2", used=12 * GiB)],
-                     server_capacity=CAPACITY, max_servers=8)
+    decision = place(
+        [need("a", 4 * GiB)],
+        [server("s-1", used=0), server("s-2", used=12 * GiB)],
+        server_capacity=CAPACITY,
+        max_servers=8,
+    )
     assert isinstance(decision, JoinServer)
     assert decision.server_id == "s-2"
 
@@ -120,8 +124,9 @@ def test_largest_free_ignores_servers_the_lease_cannot_join() -> None:
 
 
 def test_rejects_a_lease_larger_than_a_whole_server() -> None:
-    decision = place([need("a", 10 * GiB), need("b", 7 * GiB)], [],
-                     server_capacity=CAPACITY, max_servers=8)
+    decision = place(
+        [need("a", 10 * GiB), need("b", 7 * GiB)], [], server_capacity=CAPACITY, max_servers=8
+    )
     assert isinstance(decision, Reject)
     assert "needs 17.0 GiB" in decision.reason
     assert "a server offers 16.0 GiB" in decision.reason
@@ -133,8 +138,9 @@ def test_a_lease_exactly_the_size_of_a_server_is_not_rejected() -> None:
 
 
 def test_undeclared_memory_joins_even_a_full_server() -> None:
-    decision = place([need("a", 0)], [server("s-full", used=CAPACITY)],
-                     server_capacity=CAPACITY, max_servers=1)
+    decision = place(
+        [need("a", 0)], [server("s-full", used=CAPACITY)], server_capacity=CAPACITY, max_servers=1
+    )
     assert isinstance(decision, JoinServer)
 
 
@@ -147,8 +153,7 @@ def _random_case(rng: random.Random) -> tuple[list[ModelNeed], list[ServerView],
     servers = []
     for i in range(count):
         models = {
-            name: rng.choice(URIS).format(name)
-            for name in rng.sample(NAMES, rng.randint(0, 3))
+            name: rng.choice(URIS).format(name) for name in rng.sample(NAMES, rng.randint(0, 3))
         }
         servers.append(
             ServerView(

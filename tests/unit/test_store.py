@@ -19,10 +19,17 @@ def a_lease(lease_id: str = "l-000000000001", server_id: str | None = "s-0000000
         name="my-lease",
         state=LeaseState.READY,
         models=[
-            LeaseModel(ModelName("resnet"), "file:///models/resnet", 2 * 1024**3,
-                       ModelState.READY, "", 1.25),
-            LeaseModel(ModelName("bert"), "file:///models/bert", 0, ModelState.FAILED,
-                       "out of memory", 0.0),
+            LeaseModel(
+                ModelName("resnet"),
+                "file:///models/resnet",
+                2 * 1024**3,
+                ModelState.READY,
+                "",
+                1.25,
+            ),
+            LeaseModel(
+                ModelName("bert"), "file:///models/bert", 0, ModelState.FAILED, "out of memory", 0.0
+            ),
         ],
         duration_s=600.0,
         created_at=1_700_000_000.5,

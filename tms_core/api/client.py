@@ -6,7 +6,7 @@ Errors come out as `ClientError` with a one-line message fit to show a person.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,10 +138,12 @@ class TmsClient:
 
     def acquire(
         self, models: Sequence[ModelArg], *, name: str = "", duration_s: float = 0.0
-    ) -> Iterator[pb.Lease]:
+    ) -> Generator[pb.Lease, None, None]:
         """The new lease, once now and again on each change until READY or FAILED."""
         request = pb.AcquireRequest(
-            models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
+            models=[
+                pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models
+            ],
             name=name,
             duration_s=duration_s,
         )
@@ -153,7 +155,7 @@ class TmsClient:
         finally:
             stream.cancel()
 
-    def follow(self, lease_id: str) -> Iterator[pb.Lease]:
+    def follow(self, lease_id: str) -> Generator[pb.Lease, None, None]:
         stream = self._stub.Follow(pb.LeaseRef(id=lease_id))
         try:
             yield from stream

@@ -39,7 +39,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def unary_unary(request: Any, context: Any) -> Any:
                 try:
                     return await inner_uu(request, context)
-                except Exception as exc:  # noqa: BLE001 - this is the mapping point
+                except Exception as exc:
                     await _abort(context, exc)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -54,7 +54,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 try:
                     async for item in inner_us(request, context):
                         yield item
-                except Exception as exc:  # noqa: BLE001 - this is the mapping point
+                except Exception as exc:
                     await _abort(context, exc)
 
             return grpc.unary_stream_rpc_method_handler(

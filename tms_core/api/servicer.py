@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -14,7 +14,8 @@ from tms_core.domain import Lease, LeaseState
 from tms_core.errors import TmsError
 from tms_core.leases import LeaseManager, ModelRequest
 
-Context = grpc.aio.ServicerContext[Any, Any]
+# grpc ships no type hints for its aio context.
+Context: TypeAlias = Any
 
 
 class ServerUnknown(TmsError):
@@ -28,7 +29,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     def _pb(self, lease: Lease) -> pb.Lease:
         return lease_to_pb(lease, self._manager.server_of(lease))
 
-    async def Acquire(  # noqa: N802 - gRPC method names
+    async def Acquire(
         self, request: pb.AcquireRequest, context: Context
     ) -> AsyncIterator[pb.Lease]:
         lease = await self._manager.acquire(
@@ -46,22 +47,20 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 yield message
                 last = message
 
-    async def Status(self, request: pb.LeaseRef, context: Context) -> pb.Lease:  # noqa: N802
+    async def Status(self, request: pb.LeaseRef, context: Context) -> pb.Lease:
         return self._pb(self._manager.snapshot(request.id))
 
-    async def List(self, request: pb.ListRequest, context: Context) -> pb.ListResponse:  # noqa: N802
-        leases = self._manager.list(include_ended=request.include_ended)
+    async def List(self, request: pb.ListRequest, context: Context) -> pb.ListResponse:
+        leases = self._manager.list_leases(include_ended=request.include_ended)
         return pb.ListResponse(leases=[self._pb(lease) for lease in leases])
 
-    async def Renew(self, request: pb.RenewRequest, context: Context) -> pb.Lease:  # noqa: N802
+    async def Renew(self, request: pb.RenewRequest, context: Context) -> pb.Lease:
         return self._pb(await self._manager.renew(request.id, request.duration_s))
 
-    async def Release(self, request: pb.LeaseRef, context: Context) -> pb.Lease:  # noqa: N802
+    async def Release(self, request: pb.LeaseRef, context: Context) -> pb.Lease:
         return self._pb(await self._manager.release(request.id))
 
-    async def Follow(  # noqa: N802
-        self, request: pb.LeaseRef, context: Context
-    ) -> AsyncIterator[pb.Lease]:
+    async def Follow(self, request: pb.LeaseRef, context: Context) -> AsyncIterator[pb.Lease]:
         last = None
         async for current in self._manager.follow(request.id):
             message = self._pb(current)
@@ -74,7 +73,7 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
     def __init__(self, manager: LeaseManager) -> None:
         self._manager = manager
 
-    async def Connect(  # noqa: N802
+    async def Connect(
         self, request: pb.SidecarHello, context: Context
     ) -> AsyncIterator[pb.Assignment]:
         if not self._manager.has_server(request.server_id):
@@ -85,7 +84,7 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
                 models=[pb.ModelAssignment(name=n, uri=u) for n, u in assignment.models],
             )
 
-    async def Report(self, request: pb.SidecarReport, context: Context) -> pb.ReportAck:  # noqa: N802
+    async def Report(self, request: pb.SidecarReport, context: Context) -> pb.ReportAck:
         if not self._manager.has_server(request.server_id):
             raise ServerUnknown(f"server {request.server_id!r} is not known to this daemon")
         await self._manager.report(

@@ -107,8 +107,10 @@ class LocalBackend:
             "--exit-timeout-secs=5",
             "--log-info=true",
         ]
-        with open(work / "tritonserver.log", "ab") as triton_log:
-            triton = subprocess.Popen(
+        # Popen returns once the child is forked: quick enough to do on the event loop, and
+        # the pid must be recorded before anything else happens.
+        with open(work / "tritonserver.log", "ab") as triton_log:  # noqa: ASYNC230
+            triton = subprocess.Popen(  # noqa: ASYNC220
                 triton_cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=triton_log,
@@ -119,7 +121,12 @@ class LocalBackend:
         self._children[triton.pid] = triton
         server.pid = triton.pid
         self._start_sidecar(server, work)
-        log.info("server %s: tritonserver pid %d, sidecar pid %s", server.id, triton.pid, server.sidecar_pid)
+        log.info(
+            "server %s: tritonserver pid %d, sidecar pid %s",
+            server.id,
+            triton.pid,
+            server.sidecar_pid,
+        )
 
     def _start_sidecar(self, server: Server, work: Path) -> None:
         sidecar_cmd = [
@@ -186,17 +193,17 @@ class LocalBackend:
                 _signal_group(pid, signal.SIGTERM)
         for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
             if pid:
-                await self._wait_gone(pid, marker, timeout=8.0)
+                await self._wait_gone(pid, marker, grace=8.0)
         shutil.rmtree(server.work_dir, ignore_errors=True)
 
-    async def _wait_gone(self, pid: int, marker: str, *, timeout: float) -> None:
+    async def _wait_gone(self, pid: int, marker: str, *, grace: float) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + grace
         while self._alive(pid, marker):
             if loop.time() > deadline:
-                log.warning("pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
+                log.warning("pid %d ignored SIGTERM for %.0fs; killing it", pid, grace)
                 _signal_group(pid, signal.SIGKILL)
-                deadline = loop.time() + timeout
+                deadline = loop.time() + grace
             await asyncio.sleep(0.02)
         # The group may still hold stubs whose leader is gone.
         _signal_group(pid, signal.SIGKILL)

@@ -42,5 +42,3 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
-
-

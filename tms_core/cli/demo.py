@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ClientError, ModelArg, TmsClient
+from tms_core.api.client import ClientError, ModelArg, TmsClient, state_name
 from tms_core.backends.local import free_ports
 from tms_core.cli import output
 from tms_core.cli.common import one_line_errors
@@ -43,8 +43,11 @@ def wait_for_daemon(client: TmsClient, proc: subprocess.Popen[bytes], timeout: f
 
 @click.command()
 @click.option(
-    "--examples", type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=EXAMPLES, show_default=True, help="The example model repository.",
+    "--examples",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=EXAMPLES,
+    show_default=True,
+    help="The example model repository.",
 )
 @one_line_errors
 def demo(examples: Path) -> None:
@@ -60,9 +63,18 @@ def demo(examples: Path) -> None:
         say(f"[bold]1.[/] starting the tms daemon on {target} (log: {log_path})")
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tms_core.cli.main", "daemon", f"--listen={target}",
-                 f"--state={tmp}/state.db", "--idle-grace=5s"],
-                stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                [
+                    sys.executable,
+                    "-m",
+                    "tms_core.cli.main",
+                    "daemon",
+                    f"--listen={target}",
+                    f"--state={tmp}/state.db",
+                    "--idle-grace=5s",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=os.environ.copy(),
             )
         client = TmsClient(target)
         try:
@@ -72,38 +84,45 @@ def demo(examples: Path) -> None:
                 ModelArg("add_sub", (examples / "add_sub").as_uri(), 64 * 1024**2),
                 ModelArg("blob_classifier", (examples / "blob_classifier").as_uri(), 128 * 1024**2),
             ]
-            lease = output.follow_with_progress(
-                client.acquire(models, duration_s=600), show=True
-            )
+            lease = output.follow_with_progress(client.acquire(models, duration_s=600), show=True)
             output.print_lease(lease)
             if lease.state != pb.LEASE_READY:
-                raise ClientError(f"lease {lease.id} ended {pb.LeaseState.Name(lease.state)}: {lease.reason}")
+                raise ClientError(
+                    f"lease {lease.id} ended {pb.LeaseState.Name(lease.state)}: {lease.reason}"
+                )
 
             say(f"[bold]3.[/] add_sub over HTTP at {lease.endpoints.http} (tritonclient.http)")
             a = np.array([1, 2, 3, 4], dtype=np.float32)
             b = np.array([10, 20, 30, 40], dtype=np.float32)
             http = httpclient.InferenceServerClient(lease.endpoints.http)
-            inputs = [httpclient.InferInput("INPUT0", [4], "FP32"), httpclient.InferInput("INPUT1", [4], "FP32")]
+            inputs = [
+                httpclient.InferInput("INPUT0", [4], "FP32"),
+                httpclient.InferInput("INPUT1", [4], "FP32"),
+            ]
             inputs[0].set_data_from_numpy(a)
             inputs[1].set_data_from_numpy(b)
             result = http.infer("add_sub", inputs)
             say(f"    {a} + {b} = {result.as_numpy('OUTPUT0')}")
             say(f"    {a} - {b} = {result.as_numpy('OUTPUT1')}")
 
-            say(f"[bold]4.[/] blob_classifier over gRPC at {lease.endpoints.grpc} (tritonclient.grpc)")
+            grpc_at = lease.endpoints.grpc
+            say(f"[bold]4.[/] blob_classifier over gRPC at {grpc_at} (tritonclient.grpc)")
             features = np.array([[0, 0, 0, 0], [4, 4, 0, 0], [0, 4, 4, 4]], dtype=np.float32)
             grpc_client = grpcclient.InferenceServerClient(lease.endpoints.grpc)
             feature_input = grpcclient.InferInput("features", list(features.shape), "FP32")
             feature_input.set_data_from_numpy(features)
             answer = grpc_client.infer("blob_classifier", [feature_input])
             for row, cls, probs in zip(
-                features, answer.as_numpy("class_index"), answer.as_numpy("probabilities"), strict=True
+                features,
+                answer.as_numpy("class_index"),
+                answer.as_numpy("probabilities"),
+                strict=True,
             ):
                 say(f"    features {row} -> class {cls} (p={probs[cls]:.3f})")
 
             say(f"[bold]5.[/] releasing lease {lease.id}")
             released = client.release(lease.id)
-            say(f"    lease {released.id} is {pb.LeaseState.Name(released.state).removeprefix('LEASE_')}")
+            say(f"    lease {released.id} is {state_name(released.state)}")
         finally:
             client.close()
             say("[bold]6.[/] stopping the daemon (it stops its Triton servers)")

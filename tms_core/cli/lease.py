@@ -14,8 +14,13 @@ from tms_core.cli.common import Context, one_line_errors, pass_context
 from tms_core.units import parse_duration
 
 OUTPUT = click.option(
-    "-o", "--output", "fmt", type=click.Choice(["human", "json"]), default="human",
-    show_default=True, help="Output format.",
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["human", "json"]),
+    default="human",
+    show_default=True,
+    help="Output format.",
 )
 
 
@@ -42,7 +47,12 @@ def lease() -> None:
 
 @lease.command()
 @click.option(
-    "-m", "--model", "models", multiple=True, required=True, metavar="name=N,uri=U[,memory=M]",
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    metavar="name=N,uri=U[,memory=M]",
     help="A model to lease (repeat for several). URI: file:///path or a local path.",
 )
 @click.option("--name", default="", help="A name for the lease (DNS-1123 label).")
@@ -66,9 +76,7 @@ def acquire(
         final = next(updates)
         updates.close()
     else:
-        final = output.follow_with_progress(
-            updates, show=fmt == "human" and sys.stderr.isatty()
-        )
+        final = output.follow_with_progress(updates, show=fmt == "human" and sys.stderr.isatty())
     _show(final, fmt)
     if final.state == pb.LEASE_FAILED:
         sys.exit(1)

@@ -13,6 +13,7 @@ from tms_core.api.client import default_target
 from tms_core.cli import demo, lease
 from tms_core.cli.common import Context, one_line_errors
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-t",

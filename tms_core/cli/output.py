@@ -7,7 +7,14 @@ import time
 from collections.abc import Iterable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from tms_core.api import tms_pb2 as pb
@@ -88,7 +95,7 @@ def follow_with_progress(updates: Iterator[pb.Lease], *, show: bool) -> pb.Lease
         console=err,
         transient=False,
     ) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
         for last in updates:
             for model in last.models:
                 if model.name not in tasks:

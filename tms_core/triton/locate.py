@@ -31,9 +31,7 @@ def _wheel_root() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def locate(
-    binary: Path | None, backend_directory: Path | None, *, work_dir: Path
-) -> TritonInstall:
+def locate(binary: Path | None, backend_directory: Path | None, *, work_dir: Path) -> TritonInstall:
     """The Triton to run, or TritonNotFound saying what is missing and how to fix it."""
     env: dict[str, str] = {}
     # The Python-backend stub embeds the interpreter and finds its packages (numpy, the

@@ -1,0 +1,201 @@
+"""Time to READY through the daemon against the raw Triton path, side by side in one run.
+
+cold: raw = start tritonserver + load_model; daemon = Acquire on an empty fleet until READY
+      (the daemon starts the server and its sidecar, which fetches and loads the model).
+warm: raw = load_model on a running server; daemon = Acquire when a running server has room.
+
+The rounds alternate raw and daemon so both see the same machine noise; the figures are
+medians. Run: `.venv/bin/python benchmarks/time_to_ready.py [--rounds N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tritonclient.http as httpclient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tms_core.api import tms_pb2 as pb  # noqa: E402
+from tms_core.api.client import ModelArg, TmsClient  # noqa: E402
+from tms_core.backends.local import free_ports  # noqa: E402
+from tms_core.triton.locate import locate  # noqa: E402
+
+MODEL = ROOT / "examples" / "models" / "add_sub"
+HOLDER = ROOT / "examples" / "models" / "blob_classifier"
+POLL_S = 0.005
+
+
+class RawTriton:
+    """tritonserver started by hand, the way a user without TMS would."""
+
+    def __init__(self, work: Path) -> None:
+        self.install = locate(None, None, work_dir=work)
+        self.models = work / "raw-models"
+        self.models.mkdir(parents=True)
+        shutil.copytree(MODEL, self.models / "add_sub")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = open(work / "raw-triton.log", "ab")
+
+    def start(self) -> httpclient.InferenceServerClient:
+        http, grpc, metrics = free_ports(3)
+        self.proc = subprocess.Popen(
+            [
+                str(self.install.binary),
+                f"--model-repository={self.models}",
+                "--model-control-mode=explicit",
+                f"--backend-directory={self.install.backend_directory}",
+                "--http-address=127.0.0.1",
+                f"--http-port={http}",
+                "--grpc-address=127.0.0.1",
+                f"--grpc-port={grpc}",
+                "--metrics-address=127.0.0.1",
+                f"--metrics-port={metrics}",
+                "--exit-timeout-secs=5",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.install.env},
+            start_new_session=True,
+        )
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
+        while True:
+            try:
+                if client.is_server_ready():
+                    return client
+            except Exception:
+                pass
+            time.sleep(POLL_S)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait()
+
+
+def unload_fully(client: httpclient.InferenceServerClient, name: str) -> None:
+    client.unload_model(name)
+    while any(
+        m["name"] == name and m.get("state") in ("READY", "UNLOADING")
+        for m in client.get_model_repository_index()
+    ):
+        time.sleep(0.02)
+
+
+def until_ready(client: TmsClient, models: list[ModelArg]) -> pb.Lease:
+    *_, lease = client.acquire(models, duration_s=600)
+    assert lease is not None and lease.state == pb.LEASE_READY, lease
+    return lease
+
+
+def wait_no_servers(state_dir: Path) -> None:
+    servers = state_dir / "servers"
+    while servers.exists() and any(servers.iterdir()):
+        time.sleep(0.02)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    model = ModelArg("add_sub", MODEL.as_uri(), 64 * 1024**2)
+    holder = ModelArg("blob_classifier", HOLDER.as_uri(), 64 * 1024**2)
+    times: dict[str, list[float]] = {
+        k: [] for k in ("raw_cold", "tms_cold", "raw_warm", "tms_warm")
+    }
+    with tempfile.TemporaryDirectory(prefix="tms-bench-") as tmp:
+        work = Path(tmp)
+        raw = RawTriton(work)
+        (port,) = free_ports(1)
+        target = f"127.0.0.1:{port}"
+        with open(work / "daemon.log", "wb") as log:
+            daemon = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tms_core.cli.main",
+                    "daemon",
+                    f"--listen={target}",
+                    f"--state={work}/state/state.db",
+                    "--idle-grace=0.1s",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        client = TmsClient(target)
+        try:
+            while True:
+                try:
+                    client.list()
+                    break
+                except Exception:
+                    time.sleep(0.05)
+            # One unmeasured round each, so both paths start with warm page caches.
+            for measured in [False] + [True] * args.rounds:
+                t0 = time.perf_counter()
+                triton = raw.start()
+                triton.load_model("add_sub")
+                raw_cold = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                triton.unload_model("add_sub")
+                unload_fully(triton, "add_sub")
+                t0 = time.perf_counter()
+                triton.load_model("add_sub")
+                raw_warm = time.perf_counter() - t0
+                triton.close()
+                raw.stop()
+
+                t0 = time.perf_counter()
+                lease = until_ready(client, [model])
+                tms_cold = time.perf_counter() - t0
+                client.release(lease.id)
+                wait_no_servers(work / "state")
+
+                kept = until_ready(client, [holder])
+                t0 = time.perf_counter()
+                lease = until_ready(client, [model])
+                tms_warm = time.perf_counter() - t0
+                assert lease.server_id == kept.server_id, "warm lease did not join the server"
+                client.release(lease.id)
+                client.release(kept.id)
+                wait_no_servers(work / "state")
+                if measured:
+                    for key, value in (
+                        ("raw_cold", raw_cold),
+                        ("tms_cold", tms_cold),
+                        ("raw_warm", raw_warm),
+                        ("tms_warm", tms_warm),
+                    ):
+                        times[key].append(value)
+                    print(
+                        f"round {len(times['raw_cold'])}: "
+                        + " ".join(f"{k}={v[-1]:.3f}s" for k, v in times.items()),
+                        flush=True,
+                    )
+        finally:
+            client.close()
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+            raw.log.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"rounds={args.rounds} raw_cold_s={med['raw_cold']:.3f} tms_cold_s={med['tms_cold']:.3f} "
+        f"raw_warm_s={med['raw_warm']:.3f} tms_warm_s={med['tms_warm']:.3f} "
+        f"cold_ratio={med['tms_cold'] / med['raw_cold']:.3f} "
+        f"warm_ratio={med['tms_warm'] / med['raw_warm']:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
