@@ -29,11 +29,12 @@ def default_state_dir() -> Path:
 
 
 def _duration(value: Any) -> float:
-    return parse_duration(str(value)) if not isinstance(value, int | float) else float(value)
+    # Plain numbers go through the parser too, so -5, nan and inf are refused alike.
+    return parse_duration(str(value))
 
 
 def _size(value: Any) -> int:
-    return parse_size(str(value)) if not isinstance(value, int) else value
+    return parse_size(str(value))
 
 
 class _Section(BaseModel):
@@ -82,10 +83,10 @@ class LocalSettings(_Section):
     idle_grace: float = 60.0
     """Seconds a server with no lease keeps running before it is stopped."""
 
-    server_memory: int = Field(default_factory=lambda: _host_memory())
+    server_memory: int = Field(default_factory=lambda: _host_memory(), gt=0)
     """Memory one server offers to the models placed on it (declared sizes are counted)."""
 
-    max_servers: int = 8
+    max_servers: int = Field(default=8, ge=1)
     """Servers this daemon may run at once; further leases wait PENDING."""
 
     start_timeout: float = 60.0
@@ -115,32 +116,33 @@ class Settings(BaseSettings):
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the file (if any), the environment, then `overrides` (section -> values)."""
     path = config_file or (Path(p) if (p := os.environ.get("TMS_CONFIG_FILE")) else None)
-    data: dict[str, Any] = {}
+    data: dict[str, dict[str, Any]] = {}
     if path is not None:
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
+            problem = " ".join(str(exc).split())
+            raise ConfigError(f"config file {path}: not valid YAML ({problem})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping of sections")
+        for section, values in loaded.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: expected a mapping of settings, got {values!r}")
         data = loaded
-    if (binary := os.environ.get("TMS_TRITONSERVER")) and "tritonserver" not in data.get(
-        "local", {}
-    ):
-        data.setdefault("local", {})["tritonserver"] = binary
-    for section, values in overrides.items():
-        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
     try:
-        # Explicit values win over TMS_* variables, which fill in only what is missing.
-        env = Settings()
-        merged = env.model_dump(exclude_unset=True)
-        for section, values in data.items():
-            if isinstance(values, dict) and isinstance(merged.get(section), dict):
-                merged[section].update(values)
-            else:
-                merged[section] = values
+        # Lowest first: the file, then TMS_* variables, then the caller's explicit values.
+        layers = [data, Settings().model_dump(exclude_unset=True)]
+        if binary := os.environ.get("TMS_TRITONSERVER"):
+            layers.append({"local": {"tritonserver": binary}})
+        layers.append(
+            {s: {k: v for k, v in vals.items() if v is not None} for s, vals in overrides.items()}
+        )
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            for section, values in layer.items():
+                merged.setdefault(section, {}).update(values)
         return Settings(**merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from tms_core import placement
@@ -98,7 +100,7 @@ class LeaseManager:
         leases, servers = await self._store.load()
         self.leases = {lease.id: lease for lease in leases}
         now = self._clock.now()
-        async with self._lock, self._store.transaction() as tx:
+        async with self._lock, self._tx() as tx:
             for server in servers:
                 if not server.state.alive:
                     continue
@@ -178,7 +180,7 @@ class LeaseManager:
                 raise LeaseEnded(f"lease {lease_id} is {lease.state.value} and cannot be renewed")
             duration = self._duration(duration_s or lease.duration_s, "duration")
             now = self._clock.now()
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 lease.expires_at = max(lease.expires_at, now + duration)
                 lease.updated_at = now
                 await tx.put_lease(lease)
@@ -192,7 +194,7 @@ class LeaseManager:
             if lease.state.ended or lease.state is LeaseState.RELEASING:
                 return self.snapshot(lease.id)
             now = self._clock.now()
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 if lease.state is LeaseState.PENDING:
                     self._set_state(lease, LeaseState.RELEASED, "", now)
                 else:
@@ -219,13 +221,13 @@ class LeaseManager:
     ) -> AsyncIterator[Lease]:
         """The lease now and after each change, until it has ended (or `until` holds)."""
         stop = until or (lambda lease: lease.state.ended)
-        signal = self._lease_changed.setdefault(LeaseId(lease_id), _Signal())
         while True:
-            changed = signal.waiter()
             lease = self.snapshot(lease_id)
-            yield lease
-            if stop(lease):
+            if stop(lease) or lease.state.ended:
+                yield lease
                 return
+            changed = self._lease_changed.setdefault(lease.id, _Signal()).waiter()
+            yield lease
             await changed.wait()
 
     def server_of(self, lease: Lease) -> Server | None:
@@ -255,12 +257,14 @@ class LeaseManager:
             now = self._clock.now()
             server.models = {m.name: m for m in models}
             server.triton_ready = triton_ready
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 if triton_ready and server.state is ServerState.STARTING:
                     server.state = ServerState.RUNNING
                     await tx.put_server(server)
                     log.info("server %s is ready", server.id)
                 await self._settle_server(tx, server, now)
+            # A lease that ended here may have made room for one that waits.
+            await self._place_pending()
 
     # ------------------------------------------------------------------ reconciler hooks
 
@@ -283,7 +287,7 @@ class LeaseManager:
         to_stop: list[Server] = []
         async with self._lock:
             now = self._clock.now()
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 for lease in list(self.leases.values()):
                     if (
                         not lease.state.ended
@@ -332,7 +336,7 @@ class LeaseManager:
             return
         async with self._lock:
             servers = [s for s in self.servers.values() if s.state.alive]
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 for server in servers:
                     server.state = ServerState.STOPPING
                     server.reason = "daemon shut down"
@@ -340,6 +344,35 @@ class LeaseManager:
         await asyncio.gather(*(self._stop_server(s) for s in servers))
 
     # ------------------------------------------------------------------ internals
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Transaction]:
+        """A store transaction; if it fails, memory goes back to what the store holds.
+
+        Changes are made to the working state as they are written, so a failed commit
+        (disk full, a constraint) must not leave memory ahead of the disk.
+        """
+        try:
+            async with self._store.transaction() as tx:
+                yield tx
+        except BaseException:
+            await self._reload()
+            raise
+
+    async def _reload(self) -> None:
+        leases, servers = await self._store.load()
+        self.leases = {lease.id: lease for lease in leases}
+        live: dict[ServerId, Server] = {}
+        for server in servers:
+            if not server.state.alive:
+                continue
+            current = self.servers.get(server.id)
+            if current is not None:
+                # What the sidecar reported is not stored: it is reported again anyway.
+                server.models, server.triton_ready = current.models, current.triton_ready
+            live[server.id] = server
+        self.servers = live
+        log.warning("a state change failed to commit; working state reloaded from the store")
 
     def _validate(self, models: Sequence[ModelRequest], name: str) -> None:
         if not models:
@@ -373,6 +406,8 @@ class LeaseManager:
     def _duration(self, seconds: float, field: str) -> float:
         if seconds < 0:
             raise InvalidArgument(field, "must not be negative")
+        if not math.isfinite(seconds):
+            raise InvalidArgument(field, f"{seconds} is not a duration; expected finite seconds")
         duration = seconds or self._settings.lease.default_duration
         cap = self._settings.lease.max_duration
         if duration > cap:
@@ -436,7 +471,7 @@ class LeaseManager:
         """Commits the decision for `lease`, then acts on it. Caller holds the lock."""
         now = self._clock.now()
         new_server: Server | None = None
-        async with self._store.transaction() as tx:
+        async with self._tx() as tx:
             if isinstance(decision, placement.Wait | placement.Reject):
                 self._set_state(lease, LeaseState.PENDING, decision.reason, now)
             else:
@@ -458,28 +493,31 @@ class LeaseManager:
         self._notify_lease(lease)
         if new_server is not None:
             await self._start_server(new_server)
-        if lease.server_id:
+        if lease.server_id in self.servers and lease.server_id is not None:
             self._bump_assignment(lease.server_id)
             # Joining a server that already holds every model makes the lease READY at once.
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 await self._settle_server(tx, self.servers[lease.server_id], now)
 
     async def _start_server(self, server: Server) -> None:
         try:
             await self._backend.start(server)
         except OSError as exc:
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 await self._fail_server(
                     tx, server, f"could not start tritonserver: {exc}", self._clock.now()
                 )
+            # Whatever did start (tritonserver before a failed sidecar) must not linger.
+            await self._backend.stop(server)
+            self.servers.pop(server.id, None)
             return
-        async with self._store.transaction() as tx:
+        async with self._tx() as tx:
             await tx.put_server(server)
 
     async def _stop_server(self, server: Server) -> None:
         await self._backend.stop(server)
         async with self._lock:
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 if server.state is not ServerState.FAILED:
                     server.state = ServerState.STOPPED
                 await tx.put_server(server)
@@ -488,7 +526,7 @@ class LeaseManager:
             self._generations.pop(server.id, None)
             # Leases still releasing on a stopped server have nothing left to unload.
             now = self._clock.now()
-            async with self._store.transaction() as tx:
+            async with self._tx() as tx:
                 for lease in self.leases.values():
                     if lease.server_id == server.id and lease.state is LeaseState.RELEASING:
                         self._set_state(lease, LeaseState.RELEASED, "", now)
@@ -530,7 +568,8 @@ class LeaseManager:
                 elif server.triton_ready and all(m.state is ModelState.READY for m in lease.models):
                     self._set_state(lease, LeaseState.READY, "", now)
                     # The duration counts from READY: loading time is not the holder's to pay.
-                    lease.expires_at = now + lease.duration_s
+                    # A renewal made while loading may already reach further.
+                    lease.expires_at = max(lease.expires_at, now + lease.duration_s)
             elif lease.state is LeaseState.READY:
                 self._sync_models(lease, server)
             elif lease.state is LeaseState.RELEASING:
@@ -600,7 +639,12 @@ class LeaseManager:
         self.deadlines_changed.set()
 
     def _notify_lease(self, lease: Lease) -> None:
-        signal = self._lease_changed.get(lease.id)
+        # An ended lease changes no more: its followers get this last word and the signal goes.
+        signal = (
+            self._lease_changed.pop(lease.id, None)
+            if lease.state.ended
+            else self._lease_changed.get(lease.id)
+        )
         if signal is not None:
             signal.fire()
 

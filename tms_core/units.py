@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 
@@ -67,13 +68,13 @@ def parse_duration(text: str) -> float:
             raise ValueError(
                 f"{text!r} is not a duration; expected seconds or units such as 90s, 10m, 1h30m"
             ) from None
-    if seconds <= 0:
+    if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{text!r} is not a positive duration")
     return seconds
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
+    seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds:.0f}s"
     minutes, secs = divmod(int(seconds), 60)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,45 @@ def test_acquire_json_output_schema(daemon: Daemon) -> None:
     assert lease["id"] in human.stdout and "READY" in human.stdout
     released = daemon.cli("lease", "release", lease["id"], "-o", "json")
     assert json.loads(released.stdout)["state"] == "RELEASED"
+
+
+def test_daemon_without_triton_says_what_is_missing(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "state", f"--tritonserver={tmp_path / 'no-such-tritonserver'}")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tms_core.cli.main",
+            "daemon",
+            f"--listen={daemon.target}",
+            f"--state={daemon.state}",
+            *daemon.extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=daemon.env(),
+        timeout=60,
+    )
+    line = one_line_error(result)
+    assert "no-such-tritonserver" in line and "does not exist" in line
+
+
+def test_second_daemon_on_the_same_state_is_refused(daemon: Daemon) -> None:
+    (port,) = free_ports(1)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tms_core.cli.main",
+            "daemon",
+            f"--listen=127.0.0.1:{port}",
+            f"--state={daemon.state}",
+        ],
+        capture_output=True,
+        text=True,
+        env=daemon.env(),
+        timeout=60,
+    )
+    line = one_line_error(result)
+    assert "in use by another tms daemon" in line
+    assert daemon.client.list() == []

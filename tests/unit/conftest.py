@@ -124,7 +124,7 @@ class Harness:
         """Reports every model of `lease` (and of the server's other READY leases) READY."""
         assert lease.server_id is not None
         models = dict(pairs(lease))
-        for other in self.manager.list():
+        for other in self.manager.list_leases():
             if other.server_id == lease.server_id and other.id != lease.id:
                 models.update(pairs(other))
         await self.manager.report(

@@ -120,11 +120,6 @@ def test_none_overrides_leave_lower_layers_alone(monkeypatch: pytest.MonkeyPatch
     assert settings.daemon.listen == DEFAULT_LISTEN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: config.py documents TMS_* variables above the YAML file, but "
-    "load_settings lets file values override them",
-)
 def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TMS_LOCAL__IDLE_GRACE", "5s")
     assert load_settings(write(tmp_path, "local:\n  idle_grace: 7s\n")).local.idle_grace == 5.0
@@ -211,11 +206,6 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     assert info.value.message == f"config file {path}: No such file or directory"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: numeric YAML/override values skip parse_duration's positivity check, "
-    "so idle_grace: -5 is accepted",
-)
 def test_a_negative_numeric_duration_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^local\.idle_grace: "):
         load_settings(write(tmp_path, "local:\n  idle_grace: -5\n"))

@@ -164,11 +164,11 @@ def _random_case(rng: random.Random) -> tuple[list[ModelNeed], list[ServerView],
                 accepting=rng.random() > 0.1,
             )
         )
-    models = [
+    needs = [
         ModelNeed(name, rng.choice(URIS).format(name), rng.randrange(0, 7 * GiB, GiB // 8))
         for name in rng.sample(NAMES, rng.randint(1, 3))
     ]
-    return models, servers, rng.randint(1, 7)
+    return needs, servers, rng.randint(1, 7)
 
 
 @pytest.mark.parametrize("seed", range(400))

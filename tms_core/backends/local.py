@@ -46,6 +46,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _pids_mentioning(text: str) -> list[int]:
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and int(entry.name) != os.getpid()
+        and text in _cmdline(int(entry.name))
+    ]
+
+
 def _running(pid: int | None, marker: str) -> bool:
     """Whether `pid` is alive and is still the process we started (pids get reused)."""
     if not pid:
@@ -194,6 +204,10 @@ class LocalBackend:
         for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
             if pid:
                 await self._wait_gone(pid, marker, grace=8.0)
+        # A daemon killed between starting a process and recording its pid leaves one we
+        # only know by its command line, which names the server's directory.
+        for pid in _pids_mentioning(server.work_dir):
+            _signal_group(pid, signal.SIGKILL)
         shutil.rmtree(server.work_dir, ignore_errors=True)
 
     async def _wait_gone(self, pid: int, marker: str, *, grace: float) -> None:
