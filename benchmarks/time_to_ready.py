@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             while True:
                 try:
-                    client.list()
+                    client.list_leases()
                     break
                 except Exception:
                     time.sleep(0.05)

@@ -29,6 +29,8 @@ class ModelStatus:
     state: pb.ModelState
     error: str = ""
     load_s: float = 0.0
+    inference_count: int = 0
+    last_inference_ms: int = 0
 
 
 class ServerGone(Exception):
@@ -36,7 +38,16 @@ class ServerGone(Exception):
 
 
 class Agent:
-    def __init__(self, *, daemon: str, server_id: str, triton: TritonHttp, model_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        daemon: str,
+        server_id: str,
+        triton: TritonHttp,
+        model_dir: Path,
+        stats_interval: float = 1.0,
+    ) -> None:
+        self._stats_interval = stats_interval
         self._daemon = daemon
         self._server_id = server_id
         self._triton = triton
@@ -58,6 +69,7 @@ class Agent:
             asyncio.create_task(self._follow_assignment(stub), name="assignment"),
             asyncio.create_task(self._converge_loop(), name="converge"),
             asyncio.create_task(self._report_loop(stub), name="report"),
+            asyncio.create_task(self._stats_loop(), name="stats"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -190,6 +202,25 @@ class Agent:
         self._set(name, current.uri, pb.MODEL_UNLOADED)
         log.info("unloaded %s", name)
 
+    async def _stats_loop(self) -> None:
+        """Reads Triton's inference counters, which keep activity-renewed leases alive."""
+        while True:
+            await asyncio.sleep(self._stats_interval)
+            if not self._triton_ready:
+                continue
+            try:
+                stats = await asyncio.to_thread(self._triton.stats)
+            except (TritonError, OSError, ValueError) as exc:
+                log.debug("reading inference statistics failed: %s", exc)
+                continue
+            for name, (count, last_ms) in stats.items():
+                status = self._status.get(name)
+                if status is None or status.state != pb.MODEL_READY:
+                    continue
+                if (count, last_ms) != (status.inference_count, status.last_inference_ms):
+                    status.inference_count, status.last_inference_ms = count, last_ms
+                    self._dirty.set()
+
     async def _report_loop(self, stub: pb_grpc.SidecarServiceStub) -> None:
         while True:
             try:
@@ -203,7 +234,13 @@ class Agent:
                 generation=self._generation,
                 models=[
                     pb.ModelReport(
-                        name=s.name, uri=s.uri, state=s.state, error=s.error, load_s=s.load_s
+                        name=s.name,
+                        uri=s.uri,
+                        state=s.state,
+                        error=s.error,
+                        load_s=s.load_s,
+                        inference_count=s.inference_count,
+                        last_inference_ms=s.last_inference_ms,
                     )
                     for s in self._status.values()
                 ],

@@ -56,6 +56,21 @@ class TritonHttp:
         if status != 200:
             raise TritonError(_error_text(body) or f"HTTP {status}")
 
+    def stats(self) -> dict[str, tuple[int, int]]:
+        """Model name -> (successful inferences, last inference in ms since the epoch)."""
+        status, body = self._request("GET", "/v2/models/stats")
+        if status != 200:
+            raise TritonError(_error_text(body) or f"HTTP {status}")
+        result: dict[str, tuple[int, int]] = {}
+        for entry in json.loads(body).get("model_stats", []):
+            count = int(entry.get("inference_stats", {}).get("success", {}).get("count", 0))
+            last = int(entry.get("last_inference", 0))
+            name = str(entry.get("name", ""))
+            previous = result.get(name, (0, 0))
+            # Several versions of one model add up; the latest inference of any counts.
+            result[name] = (previous[0] + count, max(previous[1], last))
+        return result
+
     def index(self) -> list[IndexEntry]:
         status, body = self._request("POST", "/v2/repository/index", b"{}")
         if status != 200:

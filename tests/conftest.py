@@ -83,7 +83,7 @@ class Daemon:
         deadline = time.monotonic() + 30
         while True:
             try:
-                self.client.list()
+                self.client.list_leases()
                 return self
             except ClientError:
                 if self.proc.poll() is not None:

@@ -19,14 +19,14 @@ from typing import IO
 import grpc
 
 from tms_core import aiotasks, modelrepo
-from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.interceptor import ErrorInterceptor
-from tms_core.api.servicer import LeaseServicer, SidecarServicer
-from tms_core.backends.local import LocalBackend
+from tms_core.api.servicer import add_servicers
+from tms_core.backends.local import LocalBackend, free_ports
 from tms_core.clock import Clock, SystemClock
 from tms_core.config import Settings
-from tms_core.errors import ConfigError
+from tms_core.errors import ConfigError, InvalidArgument
 from tms_core.leases import LeaseManager
+from tms_core.routing import RouterProcess
 from tms_core.store import Store
 from tms_core.triton.locate import locate
 
@@ -61,6 +61,19 @@ def _lock_state(state: Path) -> IO[str]:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+async def _recorded_router(store: Store) -> int | None:
+    value = (await store.load_extras()).meta.get("router_pid")
+    return int(value) if value and value.isdigit() else None
+
+
+def _check_tritonserver(binary: str) -> None:
+    path = Path(binary)
+    if not path.is_absolute():
+        raise InvalidArgument("tritonserver", f"{binary} is not an absolute path")
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise InvalidArgument("tritonserver", f"{binary} is not an executable file")
 
 
 def _sidecar_address(listen: str) -> str:
@@ -100,14 +113,22 @@ async def serve(
     listen = f"{host}:{port}"
     store = await Store.open(state)
     backend = LocalBackend(
-        install=install, work_dir=work_dir, daemon_address=_sidecar_address(listen)
+        install=install,
+        work_dir=work_dir,
+        daemon_address=_sidecar_address(listen),
+        locate_other=lambda binary: locate(binary, None, work_dir=state.parent),
     )
+    router = RouterProcess(state.parent)
     manager = LeaseManager(
         store=store,
         backend=backend,
         clock=clock,
         settings=settings,
         check_model=modelrepo.check_model,
+        check_tritonserver=_check_tritonserver,
+        default_tritonserver=str(install.binary),
+        publish_routes=router.update,
+        allocate_ports=free_ports,
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -115,9 +136,11 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[None]] = []
     try:
+        router_pid = router.ensure_running(await _recorded_router(store))
+        async with store.transaction() as tx:
+            await tx.set_meta("router_pid", str(router_pid))
         await manager.recover()
-        pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(manager), server)
-        pb_grpc.add_SidecarServiceServicer_to_server(SidecarServicer(manager), server)
+        add_servicers(server, manager)
         await server.start()
         log.info(
             "tms daemon listening on %s, state %s, tritonserver %s", listen, state, install.binary
@@ -142,6 +165,9 @@ async def serve(
         # Sidecars must still reach the daemon while their servers stop, so stop servers
         # before the API.
         await manager.shutdown(leave_serving=settings.daemon.leave_serving)
+        if not settings.daemon.leave_serving:
+            # With the servers gone there is nothing left to route to.
+            router.stop()
         await server.stop(grace=2.0)
         await store.close()
         lock.close()

@@ -74,6 +74,15 @@ class Lease:
     updated_at: float
     reason: str = ""
     server_id: ServerId | None = None
+    activity_window_s: float = 0.0
+    last_activity_at: float = 0.0
+    pool: str = ""
+    quota: int = 0
+    tritonserver: str = ""
+    ready_at: float | None = None
+    # The router's stable addresses for this lease (0 until allocated).
+    http_port: int = 0
+    grpc_port: int = 0
 
     @property
     def memory_bytes(self) -> int:
@@ -90,6 +99,32 @@ class ServedModel:
     error: str = ""
     load_s: float = 0.0
     memory_bytes: int = 0
+    inference_count: int = 0
+    last_inference_at: float = 0.0
+
+
+@dataclass
+class LeaseNameRecord:
+    """A stable name: new connections to its addresses go to `lease_id`'s servers."""
+
+    name: str
+    lease_id: LeaseId | None
+    http_port: int
+    grpc_port: int
+    updated_at: float
+    # Re-pointing waits for this lease to be READY, so the name never routes to nothing.
+    next_lease_id: LeaseId | None = None
+
+
+@dataclass
+class Pool:
+    name: str
+    tritonserver: str
+    server_memory: int
+    min_servers: int
+    max_servers: int
+    quota_per_server: int
+    created_at: float
 
 
 @dataclass
@@ -109,6 +144,7 @@ class Server:
     reason: str = ""
     idle_since: float | None = None
     triton_ready: bool = False
+    pool: str = ""
     models: dict[ModelName, ServedModel] = field(default_factory=dict)
 
     @property

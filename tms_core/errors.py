@@ -39,6 +39,32 @@ class LeaseNotFound(TmsError):
         super().__init__(f"lease {lease_id!r} not found")
 
 
+class NameNotFound(TmsError):
+    code = grpc.StatusCode.NOT_FOUND
+    title = "not found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"lease name {name!r} not found")
+
+
+class PoolNotFound(TmsError):
+    code = grpc.StatusCode.NOT_FOUND
+    title = "not found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"pool {name!r} not found")
+
+
+class AlreadyExists(TmsError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    title = "already exists"
+
+
+class PoolInUse(TmsError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    title = "pool in use"
+
+
 class LeaseEnded(TmsError):
     """The lease exists but has ended, so it can no longer be renewed."""
 

@@ -25,14 +25,28 @@ from tms_core.config import Settings
 from tms_core.domain import (
     Lease,
     LeaseModel,
+    LeaseNameRecord,
     LeaseState,
     ModelState,
+    Pool,
     ServedModel,
     Server,
     ServerState,
 )
-from tms_core.errors import CapacityExceeded, InvalidArgument, LeaseEnded, LeaseNotFound
+from tms_core.errors import (
+    AlreadyExists,
+    CapacityExceeded,
+    InvalidArgument,
+    LeaseEnded,
+    LeaseNotFound,
+    NameNotFound,
+    PoolInUse,
+    PoolNotFound,
+)
+from tms_core.events import EventLog
 from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id, new_server_id
+from tms_core.router.routes import Route
+from tms_core.routing import compute_routes
 from tms_core.store import Store, Transaction
 from tms_core.units import format_duration
 
@@ -78,12 +92,27 @@ class LeaseManager:
         clock: Clock,
         settings: Settings,
         check_model: Callable[[str, str, str], None] | None = None,
+        check_tritonserver: Callable[[str], None] | None = None,
+        default_tritonserver: str = "",
+        publish_routes: Callable[[list[Route]], None] | None = None,
+        allocate_ports: Callable[[int], list[int]] | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self._store = store
         self._backend = backend
         self._clock = clock
         self._settings = settings
         self._check_model = check_model
+        self._check_tritonserver = check_tritonserver
+        self.default_tritonserver = default_tritonserver
+        self._publish_routes = publish_routes
+        self._allocate_ports = allocate_ports or (lambda n: [0] * n)
+        self.events = events or EventLog(clock)
+        self.names: dict[str, LeaseNameRecord] = {}
+        # Leases whose state changed since the last commit: names follow them in that commit.
+        self._touched: set[LeaseId] = set()
+        self.pools: dict[str, Pool] = {}
+        self.allowlist: list[str] = []
         self._lock = asyncio.Lock()
         self.leases: dict[LeaseId, Lease] = {}
         self.servers: dict[ServerId, Server] = {}
@@ -98,9 +127,17 @@ class LeaseManager:
     async def recover(self) -> None:
         """Loads the state and makes it true again after a restart (or a crash)."""
         leases, servers = await self._store.load()
+        extras = await self._store.load_extras()
         self.leases = {lease.id: lease for lease in leases}
+        self.names = {record.name: record for record in extras.names}
+        self.pools = {pool.name: pool for pool in extras.pools}
+        self.allowlist = extras.allowlist
         now = self._clock.now()
         async with self._lock, self._tx() as tx:
+            if not self.allowlist and self.default_tritonserver:
+                # The allowlist starts with the configured Triton, as TMS's did.
+                await tx.allow(self.default_tritonserver, now)
+                self.allowlist = [self.default_tritonserver]
             for server in servers:
                 if not server.state.alive:
                     continue
@@ -112,8 +149,9 @@ class LeaseManager:
                     continue
                 log.info("server %s is gone; cleaning up after it", server.id)
                 await self._backend.stop(server)
-                server.state = ServerState.STOPPED
-                server.reason = "not running when the daemon started"
+                self._server_state(
+                    server, ServerState.STOPPED, "not running when the daemon started"
+                )
                 await tx.put_server(server)
             for lease in self.leases.values():
                 if lease.state.ended:
@@ -140,16 +178,41 @@ class LeaseManager:
                 await tx.put_lease(lease)
         async with self._lock:
             await self._place_pending()
+            self._routes_changed()
         self.deadlines_changed.set()
 
     # ------------------------------------------------------------------ lease API
 
     async def acquire(
-        self, models: Sequence[ModelRequest], *, name: str = "", duration_s: float = 0.0
+        self,
+        models: Sequence[ModelRequest],
+        *,
+        name: str = "",
+        duration_s: float = 0.0,
+        activity_window_s: float = 0.0,
+        pool: str = "",
+        quota: int = 0,
+        tritonserver: str = "",
     ) -> Lease:
         self._validate(models, name)
         duration = self._duration(duration_s, "duration")
+        if activity_window_s:
+            self._duration(activity_window_s, "activity_window")
+        if pool:
+            if pool not in self.pools:
+                known = ", ".join(sorted(self.pools)) or "none"
+                raise InvalidArgument("pool", f"no pool named {pool!r} (pools: {known})")
+            if quota <= 0:
+                raise InvalidArgument("quota", "a pool lease needs a quota of at least 1")
+            if tritonserver:
+                raise InvalidArgument("tritonserver", "a pool lease runs on its pool's Triton")
+            binary = self.pools[pool].tritonserver
+        else:
+            if quota:
+                raise InvalidArgument("quota", "only pool leases (--pool) take a quota")
+            binary = self._allowed(tritonserver, "tritonserver")
         now = self._clock.now()
+        http_port, grpc_port = self._allocate_ports(2)
         lease = Lease(
             id=new_lease_id(),
             name=name,
@@ -162,12 +225,23 @@ class LeaseManager:
             created_at=now,
             expires_at=now + duration,
             updated_at=now,
+            activity_window_s=activity_window_s,
+            pool=pool,
+            quota=quota,
+            tritonserver=binary,
+            http_port=http_port,
+            grpc_port=grpc_port,
         )
         async with self._lock:
             decision = self._decide(lease)
             if isinstance(decision, placement.Reject):
                 raise CapacityExceeded(decision.reason)
             self.leases[lease.id] = lease
+            self._set_state(lease, LeaseState.PENDING, "", now)
+            if name:
+                async with self._tx() as tx:
+                    await tx.put_lease(lease)
+                    await self._point_name(tx, name, lease, now)
             await self._apply_decision(lease, decision)
         self.deadlines_changed.set()
         log.info("lease %s acquired: %s", lease.id, lease.state)
@@ -259,12 +333,43 @@ class LeaseManager:
             server.triton_ready = triton_ready
             async with self._tx() as tx:
                 if triton_ready and server.state is ServerState.STARTING:
-                    server.state = ServerState.RUNNING
+                    self._server_state(server, ServerState.RUNNING, "")
                     await tx.put_server(server)
                     log.info("server %s is ready", server.id)
                 await self._settle_server(tx, server, now)
+                await self._note_activity(tx, server)
             # A lease that ended here may have made room for one that waits.
             await self._place_pending()
+
+    async def _note_activity(self, tx: Transaction, server: Server) -> None:
+        """Moves the expiry of activity-renewed leases on `server` after their last inference.
+
+        Such a lease lives its duration from READY, then as long as one of its models served
+        an inference within the last activity window.
+        """
+        for lease in self.leases.values():
+            if (
+                lease.server_id != server.id
+                or lease.state is not LeaseState.READY
+                or not lease.activity_window_s
+            ):
+                continue
+            last = max(
+                (
+                    server.models[m.name].last_inference_at
+                    for m in lease.models
+                    if m.name in server.models and server.models[m.name].uri == m.uri
+                ),
+                default=0.0,
+            )
+            if last <= lease.last_activity_at:
+                continue
+            lease.last_activity_at = last
+            floor = (lease.ready_at or lease.created_at) + lease.duration_s
+            lease.expires_at = max(lease.expires_at, floor, last + lease.activity_window_s)
+            await tx.put_lease(lease)
+            self._notify_lease(lease)
+            self.deadlines_changed.set()
 
     # ------------------------------------------------------------------ reconciler hooks
 
@@ -317,11 +422,15 @@ class LeaseManager:
                     if (
                         server.idle_since is not None
                         and now >= server.idle_since + self._settings.local.idle_grace
+                        and not self._pool_needs(server)
                     ):
-                        server.state = ServerState.STOPPING
-                        server.reason = "idle"
+                        self._server_state(server, ServerState.STOPPING, "idle")
                         await tx.put_server(server)
                         to_stop.append(server)
+                to_start = await self._fill_pools(tx, now)
+            for server in to_start:
+                await self._start_server(server)
+                self._bump_assignment(server.id)
             for server in to_stop:
                 self._assignment_signal(server.id).fire()
             await self._place_pending()
@@ -331,6 +440,26 @@ class LeaseManager:
             async with self._lock:
                 await self._place_pending()
 
+    def _pool_needs(self, server: Server) -> bool:
+        """Whether an idle pool server must stay up to keep its pool at its minimum."""
+        pool = self.pools.get(server.pool)
+        if pool is None:
+            return False
+        running = sum(1 for s in self.servers.values() if s.pool == pool.name and s.state.alive)
+        return running <= pool.min_servers
+
+    async def _fill_pools(self, tx: Transaction, now: float) -> list[Server]:
+        """New servers (recorded, not started) that bring each pool up to its minimum."""
+        created = []
+        for pool in self.pools.values():
+            running = sum(1 for s in self.servers.values() if s.pool == pool.name and s.state.alive)
+            for _ in range(pool.min_servers - running):
+                server = self._new_server(pool.name, pool.tritonserver, now)
+                await tx.put_server(server)
+                self.servers[server.id] = server
+                created.append(server)
+        return created
+
     async def shutdown(self, *, leave_serving: bool) -> None:
         if leave_serving:
             return
@@ -338,10 +467,202 @@ class LeaseManager:
             servers = [s for s in self.servers.values() if s.state.alive]
             async with self._tx() as tx:
                 for server in servers:
-                    server.state = ServerState.STOPPING
-                    server.reason = "daemon shut down"
+                    self._server_state(server, ServerState.STOPPING, "daemon shut down")
                     await tx.put_server(server)
         await asyncio.gather(*(self._stop_server(s) for s in servers))
+
+    # ------------------------------------------------------------------ names
+
+    async def set_name(self, name: str, lease_id: str) -> LeaseNameRecord:
+        """Points `name` at the lease: at once if it is READY, else as soon as it is."""
+        self._check_name(name)
+        async with self._lock:
+            lease = self._get(lease_id)
+            if lease.state.ended or lease.state is LeaseState.RELEASING:
+                raise LeaseEnded(f"lease {lease_id} is {lease.state.value}; name a live lease")
+            async with self._tx() as tx:
+                record = await self._point_name(tx, name, lease, self._clock.now())
+            self._routes_changed()
+            return copy.deepcopy(record)
+
+    async def delete_name(self, name: str) -> LeaseNameRecord:
+        async with self._lock:
+            record = self.names.get(name)
+            if record is None:
+                raise NameNotFound(name)
+            async with self._tx() as tx:
+                await tx.delete_name(name)
+                del self.names[name]
+            self.events.emit("name", name, "DELETED", lease_id=record.lease_id or "")
+            self._routes_changed()
+            return record
+
+    def list_names(self) -> list[LeaseNameRecord]:
+        return [copy.deepcopy(r) for r in sorted(self.names.values(), key=lambda r: r.name)]
+
+    def names_of(self, lease_id: str) -> list[str]:
+        """Names that point at the lease, or will once it is READY."""
+        return sorted(
+            r.name for r in self.names.values() if lease_id in (r.lease_id, r.next_lease_id)
+        )
+
+    def _check_name(self, name: str) -> None:
+        if not DNS1123_LABEL.match(name):
+            raise InvalidArgument(
+                "name",
+                f"{name!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit, at most 63 characters)",
+            )
+
+    async def _point_name(
+        self, tx: Transaction, name: str, lease: Lease, now: float
+    ) -> LeaseNameRecord:
+        record = self.names.get(name)
+        if record is None:
+            http_port, grpc_port = self._allocate_ports(2)
+            record = LeaseNameRecord(name, None, http_port, grpc_port, now)
+            self.names[name] = record
+        if lease.state is LeaseState.READY:
+            record.lease_id, record.next_lease_id = lease.id, None
+            self.events.emit("name", name, "POINTED", f"to lease {lease.id}", lease_id=lease.id)
+        else:
+            record.next_lease_id = lease.id
+            self.events.emit(
+                "name", name, "WAITING", f"for lease {lease.id} to be READY", lease_id=lease.id
+            )
+        record.updated_at = now
+        await tx.put_name(record)
+        return record
+
+    async def _names_follow(self, tx: Transaction) -> None:
+        """Switches names waiting for a lease that became READY; drops waits on ended ones."""
+        touched, self._touched = self._touched, set()
+        for record in self.names.values():
+            if record.next_lease_id not in touched:
+                continue
+            lease = self.leases.get(record.next_lease_id)
+            if lease is None:
+                continue
+            if lease.state is LeaseState.READY:
+                # One commit moves the name: new connections go to the new lease from here on.
+                record.lease_id, record.next_lease_id = lease.id, None
+                self.events.emit(
+                    "name", record.name, "POINTED", f"to lease {lease.id}", lease_id=lease.id
+                )
+            elif lease.state not in (LeaseState.PENDING, LeaseState.LOADING):
+                record.next_lease_id = None
+                self.events.emit(
+                    "name",
+                    record.name,
+                    "UNCHANGED",
+                    f"lease {lease.id} ended {lease.state.value} before READY",
+                    lease_id=lease.id,
+                )
+            else:
+                continue
+            record.updated_at = self._clock.now()
+            await tx.put_name(record)
+
+    # ------------------------------------------------------------------ pools
+
+    async def create_pool(self, pool: Pool) -> Pool:
+        self._check_name_field("name", pool.name)
+        if pool.name in self.pools:
+            raise AlreadyExists(f"pool {pool.name!r} already exists")
+        if pool.quota_per_server <= 0:
+            raise InvalidArgument("quota_per_server", "must be at least 1")
+        if pool.max_servers < 1:
+            raise InvalidArgument("max_servers", "must be at least 1")
+        if not 0 <= pool.min_servers <= pool.max_servers:
+            raise InvalidArgument(
+                "min_servers", f"must be between 0 and max_servers ({pool.max_servers})"
+            )
+        if pool.server_memory < 0:
+            raise InvalidArgument("server_memory", "must not be negative")
+        pool.tritonserver = self._allowed(pool.tritonserver, "tritonserver")
+        pool.created_at = self._clock.now()
+        async with self._lock:
+            async with self._tx() as tx:
+                await tx.put_pool(pool)
+                self.pools[pool.name] = pool
+            self.events.emit("pool", pool.name, "CREATED")
+        self.deadlines_changed.set()
+        return copy.deepcopy(pool)
+
+    async def delete_pool(self, name: str) -> Pool:
+        async with self._lock:
+            pool = self.pools.get(name)
+            if pool is None:
+                raise PoolNotFound(name)
+            holders = [
+                lease.id
+                for lease in self.leases.values()
+                if lease.pool == name and not lease.state.ended
+            ]
+            if holders:
+                raise PoolInUse(
+                    f"pool {name!r} still holds leases {', '.join(holders)}; release them first"
+                )
+            async with self._tx() as tx:
+                await tx.delete_pool(name)
+                del self.pools[name]
+                doomed = [s for s in self.servers.values() if s.pool == name and s.state.alive]
+                for server in doomed:
+                    self._server_state(server, ServerState.STOPPING, f"pool {name} deleted")
+                    await tx.put_server(server)
+            self.events.emit("pool", name, "DELETED")
+        for server in doomed:
+            await self._stop_server(server)
+        return pool
+
+    def list_pools(self) -> list[Pool]:
+        return [copy.deepcopy(p) for p in sorted(self.pools.values(), key=lambda p: p.name)]
+
+    def pool_servers(self, name: str) -> list[tuple[Server, list[Lease]]]:
+        if name not in self.pools:
+            raise PoolNotFound(name)
+        result = []
+        for server in self.servers.values():
+            if server.pool == name and server.state.alive:
+                holders = [
+                    lease
+                    for lease in self.leases.values()
+                    if lease.server_id == server.id and not lease.state.ended
+                ]
+                result.append((server, holders))
+        return result
+
+    def _check_name_field(self, field: str, value: str) -> None:
+        if not DNS1123_LABEL.match(value):
+            raise InvalidArgument(field, f"{value!r} is not a DNS-1123 label")
+
+    # ------------------------------------------------------------------ allowlist
+
+    async def allow(self, tritonserver: str) -> list[str]:
+        if not tritonserver:
+            raise InvalidArgument("tritonserver", "is empty; expected the path of a tritonserver")
+        if self._check_tritonserver is not None:
+            self._check_tritonserver(tritonserver)
+        async with self._lock:
+            if tritonserver not in self.allowlist:
+                async with self._tx() as tx:
+                    await tx.allow(tritonserver, self._clock.now())
+                self.allowlist.append(tritonserver)
+        return list(self.allowlist)
+
+    async def disallow(self, tritonserver: str) -> list[str]:
+        async with self._lock:
+            if tritonserver not in self.allowlist:
+                raise InvalidArgument("tritonserver", f"{tritonserver} is not on the allowlist")
+            users = [p.name for p in self.pools.values() if p.tritonserver == tritonserver]
+            if users:
+                raise InvalidArgument(
+                    "tritonserver", f"{tritonserver} is used by pools {', '.join(users)}"
+                )
+            async with self._tx() as tx:
+                await tx.disallow(tritonserver)
+            self.allowlist.remove(tritonserver)
+        return list(self.allowlist)
 
     # ------------------------------------------------------------------ internals
 
@@ -355,13 +676,19 @@ class LeaseManager:
         try:
             async with self._store.transaction() as tx:
                 yield tx
+                await self._names_follow(tx)
         except BaseException:
             await self._reload()
             raise
 
     async def _reload(self) -> None:
+        self._touched.clear()
         leases, servers = await self._store.load()
+        extras = await self._store.load_extras()
         self.leases = {lease.id: lease for lease in leases}
+        self.names = {record.name: record for record in extras.names}
+        self.pools = {pool.name: pool for pool in extras.pools}
+        self.allowlist = extras.allowlist
         live: dict[ServerId, Server] = {}
         for server in servers:
             if not server.state.alive:
@@ -448,9 +775,14 @@ class LeaseManager:
                 for lease in self.leases.values()
                 if lease.server_id == server.id and not lease.state.ended
             ]
+            pool = self.pools.get(server.pool)
             views.append(
                 placement.ServerView(
                     id=server.id,
+                    binary=server.binary,
+                    pool=server.pool,
+                    quota_capacity=pool.quota_per_server if pool else 0,
+                    quota_used=sum(lease.quota for lease in holders),
                     capacity_bytes=server.capacity_bytes,
                     used_bytes=sum(lease.memory_bytes for lease in holders),
                     models={str(m.name): m.uri for lease in holders for m in lease.models}
@@ -460,12 +792,37 @@ class LeaseManager:
         return views
 
     def _decide(self, lease: Lease) -> placement.Decision:
+        pool = self.pools.get(lease.pool) if lease.pool else None
+        if lease.pool and pool is None:
+            return placement.Wait(f"pool {lease.pool} was deleted")
         return placement.place(
             [placement.ModelNeed(m.name, m.uri, m.memory_bytes) for m in lease.models],
             self._views(),
             server_capacity=self._settings.local.server_memory,
             max_servers=self._settings.local.max_servers,
+            binary=lease.tritonserver,
+            pool=placement.PoolSpec(
+                name=pool.name,
+                quota=lease.quota,
+                quota_per_server=pool.quota_per_server,
+                max_servers=pool.max_servers,
+                server_memory=self._pool_memory(pool),
+            )
+            if pool
+            else None,
         )
+
+    def _pool_memory(self, pool: Pool) -> int:
+        return pool.server_memory or self._settings.local.server_memory
+
+    def _allowed(self, tritonserver: str, field: str) -> str:
+        """The Triton binary to use for `tritonserver` (default: the configured one)."""
+        binary = tritonserver or self.default_tritonserver
+        if tritonserver and binary not in self.allowlist:
+            raise InvalidArgument(
+                field, f"{tritonserver} is not on the Triton allowlist (see `tms allowlist list`)"
+            )
+        return binary
 
     async def _apply_decision(self, lease: Lease, decision: placement.Decision) -> None:
         """Commits the decision for `lease`, then acts on it. Caller holds the lock."""
@@ -476,11 +833,7 @@ class LeaseManager:
                 self._set_state(lease, LeaseState.PENDING, decision.reason, now)
             else:
                 if isinstance(decision, placement.StartServer):
-                    new_server = self._backend.new_server(
-                        new_server_id(),
-                        capacity_bytes=self._settings.local.server_memory,
-                        now=now,
-                    )
+                    new_server = self._new_server(lease.pool, lease.tritonserver, now)
                     await tx.put_server(new_server)
                     self.servers[new_server.id] = new_server
                 lease.server_id = new_server.id if new_server else placement_server(decision)
@@ -498,6 +851,24 @@ class LeaseManager:
             # Joining a server that already holds every model makes the lease READY at once.
             async with self._tx() as tx:
                 await self._settle_server(tx, self.servers[lease.server_id], now)
+
+    def _new_server(self, pool_name: str, binary: str, now: float) -> Server:
+        pool = self.pools.get(pool_name)
+        server = self._backend.new_server(
+            new_server_id(),
+            capacity_bytes=self._pool_memory(pool) if pool else self._settings.local.server_memory,
+            now=now,
+            binary=pool.tritonserver if pool else binary,
+        )
+        server.pool = pool_name
+        self.events.emit(
+            "server",
+            server.id,
+            server.state.value,
+            f"started for pool {pool_name}" if pool_name else "started",
+            server_id=server.id,
+        )
+        return server
 
     async def _start_server(self, server: Server) -> None:
         try:
@@ -519,7 +890,7 @@ class LeaseManager:
         async with self._lock:
             async with self._tx() as tx:
                 if server.state is not ServerState.FAILED:
-                    server.state = ServerState.STOPPED
+                    self._server_state(server, ServerState.STOPPED, server.reason)
                 await tx.put_server(server)
             self.servers.pop(server.id, None)
             self._assignment_changed.pop(server.id, None)
@@ -536,8 +907,7 @@ class LeaseManager:
 
     async def _fail_server(self, tx: Transaction, server: Server, reason: str, now: float) -> None:
         log.warning("server %s failed: %s", server.id, reason)
-        server.state = ServerState.FAILED
-        server.reason = reason
+        self._server_state(server, ServerState.FAILED, reason)
         await tx.put_server(server)
         for lease in self.leases.values():
             if lease.server_id != server.id or lease.state.ended:
@@ -567,6 +937,7 @@ class LeaseManager:
                     failed_any = True
                 elif server.triton_ready and all(m.state is ModelState.READY for m in lease.models):
                     self._set_state(lease, LeaseState.READY, "", now)
+                    lease.ready_at = now
                     # The duration counts from READY: loading time is not the holder's to pay.
                     # A renewal made while loading may already reach further.
                     lease.expires_at = max(lease.expires_at, now + lease.duration_s)
@@ -614,6 +985,15 @@ class LeaseManager:
                         else ModelState.PENDING
                     )
                 continue
+            if (model.state, model.error) != (served.state, served.error):
+                self.events.emit(
+                    "model",
+                    model.name,
+                    served.state.value,
+                    served.error,
+                    lease_id=lease.id,
+                    server_id=server.id,
+                )
             model.state, model.error = served.state, served.error
             if served.load_s:
                 model.load_s = served.load_s
@@ -628,9 +1008,24 @@ class LeaseManager:
                 await self._apply_decision(lease, decision)
 
     def _set_state(self, lease: Lease, state: LeaseState, reason: str, now: float) -> None:
+        if (lease.state, lease.reason) != (state, reason) or lease.updated_at == lease.created_at:
+            self.events.emit(
+                "lease",
+                lease.id,
+                state.value,
+                reason,
+                lease_id=lease.id,
+                server_id=lease.server_id or "",
+            )
         lease.state = state
         lease.reason = reason
         lease.updated_at = now
+        self._touched.add(lease.id)
+
+    def _server_state(self, server: Server, state: ServerState, reason: str) -> None:
+        server.state = state
+        server.reason = reason
+        self.events.emit("server", server.id, state.value, reason, server_id=server.id)
 
     def _after_change(self, lease: Lease) -> None:
         self._notify_lease(lease)
@@ -647,6 +1042,11 @@ class LeaseManager:
         )
         if signal is not None:
             signal.fire()
+        self._routes_changed()
+
+    def _routes_changed(self) -> None:
+        if self._publish_routes is not None:
+            self._publish_routes(compute_routes(self.leases, self.names.values(), self.servers))
 
     def _assignment_signal(self, server_id: ServerId) -> _Signal:
         return self._assignment_changed.setdefault(server_id, _Signal())

@@ -152,4 +152,4 @@ def test_second_daemon_on_the_same_state_is_refused(daemon: Daemon) -> None:
     )
     line = one_line_error(result)
     assert "in use by another tms daemon" in line
-    assert daemon.client.list() == []
+    assert daemon.client.list_leases() == []

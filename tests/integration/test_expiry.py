@@ -18,7 +18,7 @@ def test_unrenewed_lease_expires_and_renewed_lease_stays(daemon: Daemon) -> None
     expiring = list(daemon.client.acquire([example("blob_classifier")], duration_s=3))[-1]
     assert renewed.state == expiring.state == pb.LEASE_READY
     assert renewed.expires_at <= expiring.expires_at
-    http = expiring.endpoints.http
+    http = expiring.endpoints.servers[0].http
 
     after_renew = daemon.client.renew(renewed.id, duration_s=60)
     assert after_renew.expires_at >= renewed.expires_at + 50

@@ -30,22 +30,26 @@ def test_acquire_infer_release_and_idle_stop(daemon: Daemon) -> None:
 
     a = np.array([1, 2, 3, 4], dtype=np.float32)
     b = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
+    direct = lease.endpoints.servers[0]
+    assert direct.http != lease.endpoints.http  # the lease's own address is the router's
     for call, endpoint in (
         (add_sub_http, lease.endpoints.http),
         (add_sub_grpc, lease.endpoints.grpc),
+        (add_sub_http, direct.http),
+        (add_sub_grpc, direct.grpc),
     ):
         total, diff = call(endpoint, a, b)
         np.testing.assert_allclose(total, a + b)
         np.testing.assert_allclose(diff, a - b)
-    assert index(lease.endpoints.http) == {"add_sub": "READY"}
+    assert index(direct.http) == {"add_sub": "READY"}
 
     released = daemon.client.release(lease.id)
     assert released.state == pb.LEASE_RELEASED
     # Released means unloaded: the model is gone from the repository index, not just idle.
-    assert "add_sub" not in index(lease.endpoints.http)
+    assert "add_sub" not in index(direct.http)
 
     # With no lease left the server stops after its idle grace (1 s here).
-    wait_for(lambda: refuses(lease.endpoints.http), timeout=15, what="the idle server to stop")
+    wait_for(lambda: refuses(direct.http), timeout=15, what="the idle server to stop")
     wait_for(
         lambda: not processes_under(daemon.state_dir / "servers"),
         timeout=10,
@@ -59,7 +63,7 @@ def test_two_leases_share_a_server_with_room(daemon: Daemon) -> None:
     second = list(daemon.client.acquire([example("blob_classifier", 1024**2)]))[-1]
     assert first.state == second.state == pb.LEASE_READY
     assert first.server_id == second.server_id
-    assert first.endpoints.http == second.endpoints.http
+    assert first.endpoints.servers[0].http == second.endpoints.servers[0].http
 
     client = grpcclient.InferenceServerClient(second.endpoints.grpc)
     features = np.array([[4, 4, 0, 0]], dtype=np.float32)
@@ -71,7 +75,7 @@ def test_two_leases_share_a_server_with_room(daemon: Daemon) -> None:
 
     daemon.client.release(first.id)
     # Releasing one lease leaves the other's model serving.
-    assert index(second.endpoints.http) == {"blob_classifier": "READY"}
+    assert index(second.endpoints.servers[0].http) == {"blob_classifier": "READY"}
 
 
 def test_failed_model_fails_the_whole_lease(daemon: Daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -91,9 +95,9 @@ def test_failed_model_fails_the_whole_lease(daemon: Daemon, tmp_path) -> None:  
 
     # All or nothing: the lease's good model is unloaded again, the other lease is untouched.
     wait_for(
-        lambda: set(index(holder.endpoints.http)) == {"add_sub"},
+        lambda: set(index(holder.endpoints.servers[0].http)) == {"add_sub"},
         timeout=15,
         what="the failed lease's models to leave the server",
     )
-    assert index(holder.endpoints.http) == {"add_sub": "READY"}
+    assert index(holder.endpoints.servers[0].http) == {"add_sub": "READY"}
     assert daemon.client.status(holder.id).state == pb.LEASE_READY

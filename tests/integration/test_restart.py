@@ -27,7 +27,7 @@ def test_graceful_restart_lists_leases_and_reloads_them(make_daemon: Callable[..
     assert not processes_under(first.state_dir / "servers")
 
     second = make_daemon()
-    leases = {lease.id: lease for lease in second.client.list(include_ended=True)}
+    leases = {lease.id: lease for lease in second.client.list_leases(include_ended=True)}
     assert set(leases) == {ready.id, released.id}
     assert leases[released.id].state == pb.LEASE_RELEASED
     assert leases[ready.id].name == "kept"
@@ -43,7 +43,8 @@ def test_sigkill_then_restart_adopts_running_servers(make_daemon: Callable[..., 
     first = make_daemon()
     lease = list(first.client.acquire([example("add_sub")], duration_s=600))[-1]
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    # Inference does not go through the daemon: it keeps working while the daemon is down.
+    # Inference does not go through the daemon: the lease's address (the router) keeps
+    # answering while the daemon is down.
     total, _ = add_sub_http(lease.endpoints.http, A, A)
     np.testing.assert_allclose(total, A + A)
 
@@ -53,7 +54,7 @@ def test_sigkill_then_restart_adopts_running_servers(make_daemon: Callable[..., 
     assert adopted.endpoints.http == lease.endpoints.http
     # The adopted server still obeys: releasing unloads its model.
     assert second.client.release(lease.id).state == pb.LEASE_RELEASED
-    assert "add_sub" not in index(lease.endpoints.http)
+    assert "add_sub" not in index(lease.endpoints.servers[0].http)
 
 
 def test_leave_serving_keeps_servers_for_the_next_daemon(
@@ -62,7 +63,7 @@ def test_leave_serving_keeps_servers_for_the_next_daemon(
     first = make_daemon("--leave-serving")
     lease = list(first.client.acquire([example("add_sub")], duration_s=600))[-1]
     assert first.stop() == 0
-    assert index(lease.endpoints.http) == {"add_sub": "READY"}
+    assert index(lease.endpoints.servers[0].http) == {"add_sub": "READY"}
 
     second = make_daemon()
     assert second.client.status(lease.id).endpoints.http == lease.endpoints.http

@@ -31,6 +31,9 @@ def _no_tms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+FAKE_TRITON = "/fake/tritonserver"
+
+
 class FakeBackend:
     """A `Backend` that runs nothing: servers get made-up ports and pids, and die on request."""
 
@@ -44,7 +47,9 @@ class FakeBackend:
         self._next_port = 41000
         self._next_pid = 5000
 
-    def new_server(self, server_id: ServerId, *, capacity_bytes: int, now: float) -> Server:
+    def new_server(
+        self, server_id: ServerId, *, capacity_bytes: int, now: float, binary: str = ""
+    ) -> Server:
         http, grpc, metrics = self._next_port, self._next_port + 1, self._next_port + 2
         self._next_port += 3
         self.created.append(server_id)
@@ -58,7 +63,7 @@ class FakeBackend:
             work_dir=f"/nonexistent/servers/{server_id}",
             capacity_bytes=capacity_bytes,
             created_at=now,
-            binary="/fake/tritonserver",
+            binary=binary or FAKE_TRITON,
         )
 
     async def start(self, server: Server) -> None:
@@ -137,7 +142,11 @@ class Harness:
         await self.store.close()
         self.store = await Store.open(self.path)
         self.manager = LeaseManager(
-            store=self.store, backend=self.backend, clock=self.clock, settings=self.settings
+            store=self.store,
+            backend=self.backend,
+            clock=self.clock,
+            settings=self.settings,
+            default_tritonserver=FAKE_TRITON,
         )
         return self.manager
 
@@ -151,7 +160,13 @@ async def open_harness(tmp_path: Path, settings: Settings | None = None) -> Harn
     backend = FakeBackend()
     clock = ManualClock()
     settings = settings or make_settings()
-    manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
+    manager = LeaseManager(
+        store=store,
+        backend=backend,
+        clock=clock,
+        settings=settings,
+        default_tritonserver=FAKE_TRITON,
+    )
     return Harness(path, backend, clock, settings, store, manager)
 
 

@@ -6,10 +6,10 @@ Errors come out as `ClientError` with a one-line message fit to show a person.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import grpc
@@ -18,6 +18,8 @@ from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.config import DEFAULT_LISTEN
 from tms_core.units import parse_size, rfc3339
+
+T = TypeVar("T")
 
 ENDED = (pb.LEASE_RELEASED, pb.LEASE_EXPIRED, pb.LEASE_FAILED)
 
@@ -102,7 +104,15 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
             for m in lease.models
         ],
         "server": lease.server_id,
+        "servers": [
+            {"id": s.server_id, "http": s.http, "grpc": s.grpc, "metrics": s.metrics}
+            for s in lease.endpoints.servers
+        ],
         "duration_s": lease.duration_s,
+        "activity_window_s": lease.activity_window_s,
+        "last_activity_at": rfc3339(lease.last_activity_at) if lease.last_activity_at else "",
+        "pool": lease.pool,
+        "quota": lease.quota,
         "created_at": rfc3339(lease.created_at),
         "expires_at": rfc3339(lease.expires_at),
     }
@@ -114,6 +124,10 @@ class TmsClient:
         self._timeout = timeout
         self._channel = grpc.insecure_channel(self.target)
         self._stub = pb_grpc.LeaseServiceStub(self._channel)
+        self._names = pb_grpc.LeaseNameServiceStub(self._channel)
+        self._pools = pb_grpc.PoolServiceStub(self._channel)
+        self._allowlist = pb_grpc.AllowlistServiceStub(self._channel)
+        self._events = pb_grpc.EventServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -137,7 +151,15 @@ class TmsClient:
         return ClientError(exc.details() or code.name, code)
 
     def acquire(
-        self, models: Sequence[ModelArg], *, name: str = "", duration_s: float = 0.0
+        self,
+        models: Sequence[ModelArg],
+        *,
+        name: str = "",
+        duration_s: float = 0.0,
+        activity_window_s: float = 0.0,
+        pool: str = "",
+        quota: int = 0,
+        tritonserver: str = "",
     ) -> Generator[pb.Lease, None, None]:
         """The new lease, once now and again on each change until READY or FAILED."""
         request = pb.AcquireRequest(
@@ -146,6 +168,10 @@ class TmsClient:
             ],
             name=name,
             duration_s=duration_s,
+            activity_window_s=activity_window_s,
+            pool=pool,
+            quota=quota,
+            tritonserver=tritonserver,
         )
         stream = self._stub.Acquire(request)
         try:
@@ -170,7 +196,7 @@ class TmsClient:
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
-    def list(self, *, include_ended: bool = False) -> list[pb.Lease]:
+    def list_leases(self, *, include_ended: bool = False) -> list[pb.Lease]:
         try:
             response = self._stub.List(
                 pb.ListRequest(include_ended=include_ended), timeout=self._timeout
@@ -203,3 +229,122 @@ class TmsClient:
             if lease.state == pb.LEASE_READY or lease.state in ENDED:
                 return lease
         return self.status(lease_id)
+
+    def _call(self, method: Callable[..., T], request: object) -> T:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    # Lease names
+
+    def set_name(self, name: str, lease_id: str) -> pb.LeaseName:
+        """Creates `name` or re-points it at the lease (the switch happens once it is READY)."""
+        return self._call(self._names.SetName, pb.NameRequest(name=name, lease_id=lease_id))
+
+    def delete_name(self, name: str) -> pb.LeaseName:
+        return self._call(self._names.DeleteName, pb.NameRequest(name=name))
+
+    def list_names(self) -> list[pb.LeaseName]:
+        return list(self._call(self._names.ListNames, pb.Empty()).names)
+
+    # Pools
+
+    def create_pool(
+        self,
+        name: str,
+        *,
+        quota_per_server: int,
+        max_servers: int,
+        min_servers: int = 0,
+        server_memory_bytes: int = 0,
+        tritonserver: str = "",
+    ) -> pb.Pool:
+        request = pb.Pool(
+            name=name,
+            quota_per_server=quota_per_server,
+            max_servers=max_servers,
+            min_servers=min_servers,
+            server_memory_bytes=server_memory_bytes,
+            tritonserver=tritonserver,
+        )
+        return self._call(self._pools.CreatePool, request)
+
+    def delete_pool(self, name: str) -> pb.Pool:
+        return self._call(self._pools.DeletePool, pb.PoolRef(name=name))
+
+    def list_pools(self) -> list[pb.Pool]:
+        return list(self._call(self._pools.ListPools, pb.Empty()).pools)
+
+    def pool_status(self, name: str) -> pb.Pool:
+        return self._call(self._pools.PoolStatus, pb.PoolRef(name=name))
+
+    # The Triton allowlist
+
+    def allowlist_add(self, tritonserver: str) -> list[str]:
+        entry = pb.AllowlistEntry(tritonserver=tritonserver)
+        return list(self._call(self._allowlist.AllowlistAdd, entry).tritonservers)
+
+    def allowlist_remove(self, tritonserver: str) -> list[str]:
+        entry = pb.AllowlistEntry(tritonserver=tritonserver)
+        return list(self._call(self._allowlist.AllowlistRemove, entry).tritonservers)
+
+    def allowlist(self) -> list[str]:
+        return list(self._call(self._allowlist.AllowlistList, pb.Empty()).tritonservers)
+
+    # Events
+
+    def watch(self, *, since_seq: int = 0, replay: bool = True) -> Generator[pb.Event, None, None]:
+        """Every lease, model, server, name and pool change, as it happens."""
+        stream = self._events.Watch(pb.WatchRequest(since_seq=since_seq, replay=replay))
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise self._error(exc) from None
+        finally:
+            stream.cancel()
+
+
+def event_to_dict(event: pb.Event) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "at": rfc3339(event.at),
+        "kind": event.kind,
+        "id": event.id,
+        "state": event.state,
+        "reason": event.reason,
+        "lease_id": event.lease_id,
+        "server_id": event.server_id,
+    }
+
+
+def name_to_dict(record: pb.LeaseName) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "lease_id": record.lease_id,
+        "next_lease_id": record.next_lease_id,
+        "endpoints": {"http": record.endpoints.http, "grpc": record.endpoints.grpc},
+    }
+
+
+def pool_to_dict(pool: pb.Pool) -> dict[str, Any]:
+    return {
+        "name": pool.name,
+        "tritonserver": pool.tritonserver,
+        "server_memory_bytes": pool.server_memory_bytes,
+        "min_servers": pool.min_servers,
+        "max_servers": pool.max_servers,
+        "quota_per_server": pool.quota_per_server,
+        "servers": [
+            {
+                "id": s.server_id,
+                "state": s.state,
+                "quota_used": s.quota_used,
+                "quota_free": s.quota_free,
+                "leases": list(s.lease_ids),
+                "http": s.http,
+            }
+            for s in pool.servers
+        ],
+    }

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from tms_core.api import tms_pb2 as pb
-from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, Server
+from tms_core.domain import (
+    Lease,
+    LeaseNameRecord,
+    LeaseState,
+    ModelState,
+    Pool,
+    ServedModel,
+    Server,
+)
+from tms_core.events import Event
 from tms_core.ids import ModelName
 
 LEASE_STATES = {
@@ -27,10 +36,39 @@ MODEL_STATES = {
 MODEL_STATES_BACK = {v: k for k, v in MODEL_STATES.items()}
 
 
-def lease_to_pb(lease: Lease, server: Server | None) -> pb.Lease:
+ROUTER_HOST = "127.0.0.1"
+
+
+def endpoints_pb(http_port: int, grpc_port: int, servers: list[Server]) -> pb.Endpoints:
+    """Stable router addresses, plus each serving server's own.
+
+    Without a router (no ports allocated) the first server's own addresses stand in.
+    """
+    direct = servers[0] if servers else None
+    return pb.Endpoints(
+        http=f"{ROUTER_HOST}:{http_port}"
+        if http_port
+        else (direct.http_endpoint if direct else ""),
+        grpc=f"{ROUTER_HOST}:{grpc_port}"
+        if grpc_port
+        else (direct.grpc_endpoint if direct else ""),
+        metrics=servers[0].metrics_endpoint if servers else "",
+        servers=[
+            pb.ServerEndpoints(
+                server_id=s.id,
+                http=s.http_endpoint,
+                grpc=s.grpc_endpoint,
+                metrics=s.metrics_endpoint,
+            )
+            for s in servers
+        ],
+    )
+
+
+def lease_to_pb(lease: Lease, server: Server | None, names: list[str] | None = None) -> pb.Lease:
     message = pb.Lease(
         id=lease.id,
-        name=lease.name,
+        name=names[0] if names else "",
         state=LEASE_STATES[lease.state],
         reason=lease.reason,
         created_at=lease.created_at,
@@ -38,6 +76,11 @@ def lease_to_pb(lease: Lease, server: Server | None) -> pb.Lease:
         duration_s=lease.duration_s,
         updated_at=lease.updated_at,
         server_id=lease.server_id or "",
+        activity_window_s=lease.activity_window_s,
+        last_activity_at=lease.last_activity_at,
+        pool=lease.pool,
+        quota=lease.quota,
+        tritonserver=lease.tritonserver,
         models=[
             pb.ModelStatus(
                 name=m.name,
@@ -52,14 +95,69 @@ def lease_to_pb(lease: Lease, server: Server | None) -> pb.Lease:
     )
     # Endpoints are shown only while they answer for this lease's models.
     if server is not None and lease.state in (LeaseState.LOADING, LeaseState.READY):
-        message.endpoints.CopyFrom(
-            pb.Endpoints(
-                http=server.http_endpoint,
-                grpc=server.grpc_endpoint,
-                metrics=server.metrics_endpoint,
-            )
-        )
+        message.endpoints.CopyFrom(endpoints_pb(lease.http_port, lease.grpc_port, [server]))
     return message
+
+
+def name_to_pb(record: LeaseNameRecord, lease: Lease | None, server: Server | None) -> pb.LeaseName:
+    serving = server is not None and lease is not None and lease.state.holds_models
+    return pb.LeaseName(
+        name=record.name,
+        lease_id=record.lease_id or "",
+        next_lease_id=record.next_lease_id or "",
+        updated_at=record.updated_at,
+        endpoints=endpoints_pb(
+            record.http_port, record.grpc_port, [server] if serving and server else []
+        ),
+    )
+
+
+def pool_to_pb(pool: Pool, servers: list[tuple[Server, list[Lease]]] | None = None) -> pb.Pool:
+    return pb.Pool(
+        name=pool.name,
+        tritonserver=pool.tritonserver,
+        server_memory_bytes=pool.server_memory,
+        min_servers=pool.min_servers,
+        max_servers=pool.max_servers,
+        quota_per_server=pool.quota_per_server,
+        created_at=pool.created_at,
+        servers=[
+            pb.PoolServer(
+                server_id=server.id,
+                state=server.state.value,
+                quota_used=sum(lease.quota for lease in leases),
+                quota_free=pool.quota_per_server - sum(lease.quota for lease in leases),
+                lease_ids=[lease.id for lease in leases],
+                http=server.http_endpoint,
+            )
+            for server, leases in servers or []
+        ],
+    )
+
+
+def pool_from_pb(message: pb.Pool) -> Pool:
+    return Pool(
+        name=message.name,
+        tritonserver=message.tritonserver,
+        server_memory=message.server_memory_bytes,
+        min_servers=message.min_servers,
+        max_servers=message.max_servers,
+        quota_per_server=message.quota_per_server,
+        created_at=0.0,
+    )
+
+
+def event_to_pb(event: Event) -> pb.Event:
+    return pb.Event(
+        seq=event.seq,
+        at=event.at,
+        kind=event.kind,
+        id=event.id,
+        state=event.state,
+        reason=event.reason,
+        lease_id=event.lease_id,
+        server_id=event.server_id,
+    )
 
 
 def served_from_pb(report: pb.ModelReport) -> ServedModel:
@@ -70,4 +168,6 @@ def served_from_pb(report: pb.ModelReport) -> ServedModel:
         error=report.error,
         load_s=report.load_s,
         memory_bytes=report.memory_bytes,
+        inference_count=report.inference_count,
+        last_inference_at=report.last_inference_ms / 1000.0,
     )

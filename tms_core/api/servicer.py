@@ -9,8 +9,15 @@ import grpc
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
-from tms_core.api.convert import lease_to_pb, served_from_pb
-from tms_core.domain import Lease, LeaseState
+from tms_core.api.convert import (
+    event_to_pb,
+    lease_to_pb,
+    name_to_pb,
+    pool_from_pb,
+    pool_to_pb,
+    served_from_pb,
+)
+from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
 from tms_core.leases import LeaseManager, ModelRequest
 
@@ -27,7 +34,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         self._manager = manager
 
     def _pb(self, lease: Lease) -> pb.Lease:
-        return lease_to_pb(lease, self._manager.server_of(lease))
+        return lease_to_pb(lease, self._manager.server_of(lease), self._manager.names_of(lease.id))
 
     async def Acquire(
         self, request: pb.AcquireRequest, context: Context
@@ -36,6 +43,10 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             [ModelRequest(m.name, m.uri, m.memory_bytes) for m in request.models],
             name=request.name,
             duration_s=request.duration_s,
+            activity_window_s=request.activity_window_s,
+            pool=request.pool,
+            quota=request.quota,
+            tritonserver=request.tritonserver,
         )
         last = None
         async for current in self._manager.follow(
@@ -93,3 +104,79 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
             models=[served_from_pb(m) for m in request.models],
         )
         return pb.ReportAck()
+
+
+class LeaseNameServicer(pb_grpc.LeaseNameServiceServicer):
+    def __init__(self, manager: LeaseManager) -> None:
+        self._manager = manager
+
+    def _pb(self, record: LeaseNameRecord) -> pb.LeaseName:
+        lease = self._manager.leases.get(record.lease_id) if record.lease_id else None
+        server = self._manager.server_of(lease) if lease else None
+        return name_to_pb(record, lease, server)
+
+    async def SetName(self, request: pb.NameRequest, context: Context) -> pb.LeaseName:
+        return self._pb(await self._manager.set_name(request.name, request.lease_id))
+
+    async def DeleteName(self, request: pb.NameRequest, context: Context) -> pb.LeaseName:
+        return self._pb(await self._manager.delete_name(request.name))
+
+    async def ListNames(self, request: pb.Empty, context: Context) -> pb.ListNamesResponse:
+        return pb.ListNamesResponse(names=[self._pb(r) for r in self._manager.list_names()])
+
+
+class PoolServicer(pb_grpc.PoolServiceServicer):
+    def __init__(self, manager: LeaseManager) -> None:
+        self._manager = manager
+
+    async def CreatePool(self, request: pb.Pool, context: Context) -> pb.Pool:
+        return pool_to_pb(await self._manager.create_pool(pool_from_pb(request)))
+
+    async def DeletePool(self, request: pb.PoolRef, context: Context) -> pb.Pool:
+        return pool_to_pb(await self._manager.delete_pool(request.name))
+
+    async def ListPools(self, request: pb.Empty, context: Context) -> pb.ListPoolsResponse:
+        return pb.ListPoolsResponse(
+            pools=[
+                pool_to_pb(p, self._manager.pool_servers(p.name))
+                for p in self._manager.list_pools()
+            ]
+        )
+
+    async def PoolStatus(self, request: pb.PoolRef, context: Context) -> pb.Pool:
+        servers = self._manager.pool_servers(request.name)
+        return pool_to_pb(self._manager.pools[request.name], servers)
+
+
+class AllowlistServicer(pb_grpc.AllowlistServiceServicer):
+    def __init__(self, manager: LeaseManager) -> None:
+        self._manager = manager
+
+    async def AllowlistAdd(self, request: pb.AllowlistEntry, context: Context) -> pb.Allowlist:
+        return pb.Allowlist(tritonservers=await self._manager.allow(request.tritonserver))
+
+    async def AllowlistRemove(self, request: pb.AllowlistEntry, context: Context) -> pb.Allowlist:
+        return pb.Allowlist(tritonservers=await self._manager.disallow(request.tritonserver))
+
+    async def AllowlistList(self, request: pb.Empty, context: Context) -> pb.Allowlist:
+        return pb.Allowlist(tritonservers=self._manager.allowlist)
+
+
+class EventServicer(pb_grpc.EventServiceServicer):
+    def __init__(self, manager: LeaseManager) -> None:
+        self._manager = manager
+
+    async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.Event]:
+        async for event in self._manager.events.watch(
+            since_seq=request.since_seq, replay=request.replay
+        ):
+            yield event_to_pb(event)
+
+
+def add_servicers(server: grpc.aio.Server, manager: LeaseManager) -> None:
+    pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(manager), server)
+    pb_grpc.add_SidecarServiceServicer_to_server(SidecarServicer(manager), server)
+    pb_grpc.add_LeaseNameServiceServicer_to_server(LeaseNameServicer(manager), server)
+    pb_grpc.add_PoolServiceServicer_to_server(PoolServicer(manager), server)
+    pb_grpc.add_AllowlistServiceServicer_to_server(AllowlistServicer(manager), server)
+    pb_grpc.add_EventServiceServicer_to_server(EventServicer(manager), server)

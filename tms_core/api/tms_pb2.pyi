@@ -56,14 +56,22 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("models", "name", "duration_s")
+    __slots__ = ("models", "name", "duration_s", "activity_window_s", "pool", "quota", "tritonserver")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    TRITONSERVER_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     name: str
     duration_s: float
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ...) -> None: ...
+    activity_window_s: float
+    pool: str
+    quota: int
+    tritonserver: str
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ...) -> None: ...
 
 class LeaseRef(_message.Message):
     __slots__ = ("id",)
@@ -85,15 +93,29 @@ class ListRequest(_message.Message):
     include_ended: bool
     def __init__(self, include_ended: _Optional[bool] = ...) -> None: ...
 
-class Endpoints(_message.Message):
-    __slots__ = ("http", "grpc", "metrics")
+class ServerEndpoints(_message.Message):
+    __slots__ = ("server_id", "http", "grpc", "metrics")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     HTTP_FIELD_NUMBER: _ClassVar[int]
     GRPC_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
     http: str
     grpc: str
     metrics: str
-    def __init__(self, http: _Optional[str] = ..., grpc: _Optional[str] = ..., metrics: _Optional[str] = ...) -> None: ...
+    def __init__(self, server_id: _Optional[str] = ..., http: _Optional[str] = ..., grpc: _Optional[str] = ..., metrics: _Optional[str] = ...) -> None: ...
+
+class Endpoints(_message.Message):
+    __slots__ = ("http", "grpc", "metrics", "servers")
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    http: str
+    grpc: str
+    metrics: str
+    servers: _containers.RepeatedCompositeFieldContainer[ServerEndpoints]
+    def __init__(self, http: _Optional[str] = ..., grpc: _Optional[str] = ..., metrics: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerEndpoints, _Mapping]]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s")
@@ -112,7 +134,7 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at")
+    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +146,11 @@ class Lease(_message.Message):
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVITY_AT_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    TRITONSERVER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: LeaseState
@@ -135,13 +162,138 @@ class Lease(_message.Message):
     duration_s: float
     server_id: str
     updated_at: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ...) -> None: ...
+    activity_window_s: float
+    last_activity_at: float
+    pool: str
+    quota: int
+    tritonserver: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("leases",)
     LEASES_FIELD_NUMBER: _ClassVar[int]
     leases: _containers.RepeatedCompositeFieldContainer[Lease]
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LeaseName(_message.Message):
+    __slots__ = ("name", "lease_id", "next_lease_id", "endpoints", "updated_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    lease_id: str
+    next_lease_id: str
+    endpoints: Endpoints
+    updated_at: float
+    def __init__(self, name: _Optional[str] = ..., lease_id: _Optional[str] = ..., next_lease_id: _Optional[str] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class NameRequest(_message.Message):
+    __slots__ = ("name", "lease_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    lease_id: str
+    def __init__(self, name: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
+
+class ListNamesResponse(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedCompositeFieldContainer[LeaseName]
+    def __init__(self, names: _Optional[_Iterable[_Union[LeaseName, _Mapping]]] = ...) -> None: ...
+
+class PoolServer(_message.Message):
+    __slots__ = ("server_id", "state", "quota_used", "quota_free", "lease_ids", "http")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_USED_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FREE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    state: str
+    quota_used: int
+    quota_free: int
+    lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    http: str
+    def __init__(self, server_id: _Optional[str] = ..., state: _Optional[str] = ..., quota_used: _Optional[int] = ..., quota_free: _Optional[int] = ..., lease_ids: _Optional[_Iterable[str]] = ..., http: _Optional[str] = ...) -> None: ...
+
+class Pool(_message.Message):
+    __slots__ = ("name", "tritonserver", "server_memory_bytes", "min_servers", "max_servers", "quota_per_server", "servers", "created_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRITONSERVER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_PER_SERVER_FIELD_NUMBER: _ClassVar[int]
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tritonserver: str
+    server_memory_bytes: int
+    min_servers: int
+    max_servers: int
+    quota_per_server: int
+    servers: _containers.RepeatedCompositeFieldContainer[PoolServer]
+    created_at: float
+    def __init__(self, name: _Optional[str] = ..., tritonserver: _Optional[str] = ..., server_memory_bytes: _Optional[int] = ..., min_servers: _Optional[int] = ..., max_servers: _Optional[int] = ..., quota_per_server: _Optional[int] = ..., servers: _Optional[_Iterable[_Union[PoolServer, _Mapping]]] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class PoolRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListPoolsResponse(_message.Message):
+    __slots__ = ("pools",)
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    pools: _containers.RepeatedCompositeFieldContainer[Pool]
+    def __init__(self, pools: _Optional[_Iterable[_Union[Pool, _Mapping]]] = ...) -> None: ...
+
+class AllowlistEntry(_message.Message):
+    __slots__ = ("tritonserver",)
+    TRITONSERVER_FIELD_NUMBER: _ClassVar[int]
+    tritonserver: str
+    def __init__(self, tritonserver: _Optional[str] = ...) -> None: ...
+
+class Allowlist(_message.Message):
+    __slots__ = ("tritonservers",)
+    TRITONSERVERS_FIELD_NUMBER: _ClassVar[int]
+    tritonservers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tritonservers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("seq", "at", "kind", "id", "state", "reason", "lease_id", "server_id")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    at: float
+    kind: str
+    id: str
+    state: str
+    reason: str
+    lease_id: str
+    server_id: str
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., lease_id: _Optional[str] = ..., server_id: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("since_seq", "replay")
+    SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    since_seq: int
+    replay: bool
+    def __init__(self, since_seq: _Optional[int] = ..., replay: _Optional[bool] = ...) -> None: ...
 
 class SidecarHello(_message.Message):
     __slots__ = ("server_id",)
@@ -166,20 +318,24 @@ class Assignment(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ...) -> None: ...
 
 class ModelReport(_message.Message):
-    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes")
+    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LOAD_S_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     state: ModelState
     error: str
     load_s: float
     memory_bytes: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    inference_count: int
+    last_inference_ms: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ...) -> None: ...
 
 class SidecarReport(_message.Message):
     __slots__ = ("server_id", "triton_ready", "generation", "models")

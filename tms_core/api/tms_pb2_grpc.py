@@ -315,6 +315,596 @@ class LeaseService:
             _registered_method=True)
 
 
+class LeaseNameServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetName = channel.unary_unary(
+                '/tms.v1.LeaseNameService/SetName',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.NameRequest.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.LeaseName.FromString,
+                _registered_method=True)
+        self.DeleteName = channel.unary_unary(
+                '/tms.v1.LeaseNameService/DeleteName',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.NameRequest.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.LeaseName.FromString,
+                _registered_method=True)
+        self.ListNames = channel.unary_unary(
+                '/tms.v1.LeaseNameService/ListNames',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ListNamesResponse.FromString,
+                _registered_method=True)
+
+
+class LeaseNameServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def SetName(self, request, context):
+        """Creates the name or re-points it; the switch happens once the lease is READY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteName(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNames(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LeaseNameServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetName': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetName,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.NameRequest.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.LeaseName.SerializeToString,
+            ),
+            'DeleteName': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteName,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.NameRequest.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.LeaseName.SerializeToString,
+            ),
+            'ListNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNames,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ListNamesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tms.v1.LeaseNameService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tms.v1.LeaseNameService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LeaseNameService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SetName(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.LeaseNameService/SetName',
+            tms__core_dot_api_dot_tms__pb2.NameRequest.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.LeaseName.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteName(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.LeaseNameService/DeleteName',
+            tms__core_dot_api_dot_tms__pb2.NameRequest.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.LeaseName.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.LeaseNameService/ListNames',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ListNamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PoolServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreatePool = channel.unary_unary(
+                '/tms.v1.PoolService/CreatePool',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Pool.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Pool.FromString,
+                _registered_method=True)
+        self.DeletePool = channel.unary_unary(
+                '/tms.v1.PoolService/DeletePool',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.PoolRef.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Pool.FromString,
+                _registered_method=True)
+        self.ListPools = channel.unary_unary(
+                '/tms.v1.PoolService/ListPools',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ListPoolsResponse.FromString,
+                _registered_method=True)
+        self.PoolStatus = channel.unary_unary(
+                '/tms.v1.PoolService/PoolStatus',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.PoolRef.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Pool.FromString,
+                _registered_method=True)
+
+
+class PoolServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreatePool(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePool(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPools(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PoolStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PoolServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreatePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePool,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Pool.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Pool.SerializeToString,
+            ),
+            'DeletePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePool,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.PoolRef.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Pool.SerializeToString,
+            ),
+            'ListPools': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPools,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ListPoolsResponse.SerializeToString,
+            ),
+            'PoolStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.PoolStatus,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.PoolRef.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Pool.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tms.v1.PoolService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tms.v1.PoolService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PoolService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreatePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.PoolService/CreatePool',
+            tms__core_dot_api_dot_tms__pb2.Pool.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Pool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.PoolService/DeletePool',
+            tms__core_dot_api_dot_tms__pb2.PoolRef.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Pool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.PoolService/ListPools',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ListPoolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PoolStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.PoolService/PoolStatus',
+            tms__core_dot_api_dot_tms__pb2.PoolRef.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Pool.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AllowlistServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AllowlistAdd = channel.unary_unary(
+                '/tms.v1.AllowlistService/AllowlistAdd',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.AllowlistEntry.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Allowlist.FromString,
+                _registered_method=True)
+        self.AllowlistRemove = channel.unary_unary(
+                '/tms.v1.AllowlistService/AllowlistRemove',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.AllowlistEntry.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Allowlist.FromString,
+                _registered_method=True)
+        self.AllowlistList = channel.unary_unary(
+                '/tms.v1.AllowlistService/AllowlistList',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Allowlist.FromString,
+                _registered_method=True)
+
+
+class AllowlistServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def AllowlistAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AllowlistRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AllowlistList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AllowlistServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AllowlistAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllowlistAdd,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.AllowlistEntry.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Allowlist.SerializeToString,
+            ),
+            'AllowlistRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllowlistRemove,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.AllowlistEntry.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Allowlist.SerializeToString,
+            ),
+            'AllowlistList': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllowlistList,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Allowlist.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tms.v1.AllowlistService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tms.v1.AllowlistService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AllowlistService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def AllowlistAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.AllowlistService/AllowlistAdd',
+            tms__core_dot_api_dot_tms__pb2.AllowlistEntry.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Allowlist.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllowlistRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.AllowlistService/AllowlistRemove',
+            tms__core_dot_api_dot_tms__pb2.AllowlistEntry.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Allowlist.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllowlistList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.AllowlistService/AllowlistList',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Allowlist.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class EventServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Watch = channel.unary_stream(
+                '/tms.v1.EventService/Watch',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.WatchRequest.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Event.FromString,
+                _registered_method=True)
+
+
+class EventServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EventServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.WatchRequest.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Event.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tms.v1.EventService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tms.v1.EventService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EventService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tms.v1.EventService/Watch',
+            tms__core_dot_api_dot_tms__pb2.WatchRequest.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class SidecarServiceStub:
     """Missing associated documentation comment in .proto file."""
 

@@ -9,8 +9,11 @@ from tms_core.ids import ServerId
 
 
 class Backend(Protocol):
-    def new_server(self, server_id: ServerId, *, capacity_bytes: int, now: float) -> Server:
-        """A server record with its addresses chosen, not yet started."""
+    def new_server(
+        self, server_id: ServerId, *, capacity_bytes: int, now: float, binary: str = ""
+    ) -> Server:
+        """A server record with its addresses chosen, not yet started, running `binary`
+        (a tritonserver from the allowlist; "" for the default)."""
         ...
 
     async def start(self, server: Server) -> None:

@@ -14,9 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tms_core.domain import Server, ServerState
+from tms_core.errors import TritonNotFound
 from tms_core.ids import ServerId
 from tms_core.triton.locate import TritonInstall
 
@@ -76,14 +78,35 @@ def _running(pid: int | None, marker: str) -> bool:
 
 
 class LocalBackend:
-    def __init__(self, *, install: TritonInstall, work_dir: Path, daemon_address: str) -> None:
+    def __init__(
+        self,
+        *,
+        install: TritonInstall,
+        work_dir: Path,
+        daemon_address: str,
+        locate_other: Callable[[Path], TritonInstall] | None = None,
+    ) -> None:
         self._install = install
+        self._installs = {str(install.binary): install}
+        self._locate_other = locate_other
         self._work_dir = work_dir
         self._daemon_address = daemon_address
         # Our own children, so they can be reaped; adopted servers are not in here.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
-    def new_server(self, server_id: ServerId, *, capacity_bytes: int, now: float) -> Server:
+    def _install_for(self, binary: str) -> TritonInstall:
+        if not binary:
+            return self._install
+        if binary not in self._installs:
+            if self._locate_other is None:
+                raise TritonNotFound(f"tritonserver {binary} is not known to this backend")
+            self._installs[binary] = self._locate_other(Path(binary))
+        return self._installs[binary]
+
+    def new_server(
+        self, server_id: ServerId, *, capacity_bytes: int, now: float, binary: str = ""
+    ) -> Server:
+        install = self._install_for(binary)
         http_port, grpc_port, metrics_port = free_ports(3)
         return Server(
             id=server_id,
@@ -95,19 +118,20 @@ class LocalBackend:
             work_dir=str(self._work_dir / server_id),
             capacity_bytes=capacity_bytes,
             created_at=now,
-            binary=str(self._install.binary),
+            binary=str(install.binary),
         )
 
     async def start(self, server: Server) -> None:
         work = Path(server.work_dir)
         models = work / "models"
         models.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self._install.env}
+        install = self._install_for(server.binary)
+        env = {**os.environ, **install.env}
         triton_cmd = [
-            str(self._install.binary),
+            str(install.binary),
             f"--model-repository={models}",
             "--model-control-mode=explicit",
-            f"--backend-directory={self._install.backend_directory}",
+            f"--backend-directory={install.backend_directory}",
             f"--http-address={server.host}",
             f"--http-port={server.http_port}",
             f"--grpc-address={server.host}",

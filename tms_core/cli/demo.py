@@ -31,7 +31,7 @@ def wait_for_daemon(client: TmsClient, proc: subprocess.Popen[bytes], timeout: f
     deadline = time.monotonic() + timeout
     while True:
         try:
-            client.list()
+            client.list_leases()
             return
         except ClientError:
             if proc.poll() is not None:

@@ -99,7 +99,7 @@ def status(ctx: Context, lease_id: str, fmt: str) -> None:
 @one_line_errors
 def list_(ctx: Context, include_ended: bool, fmt: str) -> None:
     """List the leases."""
-    leases = ctx.client.list(include_ended=include_ended)
+    leases = ctx.client.list_leases(include_ended=include_ended)
     if fmt == "json":
         print(json.dumps([lease_to_dict(lease) for lease in leases], indent=2))
     else:

@@ -35,4 +35,41 @@ MIGRATIONS: list[str] = [
         binary TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 2: lease names, pools, the Triton allowlist, activity renewal, router addresses.
+    """
+    ALTER TABLE leases ADD COLUMN activity_window_s REAL NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN last_activity_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN pool TEXT NOT NULL DEFAULT '';
+    ALTER TABLE leases ADD COLUMN quota INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN tritonserver TEXT NOT NULL DEFAULT '';
+    ALTER TABLE leases ADD COLUMN ready_at REAL;
+    ALTER TABLE leases ADD COLUMN http_port INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN grpc_port INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE servers ADD COLUMN pool TEXT NOT NULL DEFAULT '';
+    CREATE TABLE lease_names (
+        name TEXT PRIMARY KEY,
+        lease_id TEXT,
+        next_lease_id TEXT,
+        http_port INTEGER NOT NULL,
+        grpc_port INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE pools (
+        name TEXT PRIMARY KEY,
+        tritonserver TEXT NOT NULL,
+        server_memory INTEGER NOT NULL,
+        min_servers INTEGER NOT NULL,
+        max_servers INTEGER NOT NULL,
+        quota_per_server INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE allowlist (
+        tritonserver TEXT PRIMARY KEY,
+        added_at REAL NOT NULL
+    );
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]

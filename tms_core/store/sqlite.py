@@ -11,14 +11,31 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import aiosqlite
 
-from tms_core.domain import Lease, LeaseModel, LeaseState, ModelState, Server, ServerState
+from tms_core.domain import (
+    Lease,
+    LeaseModel,
+    LeaseNameRecord,
+    LeaseState,
+    ModelState,
+    Pool,
+    Server,
+    ServerState,
+)
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.store.migrations import MIGRATIONS
+
+
+@dataclass
+class StoredExtras:
+    names: list[LeaseNameRecord] = field(default_factory=list)
+    pools: list[Pool] = field(default_factory=list)
+    allowlist: list[str] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 class Transaction:
@@ -29,8 +46,9 @@ class Transaction:
         models = json.dumps([asdict(m) for m in lease.models])
         await self._db.execute(
             "INSERT OR REPLACE INTO leases (id, name, state, reason, models, duration_s,"
-            " created_at, expires_at, updated_at, server_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, expires_at, updated_at, server_id, activity_window_s,"
+            " last_activity_at, pool, quota, tritonserver, ready_at, http_port, grpc_port)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 lease.id,
                 lease.name,
@@ -42,6 +60,14 @@ class Transaction:
                 lease.expires_at,
                 lease.updated_at,
                 lease.server_id,
+                lease.activity_window_s,
+                lease.last_activity_at,
+                lease.pool,
+                lease.quota,
+                lease.tritonserver,
+                lease.ready_at,
+                lease.http_port,
+                lease.grpc_port,
             ),
         )
 
@@ -49,7 +75,7 @@ class Transaction:
         await self._db.execute(
             "INSERT OR REPLACE INTO servers (id, state, reason, host, http_port, grpc_port,"
             " metrics_port, work_dir, capacity_bytes, created_at, idle_since, pid, sidecar_pid,"
-            " binary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " binary, pool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 server.id,
                 server.state.value,
@@ -65,7 +91,57 @@ class Transaction:
                 server.pid,
                 server.sidecar_pid,
                 server.binary,
+                server.pool,
             ),
+        )
+
+    async def put_name(self, record: LeaseNameRecord) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO lease_names (name, lease_id, next_lease_id, http_port,"
+            " grpc_port, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.name,
+                record.lease_id,
+                record.next_lease_id,
+                record.http_port,
+                record.grpc_port,
+                record.updated_at,
+            ),
+        )
+
+    async def delete_name(self, name: str) -> None:
+        await self._db.execute("DELETE FROM lease_names WHERE name = ?", (name,))
+
+    async def put_pool(self, pool: Pool) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO pools (name, tritonserver, server_memory, min_servers,"
+            " max_servers, quota_per_server, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                pool.name,
+                pool.tritonserver,
+                pool.server_memory,
+                pool.min_servers,
+                pool.max_servers,
+                pool.quota_per_server,
+                pool.created_at,
+            ),
+        )
+
+    async def delete_pool(self, name: str) -> None:
+        await self._db.execute("DELETE FROM pools WHERE name = ?", (name,))
+
+    async def allow(self, tritonserver: str, now: float) -> None:
+        await self._db.execute(
+            "INSERT OR IGNORE INTO allowlist (tritonserver, added_at) VALUES (?, ?)",
+            (tritonserver, now),
+        )
+
+    async def disallow(self, tritonserver: str) -> None:
+        await self._db.execute("DELETE FROM allowlist WHERE tritonserver = ?", (tritonserver,))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
         )
 
 
@@ -129,7 +205,8 @@ class Store:
         leases: list[Lease] = []
         async with self._db.execute(
             "SELECT id, name, state, reason, models, duration_s, created_at, expires_at,"
-            " updated_at, server_id FROM leases ORDER BY created_at"
+            " updated_at, server_id, activity_window_s, last_activity_at, pool, quota,"
+            " tritonserver, ready_at, http_port, grpc_port FROM leases ORDER BY created_at"
         ) as cur:
             async for row in cur:
                 models = [
@@ -155,13 +232,21 @@ class Store:
                         expires_at=row[7],
                         updated_at=row[8],
                         server_id=ServerId(row[9]) if row[9] else None,
+                        activity_window_s=row[10],
+                        last_activity_at=row[11],
+                        pool=row[12],
+                        quota=row[13],
+                        tritonserver=row[14],
+                        ready_at=row[15],
+                        http_port=row[16],
+                        grpc_port=row[17],
                     )
                 )
         servers: list[Server] = []
         async with self._db.execute(
             "SELECT id, state, reason, host, http_port, grpc_port, metrics_port, work_dir,"
-            " capacity_bytes, created_at, idle_since, pid, sidecar_pid, binary FROM servers"
-            " ORDER BY created_at"
+            " capacity_bytes, created_at, idle_since, pid, sidecar_pid, binary, pool"
+            " FROM servers ORDER BY created_at"
         ) as cur:
             async for row in cur:
                 servers.append(
@@ -180,6 +265,39 @@ class Store:
                         pid=row[11],
                         sidecar_pid=row[12],
                         binary=row[13],
+                        pool=row[14],
                     )
                 )
         return leases, servers
+
+    async def load_extras(self) -> StoredExtras:
+        """Names, pools, the allowlist and daemon metadata."""
+        extras = StoredExtras()
+        async with self._db.execute(
+            "SELECT name, lease_id, next_lease_id, http_port, grpc_port, updated_at"
+            " FROM lease_names ORDER BY name"
+        ) as cur:
+            async for row in cur:
+                extras.names.append(
+                    LeaseNameRecord(
+                        name=row[0],
+                        lease_id=LeaseId(row[1]) if row[1] else None,
+                        next_lease_id=LeaseId(row[2]) if row[2] else None,
+                        http_port=row[3],
+                        grpc_port=row[4],
+                        updated_at=row[5],
+                    )
+                )
+        async with self._db.execute(
+            "SELECT name, tritonserver, server_memory, min_servers, max_servers,"
+            " quota_per_server, created_at FROM pools ORDER BY name"
+        ) as cur:
+            async for row in cur:
+                extras.pools.append(Pool(*row))
+        async with self._db.execute(
+            "SELECT tritonserver FROM allowlist ORDER BY added_at, tritonserver"
+        ) as cur:
+            extras.allowlist = [row[0] async for row in cur]
+        async with self._db.execute("SELECT key, value FROM meta") as cur:
+            extras.meta = {row[0]: row[1] async for row in cur}
+        return extras

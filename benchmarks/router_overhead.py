@@ -1,0 +1,164 @@
+"""Latency the router adds to a small HTTP request, against the same request sent direct.
+
+One backend process (a `ThreadingHTTPServer` answering a 2-byte body) and one router process
+(`python -m tms_core.router`) routing a port to it; one keep-alive `http.client` connection
+each way from this process. The backend runs apart so that its threads do not share this
+process's GIL with the client's timing loop. The rounds alternate which path goes first, so
+both see the same machine noise. Each round prints its own percentiles; the last line sums up
+all rounds as key=value pairs.
+Run: `.venv/bin/python benchmarks/router_overhead.py [--rounds N] [--requests N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import http.server
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tms_core.router.routes import Route, read_applied, write_routes  # noqa: E402
+
+HOST = "127.0.0.1"
+BODY = b"ok"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+    + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
+    + BODY
+)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:
+        # One write: headers and body in separate segments would measure Nagle, not routing.
+        self.wfile.write(RESPONSE)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def serve() -> None:
+    """The backend process: prints its port, then serves until stdin closes."""
+    backend = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    print(backend.server_address[1], flush=True)
+    sys.stdin.read()
+    backend.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def sample(conn: http.client.HTTPConnection, count: int) -> list[float]:
+    """Microseconds per request, request sent to body read, on one kept-alive connection."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter_ns()
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        body = response.read()
+        times.append((time.perf_counter_ns() - start) / 1000)
+        assert body == BODY, body
+    return times
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=3000, help="per path per round")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return 0
+
+    backend = subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert backend.stdout is not None and backend.stdin is not None
+    backend_port = int(backend.stdout.readline())
+    listen = free_port()
+
+    with tempfile.TemporaryDirectory(prefix="tms-router-bench-") as tmp:
+        routes = Path(tmp) / "routes.json"
+        log_path = Path(tmp) / "router.log"
+        write_routes(routes, 1, [Route(f"{HOST}:{listen}", (f"{HOST}:{backend_port}",), "bench")])
+        with open(log_path, "wb") as log:
+            router = subprocess.Popen(
+                [sys.executable, "-m", "tms_core.router", "--routes", str(routes)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        try:
+            deadline = time.monotonic() + 10
+            while read_applied(routes.with_name("routes.json.applied")) != 1:
+                if router.poll() is not None or time.monotonic() > deadline:
+                    sys.stderr.write(log_path.read_text())
+                    raise SystemExit("router did not come up")
+                time.sleep(0.01)
+
+            paths = {
+                "direct": http.client.HTTPConnection(HOST, backend_port),
+                "routed": http.client.HTTPConnection(HOST, listen),
+            }
+            for conn in paths.values():
+                sample(conn, 500)  # warm-up: connect, first allocations
+
+            totals: dict[str, list[float]] = {name: [] for name in paths}
+            for round_no in range(args.rounds):
+                order = list(paths) if round_no % 2 == 0 else list(reversed(paths))
+                figures = {}
+                for name in order:
+                    times = sample(paths[name], args.requests)
+                    totals[name].extend(times)
+                    figures[name] = (percentile(times, 50), percentile(times, 99))
+                print(
+                    f"round {round_no + 1}: "
+                    + "  ".join(
+                        f"{name} p50 {figures[name][0]:6.1f} us  p99 {figures[name][1]:6.1f} us"
+                        for name in paths
+                    ),
+                    flush=True,
+                )
+            for conn in paths.values():
+                conn.close()
+        finally:
+            router.terminate()
+            router.wait(5)
+            backend.stdin.close()
+            backend.wait(5)
+
+    direct_p50, routed_p50 = percentile(totals["direct"], 50), percentile(totals["routed"], 50)
+    print(
+        f"direct_p50_us={direct_p50:.1f} routed_p50_us={routed_p50:.1f} "
+        f"p50_ratio={routed_p50 / direct_p50:.2f} "
+        f"direct_p99_us={percentile(totals['direct'], 99):.1f} "
+        f"routed_p99_us={percentile(totals['routed'], 99):.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""`python -m tms_core.router --routes FILE [--applied FILE]`: the router process.
+
+It reloads the routes file on SIGHUP and, in case a signal is lost or the daemon that sent it
+died, whenever the file's identity (inode, size, mtime) changes, checked every 0.25 s. A file
+it cannot use is logged and ignored: the last good table stays in force, since cutting
+inference over a daemon bug would be worse than routing on a stale table for a while.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tms_core.aiotasks import create_guarded_task
+from tms_core.router.proxy import Router
+from tms_core.router.routes import RoutesError, applied_path, load_routes, write_atomic
+
+log = logging.getLogger("tms_core.router")
+
+POLL_S = 0.25
+REBIND_S = 1.0
+SHUTDOWN_GRACE_S = 2.0
+
+_FileId = tuple[int, int, int] | None
+
+
+def _file_id(path: Path) -> _FileId:
+    # The daemon replaces the file, so the inode changes with every write, even one within
+    # the same mtime tick and of the same size.
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _Watcher:
+    def __init__(self, router: Router, routes: Path, applied: Path) -> None:
+        self.router = router
+        self.routes = routes
+        self.applied = applied
+        self.hup = asyncio.Event()
+        self._seen: _FileId = None
+        self._version: int | None = None
+
+    async def reload(self) -> None:
+        """Applies the file if it is good; otherwise logs one line and keeps the last table."""
+        self._seen = _file_id(self.routes)
+        try:
+            table = load_routes(self.routes)
+        except RoutesError as exc:
+            kept = "none" if self._version is None else f"version {self._version}"
+            log.error("routes file %s rejected, keeping %s: %s", self.routes, kept, exc)
+            return
+        unbound = await self.router.apply(table.routes)
+        self._version = table.version
+        log.info(
+            "routes version %d in force: %d listening, %d not bound",
+            table.version,
+            len(self.router.listening),
+            len(unbound),
+        )
+        try:
+            write_atomic(self.applied, f"{table.version}\n")
+        except OSError as exc:
+            log.error("cannot write applied version to %s: %s", self.applied, exc)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_rebind = loop.time() + REBIND_S
+        while True:
+            try:
+                await asyncio.wait_for(self.hup.wait(), POLL_S)
+                log.info("SIGHUP: reloading %s", self.routes)
+            except TimeoutError:
+                pass
+            if self.hup.is_set() or _file_id(self.routes) != self._seen:
+                self.hup.clear()
+                await self.reload()
+            if self.router.unbound and loop.time() >= next_rebind:
+                await self.router.rebind()
+                next_rebind = loop.time() + REBIND_S
+
+
+async def _run(routes: Path, applied: Path) -> int:
+    loop = asyncio.get_running_loop()
+    router = Router()
+    watcher = _Watcher(router, routes, applied)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, watcher.hup.set)
+    log.info("router pid %d: routes %s, applied %s", os.getpid(), routes, applied)
+    await watcher.reload()
+    watch = create_guarded_task(watcher.run(), name="watch routes", logger=log)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({watch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    failed = watch.done()
+    watch.cancel()
+    stopping.cancel()
+    log.info("stopping: no new connections, %.0fs for open ones", SHUTDOWN_GRACE_S)
+    await router.close(grace=SHUTDOWN_GRACE_S)
+    # A watcher that died would leave the table stale: exit non-zero so a supervisor sees it.
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tms_core.router", description="TCP router for TMS lease addresses."
+    )
+    parser.add_argument("--routes", type=Path, required=True, help="routes file (JSON)")
+    parser.add_argument(
+        "--applied",
+        type=Path,
+        help="where to write the version in force (default: <routes>.applied)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log every connection")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    routes: Path = args.routes
+    applied: Path = args.applied or applied_path(routes)
+    return asyncio.run(_run(routes, applied))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
