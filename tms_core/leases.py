@@ -680,6 +680,8 @@ class LeaseManager:
         except BaseException:
             await self._reload()
             raise
+        # Addresses follow what was just committed (the router skips an unchanged table).
+        self._routes_changed()
 
     async def _reload(self) -> None:
         self._touched.clear()
@@ -1042,7 +1044,6 @@ class LeaseManager:
         )
         if signal is not None:
             signal.fire()
-        self._routes_changed()
 
     def _routes_changed(self) -> None:
         if self._publish_routes is not None:

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -158,6 +159,10 @@ class Backend:
     @property
     def address(self) -> str:
         return addr(self.port)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._handlers)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, HOST, 0)
@@ -503,3 +508,34 @@ async def test_router_counts_connections_and_cuts_them_after_the_grace(
     second.close()
     # A connection cut on shutdown is routine, not a traceback from asyncio.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_route_without_backends_closes_each_connection() -> None:
+    listen = addr(free_port())
+    router = Router()
+    try:
+        await router.apply([Route(listen, (), "lease between servers")])
+        reader, writer = await asyncio.open_connection(HOST, int(listen.rsplit(":", 1)[1]))
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await wait_until(lambda: router.active_connections() == 0, "the connection to end")
+    finally:
+        await router.close(grace=0.1)
+
+
+async def test_a_client_reset_closes_the_backend_side(
+    backends: Callable[[str], Awaitable[Backend]],
+) -> None:
+    a = await backends("a")
+    listen = addr(free_port())
+    router = Router()
+    try:
+        await router.apply([Route(listen, (a.address,), "l-1")])
+        client = await Client.open(int(listen.rsplit(":", 1)[1]))
+        sock = client.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.writer.transport.abort()  # with linger 0: an RST, not a FIN
+        await wait_until(lambda: router.active_connections() == 0, "the router to drop it")
+        await wait_until(lambda: a.open_connections == 0, "the backend to see its side closed")
+    finally:
+        await router.close(grace=0.1)

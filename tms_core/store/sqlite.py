@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,6 +145,26 @@ class Transaction:
         )
 
 
+async def _to_the_end(statement: Awaitable[object]) -> bool:
+    """Awaits `statement` until it has run, even if the caller is cancelled meanwhile.
+
+    aiosqlite runs statements in its own thread: cancelling the await does not stop the
+    statement, so a cancelled BEGIN would still open a transaction that nobody closes.
+    Returns whether a cancellation arrived, for the caller to honour once the state is sound.
+    """
+    task = asyncio.ensure_future(statement)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            return cancelled
+        except asyncio.CancelledError:
+            if task.done():
+                task.result()
+                return True
+            cancelled = True
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -193,13 +213,16 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            if await _to_the_end(self._db.execute("BEGIN IMMEDIATE")):
+                await _to_the_end(self._db.execute("ROLLBACK"))
+                raise asyncio.CancelledError
             try:
                 yield Transaction(self._db)
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await _to_the_end(self._db.execute("ROLLBACK"))
                 raise
-            await self._db.execute("COMMIT")
+            if await _to_the_end(self._db.execute("COMMIT")):
+                raise asyncio.CancelledError
 
     async def load(self) -> tuple[list[Lease], list[Server]]:
         leases: list[Lease] = []
