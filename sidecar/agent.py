@@ -106,7 +106,7 @@ class Agent:
 
     async def _converge_loop(self) -> None:
         await self._wait_triton_ready()
-        self._seed_from_index(await asyncio.to_thread(self._triton.index))
+        self._seed_from_index(await self._settled_index())
         # Until the daemon has said what it wants, an empty wish list means "unknown", not
         # "unload everything".
         await self._assigned.wait()
@@ -121,6 +121,9 @@ class Agent:
                 elif not current.uri and current.state == pb.MODEL_READY:
                     # Found loaded at start-up: it is the assigned model, keep it.
                     self._set(name, uri, pb.MODEL_READY)
+                elif not current.uri:
+                    # Found on disk but not loaded at start-up: fetch it afresh and load it.
+                    self._start(name, self._load(name, uri))
                 elif current.uri != uri and current.uri:
                     self._start(name, self._unload(name))
             for name, current in self._status.items():
@@ -148,12 +151,25 @@ class Agent:
         self._dirty.set()
         log.info("triton is ready")
 
+    async def _settled_index(self) -> list[IndexEntry]:
+        """Triton's index once no model is halfway through a load or an unload (which an
+        earlier sidecar, killed with its daemon, may have started)."""
+        deadline = time.monotonic() + UNLOAD_TIMEOUT_S
+        while True:
+            entries = await asyncio.to_thread(self._triton.index)
+            busy = [e.name for e in entries if e.state in ("LOADING", "UNLOADING")]
+            if not busy or time.monotonic() > deadline:
+                return entries
+            await asyncio.sleep(0.05)
+
     def _seed_from_index(self, entries: list[IndexEntry]) -> None:
         # A sidecar started beside a running Triton (the daemon adopted it) takes what is
-        # loaded as loaded; the assignment then claims it or has it unloaded.
+        # loaded as loaded, and what is merely on disk as not loaded; the assignment then
+        # claims each one or has it unloaded and removed. The URI is unknown ("") until then.
         for entry in entries:
-            if entry.state == "READY" and entry.name not in self._status:
-                self._status[entry.name] = ModelStatus(entry.name, "", pb.MODEL_READY)
+            if entry.name not in self._status:
+                state = pb.MODEL_READY if entry.state == "READY" else pb.MODEL_PENDING
+                self._status[entry.name] = ModelStatus(entry.name, "", state)
 
     def _set(
         self,
