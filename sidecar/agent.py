@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from sidecar.fetch import FetchError, fetch, remove
+from sidecar.measure import GpuReader, measure
 from sidecar.triton_http import IndexEntry, TritonError, TritonHttp
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
@@ -31,6 +32,8 @@ class ModelStatus:
     load_s: float = 0.0
     inference_count: int = 0
     last_inference_ms: int = 0
+    memory_bytes: int = 0
+    gpu_memory_bytes: int = 0
 
 
 class ServerGone(Exception):
@@ -48,6 +51,7 @@ class Agent:
         stats_interval: float = 1.0,
     ) -> None:
         self._stats_interval = stats_interval
+        self._gpu = GpuReader()
         self._daemon = daemon
         self._server_id = server_id
         self._triton = triton
@@ -197,6 +201,7 @@ class Agent:
             self._set(name, uri, pb.MODEL_FAILED, str(exc))
             return
         self._set(name, uri, pb.MODEL_READY, load_s=time.monotonic() - started)
+        self._measure(name)
         log.info("loaded %s in %.2fs", name, time.monotonic() - started)
 
     async def _unload(self, name: str) -> None:
@@ -236,6 +241,19 @@ class Agent:
                 if (count, last_ms) != (status.inference_count, status.last_inference_ms):
                     status.inference_count, status.last_inference_ms = count, last_ms
                     self._dirty.set()
+                # Memory grows after load too (buffers allocated by the first inferences).
+                self._measure(name)
+
+    def _measure(self, name: str) -> None:
+        status = self._status.get(name)
+        if status is None:
+            return
+        rss, gpu = measure(self._model_dir, name, self._gpu)
+        # Report the peak: placement must plan for what the model can take, not its low.
+        if rss > status.memory_bytes or gpu > status.gpu_memory_bytes:
+            status.memory_bytes = max(rss, status.memory_bytes)
+            status.gpu_memory_bytes = max(gpu, status.gpu_memory_bytes)
+            self._dirty.set()
 
     async def _report_loop(self, stub: pb_grpc.SidecarServiceStub) -> None:
         while True:
@@ -257,6 +275,8 @@ class Agent:
                         load_s=s.load_s,
                         inference_count=s.inference_count,
                         last_inference_ms=s.last_inference_ms,
+                        memory_bytes=s.memory_bytes,
+                        gpu_memory_bytes=s.gpu_memory_bytes,
                     )
                     for s in self._status.values()
                 ],

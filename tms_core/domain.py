@@ -60,6 +60,7 @@ class LeaseModel:
     state: ModelState = ModelState.PENDING
     error: str = ""
     load_s: float = 0.0
+    measured_bytes: int = 0
 
 
 @dataclass
@@ -101,6 +102,12 @@ class ServedModel:
     memory_bytes: int = 0
     inference_count: int = 0
     last_inference_at: float = 0.0
+    gpu_memory_bytes: int = 0
+
+    @property
+    def measured_bytes(self) -> int:
+        """What placement should count: GPU memory where the model is on a GPU, else RSS."""
+        return self.gpu_memory_bytes or self.memory_bytes
 
 
 @dataclass

@@ -48,7 +48,7 @@ from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id, new_server_
 from tms_core.router.routes import Route
 from tms_core.routing import compute_routes
 from tms_core.store import Store, Transaction
-from tms_core.units import format_duration
+from tms_core.units import format_duration, format_size
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ class LeaseManager:
         self._touched: set[LeaseId] = set()
         self.pools: dict[str, Pool] = {}
         self.allowlist: list[str] = []
+        # (model name, uri) -> the most memory it was measured to take, on any server.
+        self.measured: dict[tuple[str, str], int] = {}
         self._lock = asyncio.Lock()
         self.leases: dict[LeaseId, Lease] = {}
         self.servers: dict[ServerId, Server] = {}
@@ -132,6 +134,7 @@ class LeaseManager:
         self.names = {record.name: record for record in extras.names}
         self.pools = {pool.name: pool for pool in extras.pools}
         self.allowlist = extras.allowlist
+        self.measured = extras.measured
         now = self._clock.now()
         async with self._lock, self._tx() as tx:
             if not self.allowlist and self.default_tritonserver:
@@ -336,10 +339,48 @@ class LeaseManager:
                     self._server_state(server, ServerState.RUNNING, "")
                     await tx.put_server(server)
                     log.info("server %s is ready", server.id)
+                await self._note_memory(tx, server, now)
                 await self._settle_server(tx, server, now)
                 await self._note_activity(tx, server)
             # A lease that ended here may have made room for one that waits.
             await self._place_pending()
+
+    async def _note_memory(self, tx: Transaction, server: Server, now: float) -> None:
+        """Records what models were measured to take; warns when one took more than declared.
+
+        Placement then counts the larger of declared and measured for every model it has
+        seen, so a model that under-declares is packed by what it really uses next time.
+        """
+        for served in server.models.values():
+            measured = served.measured_bytes
+            key = (str(served.name), served.uri)
+            if not served.uri or measured <= self.measured.get(key, 0):
+                continue
+            self.measured[key] = measured
+            await tx.put_model_memory(key[0], key[1], measured, now)
+            for lease in self.leases.values():
+                if lease.server_id != server.id or lease.state.ended:
+                    continue
+                for model in lease.models:
+                    if (model.name, model.uri) != key:
+                        continue
+                    model.measured_bytes = measured
+                    if 0 < model.memory_bytes < measured:
+                        self.events.emit(
+                            "model",
+                            model.name,
+                            "OVER_DECLARED",
+                            f"measured {format_size(measured)}, declared "
+                            f"{format_size(model.memory_bytes)}",
+                            lease_id=lease.id,
+                            server_id=server.id,
+                        )
+                    await tx.put_lease(lease)
+                    self._notify_lease(lease)
+
+    def _need(self, model: LeaseModel) -> int:
+        """The memory placement counts for a model: declared or measured, whichever is more."""
+        return max(model.memory_bytes, self.measured.get((str(model.name), model.uri), 0))
 
     async def _note_activity(self, tx: Transaction, server: Server) -> None:
         """Moves the expiry of activity-renewed leases on `server` after their last inference.
@@ -691,6 +732,7 @@ class LeaseManager:
         self.names = {record.name: record for record in extras.names}
         self.pools = {pool.name: pool for pool in extras.pools}
         self.allowlist = extras.allowlist
+        self.measured = extras.measured
         live: dict[ServerId, Server] = {}
         for server in servers:
             if not server.state.alive:
@@ -778,6 +820,12 @@ class LeaseManager:
                 if lease.server_id == server.id and not lease.state.ended
             ]
             pool = self.pools.get(server.pool)
+            # A model shared by several leases is loaded once: count it once, at its largest.
+            held: dict[tuple[str, str], int] = {}
+            for lease in holders:
+                for model in lease.models:
+                    key = (str(model.name), model.uri)
+                    held[key] = max(held.get(key, 0), self._need(model))
             views.append(
                 placement.ServerView(
                     id=server.id,
@@ -786,7 +834,7 @@ class LeaseManager:
                     quota_capacity=pool.quota_per_server if pool else 0,
                     quota_used=sum(lease.quota for lease in holders),
                     capacity_bytes=server.capacity_bytes,
-                    used_bytes=sum(lease.memory_bytes for lease in holders),
+                    used_bytes=sum(held.values()),
                     models={str(m.name): m.uri for lease in holders for m in lease.models}
                     | {str(name): served.uri for name, served in server.models.items()},
                 )
@@ -798,7 +846,7 @@ class LeaseManager:
         if lease.pool and pool is None:
             return placement.Wait(f"pool {lease.pool} was deleted")
         return placement.place(
-            [placement.ModelNeed(m.name, m.uri, m.memory_bytes) for m in lease.models],
+            [placement.ModelNeed(m.name, m.uri, self._need(m)) for m in lease.models],
             self._views(),
             server_capacity=self._settings.local.server_memory,
             max_servers=self._settings.local.max_servers,
@@ -999,6 +1047,7 @@ class LeaseManager:
             model.state, model.error = served.state, served.error
             if served.load_s:
                 model.load_s = served.load_s
+            model.measured_bytes = self.measured.get((str(model.name), model.uri), 0)
 
     async def _place_pending(self) -> None:
         """Tries the waiting leases again, oldest first. Caller holds the lock."""

@@ -89,6 +89,7 @@ def lease_to_pb(lease: Lease, server: Server | None, names: list[str] | None = N
                 state=MODEL_STATES[m.state],
                 error=m.error,
                 load_s=m.load_s,
+                measured_bytes=m.measured_bytes,
             )
             for m in lease.models
         ],
@@ -170,4 +171,5 @@ def served_from_pb(report: pb.ModelReport) -> ServedModel:
         memory_bytes=report.memory_bytes,
         inference_count=report.inference_count,
         last_inference_at=report.last_inference_ms / 1000.0,
+        gpu_memory_bytes=report.gpu_memory_bytes,
     )

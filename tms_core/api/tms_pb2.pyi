@@ -118,20 +118,22 @@ class Endpoints(_message.Message):
     def __init__(self, http: _Optional[str] = ..., grpc: _Optional[str] = ..., metrics: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerEndpoints, _Mapping]]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s")
+    __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s", "measured_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LOAD_S_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     memory_bytes: int
     state: ModelState
     error: str
     load_s: float
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ...) -> None: ...
+    measured_bytes: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver")
@@ -318,7 +320,7 @@ class Assignment(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ...) -> None: ...
 
 class ModelReport(_message.Message):
-    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms")
+    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -327,6 +329,7 @@ class ModelReport(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     state: ModelState
@@ -335,7 +338,8 @@ class ModelReport(_message.Message):
     memory_bytes: int
     inference_count: int
     last_inference_ms: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ...) -> None: ...
+    gpu_memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class SidecarReport(_message.Message):
     __slots__ = ("server_id", "triton_ready", "generation", "models")

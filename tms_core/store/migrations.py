@@ -72,4 +72,14 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 3: the memory each model (name + URI) was measured to take, for placement.
+    """
+    CREATE TABLE model_memory (
+        name TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        measured_bytes INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (name, uri)
+    );
+    """,
 ]

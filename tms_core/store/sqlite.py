@@ -36,6 +36,7 @@ class StoredExtras:
     pools: list[Pool] = field(default_factory=list)
     allowlist: list[str] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
+    measured: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Transaction:
@@ -138,6 +139,13 @@ class Transaction:
 
     async def disallow(self, tritonserver: str) -> None:
         await self._db.execute("DELETE FROM allowlist WHERE tritonserver = ?", (tritonserver,))
+
+    async def put_model_memory(self, name: str, uri: str, measured: int, now: float) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO model_memory (name, uri, measured_bytes, updated_at)"
+            " VALUES (?, ?, ?, ?)",
+            (name, uri, measured, now),
+        )
 
     async def set_meta(self, key: str, value: str) -> None:
         await self._db.execute(
@@ -323,4 +331,6 @@ class Store:
             extras.allowlist = [row[0] async for row in cur]
         async with self._db.execute("SELECT key, value FROM meta") as cur:
             extras.meta = {row[0]: row[1] async for row in cur}
+        async with self._db.execute("SELECT name, uri, measured_bytes FROM model_memory") as cur:
+            extras.measured = {(row[0], row[1]): row[2] async for row in cur}
         return extras

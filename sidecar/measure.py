@@ -1,0 +1,76 @@
+"""What a loaded model takes, measured rather than declared.
+
+On the CPU, Triton's Python backend runs each model instance in a stub process of its own
+(`triton_python_backend_stub <model dir>/<name>/<version>/model.py …`), so the model's memory
+is the resident memory of its stubs. Where NVML sees a GPU, the same processes' GPU memory is
+read too. Models of in-process backends (ONNX Runtime, TensorRT, …) have no process of their
+own and are not measured here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PAGE = 4096
+
+
+def _stub_pids(model_dir: Path, name: str) -> list[int]:
+    marker = f"{model_dir}/{name}/".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"triton_python_backend_stub" in cmdline and marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _rss(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+        return int(fields[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class GpuReader:
+    """Per-process GPU memory through NVML, or nothing where there is no GPU."""
+
+    def __init__(self) -> None:
+        self._nvml: object | None = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+        except Exception as exc:  # noqa: BLE001 - no library, no driver, no GPU: all mean none
+            log.debug("no GPU measurements: %s", exc)
+
+    def used_by(self, pids: list[int]) -> int:
+        if self._nvml is None or not pids:
+            return 0
+        nvml = self._nvml
+        wanted = set(pids)
+        total = 0
+        try:
+            for index in range(nvml.nvmlDeviceGetCount()):  # type: ignore[attr-defined]
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)  # type: ignore[attr-defined]
+                for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):  # type: ignore[attr-defined]
+                    if proc.pid in wanted and proc.usedGpuMemory:
+                        total += int(proc.usedGpuMemory)
+        except Exception as exc:  # noqa: BLE001 - a driver hiccup is a missed sample, no more
+            log.debug("NVML read failed: %s", exc)
+        return total
+
+
+def measure(model_dir: Path, name: str, gpu: GpuReader) -> tuple[int, int]:
+    """(resident bytes, GPU bytes) of the model's stub processes; (0, 0) when none."""
+    pids = _stub_pids(model_dir, name)
+    return sum(_rss(pid) for pid in pids), gpu.used_by(pids)
