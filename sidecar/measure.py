@@ -50,7 +50,7 @@ class GpuReader:
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-        except Exception as exc:  # noqa: BLE001 - no library, no driver, no GPU: all mean none
+        except Exception as exc:
             log.debug("no GPU measurements: %s", exc)
 
     def used_by(self, pids: list[int]) -> int:
@@ -65,7 +65,7 @@ class GpuReader:
                 for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):  # type: ignore[attr-defined]
                     if proc.pid in wanted and proc.usedGpuMemory:
                         total += int(proc.usedGpuMemory)
-        except Exception as exc:  # noqa: BLE001 - a driver hiccup is a missed sample, no more
+        except Exception as exc:
             log.debug("NVML read failed: %s", exc)
         return total
 

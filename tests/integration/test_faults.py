@@ -25,7 +25,8 @@ def tritonservers(daemon: Daemon) -> set[int]:
         pid
         for pid in processes_under(daemon.state_dir / "servers")
         if "tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        and "--model-repository" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        and "--model-repository"
+        in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     }
 
 
@@ -37,20 +38,25 @@ def assert_consistent(daemon: Daemon) -> None:
     for lease in live:
         wait_for(
             lambda lease=lease: daemon.client.status(lease.id).state == pb.LEASE_READY,
-            timeout=30, what=f"lease {lease.id} to settle READY",
+            timeout=30,
+            what=f"lease {lease.id} to settle READY",
         )
         lease = daemon.client.status(lease.id)
         held.setdefault(lease.server_id, set()).update(m.name for m in lease.models)
         addresses[lease.server_id] = lease.endpoints.servers[0].http
     for server_id, models in held.items():
         wait_for(
-            lambda: {n for n, s in index(addresses[server_id]).items() if s == "READY"} == models,
-            timeout=30, what=f"server {server_id} to hold exactly {sorted(models)}",
+            lambda server_id=server_id, models=models: (
+                {n for n, s in index(addresses[server_id]).items() if s == "READY"} == models
+            ),
+            timeout=30,
+            what=f"server {server_id} to hold exactly {sorted(models)}",
         )
         assert set(index(addresses[server_id])) == models, "a stale model directory is left"
     wait_for(
         lambda: len(tritonservers(daemon)) <= len(held) + 1,
-        timeout=30, what="no more tritonservers than live servers (plus one idling)",
+        timeout=30,
+        what="no more tritonservers than live servers (plus one idling)",
     )
 
 

@@ -34,10 +34,14 @@ def small_servers(tmp_path: Path) -> str:
 def add_sub_fresh_connection(address: str) -> bool:
     """One request on a new TCP connection, as a client that reconnects would send it."""
     host, _, port = address.rpartition(":")
-    body = json.dumps({"inputs": [
-        {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": A.tolist()},
-        {"name": "INPUT1", "shape": [4], "datatype": "FP32", "data": A.tolist()},
-    ]})
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": A.tolist()},
+                {"name": "INPUT1", "shape": [4], "datatype": "FP32", "data": A.tolist()},
+            ]
+        }
+    )
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     try:
         conn.request("POST", "/v2/models/add_sub/infer", body=body)
@@ -61,7 +65,9 @@ def inference_count(server_http: str, model: str) -> int:
         conn.close()
 
 
-def test_name_repointed_while_a_client_calls_it(make_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+def test_name_repointed_while_a_client_calls_it(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
     daemon = make_daemon(small_servers(tmp_path))
     old = list(daemon.client.acquire([example("add_sub", 64 * MiB)], name="adder"))[-1]
     assert old.state == pb.LEASE_READY and old.name == "adder"
@@ -108,7 +114,7 @@ def test_name_repointed_while_a_client_calls_it(make_daemon: Callable[..., Daemo
 
 def test_name_rules_and_missing_names(daemon: Daemon) -> None:
     lease = list(daemon.client.acquire([example("add_sub")]))[-1]
-    with pytest.raises(ClientError, match="^name: 'Bad_Name' is not a DNS-1123 label"):
+    with pytest.raises(ClientError, match=r"^name: 'Bad_Name' is not a DNS-1123 label"):
         daemon.client.set_name("Bad_Name", lease.id)
     with pytest.raises(ClientError, match="lease name 'nope' not found"):
         daemon.client.delete_name("nope")
@@ -123,7 +129,9 @@ def test_name_rules_and_missing_names(daemon: Daemon) -> None:
 
 def test_activity_keeps_a_used_lease_and_ends_an_idle_one(daemon: Daemon) -> None:
     used = list(daemon.client.acquire([example("add_sub")], duration_s=2, activity_window_s=2))[-1]
-    idle = list(daemon.client.acquire([example("blob_classifier")], duration_s=2, activity_window_s=2))[-1]
+    idle = list(
+        daemon.client.acquire([example("blob_classifier")], duration_s=2, activity_window_s=2)
+    )[-1]
     assert used.state == idle.state == pb.LEASE_READY
     assert used.activity_window_s == 2
 
@@ -166,7 +174,7 @@ def test_pool_quota_placement_and_waiting(daemon: Daemon) -> None:
 
     with pytest.raises(ClientError, match="needs 3 quota"):
         list(daemon.client.acquire([example("add_sub")], pool="shared", quota=3))
-    with pytest.raises(ClientError, match="^pool: no pool named 'missing'"):
+    with pytest.raises(ClientError, match=r"^pool: no pool named 'missing'"):
         list(daemon.client.acquire([example("add_sub")], pool="missing", quota=1))
     with pytest.raises(ClientError, match="still holds leases"):
         daemon.client.delete_pool("shared")
@@ -190,21 +198,29 @@ def test_pool_minimum_servers_are_kept_running(daemon: Daemon) -> None:
     # Idle, but the pool's minimum: it outlives the idle grace (1 s here).
     deadline = time.time() + 3
     while time.time() < deadline:
-        assert [s.server_id for s in daemon.client.pool_status("warm").servers] == [server.server_id]
+        assert [s.server_id for s in daemon.client.pool_status("warm").servers] == [
+            server.server_id
+        ]
         time.sleep(0.2)  # sampling for the whole period, not waiting for a result
 
 
 def test_allowlist_guards_the_triton_binary(daemon: Daemon, tmp_path: Path) -> None:
     (default,) = daemon.client.allowlist()
     assert default.endswith("/tritonserver")
-    with pytest.raises(ClientError, match="^tritonserver: /usr/bin/true is not on the Triton allowlist"):
+    with pytest.raises(
+        ClientError, match=r"^tritonserver: /usr/bin/true is not on the Triton allowlist"
+    ):
         list(daemon.client.acquire([example("add_sub")], tritonserver="/usr/bin/true"))
-    with pytest.raises(ClientError, match="^tritonserver: .* is not on the Triton allowlist"):
-        daemon.client.create_pool("p", quota_per_server=1, max_servers=1, tritonserver="/usr/bin/true")
-    with pytest.raises(ClientError, match="^tritonserver: .*missing is not an executable file"):
+    with pytest.raises(ClientError, match=r"^tritonserver: .* is not on the Triton allowlist"):
+        daemon.client.create_pool(
+            "p", quota_per_server=1, max_servers=1, tritonserver="/usr/bin/true"
+        )
+    with pytest.raises(ClientError, match=r"^tritonserver: .*missing is not an executable file"):
         daemon.client.allowlist_add(str(tmp_path / "missing"))
     assert daemon.client.allowlist_add("/usr/bin/true") == [default, "/usr/bin/true"]
-    pool = daemon.client.create_pool("p", quota_per_server=1, max_servers=1, tritonserver="/usr/bin/true")
+    pool = daemon.client.create_pool(
+        "p", quota_per_server=1, max_servers=1, tritonserver="/usr/bin/true"
+    )
     assert pool.tritonserver == "/usr/bin/true"
     with pytest.raises(ClientError, match="used by pools p"):
         daemon.client.allowlist_remove("/usr/bin/true")
@@ -233,10 +249,18 @@ def test_watch_streams_every_state_change(daemon: Daemon) -> None:
         seen.append(event)
         if event.kind == "lease" and event.state == "RELEASED":
             break
-    mine = [(e.kind, e.state) for e in seen if e.lease_id == lease.id or e.server_id == lease.server_id]
-    for expected in [("lease", "PENDING"), ("lease", "LOADING"), ("model", "READY"),
-                     ("lease", "READY"), ("lease", "RELEASING"), ("lease", "RELEASED"),
-                     ("server", "RUNNING")]:
+    mine = [
+        (e.kind, e.state) for e in seen if e.lease_id == lease.id or e.server_id == lease.server_id
+    ]
+    for expected in [
+        ("lease", "PENDING"),
+        ("lease", "LOADING"),
+        ("model", "READY"),
+        ("lease", "READY"),
+        ("lease", "RELEASING"),
+        ("lease", "RELEASED"),
+        ("server", "RUNNING"),
+    ]:
         assert expected in mine, f"{expected} missing from {mine}"
     assert [e.seq for e in seen] == sorted(e.seq for e in seen)
 
