@@ -120,14 +120,20 @@ class Daemon:
         )
 
 
-def _kill_leftovers(path: Path) -> list[int]:
+def _kill_leftovers(path: Path) -> list[str]:
     left = processes_under(path)
+    described = []
     for pid in left:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            cmdline = "?"
+        described.append(f"{pid}: {cmdline[:200]}")
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    return left
+    return described
 
 
 @pytest.fixture

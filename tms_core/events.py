@@ -69,7 +69,9 @@ class EventLog:
     def kept(self, since_seq: int = 0) -> list[Event]:
         return [e for e in self._kept if e.seq > since_seq]
 
-    async def watch(self, *, since_seq: int = 0, replay: bool = True) -> AsyncIterator[Event]:
+    async def watch(
+        self, *, since_seq: int = 0, replay: bool = True, follow: bool = True
+    ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._watchers.add(queue)
         try:
@@ -78,7 +80,7 @@ class EventLog:
                 for event in self.kept(since_seq):
                     last = event.seq
                     yield event
-            while True:
+            while follow:
                 received = await queue.get()
                 if received is None:
                     raise WatcherTooSlow(f"watcher fell {self._backlog} events behind")

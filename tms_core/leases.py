@@ -143,6 +143,14 @@ class LeaseManager:
                 self.allowlist = [self.default_tritonserver]
             for server in servers:
                 if not server.state.alive:
+                    if server.state is not ServerState.STOPPED and (
+                        self._backend.exit_reason(server) is None
+                    ):
+                        # A stop the last daemon began but did not see through.
+                        await self._backend.stop(server)
+                    if server.state is ServerState.STOPPING:
+                        self._server_state(server, ServerState.STOPPED, server.reason)
+                        await tx.put_server(server)
                     continue
                 if self._backend.adopt(server):
                     log.info("adopting server %s (pid %s)", server.id, server.pid)
@@ -505,11 +513,14 @@ class LeaseManager:
         if leave_serving:
             return
         async with self._lock:
-            servers = [s for s in self.servers.values() if s.state.alive]
+            # Every server still held, also one whose stop (idle, failed) the reconciler had
+            # begun when it was cancelled: stopping is idempotent, and none may outlive us.
+            servers = list(self.servers.values())
             async with self._tx() as tx:
                 for server in servers:
-                    self._server_state(server, ServerState.STOPPING, "daemon shut down")
-                    await tx.put_server(server)
+                    if server.state.alive:
+                        self._server_state(server, ServerState.STOPPING, "daemon shut down")
+                        await tx.put_server(server)
         await asyncio.gather(*(self._stop_server(s) for s in servers))
 
     # ------------------------------------------------------------------ names

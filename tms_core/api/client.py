@@ -113,6 +113,7 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
         "last_activity_at": rfc3339(lease.last_activity_at) if lease.last_activity_at else "",
         "pool": lease.pool,
         "quota": lease.quota,
+        "tritonserver": lease.tritonserver,
         "created_at": rfc3339(lease.created_at),
         "expires_at": rfc3339(lease.expires_at),
     }
@@ -143,7 +144,7 @@ class TmsClient:
         if code == grpc.StatusCode.UNAVAILABLE:
             return ClientError(
                 f"daemon unreachable at {self.target} (is `tms daemon` running? "
-                "set --target or TMS_TARGET)",
+                "set --target, TMS_TARGET or `tms target set`)",
                 code,
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -294,9 +295,14 @@ class TmsClient:
 
     # Events
 
-    def watch(self, *, since_seq: int = 0, replay: bool = True) -> Generator[pb.Event, None, None]:
-        """Every lease, model, server, name and pool change, as it happens."""
-        stream = self._events.Watch(pb.WatchRequest(since_seq=since_seq, replay=replay))
+    def watch(
+        self, *, since_seq: int = 0, replay: bool = True, follow: bool = True
+    ) -> Generator[pb.Event, None, None]:
+        """Every lease, model, server, name and pool change, as it happens; without
+        `follow`, only the kept events (after `since_seq`), then the stream ends."""
+        stream = self._events.Watch(
+            pb.WatchRequest(since_seq=since_seq, replay=replay, until_caught_up=not follow)
+        )
         try:
             yield from stream
         except grpc.RpcError as exc:

@@ -168,7 +168,9 @@ class EventServicer(pb_grpc.EventServiceServicer):
 
     async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.Event]:
         async for event in self._manager.events.watch(
-            since_seq=request.since_seq, replay=request.replay
+            since_seq=request.since_seq,
+            replay=request.replay,
+            follow=not request.until_caught_up,
         ):
             yield event_to_pb(event)
 

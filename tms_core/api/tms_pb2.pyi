@@ -290,12 +290,14 @@ class Event(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., lease_id: _Optional[str] = ..., server_id: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("since_seq", "replay")
+    __slots__ = ("since_seq", "replay", "until_caught_up")
     SINCE_SEQ_FIELD_NUMBER: _ClassVar[int]
     REPLAY_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     since_seq: int
     replay: bool
-    def __init__(self, since_seq: _Optional[int] = ..., replay: _Optional[bool] = ...) -> None: ...
+    until_caught_up: bool
+    def __init__(self, since_seq: _Optional[int] = ..., replay: _Optional[bool] = ..., until_caught_up: _Optional[bool] = ...) -> None: ...
 
 class SidecarHello(_message.Message):
     __slots__ = ("server_id",)

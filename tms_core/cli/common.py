@@ -1,7 +1,13 @@
-"""What every `tms` subcommand shares: the client context and one-line errors."""
+"""What every `tms` subcommand shares: the target, the output mode, the client, one-line errors.
+
+The root group and every command that talks to the daemon take `-t/--target` and
+`-z/--porcelain`, so both `tms -t prod lease list` and the TMS documentation's
+`tmsctl lease create -m … -t HOST:PORT -z` work; a flag given after the subcommand wins.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -11,10 +17,15 @@ import click
 from rich.markup import escape
 
 from tms_core.api.client import ClientError, TmsClient
-from tms_core.cli import output
+from tms_core.cli import output, target_store
 from tms_core.errors import TmsError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> None:
+    """Prints `error: message` as one line on stderr."""
+    output.err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def one_line_errors(func: F) -> F:
@@ -23,16 +34,32 @@ def one_line_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (ClientError, TmsError, ValueError) as exc:
-            output.err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            fail(str(exc))
+            sys.exit(1)
+        except BrokenPipeError:
+            # The reader went away (`tms events | head`): stop quietly, as other tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}")
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
 
 class Context:
-    def __init__(self, target: str) -> None:
-        self.target = target
+    """The options every command shares; the client is made on first use."""
+
+    def __init__(self, target: str | None = None, *, porcelain: bool = False) -> None:
+        self.target_arg = target
+        self.porcelain = porcelain
         self._client: TmsClient | None = None
+
+    @property
+    def target(self) -> str:
+        return target_store.resolve(self.target_arg)
 
     @property
     def client(self) -> TmsClient:
@@ -40,5 +67,62 @@ class Context:
             self._client = TmsClient(self.target)
         return self._client
 
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
-pass_context = click.make_pass_decorator(Context)
+    def mode(self, fmt: str | None) -> str:
+        """`json`, `porcelain` or `human`: an explicit `-o` wins over `-z`."""
+        if fmt is not None:
+            return fmt
+        return "porcelain" if self.porcelain else "human"
+
+
+pass_context = click.make_pass_decorator(Context, ensure=True)
+
+TARGET_HELP = "The daemon: host:port, http(s)://host:port or a saved target name."
+PORCELAIN_HELP = "Script-friendly output: ids and tab-separated lines, no headers."
+
+
+def _set_target(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Context).target_arg = value
+
+
+def _set_porcelain(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Context).porcelain = True
+
+
+target_option = click.option(
+    "-t",
+    "--target",
+    metavar="TARGET",
+    expose_value=False,
+    callback=_set_target,
+    help=TARGET_HELP,
+)
+porcelain_option = click.option(
+    "-z",
+    "--porcelain",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_porcelain,
+    help=PORCELAIN_HELP,
+)
+
+
+def daemon_options(func: F) -> F:
+    """`-t` and `-z` on a subcommand: the same as on the root, and they win over it."""
+    return target_option(porcelain_option(func))
+
+
+output_option = click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["human", "json"]),
+    default=None,
+    help="Output format [human, or porcelain with -z].",
+)

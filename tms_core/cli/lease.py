@@ -1,107 +1,210 @@
-"""`tms lease …`: acquire, status, list, renew, release."""
+"""`tms lease …`: acquire (or TMS's `create`), status, list, renew, release, and lease names."""
 
 from __future__ import annotations
 
-import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import lease_to_dict, parse_model_arg
+from tms_core.api.client import lease_to_dict, name_to_dict, parse_model_arg
 from tms_core.cli import output
-from tms_core.cli.common import Context, one_line_errors, pass_context
-from tms_core.units import parse_duration
-
-OUTPUT = click.option(
-    "-o",
-    "--output",
-    "fmt",
-    type=click.Choice(["human", "json"]),
-    default="human",
-    show_default=True,
-    help="Output format.",
+from tms_core.cli.common import (
+    Context,
+    daemon_options,
+    fail,
+    one_line_errors,
+    output_option,
+    pass_context,
 )
+from tms_core.cli.spec import LeaseSpec, load_spec, local_path, parse_duration_field
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _duration(value: str | None, field: str) -> float:
-    if value is None:
-        return 0.0
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise ValueError(f"{field}: {exc}") from None
+def _duration(value: str | None, field: str) -> float | None:
+    return None if value is None else parse_duration_field(value, field)
 
 
-def _show(lease: pb.Lease, fmt: str) -> None:
-    if fmt == "json":
+def _show(ctx: Context, lease: pb.Lease, fmt: str | None) -> None:
+    mode = ctx.mode(fmt)
+    if mode == "json":
         output.print_json(lease)
+    elif mode == "porcelain":
+        output.print_rows([output.lease_row(lease)])
     else:
         output.print_lease(lease)
 
 
 @click.group()
+@daemon_options
 def lease() -> None:
     """Acquire and manage leases on models."""
 
 
-@lease.command()
-@click.option(
-    "-m",
-    "--model",
-    "models",
-    multiple=True,
-    required=True,
-    metavar="name=N,uri=U[,memory=M]",
-    help="A model to lease (repeat for several). URI: file:///path or a local path.",
-)
-@click.option("--name", default="", help="A name for the lease (DNS-1123 label).")
-@click.option("--duration", help="How long the lease lives without renewal (e.g. 10m, 1h).")
-@click.option("--no-wait", is_flag=True, help="Return once the lease is accepted.")
-@OUTPUT
-@pass_context
-@one_line_errors
-def acquire(
-    ctx: Context, models: tuple[str, ...], name: str, duration: str | None, no_wait: bool, fmt: str
-) -> None:
-    """Acquire a lease: place the models on a server, load them, print the endpoints."""
-    specs = []
+def _acquire_options(func: F) -> F:
+    options = [
+        click.option(
+            "-f",
+            "--file",
+            "spec_file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="A lease spec (YAML) whose keys mirror these flags; flags win over it.",
+        ),
+        click.option(
+            "-m",
+            "--model",
+            "models",
+            multiple=True,
+            metavar="name=N,uri=U[,memory=M]",
+            help="A model to lease (repeat for several). URI: file:///path or a local path.",
+        ),
+        click.option("--name", help="A name for the lease (DNS-1123 label)."),
+        click.option(
+            "--duration",
+            help="How long the lease lives without renewal (e.g. 10m, 1h); with "
+            "--activity-window, the minimum.",
+        ),
+        click.option(
+            "--activity-window",
+            help="Renew automatically while the models are used within this window (e.g. 5m).",
+        ),
+        click.option(
+            "-p",
+            "--pool",
+            "--triton-pool",
+            "pool",
+            help="Join this Triton pool instead of getting a server of its own.",
+        ),
+        click.option("--quota", type=int, help="Pool quota units the lease takes (with --pool)."),
+        click.option(
+            "--tritonserver",
+            "--triton-image",
+            "tritonserver",
+            metavar="PATH",
+            help="The Triton binary for the lease's own server; must be on the allowlist.",
+        ),
+        click.option("--no-wait", is_flag=True, help="Return once the lease is accepted."),
+        output_option,
+        daemon_options,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _spec_from_flags(
+    models: tuple[str, ...],
+    name: str | None,
+    duration: str | None,
+    activity_window: str | None,
+    pool: str | None,
+    quota: int | None,
+    tritonserver: str | None,
+) -> LeaseSpec:
+    parsed = []
     for i, text in enumerate(models):
         try:
-            specs.append(parse_model_arg(text))
+            parsed.append(parse_model_arg(text))
         except ValueError as exc:
             raise ValueError(f"--model #{i + 1}: {exc}") from None
-    updates = ctx.client.acquire(specs, name=name, duration_s=_duration(duration, "--duration"))
+    return LeaseSpec(
+        models=tuple(parsed) or None,
+        name=name,
+        duration_s=_duration(duration, "--duration"),
+        activity_window_s=_duration(activity_window, "--activity-window"),
+        pool=pool,
+        quota=quota,
+        tritonserver=local_path(tritonserver, Path.cwd()) if tritonserver else None,
+    )
+
+
+def _acquire(
+    ctx: Context,
+    *,
+    spec_file: Path | None,
+    no_wait: bool,
+    fmt: str | None,
+    id_only: bool,
+    **flags: Any,
+) -> None:
+    spec = (load_spec(spec_file) if spec_file else LeaseSpec()).overridden_by(
+        _spec_from_flags(**flags)
+    )
+    if not spec.models:
+        raise ValueError("no models to lease: give -m name=NAME,uri=URI, or models: in a -f file")
+    mode = ctx.mode(fmt)
+    updates = ctx.client.acquire(
+        spec.models,
+        name=spec.name or "",
+        duration_s=spec.duration_s or 0.0,
+        activity_window_s=spec.activity_window_s or 0.0,
+        pool=spec.pool or "",
+        quota=spec.quota or 0,
+        tritonserver=spec.tritonserver or "",
+    )
     if no_wait:
         final = next(updates)
         updates.close()
     else:
-        final = output.follow_with_progress(updates, show=fmt == "human" and sys.stderr.isatty())
-    _show(final, fmt)
+        final = output.follow_with_progress(updates, show=mode == "human" and sys.stderr.isatty())
+    if mode == "json":
+        output.print_json(final)
+    elif mode == "porcelain" or id_only:
+        print(final.id)
+    else:
+        output.print_lease(final)
     if final.state == pb.LEASE_FAILED:
+        fail(f"lease {final.id} FAILED: {final.reason}")
         sys.exit(1)
 
 
 @lease.command()
-@click.argument("lease_id")
-@OUTPUT
+@_acquire_options
 @pass_context
 @one_line_errors
-def status(ctx: Context, lease_id: str, fmt: str) -> None:
+def acquire(ctx: Context, /, **options: Any) -> None:
+    """Acquire a lease: place the models on a server, load them, print the endpoints."""
+    _acquire(ctx, id_only=False, **options)
+
+
+@lease.command()
+@_acquire_options
+@pass_context
+@one_line_errors
+def create(ctx: Context, /, **options: Any) -> None:
+    """Acquire a lease, TMS style: print only its id; a FAILED lease exits 1."""
+    _acquire(ctx, id_only=True, **options)
+
+
+@lease.command()
+@click.argument("lease_id")
+@output_option
+@daemon_options
+@pass_context
+@one_line_errors
+def status(ctx: Context, lease_id: str, fmt: str | None) -> None:
     """Show one lease."""
-    _show(ctx.client.status(lease_id), fmt)
+    _show(ctx, ctx.client.status(lease_id), fmt)
 
 
 @lease.command(name="list")
 @click.option("-a", "--all", "include_ended", is_flag=True, help="Include ended leases.")
-@OUTPUT
+@output_option
+@daemon_options
 @pass_context
 @one_line_errors
-def list_(ctx: Context, include_ended: bool, fmt: str) -> None:
+def list_(ctx: Context, include_ended: bool, fmt: str | None) -> None:
     """List the leases."""
     leases = ctx.client.list_leases(include_ended=include_ended)
-    if fmt == "json":
-        print(json.dumps([lease_to_dict(lease) for lease in leases], indent=2))
+    mode = ctx.mode(fmt)
+    if mode == "json":
+        output.dump([lease_to_dict(lease) for lease in leases])
+    elif mode == "porcelain":
+        output.print_rows(output.lease_row(lease) for lease in leases)
     else:
         output.print_table(leases)
 
@@ -109,20 +212,82 @@ def list_(ctx: Context, include_ended: bool, fmt: str) -> None:
 @lease.command()
 @click.argument("lease_id")
 @click.option("--duration", help="Extend to this long from now [the lease's own duration].")
-@OUTPUT
+@output_option
+@daemon_options
 @pass_context
 @one_line_errors
-def renew(ctx: Context, lease_id: str, duration: str | None, fmt: str) -> None:
+def renew(ctx: Context, lease_id: str, duration: str | None, fmt: str | None) -> None:
     """Renew a lease so it does not expire."""
-    _show(ctx.client.renew(lease_id, _duration(duration, "--duration")), fmt)
+    _show(ctx, ctx.client.renew(lease_id, _duration(duration, "--duration") or 0.0), fmt)
 
 
 @lease.command()
 @click.argument("lease_id")
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the unload.")
-@OUTPUT
+@output_option
+@daemon_options
 @pass_context
 @one_line_errors
-def release(ctx: Context, lease_id: str, no_wait: bool, fmt: str) -> None:
+def release(ctx: Context, lease_id: str, no_wait: bool, fmt: str | None) -> None:
     """Release a lease: its models are unloaded (unless another lease holds them)."""
-    _show(ctx.client.release(lease_id, wait=not no_wait), fmt)
+    _show(ctx, ctx.client.release(lease_id, wait=not no_wait), fmt)
+
+
+@lease.group(name="name")
+@daemon_options
+def name_group() -> None:
+    """Stable names for leases, with addresses that follow the name from lease to lease."""
+
+
+def _show_name(ctx: Context, record: pb.LeaseName, fmt: str | None) -> None:
+    mode = ctx.mode(fmt)
+    if mode == "json":
+        output.dump(name_to_dict(record))
+    elif mode == "porcelain":
+        print(record.name)
+    else:
+        output.print_name(record)
+
+
+@name_group.command(name="create")
+@click.argument("name")
+@click.argument("lease_id")
+@output_option
+@daemon_options
+@pass_context
+@one_line_errors
+def name_create(ctx: Context, name: str, lease_id: str, fmt: str | None) -> None:
+    """Point NAME at a lease (creating it); it moves once the lease is READY."""
+    _show_name(ctx, ctx.client.set_name(name, lease_id), fmt)
+
+
+@name_group.command(name="delete")
+@click.argument("name")
+@output_option
+@daemon_options
+@pass_context
+@one_line_errors
+def name_delete(ctx: Context, name: str, fmt: str | None) -> None:
+    """Delete a lease name (the lease itself stays)."""
+    record = ctx.client.delete_name(name)
+    if ctx.mode(fmt) == "human":
+        output.out.print(f"deleted name [bold]{record.name}[/]")
+    else:
+        _show_name(ctx, record, fmt)
+
+
+@name_group.command(name="list")
+@output_option
+@daemon_options
+@pass_context
+@one_line_errors
+def name_list(ctx: Context, fmt: str | None) -> None:
+    """List the lease names."""
+    records = ctx.client.list_names()
+    mode = ctx.mode(fmt)
+    if mode == "json":
+        output.dump(output.names_json(records))
+    elif mode == "porcelain":
+        output.print_rows(output.name_row(r) for r in records)
+    else:
+        output.print_names(records)

@@ -1,32 +1,65 @@
-"""The `tms` command tree. Every failure ends in one line on stderr and a non-zero exit."""
+"""The `tms` command tree (also installed as `tmsctl`).
+
+Every failure ends in one line on stderr and a non-zero exit: 1 for a failed operation, 2 for
+a command line the parser refuses.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tms_core.api.client import default_target
-from tms_core.cli import demo, lease
-from tms_core.cli.common import Context, one_line_errors
+from tms_core.cli import allowlist, demo, events, lease, pool, target
+from tms_core.cli.common import Context, daemon_options, fail, one_line_errors
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-t",
-    "--target",
-    default=default_target,
-    show_default="127.0.0.1:30345, or $TMS_TARGET",
-    help="host:port of the tms daemon.",
-)
+class TmsGroup(click.Group):
+    """Click's group, with usage errors on one line like every other error."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            message = exc.format_message()
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message += f" (see '{exc.ctx.command_path} -h')"
+            fail(message)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            fail("interrupted")
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=TmsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@daemon_options
 @click.version_option(package_name="tms")
 @click.pass_context
-def cli(ctx: click.Context, target: str) -> None:
-    """Leases on Triton models: acquire, renew, release, and the daemon that serves them."""
-    ctx.obj = Context(target)
+def cli(ctx: click.Context) -> None:
+    """Leases on Triton models: acquire, renew, release, and the daemon that serves them.
+
+    The daemon is the one named by -t (a saved target, host:port or http(s)://host:port),
+    else $TMS_TARGET, else the default saved with `tms target set`, else 127.0.0.1:30345.
+    """
+    ctx.call_on_close(ctx.ensure_object(Context).close)
 
 
 @cli.command()
@@ -73,11 +106,17 @@ def daemon(
 
 
 cli.add_command(lease.lease)
+cli.add_command(pool.pool)
+cli.add_command(allowlist.allowlist)
+cli.add_command(events.events)
+cli.add_command(target.target)
 cli.add_command(demo.demo)
 
 
 def main() -> None:
-    cli(prog_name=Path(sys.argv[0]).name if sys.argv else "tms")
+    name = Path(sys.argv[0]).name if sys.argv else ""
+    # `python -m tms_core.cli.main` names itself main.py: call it what users type.
+    cli(prog_name="tms" if not name or name.endswith(".py") else name)
 
 
 if __name__ == "__main__":

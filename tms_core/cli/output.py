@@ -1,12 +1,18 @@
-"""How leases are shown: human tables by default, one JSON object with `-o json`."""
+"""How things are shown: human tables by default, JSON with `-o json`, tab-separated with `-z`.
+
+Porcelain (`-z`) lines have a fixed column order (docs/cli.md) and `-` for empty values, so
+`cut -f` and `read` in scripts keep working; values never contain tabs or newlines.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -18,8 +24,16 @@ from rich.progress import (
 from rich.table import Table
 
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import lease_to_dict, model_state_name, state_name
-from tms_core.units import format_duration
+from tms_core.api.client import (
+    ENDED,
+    event_to_dict,
+    lease_to_dict,
+    model_state_name,
+    name_to_dict,
+    pool_to_dict,
+    state_name,
+)
+from tms_core.units import format_duration, format_size, rfc3339
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -35,7 +49,187 @@ _MODEL_STEPS = {
 
 
 def print_json(lease: pb.Lease) -> None:
-    print(json.dumps(lease_to_dict(lease), indent=2))
+    dump(lease_to_dict(lease))
+
+
+def dump(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _cell(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text or "-"
+
+
+def print_rows(rows: Iterable[Sequence[object]]) -> None:
+    """Porcelain: one tab-separated line per row, no header, `-` for empty values."""
+    for row in rows:
+        print("\t".join(_cell(value) for value in row), flush=True)
+
+
+def lease_row(lease: pb.Lease) -> list[object]:
+    """id, name, state, models, http, grpc, expires_at, pool."""
+    return [
+        lease.id,
+        lease.name,
+        state_name(lease.state),
+        ",".join(m.name for m in lease.models),
+        lease.endpoints.http,
+        lease.endpoints.grpc,
+        "" if lease.state in ENDED else rfc3339(lease.expires_at),
+        lease.pool,
+    ]
+
+
+def name_row(record: pb.LeaseName) -> list[object]:
+    """name, lease_id, next_lease_id, http, grpc."""
+    return [
+        record.name,
+        record.lease_id,
+        record.next_lease_id,
+        record.endpoints.http,
+        record.endpoints.grpc,
+    ]
+
+
+def pool_row(pool: pb.Pool) -> list[object]:
+    """name, quota_per_server, min_servers, max_servers, servers, memory bytes, tritonserver."""
+    return [
+        pool.name,
+        pool.quota_per_server,
+        pool.min_servers,
+        pool.max_servers,
+        len(pool.servers),
+        pool.server_memory_bytes,
+        pool.tritonserver,
+    ]
+
+
+def pool_server_row(server: pb.PoolServer) -> list[object]:
+    """server_id, state, quota_used, quota_free, lease_ids, http."""
+    return [
+        server.server_id,
+        server.state,
+        server.quota_used,
+        server.quota_free,
+        ",".join(server.lease_ids),
+        server.http,
+    ]
+
+
+def event_row(event: pb.Event) -> list[object]:
+    """seq, at, kind, id, state, reason, lease_id, server_id."""
+    return [
+        event.seq,
+        rfc3339(event.at),
+        event.kind,
+        event.id,
+        event.state,
+        event.reason,
+        event.lease_id,
+        event.server_id,
+    ]
+
+
+def format_event(event: pb.Event) -> str:
+    """`2026-11-24T21:00:00.000Z  lease  l-abc  READY  reason`."""
+    line = f"{rfc3339(event.at)}  {event.kind:<6} {event.id}  {event.state}"
+    return line + (f"  {' '.join(event.reason.split())}" if event.reason else "")
+
+
+def print_event(event: pb.Event, mode: str) -> None:
+    if mode == "json":
+        print(json.dumps(event_to_dict(event)), flush=True)
+    elif mode == "porcelain":
+        print_rows([event_row(event)])
+    else:
+        print(format_event(event), flush=True)
+
+
+def _table(*columns: str, wrap: str = "") -> Table:
+    """Columns never cut; only the `wrap` one (a long path) may fold onto more lines."""
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column != wrap, overflow="fold")
+    return table
+
+
+def print_names(records: Iterable[pb.LeaseName]) -> None:
+    table = _table("NAME", "LEASE", "NEXT", "HTTP", "GRPC")
+    for r in records:
+        table.add_row(
+            r.name,
+            r.lease_id or "-",
+            r.next_lease_id or "-",
+            r.endpoints.http or "-",
+            r.endpoints.grpc or "-",
+        )
+    out.print(table)
+
+
+def print_name(record: pb.LeaseName) -> None:
+    out.print(f"name [bold]{record.name}[/] -> {record.lease_id or '(no lease yet)'}")
+    if record.next_lease_id:
+        out.print(f"  next      {record.next_lease_id} (the name moves once it is READY)")
+    if record.endpoints.http:
+        out.print(f"  http      {record.endpoints.http}")
+        out.print(f"  grpc      {record.endpoints.grpc}")
+
+
+def _memory(pool: pb.Pool) -> str:
+    return format_size(pool.server_memory_bytes) if pool.server_memory_bytes else "default"
+
+
+def print_pools(pools: Iterable[pb.Pool]) -> None:
+    table = _table(
+        "NAME",
+        "QUOTA/SERVER",
+        "MIN",
+        "MAX",
+        "SERVERS",
+        "MEMORY",
+        "TRITONSERVER",
+        wrap="TRITONSERVER",
+    )
+    for p in pools:
+        table.add_row(
+            p.name,
+            str(p.quota_per_server),
+            str(p.min_servers),
+            str(p.max_servers),
+            str(len(p.servers)),
+            _memory(p),
+            escape(p.tritonserver) or "-",
+        )
+    out.print(table)
+
+
+def print_pool(pool: pb.Pool) -> None:
+    out.print(f"pool [bold]{pool.name}[/]")
+    out.print(f"  quota     {pool.quota_per_server} per server")
+    out.print(f"  servers   {len(pool.servers)} (min {pool.min_servers}, max {pool.max_servers})")
+    out.print(f"  memory    {_memory(pool)} per server")
+    out.print(f"  triton    {escape(pool.tritonserver) or 'default'}", soft_wrap=True)
+    if pool.servers:
+        table = _table("SERVER", "STATE", "USED", "FREE", "LEASES", "HTTP")
+        for s in pool.servers:
+            table.add_row(
+                s.server_id,
+                s.state,
+                str(s.quota_used),
+                str(s.quota_free),
+                ",".join(s.lease_ids) or "-",
+                s.http or "-",
+            )
+        out.print(table)
+
+
+def pools_json(pools: Iterable[pb.Pool]) -> list[dict[str, Any]]:
+    return [pool_to_dict(p) for p in pools]
+
+
+def names_json(records: Iterable[pb.LeaseName]) -> list[dict[str, Any]]:
+    return [name_to_dict(r) for r in records]
 
 
 def print_lease(lease: pb.Lease) -> None:
@@ -51,6 +245,11 @@ def print_lease(lease: pb.Lease) -> None:
     if lease.state not in (pb.LEASE_RELEASED, pb.LEASE_EXPIRED, pb.LEASE_FAILED):
         left = format_duration(lease.expires_at - time.time())
         out.print(f"  expires   {data['expires_at']} (in {left})")
+        if lease.activity_window_s:
+            window = format_duration(lease.activity_window_s)
+            out.print(f"  renews    while used within {window}")
+    if lease.pool:
+        out.print(f"  pool      {lease.pool} (quota {lease.quota})")
     for model in data["models"]:
         line = f"  model     {model['name']}  {model['state']}"
         if model["load_s"]:

@@ -37,6 +37,14 @@ def locate(binary: Path | None, backend_directory: Path | None, *, work_dir: Pat
     # The Python-backend stub embeds the interpreter and finds its packages (numpy, the
     # models' own imports) through the first python on PATH: make that this environment's.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    root = _wheel_root()
+    wheel_binary = root / "tritonserver" / "bin" / "tritonserver" if root else None
+    if binary is not None and wheel_binary is not None and wheel_binary.exists():
+        # A link (or a second path) to the wheel's tritonserver needs the wheel's set-up:
+        # its libraries and the Python-backend stub sit beside it, not where the link is.
+        if binary.resolve() == wheel_binary.resolve() and backend_directory is None:
+            wheel_install = locate(None, None, work_dir=work_dir)
+            return TritonInstall(binary, wheel_install.backend_directory, wheel_install.env)
     if binary is None:
         root = _wheel_root()
         if root is None or not (root / "tritonserver" / "bin" / "tritonserver").exists():

@@ -1,0 +1,138 @@
+"""Lease spec files (`tms lease acquire -f lease.yaml`): the acquire flags, written down.
+
+The keys mirror the flags (see docs/cli.md); a flag given on the command line wins over the
+file, and relative paths in the file are relative to the file, not to where `tms` runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from tms_core.api.client import ModelArg
+from tms_core.cli.yamlfile import load_yaml
+from tms_core.units import parse_duration, parse_size
+
+SPEC_KEYS = ("models", "name", "duration", "activity_window", "pool", "quota", "tritonserver")
+MODEL_KEYS = ("name", "uri", "memory")
+
+
+@dataclass(frozen=True)
+class LeaseSpec:
+    """What to acquire; `None` means not given (the daemon's default, or the file's)."""
+
+    models: tuple[ModelArg, ...] | None = None
+    name: str | None = None
+    duration_s: float | None = None
+    activity_window_s: float | None = None
+    pool: str | None = None
+    quota: int | None = None
+    tritonserver: str | None = None
+
+    def overridden_by(self, other: LeaseSpec) -> LeaseSpec:
+        """This spec with every field that `other` gives replaced (`-m` replaces all models)."""
+        given = {f.name: getattr(other, f.name) for f in fields(other)}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+
+def unknown_key(where: str, key: object, known: tuple[str, ...]) -> ValueError:
+    text = str(key)
+    close = difflib.get_close_matches(text, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
+    return ValueError(f"{where}unknown key {text!r}; {hint}")
+
+
+def parse_duration_field(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{field}: expected a duration such as 90s, 10m or 1h30m")
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+
+
+def local_path(path: str, base: Path) -> str:
+    """`path` made absolute against `base`, without resolving symlinks (allowlists match text)."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def load_spec(path: Path) -> LeaseSpec:
+    """The spec in `path`; every mistake is one `ValueError` naming the file and the key."""
+    try:
+        data = load_yaml(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    where = f"{path}: "
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}expected a mapping of {', '.join(SPEC_KEYS)}")
+    for key in data:
+        if key not in SPEC_KEYS:
+            raise unknown_key(where, key, SPEC_KEYS)
+    base = path.resolve().parent
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"{where}{key}: expected a string, got {value!r}")
+        return value
+
+    models = None
+    if "models" in data:
+        models = _models(data["models"], base, where)
+    quota = data.get("quota")
+    if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int)):
+        raise ValueError(f"{where}quota: expected a whole number, got {quota!r}")
+    tritonserver = text("tritonserver")
+    return LeaseSpec(
+        models=models,
+        name=text("name"),
+        duration_s=(
+            parse_duration_field(data["duration"], f"{where}duration")
+            if data.get("duration") is not None
+            else None
+        ),
+        activity_window_s=(
+            parse_duration_field(data["activity_window"], f"{where}activity_window")
+            if data.get("activity_window") is not None
+            else None
+        ),
+        pool=text("pool"),
+        quota=quota,
+        tritonserver=local_path(tritonserver, base) if tritonserver else tritonserver,
+    )
+
+
+def _models(value: Any, base: Path, where: str) -> tuple[ModelArg, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{where}models: expected a list of {{name, uri, memory}}")
+    models = []
+    for i, entry in enumerate(value):
+        at = f"{where}models[{i}]: "
+        if not isinstance(entry, dict):
+            raise ValueError(f"{at}expected a mapping with name, uri and memory")
+        for key in entry:
+            if key not in MODEL_KEYS:
+                raise unknown_key(at, key, MODEL_KEYS)
+        for key in ("name", "uri"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ValueError(f"{at}{key} is missing")
+        uri = entry["uri"]
+        if not urlparse(uri).scheme:
+            uri = Path(local_path(uri, base)).resolve().as_uri()
+        memory = 0
+        if entry.get("memory") is not None:
+            raw = entry["memory"]
+            if isinstance(raw, bool) or not isinstance(raw, str | int):
+                raise ValueError(f"{at}memory: expected a size such as 512MiB, got {raw!r}")
+            try:
+                memory = parse_size(str(raw))
+            except ValueError as exc:
+                raise ValueError(f"{at}memory: {exc}") from None
+        models.append(ModelArg(entry["name"], uri, memory))
+    return tuple(models)

@@ -1,0 +1,150 @@
+"""Which daemon a command talks to: `-t`, `$TMS_TARGET`, the saved default, or the local one.
+
+Targets are saved on the client, TMS-style (`tms target add prod 10.0.0.5:30345`), in
+`$XDG_CONFIG_HOME/tms/targets.yaml` (`~/.config/tms/targets.yaml`; `$TMS_TARGETS_FILE`
+overrides). `-t` and `$TMS_TARGET` take a saved name, `host:port` or `http(s)://host:port`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from tms_core.cli.yamlfile import load_yaml
+from tms_core.config import DEFAULT_LISTEN
+
+DEFAULT_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def targets_file() -> Path:
+    if explicit := os.environ.get("TMS_TARGETS_FILE"):
+        return Path(explicit)
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "tms" / "targets.yaml"
+
+
+def normalize_address(text: str) -> str:
+    """`host:port` from `host:port`, `http://host:port` or `https://host:port`."""
+    stripped = text.strip()
+    expected = "expected host:port, http(s)://host:port or a saved target name"
+    if "://" in stripped:
+        url = urlparse(stripped)
+        if url.scheme not in ("http", "https"):
+            raise ValueError(f"{text!r}: unsupported scheme {url.scheme!r}; {expected}")
+        if url.path not in ("", "/") or url.query or url.fragment or not url.hostname:
+            raise ValueError(f"{text!r}: {expected}")
+        try:
+            port = url.port or DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+        return f"{host}:{port}"
+    host, sep, port_text = stripped.rpartition(":")
+    if not sep or not host or any(c.isspace() for c in stripped):
+        raise ValueError(f"{text!r}: {expected}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535")
+    return f"{host}:{int(port_text)}"
+
+
+def looks_like_address(text: str) -> bool:
+    return ":" in text
+
+
+def check_name(name: str) -> None:
+    if not TARGET_NAME.match(name):
+        raise ValueError(
+            f"target name {name!r}: use letters, digits, '.', '_' and '-' (at most 63), "
+            "starting with a letter or digit"
+        )
+
+
+@dataclass
+class Targets:
+    """The saved targets and the default one, as kept in the targets file."""
+
+    path: Path
+    targets: dict[str, str] = field(default_factory=dict)
+    default: str | None = None
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Targets:
+        path = path or targets_file()
+        try:
+            data = load_yaml(path)
+        except FileNotFoundError:
+            return cls(path)
+        if data is None:
+            return cls(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping with 'targets' and 'default'")
+        unknown = sorted(str(k) for k in data if k not in ("targets", "default"))
+        if unknown:
+            raise ValueError(f"{path}: unknown key {unknown[0]!r}; expected targets or default")
+        saved = data.get("targets") or {}
+        if not isinstance(saved, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in saved.items()
+        ):
+            raise ValueError(f"{path}: 'targets' must map names to host:port")
+        default = data.get("default")
+        if default is not None and not isinstance(default, str):
+            raise ValueError(f"{path}: 'default' must be a target name")
+        return cls(path, dict(saved), default or None)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data: dict[str, Any] = {
+            "default": self.default,
+            "targets": dict(sorted(self.targets.items())),
+        }
+        text = "# Saved tms targets; edit with `tms target add|remove|set`.\n" + yaml.safe_dump(
+            data, sort_keys=False
+        )
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".targets-", suffix=".yaml")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def address_of(self, name: str) -> str:
+        if name in self.targets:
+            return normalize_address(self.targets[name])
+        raise ValueError(self.unknown(name))
+
+    def unknown(self, name: str) -> str:
+        message = f"no saved target named {name!r}"
+        close = difflib.get_close_matches(name, list(self.targets), n=1)
+        if close:
+            return f"{message}; did you mean {close[0]!r}?"
+        if self.targets:
+            return f"{message} (saved: {', '.join(sorted(self.targets))})"
+        return f"{message}; give HOST:PORT, or save it with `tms target add {name} HOST:PORT`"
+
+
+def resolve(flag: str | None) -> str:
+    """host:port from `-t`, else `$TMS_TARGET`, else the saved default, else the local daemon."""
+    for given in (flag, os.environ.get("TMS_TARGET")):
+        if given:
+            if looks_like_address(given):
+                return normalize_address(given)
+            return Targets.load().address_of(given)
+    saved = Targets.load()
+    if saved.default:
+        if saved.default not in saved.targets:
+            raise ValueError(
+                f"{saved.path}: the default target {saved.default!r} is not among the saved ones"
+            )
+        return saved.address_of(saved.default)
+    return DEFAULT_LISTEN
