@@ -143,8 +143,9 @@ class LeaseManager:
                 self.allowlist = [self.default_tritonserver]
             for server in servers:
                 if not server.state.alive:
-                    if server.state is not ServerState.STOPPED and (
-                        self._backend.exit_reason(server) is None
+                    if server.state is ServerState.STOPPING or (
+                        server.state is ServerState.FAILED
+                        and self._backend.exit_reason(server) is None
                     ):
                         # A stop the last daemon began but did not see through.
                         await self._backend.stop(server)
