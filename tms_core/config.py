@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tms_core.errors import ConfigError
+from tms_core.inventory import parse_gpus
 from tms_core.units import parse_duration, parse_size
 
 DEFAULT_LISTEN = "127.0.0.1:30345"
@@ -92,6 +93,29 @@ class LocalSettings(_Section):
     start_timeout: float = 60.0
     """Seconds a new server has to become ready before its leases fail."""
 
+    gpus: list[str] = Field(default_factory=list)
+    """GPUs to place on when NVML finds none, as sizes (`["80GiB", "80GiB"]`; `--gpus 2x80GiB`)."""
+
+    gpu_product: str = "declared GPU"
+    """The product name given to declared GPUs (matched by a lease's `gpu_product`)."""
+
+    node_name: str = ""
+    """This machine's name in `tms cluster`; defaults to the host name."""
+
+    node_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels a lease's node selector matches (`zone: lab`)."""
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _parse_gpus(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_gpus(value)
+        if isinstance(value, list):
+            for size in value:
+                parse_size(str(size))
+            return [str(size) for size in value]
+        return value
+
     _parse_d = field_validator("idle_grace", "start_timeout", mode="before")(_duration)
     _parse_s = field_validator("server_memory", mode="before")(_size)
 
@@ -103,6 +127,12 @@ def _host_memory() -> int:
         return 16 * 1024**3
 
 
+class PlacementSettings(_Section):
+    isolated_frameworks: list[str] = Field(default_factory=lambda: ["pytorch", "tensorflow"])
+    """Frameworks (backend or platform in config.pbtxt) that keep memory after an unload and
+    so get servers of their own, one framework per server."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TMS_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
@@ -111,6 +141,7 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -25,6 +25,7 @@ from tms_core.backends.local import LocalBackend, free_ports
 from tms_core.clock import Clock, SystemClock
 from tms_core.config import Settings
 from tms_core.errors import ConfigError, InvalidArgument
+from tms_core.inventory import read_node
 from tms_core.leases import LeaseManager
 from tms_core.routing import RouterProcess
 from tms_core.store import Store
@@ -129,6 +130,13 @@ async def serve(
         default_tritonserver=str(install.binary),
         publish_routes=router.update,
         allocate_ports=free_ports,
+        routes_settled=router.settled,
+        node=read_node(
+            declared_gpus=settings.local.gpus,
+            declared_product=settings.local.gpu_product,
+            name=settings.local.node_name,
+            labels=settings.local.node_labels,
+        ),
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -61,6 +61,17 @@ class LeaseModel:
     error: str = ""
     load_s: float = 0.0
     measured_bytes: int = 0
+    framework: str = ""
+
+
+@dataclass
+class LeaseConstraints:
+    gpus: int = 0
+    gpu_product: str = ""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    exclusive: bool = False
+    colocate_with: list[str] = field(default_factory=list)
+    avoid: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +95,14 @@ class Lease:
     # The router's stable addresses for this lease (0 until allocated).
     http_port: int = 0
     grpc_port: int = 0
+    constraints: LeaseConstraints = field(default_factory=lambda: LeaseConstraints())
+    labels: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+
+    @property
+    def tags(self) -> set[str]:
+        """What `colocate_with` and `avoid` of other leases match: its id, labels, names."""
+        return {self.id, *(f"{k}={v}" for k, v in self.labels.items())}
 
     @property
     def memory_bytes(self) -> int:
@@ -152,6 +171,9 @@ class Server:
     idle_since: float | None = None
     triton_ready: bool = False
     pool: str = ""
+    node: str = ""
+    gpus: tuple[int, ...] = ()
+    framework_group: str = ""
     models: dict[ModelName, ServedModel] = field(default_factory=dict)
 
     @property

@@ -14,9 +14,10 @@ import copy
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from tms_core import placement
 from tms_core.backends.base import Backend
@@ -24,6 +25,7 @@ from tms_core.clock import Clock
 from tms_core.config import Settings
 from tms_core.domain import (
     Lease,
+    LeaseConstraints,
     LeaseModel,
     LeaseNameRecord,
     LeaseState,
@@ -44,6 +46,7 @@ from tms_core.errors import (
     PoolNotFound,
 )
 from tms_core.events import EventLog
+from tms_core.inventory import Node
 from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id, new_server_id
 from tms_core.router.routes import Route
 from tms_core.routing import compute_routes
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,26 @@ class ModelRequest:
     name: str
     uri: str
     memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class LeaseOptions:
+    """Everything a lease asks for besides its models."""
+
+    name: str = ""
+    duration_s: float = 0.0
+    activity_window_s: float = 0.0
+    pool: str = ""
+    quota: int = 0
+    tritonserver: str = ""
+    gpus: int | None = None
+    gpu_product: str = ""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    exclusive: bool = False
+    colocate_with: Sequence[str] = ()
+    avoid: Sequence[str] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,13 +115,17 @@ class LeaseManager:
         backend: Backend,
         clock: Clock,
         settings: Settings,
-        check_model: Callable[[str, str, str], None] | None = None,
+        check_model: Callable[[str, str, str], str | None] | None = None,
         check_tritonserver: Callable[[str], None] | None = None,
         default_tritonserver: str = "",
         publish_routes: Callable[[list[Route]], None] | None = None,
         allocate_ports: Callable[[int], list[int]] | None = None,
         events: EventLog | None = None,
+        node: Node | None = None,
+        routes_settled: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self.node = node
+        self._routes_settled = routes_settled
         self._store = store
         self._backend = backend
         self._clock = clock
@@ -195,55 +223,13 @@ class LeaseManager:
 
     # ------------------------------------------------------------------ lease API
 
-    async def acquire(
-        self,
-        models: Sequence[ModelRequest],
-        *,
-        name: str = "",
-        duration_s: float = 0.0,
-        activity_window_s: float = 0.0,
-        pool: str = "",
-        quota: int = 0,
-        tritonserver: str = "",
-    ) -> Lease:
-        self._validate(models, name)
-        duration = self._duration(duration_s, "duration")
-        if activity_window_s:
-            self._duration(activity_window_s, "activity_window")
-        if pool:
-            if pool not in self.pools:
-                known = ", ".join(sorted(self.pools)) or "none"
-                raise InvalidArgument("pool", f"no pool named {pool!r} (pools: {known})")
-            if quota <= 0:
-                raise InvalidArgument("quota", "a pool lease needs a quota of at least 1")
-            if tritonserver:
-                raise InvalidArgument("tritonserver", "a pool lease runs on its pool's Triton")
-            binary = self.pools[pool].tritonserver
-        else:
-            if quota:
-                raise InvalidArgument("quota", "only pool leases (--pool) take a quota")
-            binary = self._allowed(tritonserver, "tritonserver")
-        now = self._clock.now()
-        http_port, grpc_port = self._allocate_ports(2)
-        lease = Lease(
-            id=new_lease_id(),
-            name=name,
-            state=LeaseState.PENDING,
-            models=[
-                LeaseModel(name=ModelName(m.name), uri=m.uri, memory_bytes=m.memory_bytes)
-                for m in models
-            ],
-            duration_s=duration,
-            created_at=now,
-            expires_at=now + duration,
-            updated_at=now,
-            activity_window_s=activity_window_s,
-            pool=pool,
-            quota=quota,
-            tritonserver=binary,
-            http_port=http_port,
-            grpc_port=grpc_port,
-        )
+    async def acquire(self, models: Sequence[ModelRequest], **options: Any) -> Lease:
+        """Creates and places a lease. `options` are `LeaseOptions` fields (name, duration_s,
+        activity_window_s, pool, quota, tritonserver, gpus, gpu_product, node_selector,
+        exclusive, colocate_with, avoid, labels, priority)."""
+        lease = self._new_lease(models, LeaseOptions(**options), allocate=True)
+        now = lease.created_at
+        name = lease.name
         async with self._lock:
             decision = self._decide(lease)
             if isinstance(decision, placement.Reject):
@@ -258,6 +244,100 @@ class LeaseManager:
         self.deadlines_changed.set()
         log.info("lease %s acquired: %s", lease.id, lease.state)
         return self.snapshot(lease.id)
+
+    async def plan(self, models: Sequence[ModelRequest], **options: Any) -> placement.Decision:
+        """What `acquire` would decide now, and why, changing nothing (`--dry-run`)."""
+        lease = self._new_lease(models, LeaseOptions(**options), allocate=False)
+        async with self._lock:
+            return self._decide(lease)
+
+    def _new_lease(
+        self, models: Sequence[ModelRequest], options: LeaseOptions, *, allocate: bool
+    ) -> Lease:
+        """A validated lease, not yet placed or stored."""
+        self._validate(models, options.name)
+        duration = self._duration(options.duration_s, "duration")
+        if options.activity_window_s:
+            self._duration(options.activity_window_s, "activity_window")
+        pool, quota = options.pool, options.quota
+        if pool:
+            if pool not in self.pools:
+                known = ", ".join(sorted(self.pools)) or "none"
+                raise InvalidArgument("pool", f"no pool named {pool!r} (pools: {known})")
+            if quota <= 0:
+                raise InvalidArgument("quota", "a pool lease needs a quota of at least 1")
+            if options.tritonserver:
+                raise InvalidArgument("tritonserver", "a pool lease runs on its pool's Triton")
+            binary = self.pools[pool].tritonserver
+        else:
+            if quota:
+                raise InvalidArgument("quota", "only pool leases (--pool) take a quota")
+            binary = self._allowed(options.tritonserver, "tritonserver")
+        constraints = self._constraints(options)
+        for key, value in {**options.labels, **options.node_selector}.items():
+            if not LABEL.match(key) or not LABEL.match(value):
+                raise InvalidArgument(
+                    "labels", f"{key}={value} is not a label (letters, digits, '-', '_', '.')"
+                )
+        frameworks = self._frameworks(models)
+        now = self._clock.now()
+        http_port, grpc_port = self._allocate_ports(2) if allocate else (0, 0)
+        return Lease(
+            id=new_lease_id(),
+            name=options.name,
+            state=LeaseState.PENDING,
+            models=[
+                LeaseModel(
+                    name=ModelName(m.name),
+                    uri=m.uri,
+                    memory_bytes=m.memory_bytes,
+                    framework=framework,
+                )
+                for m, framework in zip(models, frameworks, strict=True)
+            ],
+            duration_s=duration,
+            created_at=now,
+            expires_at=now + duration,
+            updated_at=now,
+            activity_window_s=options.activity_window_s,
+            pool=pool,
+            quota=quota,
+            tritonserver=binary,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            constraints=constraints,
+            labels=dict(options.labels),
+            priority=options.priority,
+        )
+
+    def _constraints(self, options: LeaseOptions) -> LeaseConstraints:
+        gpus = options.gpus
+        if gpus is None:
+            # On a machine with GPUs, a lease runs on one unless it asks otherwise.
+            gpus = 1 if self.node is not None and self.node.gpus else 0
+        if gpus < 0:
+            raise InvalidArgument("gpus", "must be 0 (CPU) or more")
+        if options.pool and gpus and not options.gpus:
+            gpus = 0
+        return LeaseConstraints(
+            gpus=gpus,
+            gpu_product=options.gpu_product,
+            node_selector=dict(options.node_selector),
+            exclusive=options.exclusive,
+            colocate_with=list(options.colocate_with),
+            avoid=list(options.avoid),
+        )
+
+    def _frameworks(self, models: Sequence[ModelRequest]) -> list[str]:
+        frameworks = []
+        for i, model in enumerate(models):
+            framework = (
+                self._check_model(f"models[{i}]", model.name, model.uri)
+                if self._check_model is not None
+                else None
+            )
+            frameworks.append(framework or "")
+        return frameworks
 
     async def renew(self, lease_id: str, duration_s: float = 0.0) -> Lease:
         async with self._lock:
@@ -308,6 +388,10 @@ class LeaseManager:
         """The lease now and after each change, until it has ended (or `until` holds)."""
         stop = until or (lambda lease: lease.state.ended)
         while True:
+            if self._get(lease_id).state is LeaseState.READY:
+                # Whoever sees READY may call the lease's (or its name's) address at once.
+                await self._settle_routes()
+            # No await from the snapshot to taking the waiter: no change can slip between.
             lease = self.snapshot(lease_id)
             if stop(lease) or lease.state.ended:
                 yield lease
@@ -536,7 +620,9 @@ class LeaseManager:
             async with self._tx() as tx:
                 record = await self._point_name(tx, name, lease, self._clock.now())
             self._routes_changed()
-            return copy.deepcopy(record)
+            result = copy.deepcopy(record)
+        await self._settle_routes()
+        return result
 
     async def delete_name(self, name: str) -> LeaseNameRecord:
         async with self._lock:
@@ -783,8 +869,6 @@ class LeaseManager:
                 )
             if model.memory_bytes < 0:
                 raise InvalidArgument(f"{field}.memory", "must not be negative")
-            if self._check_model is not None:
-                self._check_model(field, model.name, model.uri)
 
     def _duration(self, seconds: float, field: str) -> float:
         if seconds < 0:
@@ -838,6 +922,9 @@ class LeaseManager:
                 for model in lease.models:
                     key = (str(model.name), model.uri)
                     held[key] = max(held.get(key, 0), self._need(model))
+            tags: set[str] = set()
+            for lease in holders:
+                tags |= lease.tags | set(self.names_of(lease.id))
             views.append(
                 placement.ServerView(
                     id=server.id,
@@ -849,20 +936,63 @@ class LeaseManager:
                     used_bytes=sum(held.values()),
                     models={str(m.name): m.uri for lease in holders for m in lease.models}
                     | {str(name): served.uri for name, served in server.models.items()},
+                    node=server.node,
+                    gpus=server.gpus,
+                    exclusive=any(lease.constraints.exclusive for lease in holders),
+                    framework_group=server.framework_group,
+                    tags=frozenset(tags),
                 )
             )
         return views
+
+    def _node_views(self, servers: list[placement.ServerView]) -> list[placement.NodeView]:
+        """This node's GPUs with what the servers on each take (a server's models are spread
+        evenly over its GPUs)."""
+        if self.node is None:
+            return []
+        used: dict[int, float] = {}
+        for view in servers:
+            for index in view.gpus:
+                used[index] = used.get(index, 0) + view.used_bytes / len(view.gpus)
+        return [
+            placement.NodeView(
+                name=self.node.name,
+                labels=self.node.labels,
+                gpus=tuple(
+                    placement.GpuView(
+                        node=self.node.name,
+                        index=gpu.index,
+                        product=gpu.product,
+                        capacity_bytes=gpu.total_bytes,
+                        used_bytes=int(used.get(gpu.index, 0)),
+                    )
+                    for gpu in self.node.gpus
+                ),
+            )
+        ]
 
     def _decide(self, lease: Lease) -> placement.Decision:
         pool = self.pools.get(lease.pool) if lease.pool else None
         if lease.pool and pool is None:
             return placement.Wait(f"pool {lease.pool} was deleted")
+        views = self._views()
+        wanted = lease.constraints
         return placement.place(
-            [placement.ModelNeed(m.name, m.uri, self._need(m)) for m in lease.models],
-            self._views(),
+            [placement.ModelNeed(m.name, m.uri, self._need(m), m.framework) for m in lease.models],
+            views,
             server_capacity=self._settings.local.server_memory,
             max_servers=self._settings.local.max_servers,
             binary=lease.tritonserver,
+            nodes=self._node_views(views),
+            isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
+            constraints=placement.Constraints(
+                gpus=wanted.gpus,
+                gpu_product=wanted.gpu_product,
+                node_selector=wanted.node_selector,
+                exclusive=wanted.exclusive,
+                colocate_with=frozenset(wanted.colocate_with),
+                avoid=frozenset(wanted.avoid),
+            ),
             pool=placement.PoolSpec(
                 name=pool.name,
                 quota=lease.quota,
@@ -895,7 +1025,7 @@ class LeaseManager:
                 self._set_state(lease, LeaseState.PENDING, decision.reason, now)
             else:
                 if isinstance(decision, placement.StartServer):
-                    new_server = self._new_server(lease.pool, lease.tritonserver, now)
+                    new_server = self._new_server(lease.pool, lease.tritonserver, now, decision)
                     await tx.put_server(new_server)
                     self.servers[new_server.id] = new_server
                 lease.server_id = new_server.id if new_server else placement_server(decision)
@@ -914,15 +1044,29 @@ class LeaseManager:
             async with self._tx() as tx:
                 await self._settle_server(tx, self.servers[lease.server_id], now)
 
-    def _new_server(self, pool_name: str, binary: str, now: float) -> Server:
+    def _new_server(
+        self,
+        pool_name: str,
+        binary: str,
+        now: float,
+        where: placement.StartServer | None = None,
+    ) -> Server:
         pool = self.pools.get(pool_name)
+        capacity = self._pool_memory(pool) if pool else self._settings.local.server_memory
+        if where is not None and where.gpus and self.node is not None:
+            capacity = sum(g.total_bytes for g in self.node.gpus if g.index in where.gpus)
         server = self._backend.new_server(
             new_server_id(),
-            capacity_bytes=self._pool_memory(pool) if pool else self._settings.local.server_memory,
+            capacity_bytes=capacity,
             now=now,
             binary=pool.tritonserver if pool else binary,
         )
         server.pool = pool_name
+        if where is not None:
+            server.node, server.gpus = where.node, where.gpus
+            server.framework_group = where.framework_group
+        elif self.node is not None:
+            server.node = self.node.name
         self.events.emit(
             "server",
             server.id,
@@ -1063,7 +1207,9 @@ class LeaseManager:
 
     async def _place_pending(self) -> None:
         """Tries the waiting leases again, oldest first. Caller holds the lock."""
-        for lease in sorted(self.leases.values(), key=lambda lease: lease.created_at):
+        # Higher priority first, then oldest first.
+        waiting = [lease for lease in self.leases.values() if lease.state is LeaseState.PENDING]
+        for lease in sorted(waiting, key=lambda lease: (-lease.priority, lease.created_at)):
             if lease.state is not LeaseState.PENDING:
                 continue
             decision = self._decide(lease)
@@ -1105,6 +1251,10 @@ class LeaseManager:
         )
         if signal is not None:
             signal.fire()
+
+    async def _settle_routes(self) -> None:
+        if self._routes_settled is not None:
+            await self._routes_settled()
 
     def _routes_changed(self) -> None:
         if self._publish_routes is not None:

@@ -26,8 +26,27 @@ def local_path(uri: str) -> Path | None:
     return None
 
 
-def check_model(field: str, name: str, uri: str) -> None:
-    """Raises InvalidArgument naming `field` if the model at `uri` cannot be loaded by name."""
+# Triton's platform names, by the framework (backend) that runs them.
+_PLATFORMS = {
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "onnxruntime_onnx": "onnxruntime",
+    "tensorrt_plan": "tensorrt",
+}
+
+
+def framework_of(config: model_config_pb2.ModelConfig) -> str:
+    """The framework a model runs on, from its config's `backend` or `platform`."""
+    if config.backend:
+        return str(config.backend).lower()
+    platform = str(config.platform).lower()
+    return _PLATFORMS.get(platform, platform)
+
+
+def check_model(field: str, name: str, uri: str) -> str:
+    """Raises InvalidArgument naming `field` if the model at `uri` cannot be loaded by name;
+    returns its framework ("" when its config does not say)."""
     parsed = urlparse(uri)
     path = local_path(uri)
     if path is None:
@@ -40,6 +59,7 @@ def check_model(field: str, name: str, uri: str) -> None:
     if not path.is_dir():
         raise InvalidArgument(f"{field}.uri", f"model directory {path} does not exist")
     config = path / "config.pbtxt"
+    framework = ""
     if config.exists():
         try:
             parsed_config = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
@@ -56,7 +76,9 @@ def check_model(field: str, name: str, uri: str) -> None:
                 f"{field}.name",
                 f"{name!r} does not match the name {parsed_config.name!r} in {config}",
             )
+        framework = framework_of(parsed_config)
     if not any(child.is_dir() and child.name.isdigit() for child in path.iterdir()):
         raise InvalidArgument(
             f"{field}.uri", f"{path} has no numbered version directory (such as {path}/1)"
         )
+    return framework

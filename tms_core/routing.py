@@ -8,6 +8,7 @@ daemon restarts; a daemon that starts again adopts it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -141,6 +142,18 @@ class RouterProcess:
                 os.kill(self.pid, signal.SIGHUP)
             except ProcessLookupError:
                 log.warning("router pid %d is gone; routes wait for its restart", self.pid)
+
+    async def settled(self, timeout: float = 2.0) -> None:
+        """Returns once the router has applied the last table given to it (or `timeout`)."""
+        if self._last is None or self.pid is None:
+            return
+        applied = applied_path(self.routes_file)
+        deadline = time.monotonic() + timeout
+        while (read_applied(applied) or 0) < self._version:
+            if time.monotonic() > deadline:
+                log.warning("router has not applied routes version %d yet", self._version)
+                return
+            await asyncio.sleep(0.002)
 
     def stop(self) -> None:
         if self.pid and (self._proc is not None or self._is_ours(self.pid)):

@@ -81,6 +81,16 @@ def lease_to_pb(lease: Lease, server: Server | None, names: list[str] | None = N
         pool=lease.pool,
         quota=lease.quota,
         tritonserver=lease.tritonserver,
+        gpus=lease.constraints.gpus,
+        gpu_product=lease.constraints.gpu_product,
+        node_selector=lease.constraints.node_selector,
+        exclusive=lease.constraints.exclusive,
+        colocate_with=lease.constraints.colocate_with,
+        avoid=lease.constraints.avoid,
+        labels=lease.labels,
+        priority=lease.priority,
+        node=server.node if server else "",
+        server_gpus=list(server.gpus) if server else [],
         models=[
             pb.ModelStatus(
                 name=m.name,
@@ -90,6 +100,7 @@ def lease_to_pb(lease: Lease, server: Server | None, names: list[str] | None = N
                 error=m.error,
                 load_s=m.load_s,
                 measured_bytes=m.measured_bytes,
+                framework=m.framework,
             )
             for m in lease.models
         ],

@@ -19,6 +19,8 @@ from tms_core.api.convert import (
 )
 from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
+from tms_core import placement
+from tms_core.api.cluster import cluster_status, models_status
 from tms_core.leases import LeaseManager, ModelRequest
 
 # grpc ships no type hints for its aio context.
@@ -27,6 +29,27 @@ Context: TypeAlias = Any
 
 class ServerUnknown(TmsError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+def _lease_request(request: pb.AcquireRequest) -> tuple[list[ModelRequest], dict[str, Any]]:
+    models = [ModelRequest(m.name, m.uri, m.memory_bytes) for m in request.models]
+    options: dict[str, Any] = {
+        "name": request.name,
+        "duration_s": request.duration_s,
+        "activity_window_s": request.activity_window_s,
+        "pool": request.pool,
+        "quota": request.quota,
+        "tritonserver": request.tritonserver,
+        "gpus": request.gpus if request.HasField("gpus") else None,
+        "gpu_product": request.gpu_product,
+        "node_selector": dict(request.node_selector),
+        "exclusive": request.exclusive,
+        "colocate_with": list(request.colocate_with),
+        "avoid": list(request.avoid),
+        "labels": dict(request.labels),
+        "priority": request.priority,
+    }
+    return models, options
 
 
 class LeaseServicer(pb_grpc.LeaseServiceServicer):
@@ -39,15 +62,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     async def Acquire(
         self, request: pb.AcquireRequest, context: Context
     ) -> AsyncIterator[pb.Lease]:
-        lease = await self._manager.acquire(
-            [ModelRequest(m.name, m.uri, m.memory_bytes) for m in request.models],
-            name=request.name,
-            duration_s=request.duration_s,
-            activity_window_s=request.activity_window_s,
-            pool=request.pool,
-            quota=request.quota,
-            tritonserver=request.tritonserver,
-        )
+        models, options = _lease_request(request)
+        lease = await self._manager.acquire(models, **options)
         last = None
         async for current in self._manager.follow(
             lease.id,
@@ -57,6 +73,21 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             if message != last:
                 yield message
                 last = message
+
+    async def Plan(self, request: pb.AcquireRequest, context: Context) -> pb.PlanResponse:  # noqa: N802
+        models, options = _lease_request(request)
+        decision = await self._manager.plan(models, **options)
+        if isinstance(decision, placement.JoinServer):
+            return pb.PlanResponse(
+                decision="join", server_id=decision.server_id, reason=decision.why
+            )
+        if isinstance(decision, placement.StartServer):
+            return pb.PlanResponse(
+                decision="start", node=decision.node, gpus=list(decision.gpus), reason=decision.why
+            )
+        if isinstance(decision, placement.Wait):
+            return pb.PlanResponse(decision="wait", reason=decision.reason)
+        return pb.PlanResponse(decision="reject", reason=decision.reason)
 
     async def Status(self, request: pb.LeaseRef, context: Context) -> pb.Lease:
         return self._pb(self._manager.snapshot(request.id))
@@ -175,7 +206,19 @@ class EventServicer(pb_grpc.EventServiceServicer):
             yield event_to_pb(event)
 
 
+class ClusterServicer(pb_grpc.ClusterServiceServicer):
+    def __init__(self, manager: LeaseManager) -> None:
+        self._manager = manager
+
+    async def Cluster(self, request: pb.Empty, context: Context) -> pb.ClusterStatus:  # noqa: N802
+        return cluster_status(self._manager)
+
+    async def Models(self, request: pb.Empty, context: Context) -> pb.ModelsStatus:  # noqa: N802
+        return models_status(self._manager)
+
+
 def add_servicers(server: grpc.aio.Server, manager: LeaseManager) -> None:
+    pb_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(manager), server)
     pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(manager), server)
     pb_grpc.add_SidecarServiceServicer_to_server(SidecarServicer(manager), server)
     pb_grpc.add_LeaseNameServiceServicer_to_server(LeaseNameServicer(manager), server)

@@ -56,7 +56,21 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("models", "name", "duration_s", "activity_window_s", "pool", "quota", "tritonserver")
+    __slots__ = ("models", "name", "duration_s", "activity_window_s", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority")
+    class NodeSelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODELS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +78,14 @@ class AcquireRequest(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     QUOTA_FIELD_NUMBER: _ClassVar[int]
     TRITONSERVER_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    NODE_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    COLOCATE_WITH_FIELD_NUMBER: _ClassVar[int]
+    AVOID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     name: str
     duration_s: float
@@ -71,7 +93,29 @@ class AcquireRequest(_message.Message):
     pool: str
     quota: int
     tritonserver: str
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ...) -> None: ...
+    gpus: int
+    gpu_product: str
+    node_selector: _containers.ScalarMap[str, str]
+    exclusive: bool
+    colocate_with: _containers.RepeatedScalarFieldContainer[str]
+    avoid: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.ScalarMap[str, str]
+    priority: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("decision", "server_id", "node", "gpus", "reason")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    decision: str
+    server_id: str
+    node: str
+    gpus: _containers.RepeatedScalarFieldContainer[int]
+    reason: str
+    def __init__(self, decision: _Optional[str] = ..., server_id: _Optional[str] = ..., node: _Optional[str] = ..., gpus: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LeaseRef(_message.Message):
     __slots__ = ("id",)
@@ -118,7 +162,7 @@ class Endpoints(_message.Message):
     def __init__(self, http: _Optional[str] = ..., grpc: _Optional[str] = ..., metrics: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerEndpoints, _Mapping]]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s", "measured_bytes")
+    __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s", "measured_bytes", "framework")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +170,7 @@ class ModelStatus(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LOAD_S_FIELD_NUMBER: _ClassVar[int]
     MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     memory_bytes: int
@@ -133,10 +178,25 @@ class ModelStatus(_message.Message):
     error: str
     load_s: float
     measured_bytes: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ...) -> None: ...
+    framework: str
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ..., framework: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver")
+    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus")
+    class NodeSelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +213,16 @@ class Lease(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     QUOTA_FIELD_NUMBER: _ClassVar[int]
     TRITONSERVER_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    NODE_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    COLOCATE_WITH_FIELD_NUMBER: _ClassVar[int]
+    AVOID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_GPUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: LeaseState
@@ -169,13 +239,100 @@ class Lease(_message.Message):
     pool: str
     quota: int
     tritonserver: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ...) -> None: ...
+    gpus: int
+    gpu_product: str
+    node_selector: _containers.ScalarMap[str, str]
+    exclusive: bool
+    colocate_with: _containers.RepeatedScalarFieldContainer[str]
+    avoid: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.ScalarMap[str, str]
+    priority: int
+    node: str
+    server_gpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., node: _Optional[str] = ..., server_gpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("leases",)
     LEASES_FIELD_NUMBER: _ClassVar[int]
     leases: _containers.RepeatedCompositeFieldContainer[Lease]
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+
+class ResourceStatus(_message.Message):
+    __slots__ = ("total_bytes", "declared_bytes", "measured_bytes", "server_ids", "lease_ids")
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SERVER_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    total_bytes: int
+    declared_bytes: int
+    measured_bytes: int
+    server_ids: _containers.RepeatedScalarFieldContainer[str]
+    lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, total_bytes: _Optional[int] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., server_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GpuStatus(_message.Message):
+    __slots__ = ("index", "product", "memory", "device_used_bytes")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    product: str
+    memory: ResourceStatus
+    device_used_bytes: int
+    def __init__(self, index: _Optional[int] = ..., product: _Optional[str] = ..., memory: _Optional[_Union[ResourceStatus, _Mapping]] = ..., device_used_bytes: _Optional[int] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("name", "labels", "source", "cpu", "gpus")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    source: str
+    cpu: ResourceStatus
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuStatus]
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., cpu: _Optional[_Union[ResourceStatus, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
+
+class ModelMemory(_message.Message):
+    __slots__ = ("name", "uri", "framework", "declared_bytes", "measured_bytes", "lease_ids", "server_ids")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_IDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uri: str
+    framework: str
+    declared_bytes: int
+    measured_bytes: int
+    lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    server_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., framework: _Optional[str] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., lease_ids: _Optional[_Iterable[str]] = ..., server_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelsStatus(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelMemory]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelMemory, _Mapping]]] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()

@@ -64,6 +64,11 @@ class LeaseServiceStub:
                 request_serializer=tms__core_dot_api_dot_tms__pb2.LeaseRef.SerializeToString,
                 response_deserializer=tms__core_dot_api_dot_tms__pb2.Lease.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/tms.v1.LeaseService/Plan',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.AcquireRequest.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.PlanResponse.FromString,
+                _registered_method=True)
 
 
 class LeaseServiceServicer:
@@ -108,6 +113,13 @@ class LeaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """What Acquire would decide now, and why; creates nothing (`--dry-run`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +152,11 @@ def add_LeaseServiceServicer_to_server(servicer, server):
                     servicer.Follow,
                     request_deserializer=tms__core_dot_api_dot_tms__pb2.LeaseRef.FromString,
                     response_serializer=tms__core_dot_api_dot_tms__pb2.Lease.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.AcquireRequest.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.PlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +321,151 @@ class LeaseService:
             '/tms.v1.LeaseService/Follow',
             tms__core_dot_api_dot_tms__pb2.LeaseRef.SerializeToString,
             tms__core_dot_api_dot_tms__pb2.Lease.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.LeaseService/Plan',
+            tms__core_dot_api_dot_tms__pb2.AcquireRequest.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ClusterServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Cluster = channel.unary_unary(
+                '/tms.v1.ClusterService/Cluster',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ClusterStatus.FromString,
+                _registered_method=True)
+        self.Models = channel.unary_unary(
+                '/tms.v1.ClusterService/Models',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ModelsStatus.FromString,
+                _registered_method=True)
+
+
+class ClusterServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Cluster(self, request, context):
+        """Each node, its GPUs (or host memory), what is declared and measured in use on each,
+        and the servers and leases there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Models(self, request, context):
+        """Every model known: declared against measured memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ClusterServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Cluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cluster,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ClusterStatus.SerializeToString,
+            ),
+            'Models': grpc.unary_unary_rpc_method_handler(
+                    servicer.Models,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ModelsStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tms.v1.ClusterService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tms.v1.ClusterService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ClusterService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Cluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.ClusterService/Cluster',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Models(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.ClusterService/Models',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ModelsStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -127,6 +127,9 @@ class LocalBackend:
         models.mkdir(parents=True, exist_ok=True)
         install = self._install_for(server.binary)
         env = {**os.environ, **install.env}
+        if server.gpus:
+            # The server sees only the GPUs placement gave it.
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in server.gpus)
         triton_cmd = [
             str(install.binary),
             f"--model-repository={models}",

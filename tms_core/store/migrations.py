@@ -82,4 +82,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, uri)
     );
     """,
+    # 4: placement: lease constraints, labels and priority; servers' node, GPUs and framework.
+    """
+    ALTER TABLE leases ADD COLUMN constraints TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE leases ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE leases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE servers ADD COLUMN node TEXT NOT NULL DEFAULT '';
+    ALTER TABLE servers ADD COLUMN gpus TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE servers ADD COLUMN framework_group TEXT NOT NULL DEFAULT '';
+    """,
 ]

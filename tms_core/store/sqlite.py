@@ -18,6 +18,7 @@ import aiosqlite
 
 from tms_core.domain import (
     Lease,
+    LeaseConstraints,
     LeaseModel,
     LeaseNameRecord,
     LeaseState,
@@ -48,8 +49,9 @@ class Transaction:
         await self._db.execute(
             "INSERT OR REPLACE INTO leases (id, name, state, reason, models, duration_s,"
             " created_at, expires_at, updated_at, server_id, activity_window_s,"
-            " last_activity_at, pool, quota, tritonserver, ready_at, http_port, grpc_port)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " last_activity_at, pool, quota, tritonserver, ready_at, http_port, grpc_port,"
+            " constraints, labels, priority)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 lease.id,
                 lease.name,
@@ -69,6 +71,9 @@ class Transaction:
                 lease.ready_at,
                 lease.http_port,
                 lease.grpc_port,
+                json.dumps(asdict(lease.constraints)),
+                json.dumps(lease.labels),
+                lease.priority,
             ),
         )
 
@@ -76,7 +81,8 @@ class Transaction:
         await self._db.execute(
             "INSERT OR REPLACE INTO servers (id, state, reason, host, http_port, grpc_port,"
             " metrics_port, work_dir, capacity_bytes, created_at, idle_since, pid, sidecar_pid,"
-            " binary, pool) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " binary, pool, node, gpus, framework_group)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 server.id,
                 server.state.value,
@@ -93,6 +99,9 @@ class Transaction:
                 server.sidecar_pid,
                 server.binary,
                 server.pool,
+                server.node,
+                json.dumps(list(server.gpus)),
+                server.framework_group,
             ),
         )
 
@@ -237,7 +246,8 @@ class Store:
         async with self._db.execute(
             "SELECT id, name, state, reason, models, duration_s, created_at, expires_at,"
             " updated_at, server_id, activity_window_s, last_activity_at, pool, quota,"
-            " tritonserver, ready_at, http_port, grpc_port FROM leases ORDER BY created_at"
+            " tritonserver, ready_at, http_port, grpc_port, constraints, labels, priority"
+            " FROM leases ORDER BY created_at"
         ) as cur:
             async for row in cur:
                 models = [
@@ -248,6 +258,8 @@ class Store:
                         state=ModelState(m["state"]),
                         error=m["error"],
                         load_s=m["load_s"],
+                        measured_bytes=m.get("measured_bytes", 0),
+                        framework=m.get("framework", ""),
                     )
                     for m in json.loads(row[4])
                 ]
@@ -271,13 +283,16 @@ class Store:
                         ready_at=row[15],
                         http_port=row[16],
                         grpc_port=row[17],
+                        constraints=LeaseConstraints(**json.loads(row[18])),
+                        labels=json.loads(row[19]),
+                        priority=row[20],
                     )
                 )
         servers: list[Server] = []
         async with self._db.execute(
             "SELECT id, state, reason, host, http_port, grpc_port, metrics_port, work_dir,"
-            " capacity_bytes, created_at, idle_since, pid, sidecar_pid, binary, pool"
-            " FROM servers ORDER BY created_at"
+            " capacity_bytes, created_at, idle_since, pid, sidecar_pid, binary, pool, node, gpus,"
+            " framework_group FROM servers ORDER BY created_at"
         ) as cur:
             async for row in cur:
                 servers.append(
@@ -297,6 +312,9 @@ class Store:
                         sidecar_pid=row[12],
                         binary=row[13],
                         pool=row[14],
+                        node=row[15],
+                        gpus=tuple(json.loads(row[16])),
+                        framework_group=row[17],
                     )
                 )
         return leases, servers
