@@ -46,8 +46,8 @@ from tms_core.errors import (
     PoolNotFound,
 )
 from tms_core.events import EventLog
-from tms_core.inventory import Node
 from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id, new_server_id
+from tms_core.inventory import Node
 from tms_core.router.routes import Route
 from tms_core.routing import compute_routes
 from tms_core.store import Store, Transaction

@@ -342,7 +342,8 @@ def _start_on_gpus(
     if best is not None:
         _, node, chosen = best
         return StartServer(
-            f"{', '.join(g.label for g in chosen)} fit {format_size(int(share))} per GPU most tightly",
+            f"{', '.join(g.label for g in chosen)} fit {format_size(int(share))} per GPU "
+            "most tightly",
             node=node.name,
             gpus=tuple(g.index for g in chosen),
             framework_group=group,

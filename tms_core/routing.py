@@ -143,12 +143,13 @@ class RouterProcess:
             except ProcessLookupError:
                 log.warning("router pid %d is gone; routes wait for its restart", self.pid)
 
-    async def settled(self, timeout: float = 2.0) -> None:
-        """Returns once the router has applied the last table given to it (or `timeout`)."""
+    async def settled(self, within: float = 2.0) -> None:
+        """Returns once the router has applied the last table given to it (or after `within`
+        seconds, logging that it has not)."""
         if self._last is None or self.pid is None:
             return
         applied = applied_path(self.routes_file)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while (read_applied(applied) or 0) < self._version:
             if time.monotonic() > deadline:
                 log.warning("router has not applied routes version %d yet", self._version)

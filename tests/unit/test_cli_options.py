@@ -190,6 +190,14 @@ def test_acquire_flags_reach_the_client(fake: type[FakeClient], tmp_path: Path) 
         "pool": "shared",
         "quota": 2,
         "tritonserver": "",
+        "gpus": None,
+        "gpu_product": "",
+        "node_selector": {},
+        "exclusive": False,
+        "colocate_with": [],
+        "avoid": [],
+        "labels": {},
+        "priority": 0,
     }
     code, _, err = run("lease", "acquire", "-m", MODEL, "--triton-image", "rel/tritonserver")
     assert code == 0, err
@@ -262,3 +270,35 @@ def test_mistakes_are_one_line(fake: type[FakeClient], args: tuple[str, ...], me
 def test_usage_errors_exit_2_and_point_at_help(fake: type[FakeClient]) -> None:
     code, _, err = run("lease", "create", "--bogus")
     assert code == 2 and "(see 'cli lease create -h')" in err
+
+
+def test_placement_flags_reach_the_client(fake: type[FakeClient]) -> None:
+    code, _, err = run(
+        "lease",
+        "acquire",
+        "-m",
+        MODEL,
+        "--gpus",
+        "2",
+        "--gpu-product",
+        "A100",
+        "--node-selector",
+        "zone=lab",
+        "--exclusive",
+        "--colocate-with",
+        "adder",
+        "--avoid",
+        "team=b",
+        "--label",
+        "team=a",
+        "--priority",
+        "5",
+    )
+    assert code == 0, err
+    [(_, _, kwargs)] = fake.made[0].calls
+    assert kwargs["gpus"] == 2 and kwargs["gpu_product"] == "A100"
+    assert kwargs["node_selector"] == {"zone": "lab"} and kwargs["exclusive"] is True
+    assert kwargs["colocate_with"] == ["adder"] and kwargs["avoid"] == ["team=b"]
+    assert kwargs["labels"] == {"team": "a"} and kwargs["priority"] == 5
+    code, _, err = run("lease", "acquire", "-m", MODEL, "--label", "no-equals")
+    assert code == 1 and err == "error: --label: 'no-equals' is not KEY=VALUE\n"

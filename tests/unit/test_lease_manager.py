@@ -719,3 +719,32 @@ async def test_assignments_follow_the_server(harness: Harness) -> None:
         second = await anext(stream)
         assert second.generation > first.generation
         assert second.models == [("a", "file:///models/a"), ("b", "file:///models/b")]
+
+
+async def test_waiting_leases_are_placed_by_priority_then_age(make_harness: MakeHarness) -> None:
+    h = await make_harness(local={"max_servers": 1, "server_memory": 2 * GiB})
+    m = h.manager
+    first = await ready_lease(h, request("a", 2 * GiB))
+    older_low = await m.acquire([request("b", 2 * GiB)])
+    h.clock.advance(1)
+    newer_high = await m.acquire([request("c", 2 * GiB)], priority=10)
+    h.clock.advance(1)
+    newest_high = await m.acquire([request("d", 2 * GiB)], priority=10)
+    assert {m.snapshot(x.id).state for x in (older_low, newer_high, newest_high)} == {
+        LeaseState.PENDING
+    }
+
+    await m.release(first.id)
+    await unload_all(h, first.server_id)
+    await m.tick()
+    # Highest priority first; among equals, the oldest.
+    assert m.snapshot(newer_high.id).state is LeaseState.LOADING
+    assert m.snapshot(newest_high.id).state is LeaseState.PENDING
+    assert m.snapshot(older_low.id).state is LeaseState.PENDING
+
+
+async def test_plan_decides_without_creating_anything(harness: Harness) -> None:
+    h, m = harness, harness.manager
+    decision = await m.plan([request("a", GiB)])
+    assert decision.__class__.__name__ == "StartServer"
+    assert m.list_leases() == [] and h.backend.created == []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import combinations
 from typing import TypeVar
@@ -46,7 +46,7 @@ ISOLATED = frozenset({"pytorch", "tensorflow"})
 FRAMEWORKS = ("python", "onnxruntime", "pytorch")
 NAMES = ("a", "b", "c", "d")
 TAGS = ("web", "batch", "team=ml", "team=cv")
-BINARIES = ("", "", "triton-2")
+BINARIES = ("", "", "", "", "", "triton-2")
 POOLS = ("p1", "p2")
 
 PROPERTIES = settings(max_examples=300, deadline=None, derandomize=True)
@@ -107,24 +107,24 @@ class Case:
 
 # --- strategies -----------------------------------------------------------------------------
 #
-# Each entity (a node's labels, a GPU, a server, a model, the constraints) is decoded from one
-# drawn integer: some fifty draws a case instead of some hundreds keep 2,400 examples within a
-# few seconds. Hypothesis shrinks every integer towards 0, that is towards the first option of
-# each choice, so the options are listed simplest first.
+# Each entity (a node with its GPUs, a server, a model, the constraints, the pool) reads its
+# choices off one drawn string of bytes, a byte a choice: a dozen draws a case instead of some
+# hundreds keep 2,400 examples within a few seconds. Hypothesis draws the bytes uniformly and
+# shrinks them towards zero, that is towards the first option of each choice, so the options
+# are listed simplest first.
 
 T = TypeVar("T")
-CODE = st.integers(0, 2**24 - 1)
+ROLLS = st.binary(min_size=32, max_size=32)
 
 
 class Dice:
-    """Choices peeled off one drawn integer, lowest digit first."""
+    """Choices read off drawn bytes, one byte each."""
 
-    def __init__(self, code: int) -> None:
-        self.code = code
+    def __init__(self, rolls: bytes) -> None:
+        self.rolls = iter(rolls)
 
     def pick(self, options: Sequence[T]) -> T:
-        self.code, index = divmod(self.code, len(options))
-        return options[index]
+        return options[next(self.rolls) % len(options)]
 
     def upto(self, n: int) -> int:
         return self.pick(range(n + 1))
@@ -140,7 +140,8 @@ def tag_sets(empties: int) -> tuple[frozenset[str], ...]:
 
 
 SERVER_TAGS = tag_sets(4)
-LEASE_TAGS = tag_sets(20)
+COLOCATE_TAGS = tag_sets(60)
+AVOID_TAGS = tag_sets(20)
 GPU_CAPACITIES = tuple(g * GiB for g in (8, 16, 24, 40, 80))
 SERVER_CAPACITIES = tuple(g * GiB for g in (8, 16, 32))
 
@@ -151,7 +152,7 @@ def fraction_of(dice: Dice, capacity: int) -> int:
 
 
 def node_view(draw: st.DrawFn, name: str) -> NodeView:
-    dice = Dice(draw(CODE))
+    dice = Dice(draw(ROLLS))
     count = dice.upto(8)
     node_product = dice.pick(PRODUCTS)
     labels = {}
@@ -162,77 +163,90 @@ def node_view(draw: st.DrawFn, name: str) -> NodeView:
         labels["tier"] = "gold"
     gpus = []
     for index in range(count):
-        gpu = Dice(draw(CODE))
-        capacity = gpu.pick(GPU_CAPACITIES)
+        capacity = dice.pick(GPU_CAPACITIES)
         # Mostly one product per node, now and then a mixed one.
-        product = gpu.pick((node_product,) * 4 + PRODUCTS)
-        gpus.append(GpuView(name, index, product, capacity, fraction_of(gpu, capacity)))
+        product = dice.pick((node_product,) * 4 + PRODUCTS)
+        gpus.append(GpuView(name, index, product, capacity, fraction_of(dice, capacity)))
     return NodeView(name, tuple(gpus), labels)
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What a server needs to match for the lease to join it; servers lean towards it (half of
+    their choices copy it) so that joins are common and not only starts and waits."""
+
+    pool: str
+    binary: str
+    group: str
+    gpus: int
+    lean: int
+    """How many times each choice lists the lease's value."""
+
+
 def server_view(
-    draw: st.DrawFn, sid: str, nodes: tuple[NodeView, ...], uniform_capacity: int | None
+    draw: st.DrawFn,
+    sid: str,
+    nodes: tuple[NodeView, ...],
+    lease: Shape,
+    uniform_capacity: int | None,
 ) -> ServerView:
-    where, what, extra = Dice(draw(CODE)), Dice(draw(CODE)), Dice(draw(CODE))
+    dice = Dice(draw(ROLLS))
     node = ""
     gpus: tuple[int, ...] = ()
-    gpu_nodes = [n for n in nodes if n.gpus]
-    kind = where.pick(("cpu", "gpu"))
-    if kind == "gpu" and gpu_nodes:
-        on = where.pick(gpu_nodes)
+    count = dice.pick((lease.gpus,) * lease.lean + (0, 1, 2))
+    gpu_nodes = [n for n in nodes if len(n.gpus) >= count]
+    if count and gpu_nodes:
+        on = dice.pick(gpu_nodes)
         node = on.name
         indices = [g.index for g in on.gpus]
-        first = where.pick(indices)
+        first = dice.pick(indices)
         gpus = (first,)
-        if len(indices) > 1 and where.chance(2):
-            gpus = tuple(sorted((first, where.pick([i for i in indices if i != first]))))
-    elif nodes and where.chance(2):
-        node = where.pick([n.name for n in nodes])
-    capacity = where.pick(SERVER_CAPACITIES)
+        if count == 2:
+            gpus = tuple(sorted((first, dice.pick([i for i in indices if i != first]))))
+    elif nodes and dice.chance(2):
+        node = dice.pick([n.name for n in nodes])
+    capacity = dice.pick(SERVER_CAPACITIES)
     if uniform_capacity is not None and not gpus:
         capacity = uniform_capacity
-    used = fraction_of(where, capacity)
+    used = fraction_of(dice, capacity)
 
     models = {}
     for name in NAMES:
-        variant = what.pick((None, None, 0, 1))
+        variant = dice.pick((None, None, None, 0, 1))
         if variant is not None:
             models[name] = uri(name, variant)
-    accepting = not what.chance(6)
-    binary = what.pick(BINARIES)
-    pool = what.pick(("", "", *POOLS))
-    quota_capacity = what.pick(range(1, 9)) if pool else 0
-    quota_used = min(what.upto(8), quota_capacity)
+    pool = dice.pick((lease.pool,) * (lease.lean + 1) + ("", *POOLS))
+    quota_capacity = dice.pick(range(1, 9)) if pool else 0
     return ServerView(
         id=ServerId(sid),
         capacity_bytes=capacity,
         used_bytes=used,
         models=models,
-        accepting=accepting,
-        binary=binary,
+        accepting=not dice.chance(3 * lease.lean),
+        binary=dice.pick((lease.binary,) * lease.lean + BINARIES),
         pool=pool,
         quota_capacity=quota_capacity,
-        quota_used=quota_used,
+        quota_used=dice.upto(quota_capacity),
         node=node,
         gpus=gpus,
-        exclusive=extra.chance(8),
-        framework_group=extra.pick(("", "", "", "pytorch", "tensorflow")),
-        tags=extra.pick(SERVER_TAGS),
+        exclusive=dice.chance(4 * lease.lean),
+        framework_group=dice.pick((lease.group,) * lease.lean + ("", "pytorch", "tensorflow")),
+        tags=dice.pick(SERVER_TAGS),
     )
 
 
 def request(draw: st.DrawFn) -> tuple[ModelNeed, ...]:
-    dice = Dice(draw(CODE))
+    dice = Dice(draw(ROLLS))
     count = dice.pick((1, 1, 2, 3))
     # One framework for the whole lease most of the time (so isolated leases get placed),
     # otherwise one each (so mixed leases come up).
-    shared = dice.pick((*FRAMEWORKS, None))
+    shared = dice.pick((*FRAMEWORKS, "python", None))
     models = {}
     for _ in range(count):
-        model = Dice(draw(CODE))
+        model = Dice(draw(ROLLS))
         name = model.pick(NAMES)
-        variant = model.pick((0, 1))
-        largest = model.pick((GiB, 4 * GiB, 4 * GiB, 16 * GiB, 40 * GiB))
+        variant = model.pick((0, 0, 0, 1))
+        largest = model.pick((GiB, 2 * GiB, 4 * GiB, 8 * GiB, 16 * GiB, 40 * GiB))
         memory = model.upto(largest // STEP) * STEP
         framework = shared or model.pick(FRAMEWORKS)
         models.setdefault(name, ModelNeed(name, uri(name, variant), memory, framework))
@@ -240,56 +254,70 @@ def request(draw: st.DrawFn) -> tuple[ModelNeed, ...]:
 
 
 def constraints(draw: st.DrawFn) -> Constraints:
-    dice = Dice(draw(CODE))
+    dice = Dice(draw(ROLLS))
     selector = {}
-    zone = dice.pick((None, None, None, None, "a", "b"))
+    zone = dice.pick((None, None, None, None, None, None, "a", "b"))
     if zone:
         selector["zone"] = zone
-    if dice.chance(6):
+    if dice.chance(8):
         selector["tier"] = "gold"
     return Constraints(
-        gpus=dice.pick((0, 1, 2)),
+        gpus=dice.pick((0, 1, 2, 0)),
         gpu_product=dice.pick(WANTED_PRODUCTS),
         node_selector=selector,
         exclusive=dice.chance(8),
-        colocate_with=dice.pick(LEASE_TAGS),
-        avoid=dice.pick(LEASE_TAGS),
+        colocate_with=dice.pick(COLOCATE_TAGS),
+        avoid=dice.pick(AVOID_TAGS),
     )
 
 
 def pool_spec(draw: st.DrawFn) -> PoolSpec | None:
-    dice = Dice(draw(CODE))
-    if not dice.chance(3):
+    dice = Dice(draw(ROLLS))
+    if not dice.chance(4):
         return None
     return PoolSpec(
         name=dice.pick(POOLS),
-        quota=dice.pick((1, 2, 3, 4)),
-        quota_per_server=dice.pick((8, 4, 2, 1)),
+        quota=dice.pick((1, 1, 2, 3, 4)),
+        quota_per_server=dice.pick((8, 4, 4, 2, 1)),
         max_servers=dice.pick((1, 2, 3, 4)),
         server_memory=dice.pick(SERVER_CAPACITIES),
     )
 
 
 @st.composite
-def cases(draw: st.DrawFn, *, uniform: bool = False) -> Case:
-    """A fleet and a request. `uniform`: every CPU server has the configured capacity."""
-    dice = Dice(draw(CODE))
+def cases(draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False) -> Case:
+    """A fleet and a request.
+
+    `crowded`: servers lean harder towards the lease, so that several are eligible at once.
+    `uniform`: an unpooled CPU lease, and every CPU server has the configured capacity.
+    """
+    dice = Dice(draw(ROLLS))
     server_capacity = dice.pick(SERVER_CAPACITIES)
-    node_count = dice.pick((1, 2, 3, 0))
-    server_count = dice.upto(6)
-    max_servers = dice.pick(range(1, 7))
+    node_count = dice.pick((1, 2, 3, 2, 3, 0))
+    server_count = dice.upto(8)
+    max_servers = dice.pick(range(1, 9))
     binary = dice.pick(BINARIES)
+    models = request(draw)
+    want = constraints(draw)
+    pool = pool_spec(draw)
+    if crowded and not dice.chance(4):
+        want = replace(want, exclusive=False)
+    if uniform:
+        want, pool = replace(want, gpus=0), None
+    shape = Shape(
+        pool.name if pool else "", binary, lease_group(models) or "", want.gpus, 8 if crowded else 2
+    )
     nodes = tuple(node_view(draw, f"n{i}") for i in range(node_count))
     servers = tuple(
-        server_view(draw, f"s-{i}", nodes, server_capacity if uniform else None)
+        server_view(draw, f"s-{i}", nodes, shape, server_capacity if uniform else None)
         for i in range(server_count)
     )
     return Case(
-        models=request(draw),
+        models=models,
         servers=servers,
         nodes=nodes,
-        want=constraints(draw),
-        pool=pool_spec(draw),
+        want=want,
+        pool=pool,
         binary=binary,
         server_capacity=server_capacity,
         max_servers=max_servers,
@@ -492,7 +520,7 @@ def test_constraints_are_honoured(case: Case) -> None:
 
 
 @PROPERTIES
-@given(cases())
+@given(cases(crowded=True))
 def test_best_fit_among_eligible_servers(case: Case) -> None:
     """Joins the server the lease fills most tightly (pool: quota first); starts or waits only
     when no eligible server has room; rejects only what can never fit."""
@@ -512,7 +540,7 @@ def test_best_fit_among_eligible_servers(case: Case) -> None:
 
 
 @PROPERTIES
-@given(cases(uniform=True))
+@given(cases(crowded=True, uniform=True))
 def test_best_fit_leaves_the_least_memory_free_on_cpu_servers(case: Case) -> None:
     """Unpooled CPU leases, every CPU server of one capacity: the smallest leftover wins."""
     decision = case.decide()

@@ -119,6 +119,45 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
     }
 
 
+def _acquire_request(
+    models: Sequence[ModelArg],
+    *,
+    name: str = "",
+    duration_s: float = 0.0,
+    activity_window_s: float = 0.0,
+    pool: str = "",
+    quota: int = 0,
+    tritonserver: str = "",
+    gpus: int | None = None,
+    gpu_product: str = "",
+    node_selector: dict[str, str] | None = None,
+    exclusive: bool = False,
+    colocate_with: Sequence[str] = (),
+    avoid: Sequence[str] = (),
+    labels: dict[str, str] | None = None,
+    priority: int = 0,
+) -> pb.AcquireRequest:
+    request = pb.AcquireRequest(
+        models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
+        name=name,
+        duration_s=duration_s,
+        activity_window_s=activity_window_s,
+        pool=pool,
+        quota=quota,
+        tritonserver=tritonserver,
+        gpu_product=gpu_product,
+        node_selector=node_selector or {},
+        exclusive=exclusive,
+        colocate_with=list(colocate_with),
+        avoid=list(avoid),
+        labels=labels or {},
+        priority=priority,
+    )
+    if gpus is not None:
+        request.gpus = gpus
+    return request
+
+
 class TmsClient:
     def __init__(self, target: str | None = None, *, timeout: float = 30.0) -> None:
         self.target = target or default_target()
@@ -129,6 +168,7 @@ class TmsClient:
         self._pools = pb_grpc.PoolServiceStub(self._channel)
         self._allowlist = pb_grpc.AllowlistServiceStub(self._channel)
         self._events = pb_grpc.EventServiceStub(self._channel)
+        self._cluster = pb_grpc.ClusterServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -161,18 +201,21 @@ class TmsClient:
         pool: str = "",
         quota: int = 0,
         tritonserver: str = "",
+        **placement: Any,
     ) -> Generator[pb.Lease, None, None]:
-        """The new lease, once now and again on each change until READY or FAILED."""
-        request = pb.AcquireRequest(
-            models=[
-                pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models
-            ],
+        """The new lease, once now and again on each change until READY or FAILED.
+
+        `placement` takes gpus, gpu_product, node_selector, exclusive, colocate_with, avoid,
+        labels and priority (see docs/placement.md)."""
+        request = _acquire_request(
+            models,
             name=name,
             duration_s=duration_s,
             activity_window_s=activity_window_s,
             pool=pool,
             quota=quota,
             tritonserver=tritonserver,
+            **placement,
         )
         stream = self._stub.Acquire(request)
         try:
@@ -181,6 +224,16 @@ class TmsClient:
             raise self._error(exc) from None
         finally:
             stream.cancel()
+
+    def plan(self, models: Sequence[ModelArg], **options: Any) -> pb.PlanResponse:
+        """Where `acquire` with the same arguments would put the lease now, and why."""
+        return self._call(self._stub.Plan, _acquire_request(models, **options))
+
+    def cluster(self) -> pb.ClusterStatus:
+        return self._call(self._cluster.Cluster, pb.Empty())
+
+    def models(self) -> pb.ModelsStatus:
+        return self._call(self._cluster.Models, pb.Empty())
 
     def follow(self, lease_id: str) -> Generator[pb.Lease, None, None]:
         stream = self._stub.Follow(pb.LeaseRef(id=lease_id))

@@ -7,8 +7,10 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from tms_core import placement
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.api.cluster import cluster_status, models_status
 from tms_core.api.convert import (
     event_to_pb,
     lease_to_pb,
@@ -19,8 +21,6 @@ from tms_core.api.convert import (
 )
 from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
-from tms_core import placement
-from tms_core.api.cluster import cluster_status, models_status
 from tms_core.leases import LeaseManager, ModelRequest
 
 # grpc ships no type hints for its aio context.
@@ -74,7 +74,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 yield message
                 last = message
 
-    async def Plan(self, request: pb.AcquireRequest, context: Context) -> pb.PlanResponse:  # noqa: N802
+    async def Plan(self, request: pb.AcquireRequest, context: Context) -> pb.PlanResponse:
         models, options = _lease_request(request)
         decision = await self._manager.plan(models, **options)
         if isinstance(decision, placement.JoinServer):
@@ -210,10 +210,10 @@ class ClusterServicer(pb_grpc.ClusterServiceServicer):
     def __init__(self, manager: LeaseManager) -> None:
         self._manager = manager
 
-    async def Cluster(self, request: pb.Empty, context: Context) -> pb.ClusterStatus:  # noqa: N802
+    async def Cluster(self, request: pb.Empty, context: Context) -> pb.ClusterStatus:
         return cluster_status(self._manager)
 
-    async def Models(self, request: pb.Empty, context: Context) -> pb.ModelsStatus:  # noqa: N802
+    async def Models(self, request: pb.Empty, context: Context) -> pb.ModelsStatus:
         return models_status(self._manager)
 
 

@@ -87,6 +87,40 @@ def _acquire_options(func: F) -> F:
             metavar="PATH",
             help="The Triton binary for the lease's own server; must be on the allowlist.",
         ),
+        click.option(
+            "--gpus", type=click.IntRange(min=0), help="GPUs for its server (0: CPU) [1 if any]."
+        ),
+        click.option("--gpu-product", help="Only GPUs whose name contains this (e.g. A100)."),
+        click.option(
+            "--node-selector",
+            "node_selector",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Only nodes with this label (repeat for several).",
+        ),
+        click.option("--exclusive", is_flag=True, default=None, help="A server of its own."),
+        click.option(
+            "--colocate-with",
+            "colocate_with",
+            multiple=True,
+            metavar="LEASE|KEY=VALUE",
+            help="Run beside this lease (id or name) or label.",
+        ),
+        click.option(
+            "--avoid",
+            multiple=True,
+            metavar="LEASE|KEY=VALUE",
+            help="Never share a server with this lease (id or name) or label.",
+        ),
+        click.option(
+            "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label the lease."
+        ),
+        click.option("--priority", type=int, help="Higher is placed first when leases wait."),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Print where the lease would go and why; change nothing.",
+        ),
         click.option("--no-wait", is_flag=True, help="Return once the lease is accepted."),
         output_option,
         daemon_options,
@@ -104,6 +138,14 @@ def _spec_from_flags(
     pool: str | None,
     quota: int | None,
     tritonserver: str | None,
+    gpus: int | None = None,
+    gpu_product: str | None = None,
+    node_selector: tuple[str, ...] = (),
+    exclusive: bool | None = None,
+    colocate_with: tuple[str, ...] = (),
+    avoid: tuple[str, ...] = (),
+    labels: tuple[str, ...] = (),
+    priority: int | None = None,
 ) -> LeaseSpec:
     parsed = []
     for i, text in enumerate(models):
@@ -119,7 +161,27 @@ def _spec_from_flags(
         pool=pool,
         quota=quota,
         tritonserver=local_path(tritonserver, Path.cwd()) if tritonserver else None,
+        gpus=gpus,
+        gpu_product=gpu_product,
+        node_selector=_pairs(node_selector, "--node-selector"),
+        exclusive=exclusive,
+        colocate_with=colocate_with or None,
+        avoid=avoid or None,
+        labels=_pairs(labels, "--label"),
+        priority=priority,
     )
+
+
+def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag}: {item!r} is not KEY=VALUE")
+        pairs[key] = value
+    return pairs
 
 
 def _acquire(
@@ -127,6 +189,7 @@ def _acquire(
     *,
     spec_file: Path | None,
     no_wait: bool,
+    dry_run: bool = False,
     fmt: str | None,
     id_only: bool,
     **flags: Any,
@@ -137,15 +200,19 @@ def _acquire(
     if not spec.models:
         raise ValueError("no models to lease: give -m name=NAME,uri=URI, or models: in a -f file")
     mode = ctx.mode(fmt)
-    updates = ctx.client.acquire(
-        spec.models,
-        name=spec.name or "",
-        duration_s=spec.duration_s or 0.0,
-        activity_window_s=spec.activity_window_s or 0.0,
-        pool=spec.pool or "",
-        quota=spec.quota or 0,
-        tritonserver=spec.tritonserver or "",
-    )
+    request: dict[str, Any] = {
+        "name": spec.name or "",
+        "duration_s": spec.duration_s or 0.0,
+        "activity_window_s": spec.activity_window_s or 0.0,
+        "pool": spec.pool or "",
+        "quota": spec.quota or 0,
+        "tritonserver": spec.tritonserver or "",
+        **spec.placement_options(),
+    }
+    if dry_run:
+        output.print_plan(ctx.client.plan(spec.models, **request), mode)
+        return
+    updates = ctx.client.acquire(spec.models, **request)
     if no_wait:
         final = next(updates)
         updates.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from tms_core.cli import allowlist, demo, events, lease, pool, target
+from tms_core.cli import allowlist, cluster, demo, events, lease, pool, target
 from tms_core.cli.common import Context, daemon_options, fail, one_line_errors
 
 
@@ -73,6 +73,7 @@ def cli(ctx: click.Context) -> None:
     help="tritonserver binary to run [the nvidia-pytriton wheel's].",
 )
 @click.option("--idle-grace", help="How long an idle server keeps running (e.g. 30s).")
+@click.option("--gpus", help="GPUs to place on when NVML finds none (e.g. 2x80GiB).")
 @click.option("--duration", "default_duration", help="Default lease duration (e.g. 1h).")
 @click.option(
     "--leave-serving", is_flag=True, default=None, help="Leave servers running on shutdown."
@@ -85,6 +86,7 @@ def daemon(
     config: Path | None,
     tritonserver: Path | None,
     idle_grace: str | None,
+    gpus: str | None,
     default_duration: str | None,
     leave_serving: bool | None,
     log_level: str,
@@ -99,7 +101,7 @@ def daemon(
     settings = load_settings(
         config,
         daemon={"listen": listen, "state": state, "leave_serving": leave_serving},
-        local={"tritonserver": tritonserver, "idle_grace": idle_grace},
+        local={"tritonserver": tritonserver, "idle_grace": idle_grace, "gpus": gpus},
         lease={"default_duration": default_duration},
     )
     asyncio.run(serve(settings))
@@ -111,6 +113,8 @@ cli.add_command(allowlist.allowlist)
 cli.add_command(events.events)
 cli.add_command(target.target)
 cli.add_command(demo.demo)
+cli.add_command(cluster.cluster)
+cli.add_command(cluster.models)
 
 
 def main() -> None:

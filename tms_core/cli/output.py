@@ -7,6 +7,7 @@ Porcelain (`-z`) lines have a fixed column order (docs/cli.md) and `-` for empty
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -35,7 +36,9 @@ from tms_core.api.client import (
 )
 from tms_core.units import format_duration, format_size, rfc3339
 
-out = Console(highlight=False)
+# Piped into a file or another program, tables keep whole lines (ids, addresses) rather
+# than wrapping to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, highlight=False)
 
 # How far along a model is, for its progress bar.
@@ -306,3 +309,46 @@ def follow_with_progress(updates: Iterator[pb.Lease], *, show: bool) -> pb.Lease
                 )
     assert last is not None
     return last
+
+
+def print_plan(plan: pb.PlanResponse, mode: str) -> None:
+    """A dry run's decision: what acquire would do now, and why."""
+    if mode == "json":
+        print(
+            json.dumps(
+                {
+                    "decision": plan.decision,
+                    "server": plan.server_id,
+                    "node": plan.node,
+                    "gpus": list(plan.gpus),
+                    "reason": plan.reason,
+                },
+                indent=2,
+            )
+        )
+        return
+    if plan.decision == "join":
+        where = f"join server {plan.server_id}"
+    elif plan.decision == "start":
+        gpus = ",".join(str(g) for g in plan.gpus)
+        where = f"start a server on {plan.node or 'this node'}" + (
+            f" GPUs {gpus}" if gpus else " (CPU)"
+        )
+    elif plan.decision == "wait":
+        where = "wait PENDING"
+    else:
+        where = "refuse the lease"
+    if mode == "porcelain":
+        print(
+            "\t".join(
+                [
+                    plan.decision,
+                    plan.server_id,
+                    plan.node,
+                    ",".join(map(str, plan.gpus)),
+                    plan.reason,
+                ]
+            )
+        )
+        return
+    out.print(f"would {escape(where)}: {escape(plan.reason)}", soft_wrap=True)

@@ -17,7 +17,23 @@ from tms_core.api.client import ModelArg
 from tms_core.cli.yamlfile import load_yaml
 from tms_core.units import parse_duration, parse_size
 
-SPEC_KEYS = ("models", "name", "duration", "activity_window", "pool", "quota", "tritonserver")
+SPEC_KEYS = (
+    "models",
+    "name",
+    "duration",
+    "activity_window",
+    "pool",
+    "quota",
+    "tritonserver",
+    "gpus",
+    "gpu_product",
+    "node_selector",
+    "exclusive",
+    "colocate_with",
+    "avoid",
+    "labels",
+    "priority",
+)
 MODEL_KEYS = ("name", "uri", "memory")
 
 
@@ -32,6 +48,28 @@ class LeaseSpec:
     pool: str | None = None
     quota: int | None = None
     tritonserver: str | None = None
+    gpus: int | None = None
+    gpu_product: str | None = None
+    node_selector: dict[str, str] | None = None
+    exclusive: bool | None = None
+    colocate_with: tuple[str, ...] | None = None
+    avoid: tuple[str, ...] | None = None
+    labels: dict[str, str] | None = None
+    priority: int | None = None
+
+    def placement_options(self) -> dict[str, Any]:
+        """The client's keyword arguments for the placement constraints that were given."""
+        options: dict[str, Any] = {
+            "gpus": self.gpus,
+            "gpu_product": self.gpu_product or "",
+            "node_selector": self.node_selector or {},
+            "exclusive": bool(self.exclusive),
+            "colocate_with": list(self.colocate_with or ()),
+            "avoid": list(self.avoid or ()),
+            "labels": self.labels or {},
+            "priority": self.priority or 0,
+        }
+        return options
 
     def overridden_by(self, other: LeaseSpec) -> LeaseSpec:
         """This spec with every field that `other` gives replaced (`-m` replaces all models)."""
@@ -85,9 +123,33 @@ def load_spec(path: Path) -> LeaseSpec:
     models = None
     if "models" in data:
         models = _models(data["models"], base, where)
-    quota = data.get("quota")
-    if quota is not None and (isinstance(quota, bool) or not isinstance(quota, int)):
-        raise ValueError(f"{where}quota: expected a whole number, got {quota!r}")
+
+    def whole(key: str) -> int | None:
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{where}{key}: expected a whole number, got {value!r}")
+        return value
+
+    def mapping(key: str) -> dict[str, str] | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}{key}: expected a mapping of key: value")
+        return {str(k): str(v) for k, v in value.items()}
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{where}{key}: expected a list of lease names or key=value labels")
+        return tuple(value)
+
+    exclusive = data.get("exclusive")
+    if exclusive is not None and not isinstance(exclusive, bool):
+        raise ValueError(f"{where}exclusive: expected true or false, got {exclusive!r}")
+    quota = whole("quota")
     tritonserver = text("tritonserver")
     return LeaseSpec(
         models=models,
@@ -105,6 +167,14 @@ def load_spec(path: Path) -> LeaseSpec:
         pool=text("pool"),
         quota=quota,
         tritonserver=local_path(tritonserver, base) if tritonserver else tritonserver,
+        gpus=whole("gpus"),
+        gpu_product=text("gpu_product"),
+        node_selector=mapping("node_selector"),
+        exclusive=exclusive,
+        colocate_with=strings("colocate_with"),
+        avoid=strings("avoid"),
+        labels=mapping("labels"),
+        priority=whole("priority"),
     )
 
 
