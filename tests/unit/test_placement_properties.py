@@ -246,8 +246,12 @@ def request(draw: st.DrawFn) -> tuple[ModelNeed, ...]:
         model = Dice(draw(ROLLS))
         name = model.pick(NAMES)
         variant = model.pick((0, 0, 0, 1))
-        largest = model.pick((GiB, 2 * GiB, 4 * GiB, 8 * GiB, 16 * GiB, 40 * GiB))
-        memory = model.upto(largest // STEP) * STEP
+        if model.chance(2):
+            # Round sizes, whose sums hit server and GPU capacities exactly.
+            memory = model.pick((0, GiB, 2 * GiB, 4 * GiB, 8 * GiB, 16 * GiB, 20 * GiB, 40 * GiB))
+        else:
+            largest = model.pick((GiB, 2 * GiB, 4 * GiB, 8 * GiB, 16 * GiB, 40 * GiB))
+            memory = model.upto(largest // STEP) * STEP
         framework = shared or model.pick(FRAMEWORKS)
         models.setdefault(name, ModelNeed(name, uri(name, variant), memory, framework))
     return tuple(models.values())
@@ -256,10 +260,10 @@ def request(draw: st.DrawFn) -> tuple[ModelNeed, ...]:
 def constraints(draw: st.DrawFn) -> Constraints:
     dice = Dice(draw(ROLLS))
     selector = {}
-    zone = dice.pick((None, None, None, None, None, None, "a", "b"))
+    zone = dice.pick((None, None, None, None, "a", "a", "b"))
     if zone:
         selector["zone"] = zone
-    if dice.chance(8):
+    if dice.chance(6):
         selector["tier"] = "gold"
     return Constraints(
         gpus=dice.pick((0, 1, 2, 0)),
@@ -294,7 +298,7 @@ def cases(draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False) -> C
     dice = Dice(draw(ROLLS))
     server_capacity = dice.pick(SERVER_CAPACITIES)
     node_count = dice.pick((1, 2, 3, 2, 3, 0))
-    server_count = dice.upto(8)
+    server_count = dice.pick(range(2, 9)) if crowded else dice.upto(8)
     max_servers = dice.pick(range(1, 9))
     binary = dice.pick(BINARIES)
     models = request(draw)
