@@ -210,6 +210,10 @@ def place(
         if want.gpus and not node_matches(server.node):
             continue
         gpus = gpus_of(server)
+        if len(gpus) != len(server.gpus):
+            # GPUs the inventory no longer lists (it changed since the server started): their
+            # product and free memory cannot be checked, so the server takes no new lease.
+            continue
         if want.gpu_product and not all(want.gpu_product in g.product for g in gpus):
             continue
         if want.avoid & server.tags:
