@@ -19,6 +19,8 @@ from tms_core.api import tms_pb2_grpc as pb_grpc
 log = logging.getLogger("sidecar")
 
 HEARTBEAT_S = 2.0
+# How long an unloaded model's processes (and their GPU memory) may take to go away.
+RECLAIM_TIMEOUT_S = 5.0
 # Triton keeps an unloaded model in UNLOADING for about a second before it is gone.
 UNLOAD_TIMEOUT_S = 60.0
 
@@ -61,6 +63,7 @@ class Agent:
         self._status: dict[str, ModelStatus] = {}
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._triton_ready = False
+        self._leak = ""
         self._converge = asyncio.Event()
         self._assigned = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -220,8 +223,24 @@ class Agent:
                 await asyncio.sleep(0.05)
         # Removing the directory takes the model out of Triton's repository index too.
         await asyncio.to_thread(remove, self._model_dir / name)
+        await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
         log.info("unloaded %s", name)
+
+    async def _check_reclaimed(self, name: str) -> None:
+        """Confirms the unload gave the model's memory back: its processes have gone, and with
+        them their resident and GPU memory. A server that keeps it is reported as leaking."""
+        deadline = time.monotonic() + RECLAIM_TIMEOUT_S
+        while True:
+            rss, gpu = await asyncio.to_thread(measure, self._model_dir, name, self._gpu)
+            if rss == 0 and gpu == 0:
+                return
+            if time.monotonic() > deadline:
+                held = f"{rss / 2**20:.0f} MiB" + (f" and {gpu / 2**20:.0f} MiB GPU" if gpu else "")
+                self._leak = f"{name} still holds {held} after its unload"
+                log.warning("memory not reclaimed: %s", self._leak)
+                return
+            await asyncio.sleep(0.1)
 
     async def _stats_loop(self) -> None:
         """Reads Triton's inference counters, which keep activity-renewed leases alive."""
@@ -266,6 +285,7 @@ class Agent:
                 server_id=self._server_id,
                 triton_ready=self._triton_ready,
                 generation=self._generation,
+                leak=self._leak,
                 models=[
                     pb.ModelReport(
                         name=s.name,

@@ -174,6 +174,9 @@ class Server:
     node: str = ""
     gpus: tuple[int, ...] = ()
     framework_group: str = ""
+    leak: str = ""
+    """Memory an unload did not give back (from the sidecar): the server takes no new lease
+    and is recycled once empty."""
     models: dict[ModelName, ServedModel] = field(default_factory=dict)
 
     @property

@@ -418,7 +418,12 @@ class LeaseManager:
             await changed.wait()
 
     async def report(
-        self, server_id: str, *, triton_ready: bool, models: Iterable[ServedModel]
+        self,
+        server_id: str,
+        *,
+        triton_ready: bool,
+        models: Iterable[ServedModel],
+        leak: str = "",
     ) -> None:
         async with self._lock:
             server = self.servers.get(ServerId(server_id))
@@ -427,6 +432,16 @@ class LeaseManager:
             now = self._clock.now()
             server.models = {m.name: m for m in models}
             server.triton_ready = triton_ready
+            if leak and not server.leak:
+                server.leak = leak
+                self.events.emit(
+                    "server",
+                    server.id,
+                    "LEAKING",
+                    f"{leak}; recycled once empty",
+                    server_id=server.id,
+                )
+                self.deadlines_changed.set()
             async with self._tx() as tx:
                 if triton_ready and server.state is ServerState.STARTING:
                     self._server_state(server, ServerState.RUNNING, "")
@@ -553,7 +568,12 @@ class LeaseManager:
                         to_stop.append(server)
                         continue
                     await self._settle_server(tx, server, now)
-                    if (
+                    if server.leak and server.idle_since is not None:
+                        # Empty and leaking: recycle now rather than after the idle grace.
+                        self._server_state(server, ServerState.STOPPING, f"recycled: {server.leak}")
+                        await tx.put_server(server)
+                        to_stop.append(server)
+                    elif (
                         server.idle_since is not None
                         and now >= server.idle_since + self._settings.local.idle_grace
                         and not self._pool_needs(server)
@@ -928,6 +948,7 @@ class LeaseManager:
             views.append(
                 placement.ServerView(
                     id=server.id,
+                    accepting=not server.leak,
                     binary=server.binary,
                     pool=server.pool,
                     quota_capacity=pool.quota_per_server if pool else 0,

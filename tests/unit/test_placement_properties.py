@@ -155,6 +155,7 @@ def node_view(draw: st.DrawFn, name: str) -> NodeView:
     dice = Dice(draw(ROLLS))
     count = dice.upto(8)
     node_product = dice.pick(PRODUCTS)
+    node_capacity = dice.pick(GPU_CAPACITIES)
     labels = {}
     zone = dice.pick((None, "a", "a", "b"))
     if zone:
@@ -163,8 +164,8 @@ def node_view(draw: st.DrawFn, name: str) -> NodeView:
         labels["tier"] = "gold"
     gpus = []
     for index in range(count):
-        capacity = dice.pick(GPU_CAPACITIES)
-        # Mostly one product per node, now and then a mixed one.
+        # Mostly one kind of GPU per node, now and then a mixed one.
+        capacity = dice.pick((node_capacity,) * 3 + GPU_CAPACITIES)
         product = dice.pick((node_product,) * 4 + PRODUCTS)
         gpus.append(GpuView(name, index, product, capacity, fraction_of(dice, capacity)))
     return NodeView(name, tuple(gpus), labels)

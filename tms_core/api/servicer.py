@@ -133,6 +133,7 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
             request.server_id,
             triton_ready=request.triton_ready,
             models=[served_from_pb(m) for m in request.models],
+            leak=request.leak,
         )
         return pb.ReportAck()
 

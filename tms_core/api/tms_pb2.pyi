@@ -501,16 +501,18 @@ class ModelReport(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class SidecarReport(_message.Message):
-    __slots__ = ("server_id", "triton_ready", "generation", "models")
+    __slots__ = ("server_id", "triton_ready", "generation", "models", "leak")
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     TRITON_READY_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    LEAK_FIELD_NUMBER: _ClassVar[int]
     server_id: str
     triton_ready: bool
     generation: int
     models: _containers.RepeatedCompositeFieldContainer[ModelReport]
-    def __init__(self, server_id: _Optional[str] = ..., triton_ready: _Optional[bool] = ..., generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelReport, _Mapping]]] = ...) -> None: ...
+    leak: str
+    def __init__(self, server_id: _Optional[str] = ..., triton_ready: _Optional[bool] = ..., generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelReport, _Mapping]]] = ..., leak: _Optional[str] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ()
