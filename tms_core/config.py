@@ -132,6 +132,9 @@ class PlacementSettings(_Section):
     """Frameworks (backend or platform in config.pbtxt) that keep memory after an unload and
     so get servers of their own, one framework per server."""
 
+    preemption: bool = False
+    """Let a lease that would wait evict leases of lower priority (they wait in its place)."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(

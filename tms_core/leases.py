@@ -235,6 +235,8 @@ class LeaseManager:
             if isinstance(decision, placement.Reject):
                 raise CapacityExceeded(decision.reason)
             self.leases[lease.id] = lease
+            if isinstance(decision, placement.Wait):
+                decision = await self._preempt(lease) or decision
             self._set_state(lease, LeaseState.PENDING, "", now)
             if name:
                 async with self._tx() as tx:
@@ -925,7 +927,8 @@ class LeaseManager:
                 wanted.setdefault(model.name, model.uri)
         return sorted(wanted.items())
 
-    def _views(self) -> list[placement.ServerView]:
+    def _views(self, without: frozenset[LeaseId] = frozenset()) -> list[placement.ServerView]:
+        """The live servers as placement sees them (as if the leases `without` were gone)."""
         views = []
         for server in self.servers.values():
             if not server.state.alive:
@@ -933,7 +936,9 @@ class LeaseManager:
             holders = [
                 lease
                 for lease in self.leases.values()
-                if lease.server_id == server.id and not lease.state.ended
+                if lease.server_id == server.id
+                and not lease.state.ended
+                and lease.id not in without
             ]
             pool = self.pools.get(server.pool)
             # A model shared by several leases is loaded once: count it once, at its largest.
@@ -992,19 +997,28 @@ class LeaseManager:
             )
         ]
 
-    def _decide(self, lease: Lease) -> placement.Decision:
+    def _decide(
+        self,
+        lease: Lease,
+        *,
+        without: frozenset[LeaseId] = frozenset(),
+        only: ServerId | None = None,
+    ) -> placement.Decision:
         pool = self.pools.get(lease.pool) if lease.pool else None
         if lease.pool and pool is None:
             return placement.Wait(f"pool {lease.pool} was deleted")
-        views = self._views()
+        views = self._views(without)
         wanted = lease.constraints
+        nodes = self._node_views(views)
+        if only is not None:
+            views = [view for view in views if view.id == only]
         return placement.place(
             [placement.ModelNeed(m.name, m.uri, self._need(m), m.framework) for m in lease.models],
             views,
             server_capacity=self._settings.local.server_memory,
             max_servers=self._settings.local.max_servers,
             binary=lease.tritonserver,
-            nodes=self._node_views(views),
+            nodes=nodes,
             isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
             constraints=placement.Constraints(
                 gpus=wanted.gpus,
@@ -1226,6 +1240,67 @@ class LeaseManager:
                 model.load_s = served.load_s
             model.measured_bytes = self.measured.get((str(model.name), model.uri), 0)
 
+    def _victims(self, lease: Lease) -> list[Lease]:
+        """The fewest lower-priority leases whose eviction lets `lease` join a server, lowest
+        priority and then newest first; [] when preemption is off or nothing would do."""
+        if not self._settings.placement.preemption:
+            return []
+        best: list[Lease] = []
+        for server in self.servers.values():
+            if not server.state.alive:
+                continue
+            lower = sorted(
+                (
+                    held
+                    for held in self.leases.values()
+                    if held.server_id == server.id
+                    and held.state.holds_models
+                    and held.priority < lease.priority
+                ),
+                key=lambda held: (held.priority, -held.created_at),
+            )
+            victims: list[Lease] = []
+            for victim in lower:
+                victims.append(victim)
+                if best and len(victims) >= len(best):
+                    break
+                decision = self._decide(
+                    lease, without=frozenset(v.id for v in victims), only=server.id
+                )
+                if isinstance(decision, placement.JoinServer):
+                    best = list(victims)
+                    break
+        return best
+
+    async def _preempt(self, lease: Lease) -> placement.Decision | None:
+        """Evicts lower-priority leases to make room for `lease`; the new decision, or None.
+
+        Evicted leases go back to PENDING (their models leave the server) and are placed
+        again, by priority and age, when room appears.
+        """
+        victims = self._victims(lease)
+        if not victims:
+            return None
+        now = self._clock.now()
+        async with self._tx() as tx:
+            for victim in victims:
+                server_id = victim.server_id
+                victim.server_id = None
+                for model in victim.models:
+                    model.state, model.error = ModelState.PENDING, ""
+                self._set_state(
+                    victim,
+                    LeaseState.PENDING,
+                    f"preempted by lease {lease.id} (priority {lease.priority})",
+                    now,
+                )
+                await tx.put_lease(victim)
+                self._notify_lease(victim)
+                if server_id:
+                    self._bump_assignment(server_id)
+        log.info("lease %s preempted %s", lease.id, ", ".join(v.id for v in victims))
+        return self._decide(lease)
+
     async def _place_pending(self) -> None:
         """Tries the waiting leases again, oldest first. Caller holds the lock."""
         # Higher priority first, then oldest first.
@@ -1234,6 +1309,8 @@ class LeaseManager:
             if lease.state is not LeaseState.PENDING:
                 continue
             decision = self._decide(lease)
+            if isinstance(decision, placement.Wait):
+                decision = await self._preempt(lease) or decision
             if isinstance(decision, placement.JoinServer | placement.StartServer):
                 await self._apply_decision(lease, decision)
 

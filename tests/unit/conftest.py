@@ -84,7 +84,10 @@ class FakeBackend:
 
 
 def make_settings(
-    *, local: dict[str, Any] | None = None, lease: dict[str, Any] | None = None
+    *,
+    local: dict[str, Any] | None = None,
+    lease: dict[str, Any] | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> Settings:
     """Settings for a small, fast fleet; `local`/`lease` override single values."""
     return load_settings(
@@ -96,6 +99,7 @@ def make_settings(
             **(local or {}),
         },
         lease={"default_duration": 600.0, "max_duration": 3600.0, **(lease or {})},
+        placement=placement or {},
     )
 
 
@@ -179,9 +183,13 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
     made: list[Harness] = []
 
     async def make(
-        *, local: dict[str, Any] | None = None, lease: dict[str, Any] | None = None
+        *,
+        local: dict[str, Any] | None = None,
+        lease: dict[str, Any] | None = None,
+        placement: dict[str, Any] | None = None,
     ) -> Harness:
-        h = await open_harness(tmp_path / f"h{len(made)}", make_settings(local=local, lease=lease))
+        settings = make_settings(local=local, lease=lease, placement=placement)
+        h = await open_harness(tmp_path / f"h{len(made)}", settings)
         made.append(h)
         return h
 

@@ -748,3 +748,57 @@ async def test_plan_decides_without_creating_anything(harness: Harness) -> None:
     decision = await m.plan([request("a", GiB)])
     assert decision.__class__.__name__ == "StartServer"
     assert m.list_leases() == [] and h.backend.created == []
+
+
+async def test_preemption_is_off_by_default(make_harness: MakeHarness) -> None:
+    h = await make_harness(local={"max_servers": 1, "server_memory": 2 * GiB})
+    low = await ready_lease(h, request("a", 2 * GiB))
+    high = await h.manager.acquire([request("b", 2 * GiB)], priority=5)
+    assert high.state is LeaseState.PENDING
+    assert h.manager.snapshot(low.id).state is LeaseState.READY
+
+
+async def test_preemption_evicts_the_fewest_lower_priority_leases(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(
+        local={"max_servers": 1, "server_memory": 3 * GiB}, placement={"preemption": True}
+    )
+    m = h.manager
+    keep = await ready_lease(h, request("a", GiB))
+    h.clock.advance(1)
+    older = await m.acquire([request("b", GiB)], priority=1)
+    h.clock.advance(1)
+    newer = await m.acquire([request("c", GiB)], priority=1)
+    sid = keep.server_id
+    assert older.server_id == newer.server_id == sid
+
+    high = await m.acquire([request("d", GiB)], priority=5)
+    # One eviction frees enough: the lowest priority goes first, the newest among equals
+    # (but `keep`, priority 0, is lower still).
+    assert high.state is LeaseState.LOADING and high.server_id == sid
+    evicted = m.snapshot(keep.id)
+    assert evicted.state is LeaseState.PENDING and evicted.server_id is None
+    assert evicted.reason == f"preempted by lease {high.id} (priority 5)"
+    assert m.snapshot(older.id).state is LeaseState.LOADING
+    assert m.snapshot(newer.id).state is LeaseState.LOADING
+    assert ("a", keep.models[0].uri) not in h.desired(sid)
+
+    # The evicted lease is placed again when room appears.
+    await m.release(high.id)
+    await unload_all(h, sid)
+    await m.tick()
+    back = m.snapshot(keep.id)
+    assert back.state in (LeaseState.LOADING, LeaseState.READY) and back.server_id == sid
+
+
+async def test_preemption_never_evicts_equal_or_higher_priority(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(
+        local={"max_servers": 1, "server_memory": 2 * GiB}, placement={"preemption": True}
+    )
+    first = await ready_lease(h, request("a", 2 * GiB))
+    waiting = await h.manager.acquire([request("b", 2 * GiB)])
+    assert waiting.state is LeaseState.PENDING
+    assert h.manager.snapshot(first.id).state is LeaseState.READY
