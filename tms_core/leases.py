@@ -154,8 +154,9 @@ class LeaseManager:
 
     # ------------------------------------------------------------------ start-up
 
-    async def recover(self) -> None:
-        """Loads the state and makes it true again after a restart (or a crash)."""
+    async def _load_stored(self) -> list[Server]:
+        """Takes leases, names, pools, the allowlist and measurements from the store;
+        returns the stored servers for the caller to reconcile."""
         leases, servers = await self._store.load()
         extras = await self._store.load_extras()
         self.leases = {lease.id: lease for lease in leases}
@@ -163,6 +164,11 @@ class LeaseManager:
         self.pools = {pool.name: pool for pool in extras.pools}
         self.allowlist = extras.allowlist
         self.measured = extras.measured
+        return servers
+
+    async def recover(self) -> None:
+        """Loads the state and makes it true again after a restart (or a crash)."""
+        servers = await self._load_stored()
         now = self._clock.now()
         async with self._lock, self._tx() as tx:
             if not self.allowlist and self.default_tritonserver:
@@ -846,13 +852,7 @@ class LeaseManager:
 
     async def _reload(self) -> None:
         self._touched.clear()
-        leases, servers = await self._store.load()
-        extras = await self._store.load_extras()
-        self.leases = {lease.id: lease for lease in leases}
-        self.names = {record.name: record for record in extras.names}
-        self.pools = {pool.name: pool for pool in extras.pools}
-        self.allowlist = extras.allowlist
-        self.measured = extras.measured
+        servers = await self._load_stored()
         live: dict[ServerId, Server] = {}
         for server in servers:
             if not server.state.alive:
