@@ -114,6 +114,10 @@ class Agent:
     async def _converge_loop(self) -> None:
         await self._wait_triton_ready()
         self._seed_from_index(await self._settled_index())
+        # Only now is the report complete: the daemon reads a model missing from a ready
+        # server's report as unloaded, so ready must not be said before the seeding.
+        self._triton_ready = True
+        self._dirty.set()
         # Until the daemon has said what it wants, an empty wish list means "unknown", not
         # "unload everything".
         await self._assigned.wait()
@@ -154,8 +158,6 @@ class Agent:
         # Triton offers nothing to wait on but its health endpoint; it is up in ~0.1 s.
         while not await asyncio.to_thread(self._triton.ready):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        self._triton_ready = True
-        self._dirty.set()
         log.info("triton is ready")
 
     async def _settled_index(self) -> list[IndexEntry]:
