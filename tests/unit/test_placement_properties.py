@@ -664,6 +664,28 @@ def test_deterministic_and_leaves_its_input_alone(case: Case) -> None:
 H100 = "NVIDIA H100 80GB"
 
 
+def test_a_gpu_lease_joins_only_a_server_on_a_node_matching_its_selector() -> None:
+    """The server on the unmatched node is the tighter fit, and still not taken."""
+    nodes = [
+        NodeView("n0", (GpuView("n0", 0, H100, 80 * GiB, 0),), {"zone": "a"}),
+        NodeView("n1", (GpuView("n1", 0, H100, 80 * GiB, 60 * GiB),), {"zone": "b"}),
+    ]
+    servers = [
+        ServerView(ServerId("s-b"), 0, 0, {}, node="n1", gpus=(0,)),
+        ServerView(ServerId("s-a"), 0, 0, {}, node="n0", gpus=(0,)),
+    ]
+    decision = place(
+        [ModelNeed("a", uri("a", 0), 4 * GiB, "python")],
+        servers,
+        server_capacity=16 * GiB,
+        max_servers=4,
+        constraints=Constraints(gpus=1, node_selector={"zone": "a"}),
+        nodes=nodes,
+        isolated_frameworks=ISOLATED,
+    )
+    assert decision == JoinServer(ServerId("s-a"), decision.why)
+
+
 @pytest.mark.parametrize(
     ("node", "gpus", "listed"),
     [
