@@ -207,7 +207,7 @@ def place(
             continue
         if len(server.gpus) != want.gpus or server.framework_group != group:
             continue
-        if want.gpus and not node_matches(server.node):
+        if (want.gpus or want.node_selector) and not node_matches(server.node):
             continue
         gpus = gpus_of(server)
         if len(gpus) != len(server.gpus):
@@ -273,7 +273,8 @@ def place(
             f"{format_size(largest_free[0])} and all {max_servers} servers are running"
         )
     if want.gpus == 0:
-        node = nodes[0].name if nodes else ""
+        matching = [n.name for n in nodes if node_matches(n.name)]
+        node = matching[0] if matching else ""
         return StartServer(
             f"no running server has {format_size(need)} free", node=node, framework_group=group
         )
@@ -287,6 +288,15 @@ def _never_fits(
     server_capacity: int,
     nodes: Sequence[NodeView],
 ) -> str | None:
+    if want.exclusive and want.colocate_with:
+        return (
+            "exclusive and colocate_with contradict each other: an exclusive server has no one else"
+        )
+    if want.node_selector and not any(
+        all(node.labels.get(k) == v for k, v in want.node_selector.items()) for node in nodes
+    ):
+        wanted = ", ".join(f"{k}={v}" for k, v in sorted(want.node_selector.items()))
+        return f"no node has the labels {wanted} (node_selector)"
     if pool is not None and pool.quota > pool.quota_per_server:
         return f"needs {pool.quota} quota; a server of pool {pool.name} has {pool.quota_per_server}"
     if want.gpus == 0:
