@@ -3,6 +3,7 @@ cluster view and dry runs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -101,3 +102,36 @@ def test_gpu_placement_end_to_end(make_daemon: Callable[..., Daemon], tmp_path: 
 
     # Dry runs changed nothing.
     assert {lease.id for lease in client.list_leases()} == {big.id, other.id}
+
+
+def test_cluster_models_and_dry_run_from_the_cli(make_daemon: Callable[..., Daemon]) -> None:
+    daemon = make_daemon("--gpus=16GiB,8GiB", "--idle-grace=1s")
+    uri = EXAMPLES / "add_sub"
+    dry = daemon.cli("lease", "acquire", "-m", f"name=add_sub,uri={uri},memory=6GiB", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    # Best fit: the 8 GiB GPU is the tighter one that holds 6 GiB.
+    assert dry.stdout.startswith("would start a server on ") and " GPUs 1: " in dry.stdout
+    assert daemon.cli("lease", "list", "-z").stdout == ""  # a dry run creates nothing
+
+    made = daemon.cli("lease", "acquire", "-m", f"name=add_sub,uri={uri},memory=6GiB", "-z")
+    assert made.returncode == 0, made.stderr
+    lease_id = made.stdout.strip()
+
+    cluster = json.loads(daemon.cli("cluster", "-o", "json").stdout)
+    (node,) = cluster
+    assert node["source"] == "declared"
+    assert [g["total_bytes"] for g in node["gpus"]] == [16 * GiB, 8 * GiB]
+    assert node["gpus"][1]["declared_bytes"] == 6 * GiB and node["gpus"][1]["leases"] == [lease_id]
+    human = daemon.cli("cluster").stdout
+    assert "gpu-1 declared GPU" in human and "declared    6.0 GiB" in human
+
+    models = daemon.cli("models").stdout
+    assert "add_sub" in models and "python" in models and "6.0 GiB" in models
+    rows = [line.split("\t") for line in daemon.cli("models", "-z").stdout.splitlines()]
+    assert rows[0][0] == "add_sub" and rows[0][3] == str(6 * GiB) and int(rows[0][4]) > 0
+
+    refused = daemon.cli(
+        "lease", "acquire", "-m", f"name=add_sub,uri={uri},memory=40GiB", "--dry-run"
+    )
+    assert refused.returncode == 0
+    assert "would refuse the lease: needs 40.0 GiB of GPU memory" in refused.stdout
