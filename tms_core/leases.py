@@ -145,6 +145,9 @@ class LeaseManager:
         self.measured: dict[tuple[str, str], int] = {}
         self._lock = asyncio.Lock()
         self.leases: dict[LeaseId, Lease] = {}
+        # The leases that have not ended: what every per-server operation looks through,
+        # however long the history grows. Kept by `_set_state`, the one place states change.
+        self._live: dict[LeaseId, Lease] = {}
         self.servers: dict[ServerId, Server] = {}
         self._lease_changed: dict[LeaseId, _Signal] = {}
         self._assignment_changed: dict[ServerId, _Signal] = {}
@@ -160,6 +163,7 @@ class LeaseManager:
         leases, servers = await self._store.load()
         extras = await self._store.load_extras()
         self.leases = {lease.id: lease for lease in leases}
+        self._live = {lease.id: lease for lease in leases if not lease.state.ended}
         self.names = {record.name: record for record in extras.names}
         self.pools = {pool.name: pool for pool in extras.pools}
         self.allowlist = extras.allowlist
@@ -199,7 +203,7 @@ class LeaseManager:
                     server, ServerState.STOPPED, "not running when the daemon started"
                 )
                 await tx.put_server(server)
-            for lease in self.leases.values():
+            for lease in self._live_leases():
                 if lease.state.ended:
                     continue
                 held = lease.server_id in self.servers
@@ -474,7 +478,7 @@ class LeaseManager:
                 continue
             self.measured[key] = measured
             await tx.put_model_memory(key[0], key[1], measured, now)
-            for lease in self.leases.values():
+            for lease in self._live_leases():
                 if lease.server_id != server.id or lease.state.ended:
                     continue
                 for model in lease.models:
@@ -504,7 +508,7 @@ class LeaseManager:
         Such a lease lives its duration from READY, then as long as one of its models served
         an inference within the last activity window.
         """
-        for lease in self.leases.values():
+        for lease in self._live_leases():
             if (
                 lease.server_id != server.id
                 or lease.state is not LeaseState.READY
@@ -534,7 +538,7 @@ class LeaseManager:
         """The earliest time at which `tick` has something to do."""
         deadlines = [
             lease.expires_at
-            for lease in self.leases.values()
+            for lease in self._live_leases()
             if not lease.state.ended and lease.state is not LeaseState.RELEASING
         ]
         for server in self.servers.values():
@@ -550,7 +554,7 @@ class LeaseManager:
         async with self._lock:
             now = self._clock.now()
             async with self._tx() as tx:
-                for lease in list(self.leases.values()):
+                for lease in self._live_leases():
                     if (
                         not lease.state.ended
                         and lease.state is not LeaseState.RELEASING
@@ -763,7 +767,7 @@ class LeaseManager:
                 raise PoolNotFound(name)
             holders = [
                 lease.id
-                for lease in self.leases.values()
+                for lease in self._live_leases()
                 if lease.pool == name and not lease.state.ended
             ]
             if holders:
@@ -793,7 +797,7 @@ class LeaseManager:
             if server.pool == name and server.state.alive:
                 holders = [
                     lease
-                    for lease in self.leases.values()
+                    for lease in self._live_leases()
                     if lease.server_id == server.id and not lease.state.ended
                 ]
                 result.append((server, holders))
@@ -907,6 +911,10 @@ class LeaseManager:
             )
         return duration
 
+    def _live_leases(self) -> list[Lease]:
+        """The leases that have not ended (a copy: callers may end some as they go)."""
+        return list(self._live.values())
+
     def _get(self, lease_id: str) -> Lease:
         lease = self.leases.get(LeaseId(lease_id))
         if lease is None:
@@ -916,7 +924,7 @@ class LeaseManager:
     def _holders(self, server: Server) -> list[Lease]:
         return [
             lease
-            for lease in self.leases.values()
+            for lease in self._live_leases()
             if lease.server_id == server.id and lease.state.holds_models
         ]
 
@@ -935,7 +943,7 @@ class LeaseManager:
                 continue
             holders = [
                 lease
-                for lease in self.leases.values()
+                for lease in self._live_leases()
                 if lease.server_id == server.id
                 and not lease.state.ended
                 and lease.id not in without
@@ -1139,7 +1147,7 @@ class LeaseManager:
             # Leases still releasing on a stopped server have nothing left to unload.
             now = self._clock.now()
             async with self._tx() as tx:
-                for lease in self.leases.values():
+                for lease in self._live_leases():
                     if lease.server_id == server.id and lease.state is LeaseState.RELEASING:
                         self._set_state(lease, LeaseState.RELEASED, "", now)
                         await tx.put_lease(lease)
@@ -1150,7 +1158,7 @@ class LeaseManager:
         log.warning("server %s failed: %s", server.id, reason)
         self._server_state(server, ServerState.FAILED, reason)
         await tx.put_server(server)
-        for lease in self.leases.values():
+        for lease in self._live_leases():
             if lease.server_id != server.id or lease.state.ended:
                 continue
             if lease.state is LeaseState.RELEASING:
@@ -1163,7 +1171,7 @@ class LeaseManager:
     async def _settle_server(self, tx: Transaction, server: Server, now: float) -> None:
         """Moves the server's leases along after its models changed. Caller holds the lock."""
         failed_any = False
-        for lease in list(self.leases.values()):
+        for lease in self._live_leases():
             if lease.server_id != server.id or lease.state.ended:
                 continue
             before = (lease.state, [(m.state, m.error) for m in lease.models])
@@ -1204,7 +1212,7 @@ class LeaseManager:
         if server.state is ServerState.RUNNING or server.state is ServerState.STARTING:
             busy = any(
                 lease.server_id == server.id and not lease.state.ended
-                for lease in self.leases.values()
+                for lease in self._live_leases()
             )
             if busy and server.idle_since is not None:
                 server.idle_since = None
@@ -1252,7 +1260,7 @@ class LeaseManager:
             lower = sorted(
                 (
                     held
-                    for held in self.leases.values()
+                    for held in self._live_leases()
                     if held.server_id == server.id
                     and held.state.holds_models
                     and held.priority < lease.priority
@@ -1304,7 +1312,7 @@ class LeaseManager:
     async def _place_pending(self) -> None:
         """Tries the waiting leases again, oldest first. Caller holds the lock."""
         # Higher priority first, then oldest first.
-        waiting = [lease for lease in self.leases.values() if lease.state is LeaseState.PENDING]
+        waiting = [lease for lease in self._live_leases() if lease.state is LeaseState.PENDING]
         for lease in sorted(waiting, key=lambda lease: (-lease.priority, lease.created_at)):
             if lease.state is not LeaseState.PENDING:
                 continue
@@ -1328,6 +1336,10 @@ class LeaseManager:
         lease.reason = reason
         lease.updated_at = now
         self._touched.add(lease.id)
+        if state.ended:
+            self._live.pop(lease.id, None)
+        else:
+            self._live[lease.id] = lease
 
     def _server_state(self, server: Server, state: ServerState, reason: str) -> None:
         server.state = state
