@@ -938,16 +938,16 @@ class LeaseManager:
     def _views(self, without: frozenset[LeaseId] = frozenset()) -> list[placement.ServerView]:
         """The live servers as placement sees them (as if the leases `without` were gone)."""
         views = []
+        # Grouped once: a decision looks at every server, and must not scan every lease for
+        # each of them.
+        by_server: dict[ServerId, list[Lease]] = {}
+        for lease in self._live_leases():
+            if lease.server_id is not None and lease.id not in without:
+                by_server.setdefault(lease.server_id, []).append(lease)
         for server in self.servers.values():
             if not server.state.alive:
                 continue
-            holders = [
-                lease
-                for lease in self._live_leases()
-                if lease.server_id == server.id
-                and not lease.state.ended
-                and lease.id not in without
-            ]
+            holders = by_server.get(server.id, [])
             pool = self.pools.get(server.pool)
             # A model shared by several leases is loaded once: count it once, at its largest.
             held: dict[tuple[str, str], int] = {}
