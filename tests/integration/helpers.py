@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -37,12 +38,15 @@ def refuses(http_endpoint: str) -> bool:
     return False
 
 
-def add_sub_http(http_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    client = httpclient.InferenceServerClient(http_endpoint)
+def _add_sub(
+    protocol: Any, endpoint: str, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """add_sub through an unmodified tritonclient (its `http` or `grpc` module)."""
+    client = protocol.InferenceServerClient(endpoint)
     try:
         inputs = [
-            httpclient.InferInput("INPUT0", [4], "FP32"),
-            httpclient.InferInput("INPUT1", [4], "FP32"),
+            protocol.InferInput("INPUT0", [4], "FP32"),
+            protocol.InferInput("INPUT1", [4], "FP32"),
         ]
         inputs[0].set_data_from_numpy(a)
         inputs[1].set_data_from_numpy(b)
@@ -52,19 +56,12 @@ def add_sub_http(http_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.n
         client.close()
 
 
-def add_sub_grpc(grpc_endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    client = grpcclient.InferenceServerClient(grpc_endpoint)
-    try:
-        inputs = [
-            grpcclient.InferInput("INPUT0", [4], "FP32"),
-            grpcclient.InferInput("INPUT1", [4], "FP32"),
-        ]
-        inputs[0].set_data_from_numpy(a)
-        inputs[1].set_data_from_numpy(b)
-        result = client.infer("add_sub", inputs)
-        return result.as_numpy("OUTPUT0"), result.as_numpy("OUTPUT1")
-    finally:
-        client.close()
+def add_sub_http(endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _add_sub(httpclient, endpoint, a, b)
+
+
+def add_sub_grpc(endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _add_sub(grpcclient, endpoint, a, b)
 
 
 def broken_model(root: Path, name: str = "broken") -> ModelArg:

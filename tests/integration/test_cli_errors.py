@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -115,20 +113,8 @@ def test_acquire_json_output_schema(daemon: Daemon) -> None:
 
 def test_daemon_without_triton_says_what_is_missing(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path / "state", f"--tritonserver={tmp_path / 'no-such-tritonserver'}")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tms_core.cli.main",
-            "daemon",
-            f"--listen={daemon.target}",
-            f"--state={daemon.state}",
-            *daemon.extra,
-        ],
-        capture_output=True,
-        text=True,
-        env=daemon.env(),
-        timeout=60,
+    result = daemon.cli(
+        "daemon", f"--listen={daemon.target}", f"--state={daemon.state}", *daemon.extra
     )
     line = one_line_error(result)
     assert "no-such-tritonserver" in line and "does not exist" in line
@@ -136,20 +122,7 @@ def test_daemon_without_triton_says_what_is_missing(tmp_path: Path) -> None:
 
 def test_second_daemon_on_the_same_state_is_refused(daemon: Daemon) -> None:
     (port,) = free_ports(1)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tms_core.cli.main",
-            "daemon",
-            f"--listen=127.0.0.1:{port}",
-            f"--state={daemon.state}",
-        ],
-        capture_output=True,
-        text=True,
-        env=daemon.env(),
-        timeout=60,
-    )
+    result = daemon.cli("daemon", f"--listen=127.0.0.1:{port}", f"--state={daemon.state}")
     line = one_line_error(result)
     assert "in use by another tms daemon" in line
     assert daemon.client.list_leases() == []
