@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from sidecar.fetch import FetchError, fetch, remove
-from sidecar.measure import GpuReader, measure
+from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_http import IndexEntry, TritonError, TritonHttp
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
@@ -205,9 +205,13 @@ class Agent:
         except (TritonError, OSError) as exc:
             self._set(name, uri, pb.MODEL_FAILED, str(exc))
             return
-        self._set(name, uri, pb.MODEL_READY, load_s=time.monotonic() - started)
-        self._measure(name)
-        log.info("loaded %s in %.2fs", name, time.monotonic() - started)
+        load_s = time.monotonic() - started
+        # Measured before READY is said, so the daemon learns both in one report.
+        usage = await asyncio.to_thread(measure_all, self._model_dir, [name], self._gpu)
+        self._set(name, uri, pb.MODEL_READY, load_s=load_s)
+        status = self._status[name]
+        status.memory_bytes, status.gpu_memory_bytes = usage[name]
+        log.info("loaded %s in %.2fs", name, load_s)
 
     async def _unload(self, name: str) -> None:
         current = self._status[name]
@@ -255,26 +259,31 @@ class Agent:
             except (TritonError, OSError, ValueError) as exc:
                 log.debug("reading inference statistics failed: %s", exc)
                 continue
+            ready = []
             for name, (count, last_ms) in stats.items():
                 status = self._status.get(name)
                 if status is None or status.state != pb.MODEL_READY:
                     continue
+                ready.append(name)
                 if (count, last_ms) != (status.inference_count, status.last_inference_ms):
                     status.inference_count, status.last_inference_ms = count, last_ms
                     self._dirty.set()
-                # Memory grows after load too (buffers allocated by the first inferences).
-                self._measure(name)
+            # Memory grows after load too (buffers allocated by the first inferences).
+            await self._measure(ready)
 
-    def _measure(self, name: str) -> None:
-        status = self._status.get(name)
-        if status is None:
+    async def _measure(self, names: list[str]) -> None:
+        if not names:
             return
-        rss, gpu = measure(self._model_dir, name, self._gpu)
-        # Report the peak: placement must plan for what the model can take, not its low.
-        if rss > status.memory_bytes or gpu > status.gpu_memory_bytes:
-            status.memory_bytes = max(rss, status.memory_bytes)
-            status.gpu_memory_bytes = max(gpu, status.gpu_memory_bytes)
-            self._dirty.set()
+        usage = await asyncio.to_thread(measure_all, self._model_dir, names, self._gpu)
+        for name, (rss, gpu) in usage.items():
+            status = self._status.get(name)
+            if status is None:
+                continue
+            # Report the peak: placement must plan for what the model can take, not its low.
+            if rss > status.memory_bytes or gpu > status.gpu_memory_bytes:
+                status.memory_bytes = max(rss, status.memory_bytes)
+                status.gpu_memory_bytes = max(gpu, status.gpu_memory_bytes)
+                self._dirty.set()
 
     async def _report_loop(self, stub: pb_grpc.SidecarServiceStub) -> None:
         while True:

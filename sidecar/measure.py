@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 _PAGE = 4096
 
 
-def _stub_pids(model_dir: Path, name: str) -> list[int]:
-    marker = f"{model_dir}/{name}/".encode()
-    pids = []
+def _stub_pids(model_dir: Path) -> dict[str, list[int]]:
+    """Model name -> pids of its stub processes, from one pass over /proc."""
+    marker = f"{model_dir}/".encode()
+    found: dict[str, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -27,9 +28,13 @@ def _stub_pids(model_dir: Path, name: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"triton_python_backend_stub" in cmdline and marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
+        if b"triton_python_backend_stub" not in cmdline or marker not in cmdline:
+            continue
+        # The stub's first argument is <model dir>/<name>/<version>/model.py.
+        rest = cmdline.split(marker, 1)[1]
+        name = rest.split(b"/", 1)[0].decode(errors="replace")
+        found.setdefault(name, []).append(int(entry.name))
+    return found
 
 
 def _rss(pid: int) -> int:
@@ -70,7 +75,15 @@ class GpuReader:
         return total
 
 
+def measure_all(model_dir: Path, names: list[str], gpu: GpuReader) -> dict[str, tuple[int, int]]:
+    """Name -> (resident bytes, GPU bytes) of each model's stub processes; (0, 0) for none."""
+    pids = _stub_pids(model_dir)
+    return {
+        name: (sum(_rss(pid) for pid in pids.get(name, [])), gpu.used_by(pids.get(name, [])))
+        for name in names
+    }
+
+
 def measure(model_dir: Path, name: str, gpu: GpuReader) -> tuple[int, int]:
     """(resident bytes, GPU bytes) of the model's stub processes; (0, 0) when none."""
-    pids = _stub_pids(model_dir, name)
-    return sum(_rss(pid) for pid in pids), gpu.used_by(pids)
+    return measure_all(model_dir, [name], gpu)[name]
