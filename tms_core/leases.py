@@ -67,6 +67,16 @@ class ModelRequest:
     memory_bytes: int = 0
 
 
+def check_dns_label(field: str, value: str) -> None:
+    """Lease names and pool names become Kubernetes object names: DNS-1123 labels."""
+    if not DNS1123_LABEL.match(value):
+        raise InvalidArgument(
+            field,
+            f"{value!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)",
+        )
+
+
 @dataclass(frozen=True)
 class LeaseOptions:
     """Everything a lease asks for besides its models."""
@@ -644,7 +654,7 @@ class LeaseManager:
 
     async def set_name(self, name: str, lease_id: str) -> LeaseNameRecord:
         """Points `name` at the lease: at once if it is READY, else as soon as it is."""
-        self._check_name(name)
+        check_dns_label("name", name)
         async with self._lock:
             lease = self._get(lease_id)
             if lease.state.ended or lease.state is LeaseState.RELEASING:
@@ -676,14 +686,6 @@ class LeaseManager:
         return sorted(
             r.name for r in self.names.values() if lease_id in (r.lease_id, r.next_lease_id)
         )
-
-    def _check_name(self, name: str) -> None:
-        if not DNS1123_LABEL.match(name):
-            raise InvalidArgument(
-                "name",
-                f"{name!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
-                "starting and ending with a letter or digit, at most 63 characters)",
-            )
 
     async def _point_name(
         self, tx: Transaction, name: str, lease: Lease, now: float
@@ -737,7 +739,7 @@ class LeaseManager:
     # ------------------------------------------------------------------ pools
 
     async def create_pool(self, pool: Pool) -> Pool:
-        self._check_name_field("name", pool.name)
+        check_dns_label("name", pool.name)
         if pool.name in self.pools:
             raise AlreadyExists(f"pool {pool.name!r} already exists")
         if pool.quota_per_server <= 0:
@@ -802,10 +804,6 @@ class LeaseManager:
                 ]
                 result.append((server, holders))
         return result
-
-    def _check_name_field(self, field: str, value: str) -> None:
-        if not DNS1123_LABEL.match(value):
-            raise InvalidArgument(field, f"{value!r} is not a DNS-1123 label")
 
     # ------------------------------------------------------------------ allowlist
 
@@ -872,12 +870,8 @@ class LeaseManager:
     def _validate(self, models: Sequence[ModelRequest], name: str) -> None:
         if not models:
             raise InvalidArgument("models", "a lease needs at least one model")
-        if name and not DNS1123_LABEL.match(name):
-            raise InvalidArgument(
-                "name",
-                f"{name!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
-                "starting and ending with a letter or digit, at most 63 characters)",
-            )
+        if name:
+            check_dns_label("name", name)
         seen: set[str] = set()
         for i, model in enumerate(models):
             field = f"models[{i}]"
