@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tms_core.domain import Lease, LeaseNameRecord, Server
 from tms_core.ids import LeaseId, ServerId
+from tms_core.procs import cmdline
 from tms_core.router.routes import Route, applied_path, read_applied, write_routes
 
 log = logging.getLogger(__name__)
@@ -81,13 +82,6 @@ def compute_routes(
     return sorted(routes, key=lambda r: r.listen)
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 class RouterProcess:
     """The router process and the file it reads its routes from."""
 
@@ -101,7 +95,8 @@ class RouterProcess:
         self._last: list[Route] | None = None
 
     def _is_ours(self, pid: int) -> bool:
-        return "tms_core.router" in _cmdline(pid) and str(self.routes_file) in _cmdline(pid)
+        command = cmdline(pid)
+        return "tms_core.router" in command and str(self.routes_file) in command
 
     def ensure_running(self, recorded_pid: int | None) -> int:
         """Adopts the recorded router if it still runs, else starts one. Returns its pid."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from tms_core.domain import Server, ServerState
 from tms_core.errors import TritonNotFound
 from tms_core.ids import ServerId
+from tms_core.procs import cmdline
 from tms_core.triton.locate import TritonInstall
 
 log = logging.getLogger(__name__)
@@ -41,20 +42,13 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def _pids_mentioning(text: str) -> list[int]:
     return [
         int(entry.name)
         for entry in Path("/proc").iterdir()
         if entry.name.isdigit()
         and int(entry.name) != os.getpid()
-        and text in _cmdline(int(entry.name))
+        and text in cmdline(int(entry.name))
     ]
 
 
@@ -74,7 +68,7 @@ def _running(pid: int | None, marker: str) -> bool:
             return False
     except (OSError, IndexError):
         return False
-    return marker in _cmdline(pid)
+    return marker in cmdline(pid)
 
 
 class LocalBackend:
