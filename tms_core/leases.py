@@ -149,6 +149,9 @@ class LeaseManager:
         self.names: dict[str, LeaseNameRecord] = {}
         # Leases whose state changed since the last commit: names follow them in that commit.
         self._touched: set[LeaseId] = set()
+        # Signals raised while a transaction is open wait for its commit (see `_tx`).
+        self._in_tx = False
+        self._held_signals: list[_Signal] = []
         self.pools: dict[str, Pool] = {}
         self.allowlist: list[str] = []
         # (model name, uri) -> the most memory it was measured to take, on any server.
@@ -842,6 +845,7 @@ class LeaseManager:
         Changes are made to the working state as they are written, so a failed commit
         (disk full, a constraint) must not leave memory ahead of the disk.
         """
+        self._in_tx = True
         try:
             async with self._store.transaction() as tx:
                 yield tx
@@ -849,8 +853,15 @@ class LeaseManager:
         except BaseException:
             await self._reload()
             raise
-        # Addresses follow what was just committed (the router skips an unchanged table).
+        finally:
+            self._in_tx = False
+            held, self._held_signals = self._held_signals, []
+        # Addresses follow what was just committed (the router skips an unchanged table),
+        # and only then do followers and sidecars hear of it: whoever sees READY may call
+        # the lease's or its name's address at once.
         self._routes_changed()
+        for signal in held:
+            signal.fire()
 
     async def _reload(self) -> None:
         self._touched.clear()
@@ -1354,6 +1365,13 @@ class LeaseManager:
             else self._lease_changed.get(lease.id)
         )
         if signal is not None:
+            self._fire(signal)
+
+    def _fire(self, signal: _Signal) -> None:
+        """Fires now, or after the commit when a transaction is open (see `_tx`)."""
+        if self._in_tx:
+            self._held_signals.append(signal)
+        else:
             signal.fire()
 
     async def _settle_routes(self) -> None:
@@ -1369,7 +1387,7 @@ class LeaseManager:
 
     def _bump_assignment(self, server_id: ServerId) -> None:
         self._generations[server_id] = self._generations.get(server_id, 0) + 1
-        self._assignment_signal(server_id).fire()
+        self._fire(self._assignment_signal(server_id))
 
 
 def placement_server(decision: placement.Decision) -> ServerId:

@@ -109,15 +109,10 @@ def test_name_repointed_while_a_client_calls_it(
         stop.set()
         caller.join()
     failures = [(round(at - switched_at, 3), error) for at, error in results if error]
-    # The switch itself (and the old lease's release after it) must not fail a single call.
-    at_switch = [f for f in failures if f[0] >= -0.5]
-    assert not at_switch, (
-        f"{len(at_switch)} of {len(results)} calls failed across the switch "
-        f"(seconds after it, error): {at_switch[:5]}; released at {released_at - switched_at:.3f}"
+    assert not failures, (
+        f"{len(failures)} of {len(results)} calls failed across the switch "
+        f"(seconds after it, error): {failures[:5]}; released at {released_at - switched_at:.3f}"
     )
-    # Earlier, while the new lease's server starts beside the old one on 2 busy cores, CI
-    # once saw a single connection reset (reported in the issue notes); more than that fails.
-    assert len(failures) <= 1, f"calls failed before the switch: {failures[:5]}"
     assert any(at > switched_at for at, _ in results)
     assert daemon.client.status(new.id).name == "adder"
     assert daemon.client.status(old.id).name == ""
