@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import state_name
@@ -34,6 +35,8 @@ _INT_RANGES = {
     "UINT64": (0, 2**64 - 1),
 }
 _FLOATS = ("FP16", "FP32", "FP64", "BF16")
+
+Array = npt.NDArray[Any]
 
 
 class TestInferError(Exception):
@@ -80,8 +83,8 @@ class InferResult:
     model: str
     protocol: str
     endpoint: str
-    inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
+    inputs: dict[str, Array]
+    outputs: dict[str, Array]
     latency_s: float
 
 
@@ -190,13 +193,15 @@ def numpy_dtype(datatype: str) -> Any:
     return dtype
 
 
-def random_input(spec: TensorSpec, rng: np.random.Generator | None = None) -> np.ndarray:
+def random_input(spec: TensorSpec, rng: np.random.Generator | None = None) -> Array:
     """Random values of the declared dtype and shape (free dimensions set to 1)."""
     rng = rng or np.random.default_rng()
     shape = spec.concrete_shape()
     if spec.datatype == "BYTES":
         words = rng.integers(0, 10_000, size=shape)
-        return np.vectorize(lambda w: f"tms-{w}".encode(), otypes=[object])(words).astype(object)
+        text = np.empty(shape, dtype=object)
+        text.flat[:] = [f"tms-{w}".encode() for w in words.flat]
+        return text
     if spec.datatype == "BOOL":
         return rng.integers(0, 2, size=shape).astype(bool)
     if spec.datatype in _INT_RANGES:
@@ -236,7 +241,7 @@ def _parse_text(spec: TensorSpec, text: str) -> Any:
     return values
 
 
-def _fit_shape(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+def _fit_shape(spec: TensorSpec, array: Array) -> Array:
     shape = spec.shape
     if array.size == 1:
         # One value fills the whole tensor (free dimensions taken as 1).
@@ -255,7 +260,7 @@ def _fit_shape(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def coerce_input(spec: TensorSpec, value: Any) -> np.ndarray:
+def coerce_input(spec: TensorSpec, value: Any) -> Array:
     """`value` (a number, a list, an array, or text typed by a person) as the input's array.
 
     Text is a JSON list (`[[1, 2], [3, 4]]`) or numbers separated by commas or spaces; a
@@ -303,7 +308,7 @@ def build_inputs(
     values: Mapping[str, Any] | None = None,
     *,
     rng: np.random.Generator | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Array]:
     """An array for every input: the given value where there is one, random otherwise."""
     values = dict(values or {})
     for name in values:
@@ -320,7 +325,7 @@ def build_inputs(
 def send(
     endpoint: str,
     signature: ModelSignature,
-    inputs: Mapping[str, np.ndarray],
+    inputs: Mapping[str, Array],
     protocol: str = "http",
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
