@@ -7,6 +7,7 @@ a command line the parser refuses.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -115,6 +116,38 @@ cli.add_command(target.target)
 cli.add_command(demo.demo)
 cli.add_command(cluster.cluster)
 cli.add_command(cluster.models)
+
+PLUGIN_GROUP = "tms.cli_plugins"
+
+
+def _broken_plugin(name: str, error: Exception) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def broken(args: tuple[str, ...]) -> None:
+        """(Not available: its package failed to load.)"""
+        fail(f"tms {name} is not available: {type(error).__name__}: {error}")
+        sys.exit(1)
+
+    return broken
+
+
+def load_plugins(group: click.Group) -> None:
+    """Adds the commands other installed packages declare in the `tms.cli_plugins` entry-point
+    group (`tms console` comes from tms_console): tms_core names none of them, so it stays
+    headless, and a plugin that fails to load breaks only its own command."""
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        if entry.name in group.commands:
+            continue
+        try:
+            command = entry.load()
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{entry.value} is not a click command")
+        except Exception as exc:
+            command = _broken_plugin(entry.name, exc)
+        group.add_command(command, entry.name)
+
+
+load_plugins(cli)
 
 
 def main() -> None:
