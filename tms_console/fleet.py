@@ -93,13 +93,13 @@ class LeaseRow:
         return "expired" if left <= 0 else format_duration(left)
 
     def activity(self, now: float) -> str:
-        """When it was last used; `auto-renew` leases say so, since use keeps them."""
-        used = f"used {format_duration(now - self.last_activity_at)} ago"
-        if not self.last_activity_at:
-            used = "never used"
+        """When it was last used; ↻ and the window for leases that use keeps alive."""
+        used = (
+            f"{format_duration(now - self.last_activity_at)} ago" if self.last_activity_at else ""
+        )
         if self.activity_window_s > 0:
-            return f"{used} (window {format_duration(self.activity_window_s)})"
-        return used if self.last_activity_at else "-"
+            return f"{used or 'unused'} ↻{format_duration(self.activity_window_s)}"
+        return used or "-"
 
     def matches(self, text: str) -> bool:
         """Case-insensitive substring match on any column a person would filter by."""

@@ -256,8 +256,8 @@ def test_rows_sort_filter_and_format_expiry_and_activity() -> None:
     assert [r.id for r in rows] == ["l3", "l2", "l1"]
     assert [r.expires_text(NOW) for r in rows] == ["expired", "30s", "1m30s"]
     assert [r.activity(NOW) for r in rows] == [
-        "never used (window 1m00s)",
-        "used 12s ago (window 5m00s)",
+        "unused ↻1m00s",
+        "12s ago ↻5m00s",
         "-",
     ]
     assert rows[2].owner == "ana" and rows[2].name == "chat"

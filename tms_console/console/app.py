@@ -36,6 +36,7 @@ from tms_core.api.client import ClientError, TmsClient
 from tms_core.units import format_duration
 
 COLUMNS = ("id", "name", "state", "models", "owner", "server", "expires", "activity")
+WIDTHS = {"models": 22, "activity": 16}  # the rest fit their contents
 REDRAW_S = 0.1  # at most ten redraws a second, however many events arrive
 
 
@@ -93,7 +94,7 @@ class TmsConsole(App[None]):
                 yield Input(
                     placeholder="filter: id, name, state, model, owner, server", id="filter"
                 )
-                with Horizontal():
+                with Horizontal(id="leases-body"):
                     yield DataTable(id="lease-table", cursor_type="row", zebra_stripes=True)
                     with Vertical(id="detail-pane"):
                         yield Static("", id="detail")
@@ -108,7 +109,7 @@ class TmsConsole(App[None]):
         self.sub_title = f"connecting to {self.target}…"
         table = self.query_one("#lease-table", DataTable)
         for column in COLUMNS:
-            table.add_column(column, key=column)
+            table.add_column(column, key=column, width=WIDTHS.get(column))
         self.query_one("#detail-progress").display = False
         self.set_interval(REDRAW_S, self.redraw)
         self.set_interval(1.0, self.tick)

@@ -121,13 +121,13 @@ class ModelRow(Horizontal):
         i = self.index
         with Vertical(classes="cell"):
             yield Input(placeholder="model name", id=f"model-{i}-name")
-            yield Label("", id=error_id(f"models[{i}].name"), classes="error")
+            yield Label("", id=error_id(f"models[{i}].name"), classes="field-error")
         with Vertical(classes="cell wide"):
             yield Input(placeholder="URI: file:///…, s3://… or a path", id=f"model-{i}-uri")
-            yield Label("", id=error_id(f"models[{i}].uri"), classes="error")
+            yield Label("", id=error_id(f"models[{i}].uri"), classes="field-error")
         with Vertical(classes="cell"):
             yield Input(placeholder="memory, e.g. 2GiB", id=f"model-{i}-memory")
-            yield Label("", id=error_id(f"models[{i}].memory"), classes="error")
+            yield Label("", id=error_id(f"models[{i}].memory"), classes="field-error")
 
     def values(self) -> tuple[str, str, str]:
         i = self.index
@@ -160,27 +160,27 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
         with VerticalScroll(id="dialog", classes="dialog wide-dialog"):
             yield Label("New lease", classes="title")
             yield Input(placeholder="name (optional): a DNS-1123 label such as chat", id="name")
-            yield Label("", id=error_id("name"), classes="error")
+            yield Label("", id=error_id("name"), classes="field-error")
             yield Label("Models", classes="section")
             with Vertical(id="models"):
                 yield ModelRow(0)
-            yield Label("", id=error_id("models"), classes="error")
+            yield Label("", id=error_id("models"), classes="field-error")
             yield Button("+ model (ctrl+n)", id="add-model")
             with Horizontal(classes="fields"):
                 with Vertical(classes="cell"):
                     yield Input(placeholder="duration, e.g. 1h (default)", id="duration")
-                    yield Label("", id=error_id("duration"), classes="error")
+                    yield Label("", id=error_id("duration"), classes="field-error")
                 with Vertical(classes="cell"):
                     yield Input(placeholder="auto-renew window, e.g. 10m", id="activity_window")
-                    yield Label("", id=error_id("activity_window"), classes="error")
+                    yield Label("", id=error_id("activity_window"), classes="field-error")
             with Horizontal(classes="fields"):
                 with Vertical(classes="cell"):
                     yield Input(placeholder="pool (optional)", id="pool")
-                    yield Label("", id=error_id("pool"), classes="error")
+                    yield Label("", id=error_id("pool"), classes="field-error")
                 with Vertical(classes="cell"):
                     yield Input(placeholder="quota (pool leases)", id="quota")
-                    yield Label("", id=error_id("quota"), classes="error")
-            yield Label("", id=error_id("form"), classes="error")
+                    yield Label("", id=error_id("quota"), classes="field-error")
+            yield Label("", id=error_id("form"), classes="field-error")
             yield ProgressBar(id="progress", show_eta=False)
             yield Label("", id="progress-text")
             with Horizontal(classes="buttons"):
@@ -214,7 +214,7 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
     def action_submit(self) -> None:
         if self.sending:
             return
-        for label in self.query(".error").results(Label):
+        for label in self.query(".field-error").results(Label):
             label.update("")
 
         def value(widget_id: str) -> str:
@@ -231,6 +231,7 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
         if form.errors:
             for field_name, message in form.errors.items():
                 self.show_error(field_name, message)
+            self.focus_field(next(iter(form.errors)))
             return
         self.sending = True
         self.query_one("#create", Button).disabled = True
@@ -239,6 +240,12 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
         bar.update(total=len(form.models), progress=0)
         self.query_one("#progress-text", Label).update("sending…")
         self.create(form)
+
+    def focus_field(self, field_name: str) -> None:
+        """Puts the cursor in the field an error is about, so fixing it is one keystroke away."""
+        widget_id = field_name.replace("models[", "model-").replace("].", "-")
+        for found in self.query(f"#{widget_id}").results(Input):
+            found.focus()
 
     def show_error(self, field_name: str, message: str) -> None:
         try:
@@ -274,7 +281,9 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
             self.query_one("#progress").display = False
             self.query_one("#progress-text", Label).update("")
             if error.code == grpc.StatusCode.INVALID_ARGUMENT:
-                self.show_error(*split_field_error(str(error)))
+                field_name, problem = split_field_error(str(error))
+                self.show_error(field_name, problem)
+                self.focus_field(field_name)
             else:
                 self.show_error("form", str(error))
             self.console.notify(str(error), title="Lease not created", severity="error")
@@ -334,7 +343,7 @@ class NameScreen(ModalScreen[pb.LeaseName | None]):
         with Vertical(classes="dialog"):
             yield Label(f"Point a name at lease {self.lease.id}", classes="title")
             yield Input(value=self.lease.name, placeholder="name, e.g. chat", id="name")
-            yield Label("", id=error_id("name"), classes="error")
+            yield Label("", id=error_id("name"), classes="field-error")
             with Horizontal(classes="buttons"):
                 yield Button("Point (enter)", variant="primary", id="point")
                 yield Button("Cancel (esc)", id="cancel")

@@ -134,15 +134,17 @@ def lease_detail(lease: pb.Lease | None, events: Iterable[pb.Event], now: float)
         (lease.endpoints.http or "-", "bold cyan"),
         " http  ",
         (lease.endpoints.grpc or "-", "bold cyan"),
-        " grpc  ",
+        " grpc\n",
         f"server {lease.server_id or '-'}",
         f" on {lease.node}" if lease.node else "",
         f" GPU {','.join(str(g) for g in lease.server_gpus)}" if lease.server_gpus else "",
         f"  pool {lease.pool} (quota {lease.quota})" if lease.pool else "",
     )
-    models = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2))
+    models = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 1))
     for column in ("model", "state", "declared", "measured", "load", "error"):
-        models.add_column(column, style="bold" if column == "model" else "")
+        models.add_column(
+            column, style="bold" if column == "model" else "", no_wrap=column != "error"
+        )
     for model in lease.models:
         mstate = model_state_name(model.state)
         models.add_row(
@@ -153,7 +155,8 @@ def lease_detail(lease: pb.Lease | None, events: Iterable[pb.Event], now: float)
             f"{model.load_s:.2f}s" if model.load_s else "-",
             Text(model.error, style="red") if model.error else "",
         )
-    log = Text("events\n", style="bold")
+    log = Text()
+    log.append("events\n", style="bold")
     for event in list(events)[-8:]:
         log.append(f"  #{event.seq} {event.kind} {event.id} ", style="dim")
         log.append(event.state, style=STATE_STYLES.get(event.state, ""))
