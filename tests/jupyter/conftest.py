@@ -89,3 +89,15 @@ def jupyter_env(kernel_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     return kernel_dir
+
+
+def artifacts_dir() -> Path:
+    """Where tests leave files for people to look at: `$TMS_TEST_ARTIFACTS`, else
+    `test-artifacts/` in the checkout (git-ignored)."""
+    import os
+
+    from tests.conftest import ROOT
+
+    path = Path(os.environ.get("TMS_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
