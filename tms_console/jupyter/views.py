@@ -115,12 +115,13 @@ def lease_cells(lease: NotebookLease, now: float) -> tuple[str, ...]:
     )
 
 
+CELL_STYLE = "text-align:left;padding:2px 14px 2px 0"
+
+
 def html_table(columns: Iterable[str], rows: Iterable[Iterable[str]], css_class: str) -> str:
-    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th style='{CELL_STYLE}'>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>"
-        + "".join(f"<td style='text-align:left'>{html.escape(v)}</td>" for v in row)
-        + "</tr>"
+        "<tr>" + "".join(f"<td style='{CELL_STYLE}'>{html.escape(v)}</td>" for v in row) + "</tr>"
         for row in rows
     )
     return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
