@@ -72,6 +72,13 @@ async def test_create_infer_renew_name_release(daemon: Daemon) -> None:
         # Renew moves the countdown back up to the lease's duration.
         await pilot.press("l")
         before = app.fleet.leases[lease_id].expires_at
+        # The countdown ticks down from 10m00s before a renewal can move it back up.
+        await until(
+            pilot,
+            lambda: seconds(cell(app, lease_id, "expires")) < 600,
+            within=5,
+            what="the countdown to tick",
+        )
         shown_before = seconds(cell(app, lease_id, "expires"))
         await pilot.press("r")
         await until(

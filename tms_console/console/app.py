@@ -14,6 +14,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import (
     DataTable,
     Footer,
@@ -37,7 +38,7 @@ from tms_core.units import format_duration
 
 COLUMNS = ("id", "name", "state", "models", "owner", "server", "expires", "activity")
 WIDTHS = {"models": 22, "activity": 16}  # the rest fit their contents
-REDRAW_S = 0.1  # at most ten redraws a second, however many events arrive
+MIN_REDRAW_GAP_S = 0.05  # at most twenty redraws a second, however many events arrive
 
 
 class TmsConsole(App[None]):
@@ -79,7 +80,9 @@ class TmsConsole(App[None]):
         self.sort_reverse = False
         self.filter_text = ""
         self.selected: str | None = None
-        self._drawn_version = -1
+        self._drawn: dict[str, int] = {}  # view → the fleet version it shows
+        self._redraw_timer: Timer | None = None
+        self._last_redraw = 0.0
         self._rows: dict[str, tuple[object, ...]] = {}
         self._order: list[str] = []
         self._logged = 0
@@ -111,7 +114,6 @@ class TmsConsole(App[None]):
         for column in COLUMNS:
             table.add_column(column, key=column, width=WIDTHS.get(column))
         self.query_one("#detail-progress").display = False
-        self.set_interval(REDRAW_S, self.redraw)
         self.set_interval(1.0, self.tick)
         if self.live:
             self.feed.start()
@@ -134,10 +136,23 @@ class TmsConsole(App[None]):
 
     def apply_update(self, update: Update) -> None:
         self.fleet.apply_update(update)
+        self.schedule_redraw()
 
     def fleet_changed(self, lease: pb.Lease) -> None:
         """An action's answer: shown at once, before the event stream says so."""
         self.fleet.apply_lease(lease)
+        self.redraw()
+
+    def schedule_redraw(self) -> None:
+        """Redraws soon: at once after a quiet spell, else once the minimum gap has passed,
+        so a stream of updates costs one redraw per gap and not one per update."""
+        if self._redraw_timer is not None:
+            return
+        wait = self._last_redraw + MIN_REDRAW_GAP_S - time.monotonic()
+        self._redraw_timer = self.set_timer(max(wait, 0.001), self._timed_redraw)
+
+    def _timed_redraw(self) -> None:
+        self._redraw_timer = None
         self.redraw()
 
     def set_connection(self, state: str, message: str) -> None:
@@ -161,17 +176,28 @@ class TmsConsole(App[None]):
     # Drawing
 
     def redraw(self) -> None:
-        if self.fleet.version == self._drawn_version:
-            return
-        self._drawn_version = self.fleet.version
-        self.query_one("#fleet-view", Static).update(fleet_view(self.fleet))
+        """Brings the views up to the fleet; hidden ones wait until they are shown."""
+        self._last_redraw = time.monotonic()
+        version, active = self.fleet.version, self.query_one("#tabs", TabbedContent).active
+        views = {
+            "fleet": lambda: self.query_one("#fleet-view", Static).update(fleet_view(self.fleet)),
+            "leases": self._draw_leases,
+            "events": self._draw_events,
+            "infer": lambda: self.query_one(InferPane).refresh_leases(self.fleet.ready_leases()),
+        }
+        for view, draw in views.items():
+            if (view == active or view == "infer") and self._drawn.get(view) != version:
+                self._drawn[view] = version
+                draw()
+
+    def _draw_leases(self) -> None:
         self._draw_table()
         self._draw_detail()
-        self._draw_events()
-        self.query_one(InferPane).refresh_leases(self.fleet.ready_leases())
 
     def tick(self) -> None:
         """Countdowns move every second, events or not."""
+        if self.query_one("#tabs", TabbedContent).active != "leases":
+            return
         now = self.clock()
         table = self.query_one("#lease-table", DataTable)
         for lease_id in self._order:
@@ -272,7 +298,11 @@ class TmsConsole(App[None]):
         self.query_one("#lease-table").focus()
 
     def _force_redraw(self) -> None:
-        self._drawn_version = -1
+        self._drawn.clear()
+        self.redraw()
+
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _tab_shown(self) -> None:
         self.redraw()
 
     # Actions
