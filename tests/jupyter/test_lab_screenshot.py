@@ -126,7 +126,22 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, jupyter_env: Path, daemon_for_lab: Daemon) -> Iterator[Lab]:
+def chromium() -> str:
+    """Debian's chromium; checked first, so a machine without it skips at once."""
+    found = find_chromium()
+    if found is None and os.environ.get("TMS_REQUIRE_CHROMIUM"):
+        pytest.fail("chromium not found, and TMS_REQUIRE_CHROMIUM is set (as .ci/run sets it)")
+    if found is None:
+        pytest.skip(
+            "chromium not found: apt-get install chromium (or set TMS_CHROMIUM); "
+            ".ci/run installs it"
+        )
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def lab(chromium: str, tmp_path: Path, jupyter_env: Path, daemon_for_lab: Daemon) -> Iterator[Lab]:
     root = tmp_path / "notebooks"
     root.mkdir()
     nb = new_notebook(
@@ -158,13 +173,9 @@ def daemon_for_lab(
     yield daemon
 
 
-def test_dashboard_renders_in_jupyterlab(lab: Lab, daemon_for_lab: Daemon, tmp_path: Path) -> None:
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip(
-            "chromium not found: apt-get install chromium (or set TMS_CHROMIUM); "
-            ".ci/run installs it"
-        )
+def test_dashboard_renders_in_jupyterlab(
+    chromium: str, lab: Lab, daemon_for_lab: Daemon, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     daemon = daemon_for_lab
