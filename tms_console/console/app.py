@@ -239,8 +239,7 @@ class TmsConsole(App[None]):
             table.clear()
             for lease_id in order:
                 table.add_row(*cells[lease_id], key=lease_id)
-            if selected in cells:
-                table.move_cursor(row=order.index(selected), animate=False)
+            self.selected = selected  # clearing the table highlighted its first row
         else:
             for lease_id in order:
                 old = self._rows.get(lease_id)
@@ -250,6 +249,8 @@ class TmsConsole(App[None]):
                     if value != before:
                         table.update_cell(lease_id, column, value)
         self._order, self._rows = order, cells
+        if self.selected in cells and table.cursor_row != order.index(self.selected):
+            table.move_cursor(row=order.index(self.selected), animate=False)
         sort_label = f"{self.sort_column} {'↓' if self.sort_reverse else '↑'}"
         table.border_title = f"{len(order)} of {len(self.fleet.leases)} leases · sort {sort_label}"
 
