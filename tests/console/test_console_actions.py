@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from textual.widgets import DataTable, Input, Static
 
@@ -65,9 +66,17 @@ async def test_create_infer_renew_name_release(daemon: Daemon) -> None:
         output = text_of(pane.query_one("#infer-output", Static))
         assert "OUTPUT0" in output and "[5, 5, 5, 5]" in output, output
         assert "OUTPUT1" in output and "[-3, -1, 1, 3]" in output, output
+        # Random inputs of the right dtype and shape, and add_sub's answer to them.
+        await pilot.click("#randomize")
+        assert pane.query_one("#input-0", Input).value == ""
         await pilot.click("#send")
         await until(pilot, lambda: len(pane.latencies) == 2, within=15, what="a second result")
-        assert "2 sent" in text_of(pane.query_one("#latency"))
+        result = pane.last_result
+        assert result is not None and "2 sent" in text_of(pane.query_one("#latency"))
+        a, b = result.inputs["INPUT0"], result.inputs["INPUT1"]
+        assert a.dtype == np.float32 and a.shape == (4,) and not np.array_equal(a, [1, 2, 3, 4])
+        assert np.allclose(result.outputs["OUTPUT0"], a + b)
+        assert np.allclose(result.outputs["OUTPUT1"], a - b)
 
         # Renew moves the countdown back up to the lease's duration.
         await pilot.press("l")

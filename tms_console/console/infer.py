@@ -36,6 +36,7 @@ class InferPane(Vertical):
         super().__init__(**kwargs)
         self.signature: testinfer.ModelSignature | None = None
         self.latencies: list[float] = []
+        self.last_result: testinfer.InferResult | None = None
 
     @property
     def console(self) -> TmsConsole:
@@ -176,6 +177,7 @@ class InferPane(Vertical):
         self.console.notify(message, title="Test inference", severity="error")
 
     def _show_result(self, result: testinfer.InferResult) -> None:
+        self.last_result = result
         self.query_one("#send", Button).disabled = False
         table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2))
         table.add_column("", style="dim")
