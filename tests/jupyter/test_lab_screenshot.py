@@ -234,11 +234,19 @@ def test_dashboard_renders_in_jupyterlab(
             page.mouse.move(0, 0)
             page.locator(".jp-Notebook").evaluate("n => n.scrollTo(0, 0)")
             dashboard.screenshot(path=str(shot))
+
+            # Live: a lease released elsewhere leaves the table in the browser by itself.
+            daemon.client.release(leases[-1].id, wait=False)
+            page.wait_for_function(
+                "document.querySelectorAll('.tms-dashboard .tms-leases tbody tr').length === 2",
+                timeout=30_000,
+            )
+            assert leases[-1].id not in page.locator(".tms-dashboard .tms-leases").inner_text()
         finally:
             browser.close()
     # Each GPU's declared bar (every other bar) is what its leases declare over 16 GiB.
     declared = [float(width.rstrip("%")) for width in widths[0::2]]
     assert declared == [100 * by_gpu.get(gpu, 0) / (16 * GiB) for gpu in (0, 1)], widths
     assert shot.stat().st_size > 10_000
-    for lease in leases:
+    for lease in leases[:-1]:
         daemon.client.release(lease.id)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import Daemon
+from tests.integration.helpers import broken_model
 from tests.jupyter.conftest import ADD_SUB, Shell
 from tms_console.jupyter.lease import NotebookLease
 from tms_console.jupyter.views import ClusterView, InferView, LeaseList
@@ -181,3 +184,21 @@ def test_leases_acquired_here_are_released_with_the_shell_unless_kept(
     assert daemon.client.status(tied.id).state in (pb.LEASE_RELEASING, pb.LEASE_RELEASED)
     assert daemon.client.status(kept.id).state == pb.LEASE_READY
     daemon.client.release(kept.id)
+
+
+def test_a_failed_load_is_one_line_with_the_reason(shell: Shell, tmp_path: Path) -> None:
+    broken = broken_model(tmp_path)
+    result, out, err = shell.run(f"%tms acquire -m name=broken,uri={broken.uri}")
+    assert not result.success
+    assert out.startswith("lease l-") and "FAILED" in out
+    assert err.startswith("UsageError: lease l-") and "FAILED: " in err
+    assert "weights are corrupt" in err and err.count("\n") == 1
+    assert shell.magics.kernel_leases.held() == {}  # nothing left to release at exit
+
+
+def test_json_output_is_the_cli_shape(shell: Shell) -> None:
+    result, out, _ = shell.run(f"lease = {ACQUIRE} -o json")
+    assert result.success
+    document = json.loads(out[out.index("{") :])
+    lease = shell.ns["lease"]
+    assert document == lease.to_dict() and document["state"] == "READY"

@@ -17,6 +17,7 @@ from tms_console.fleet import Update
 from tms_console.jupyter.dashboard import Dashboard, SlotBars
 from tms_console.jupyter.infer_widget import InferWidget
 from tms_core.api import tms_pb2 as pb
+from tms_core.backends.local import free_ports
 
 GiB = 1024**3
 
@@ -126,6 +127,20 @@ def test_form_errors_name_the_field_and_send_nothing() -> None:
     dashboard.renew_button.click()
     assert "no lease selected" in dashboard.message.value
     dashboard.close()
+
+
+def test_an_unreachable_daemon_is_shown_and_the_dashboard_still_stops() -> None:
+    target = f"127.0.0.1:{free_ports(1)[0]}"
+    dashboard = Dashboard(target, refresh_interval=0.1).start()
+    try:
+        wait_for(
+            lambda: dashboard.connection == "unreachable", timeout=10, what="the feed to give up"
+        )
+        assert f"daemon unreachable at {target}" in dashboard.header.value
+        assert dashboard.running  # it keeps trying, every refresh_interval
+    finally:
+        dashboard.close()
+    assert not dashboard.running and "stopped" in dashboard.header.value
 
 
 @pytest.mark.triton

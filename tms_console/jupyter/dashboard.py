@@ -260,7 +260,6 @@ class Dashboard(w.VBox):
             for row, slot in zip(rows, slots, strict=True):
                 row.show(slot)
             return
-        fresh = []
         fresh: list[w.Widget] = [SlotBars(slot) for slot in slots]
         self.occupancy.children = fresh or [w.HTML("<i>no nodes yet</i>")]
         for old in rows:

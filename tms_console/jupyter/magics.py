@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -407,33 +406,33 @@ class TmsMagics(Magics):
         started = time.monotonic()
         updates = client.acquire(spec.models, **request)
         final: pb.Lease | None = None
-        shown = ""
+        last_state = ""
         try:
             for final in updates:
-                if not shown:
+                state = state_name(final.state)
+                if not last_state:
                     self._tie(final, address, keep=keep)
-                    shown = f"lease {final.id}: {state_name(final.state)}"
-                    print(shown, end="", flush=True)
-                elif state_name(final.state) not in shown.rsplit(" ", 1)[-1]:
-                    shown += f" → {state_name(final.state)}"
-                    print(f" → {state_name(final.state)}", end="", flush=True)
+                    print(f"lease {final.id}: {state}", end="", flush=True)
+                elif state != last_state:
+                    print(f" → {state}", end="", flush=True)
+                last_state = state
                 if no_wait:
                     break
         except KeyboardInterrupt:
-            print(file=sys.stdout)
-            raise UsageError(
-                f"%tms acquire: stopped waiting; the lease goes on ({shown.split(':')[0]})"
-            ) from None
+            print(flush=True)
+            where = f" (lease {final.id})" if final is not None else ""
+            raise UsageError(f"%tms acquire: stopped waiting; the lease goes on{where}") from None
         finally:
             updates.close()
-        print(f" ({time.monotonic() - started:.1f} s)" if shown else "", flush=True)
         if final is None:
             raise UsageError("%tms acquire: the daemon sent no lease")
-        lease = self._wrap(final, client)
+        print(f" ({time.monotonic() - started:.1f} s)", flush=True)
         if final.state == pb.LEASE_FAILED:
             self.kernel_leases.forget(final.id)
             raise UsageError(one_line(f"lease {final.id} FAILED: {final.reason}"))
-        return lease
+        if fmt == "json":
+            output.print_json(final)
+        return self._wrap(final, client)
 
     def _tie(self, lease: pb.Lease, target: str, *, keep: bool) -> None:
         if self.release_on_exit and not keep:
@@ -483,7 +482,7 @@ class TmsMagics(Magics):
             lease = self.acquire(spec, target=call.target_arg, keep=keep, no_wait=no_wait)
         except (ClientError, TmsError, ValueError) as exc:
             raise UsageError(one_line(str(exc))) from None
-        if var:
+        if var and self.shell is not None:
             self.shell.user_ns[var] = lease
         return lease
 
