@@ -87,6 +87,11 @@ async def test_filter_and_sort_keys() -> None:
         assert sorted(ids(app)) == ["ls-a1", "ls-b7"]
         await pilot.press("enter")  # back to the table, the filter kept
         assert app.query_one("#lease-table").has_focus and len(ids(app)) == 2
+        await pilot.press("slash", "escape")  # escape leaves the field too
+        assert app.query_one("#lease-table").has_focus
+        await pilot.press("e")  # and the letter keys work again
+        assert app.query_one("#tabs", TabbedContent).active == "events"
+        await pilot.press("l")
         app.query_one("#filter", Input).value = ""
         await pilot.pause()
         assert len(ids(app)) == 7

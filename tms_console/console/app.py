@@ -58,6 +58,7 @@ class TmsConsole(App[None]):
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("q", "quit", "Quit"),
+        Binding("escape", "leave_field", "Leave field", show=False),
     ]
 
     def __init__(
@@ -312,6 +313,15 @@ class TmsConsole(App[None]):
         self.query_one("#tabs", TabbedContent).active = tab
         if tab == "leases":
             self.query_one("#lease-table").focus()
+
+    def action_leave_field(self) -> None:
+        """Escape from a text field gives the letter keys back to the views and actions."""
+        if isinstance(self.focused, Input):
+            active = self.query_one("#tabs", TabbedContent).active
+            if active == "leases":
+                self.query_one("#lease-table").focus()
+            else:
+                self.set_focus(None)
 
     def action_filter(self) -> None:
         self.action_show("leases")

@@ -138,6 +138,9 @@ class InferPane(Vertical):
                 )
             )
         self.query_one("#send", Button).disabled = False
+        # Ready to type values, or to press Enter for random ones.
+        first = self.query("#infer-inputs Input")
+        (first.first() if first else self.query_one("#send", Button)).focus()
 
     @on(Button.Pressed, "#randomize")
     def _randomize(self) -> None:
