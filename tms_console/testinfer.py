@@ -329,8 +329,12 @@ def send(
     protocol: str = "http",
     *,
     timeout: float = DEFAULT_TIMEOUT_S,
+    client: Any = None,
 ) -> InferResult:
-    """One inference with `inputs`; the latency is the round trip of the infer call alone."""
+    """One inference with `inputs`; the latency is the round trip of the infer call alone.
+
+    `client` (a `make_client` client for `endpoint`) is used and left open, for callers that
+    send many; without it, a client is made for this call and closed after it."""
     module = _module(protocol)
     tensors = []
     for spec in signature.inputs:
@@ -339,7 +343,9 @@ def send(
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     requested = [module.InferRequestedOutput(o.name) for o in signature.outputs]
-    client = make_client(endpoint, protocol, timeout=timeout)
+    owned = client is None
+    if owned:
+        client = make_client(endpoint, protocol, timeout=timeout)
     try:
         options: dict[str, Any] = {} if protocol == "http" else {"client_timeout": timeout}
         started = time.perf_counter()
@@ -350,7 +356,8 @@ def send(
             f"inference on {signature.name} at {endpoint} failed: {_error_text(exc)}"
         ) from None
     finally:
-        client.close()
+        if owned:
+            client.close()
     outputs = {o.name: response.as_numpy(o.name) for o in signature.outputs}
     return InferResult(
         model=signature.name,

@@ -16,8 +16,8 @@ from typing import Any
 
 import ipywidgets as w
 
-from tms_console.feed import CONNECTING, LIVE, FleetFeed
-from tms_console.fleet import Fleet, LeaseRow, Slot, Update
+from tms_console.feed import CONNECTING, LIVE, UNREACHABLE, FleetFeed
+from tms_console.fleet import Fleet, LeaseRow, Slot, Update, snapshot
 from tms_console.jupyter.views import (
     DECLARED_COLOR,
     MEASURED_COLOR,
@@ -169,7 +169,15 @@ class Dashboard(w.VBox):
     # Life
 
     def start(self) -> Dashboard:
-        """Follows the daemon in background threads; returns at once."""
+        """Draws the fleet once, then follows the daemon in background threads.
+
+        The first picture is fetched here, on the kernel's own thread, so that the widgets
+        for the GPUs exist before the cell ends: widgets first made by a background thread
+        reach a live notebook, but not a notebook saved by nbconvert/nbclient."""
+        try:
+            self.apply(snapshot(self.client))
+        except ClientError as exc:
+            self._connection(UNREACHABLE, str(exc))  # the feed keeps trying
         self._feed = FleetFeed(
             self.target,
             self.apply,

@@ -40,6 +40,10 @@ class NotebookLease:
         self._client = client
         self._keeper = keeper
         self._signatures: dict[tuple[str, str], ModelSignature] = {}
+        # One Triton client per protocol for `infer`, kept open: a connection per call
+        # would cost more than the inference of a small model.
+        self._triton: dict[str, Any] = {}
+        self._triton_lock = threading.Lock()
 
     # What the lease is
 
@@ -103,6 +107,7 @@ class NotebookLease:
     def release(self, *, wait: bool = True) -> NotebookLease:
         """Releases the lease; with `wait`, returns once its models are unloaded."""
         self.proto = self._client.release(self.id, wait=wait)
+        self.close()
         if self._keeper is not None:
             self._keeper.forget(self.id)
         return self
@@ -148,7 +153,21 @@ class NotebookLease:
                 f"{', '.join(s.describe() for s in signature.inputs)})"
             )
         arrays = build_inputs(signature, given)
-        return send(lease_endpoint(self.proto, protocol), signature, arrays, protocol)
+        endpoint = lease_endpoint(self.proto, protocol)
+        # Held for the call too: tritonclient's clients are not safe to share between
+        # threads (for parallel calls, take one `client()` per thread).
+        with self._triton_lock:
+            client = self._triton.get(protocol)
+            if client is None:
+                client = self._triton[protocol] = make_client(endpoint, protocol)
+            return send(endpoint, signature, arrays, protocol, client=client)
+
+    def close(self) -> None:
+        """Closes the Triton connections `infer` keeps (the lease itself is untouched)."""
+        with self._triton_lock:
+            clients, self._triton = list(self._triton.values()), {}
+        for client in clients:
+            client.close()
 
     def infer(
         self, model: str | None = None, /, *, protocol: str = "http", **inputs: Any
