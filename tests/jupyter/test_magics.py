@@ -14,6 +14,7 @@ from tests.conftest import Daemon
 from tests.integration.helpers import broken_model
 from tests.jupyter.conftest import ADD_SUB, Shell
 from tms_console.jupyter.lease import NotebookLease
+from tms_console.jupyter.magics import SUBCOMMANDS
 from tms_console.jupyter.views import ClusterView, InferView, LeaseList
 from tms_console.testinfer import TestInferError
 from tms_core.api import tms_pb2 as pb
@@ -159,6 +160,9 @@ def test_settings_are_traitlets_set_with_config(
     shell: Shell, daemon: Daemon, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert shell.ok("%tms target") == daemon.target
+    _, listed, _ = shell.run("%tms help")
+    for name in SUBCOMMANDS:
+        assert f"\n  {name} " in listed
     shell.ok("%config TmsMagics.refresh_interval = 0.25")
     assert shell.magics.refresh_interval == 0.25
     # %config refuses a bad value with the trait's one-line message and keeps the old one.

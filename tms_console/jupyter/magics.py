@@ -8,6 +8,7 @@ mistake becomes one `UsageError` line: IPython prints it without a traceback.
 from __future__ import annotations
 
 import difflib
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -121,8 +122,6 @@ class TmsMagics(Magics):
             raise UsageError(one_line(str(exc))) from None
 
     def _token(self) -> str:
-        import os
-
         return self.token or os.environ.get("TMS_TOKEN", "")
 
     def _new_client(self, target: str) -> TmsClient:
