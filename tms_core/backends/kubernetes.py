@@ -20,7 +20,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -170,7 +169,7 @@ class KubernetesBackend:
         namespace: str,
         *,
         lease_problem: Callable[[LeaseId, str], Awaitable[None]] | None = None,
-        nodes_changed: Callable[[list[Node]], None] | None = None,
+        nodes_changed: Callable[[list[Node]], Awaitable[None]] | None = None,
         stop_grace: float = 60.0,
     ) -> None:
         self._settings = settings
@@ -304,6 +303,31 @@ class KubernetesBackend:
                 return
             await asyncio.sleep(min(0.5, self._settings.poll_interval))
 
+    def service_host(self, key: str) -> str:
+        """The DNS name of the Service of a lease (its id) or of a lease name."""
+        return f"{key}.{self.namespace}.{self._settings.service_domain}"
+
+    def manager_hooks(self) -> dict[str, Any]:
+        """The LeaseManager arguments that make it drive this backend."""
+        return {
+            "backend": self,
+            "publish_state": self.publish,
+            "routes_settled": self.settled,
+            # Every Service has its own address: lease and name ports are Triton's own.
+            "allocate_ports": lambda count: [objects.HTTP_PORT, objects.GRPC_PORT][:count],
+            "service_host": self.service_host,
+            "check_tritonserver": objects.check_image,
+            "default_tritonserver": self._settings.triton_image,
+        }
+
+    def attach(
+        self,
+        lease_problem: Callable[[LeaseId, str], Awaitable[None]],
+        nodes_changed: Callable[[list[Node]], Awaitable[None]],
+    ) -> None:
+        """Where lease problems and node changes go (the manager, built after the backend)."""
+        self._lease_problem, self._nodes_changed = lease_problem, nodes_changed
+
     def exit_reason(self, server: Server) -> str | None:
         return self._problems.get(server.id)
 
@@ -340,7 +364,7 @@ class KubernetesBackend:
         if nodes != self.nodes:
             self.nodes = nodes
             if self._nodes_changed is not None:
-                self._nodes_changed(nodes)
+                await self._nodes_changed(nodes)
 
     # ------------------------------------------------------------------ Services, autoscalers
 
@@ -535,11 +559,3 @@ def _differs(wanted: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
 def _patch_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
     return {"metadata": meta, "spec": manifest["spec"]}
-
-
-def default_namespace(settings: KubernetesSettings) -> str:
-    if settings.namespace:
-        return settings.namespace
-    if SERVICE_ACCOUNT_NAMESPACE.exists():
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-    return os.environ.get("TMS_NAMESPACE", "tms")

@@ -15,12 +15,14 @@ and the tests validate every one of them against the official schemas.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tms_core.config import KubernetesSettings
 from tms_core.domain import Lease, LeaseAutoscale, LeaseNameRecord, Server
+from tms_core.errors import InvalidArgument
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 PART_OF = "app.kubernetes.io/part-of"
@@ -37,6 +39,22 @@ GPU_RESOURCE = "nvidia.com/gpu"
 NO_SERVER = ""
 
 Manifest = dict[str, Any]
+
+
+IMAGE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def check_image(image: str) -> None:
+    """With this backend the Triton allowlist holds container images."""
+    if not IMAGE.match(image):
+        raise InvalidArgument(
+            "tritonserver",
+            f"{image!r} is not a container image reference (such as "
+            "nvcr.io/nvidia/tritonserver:24.10-py3); the kubernetes backend runs images",
+        )
 
 
 def deployment_name(server_id: str) -> str:
