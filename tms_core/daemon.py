@@ -131,12 +131,14 @@ async def serve(
         publish_routes=router.update,
         allocate_ports=free_ports,
         routes_settled=router.settled,
-        node=read_node(
-            declared_gpus=settings.local.gpus,
-            declared_product=settings.local.gpu_product,
-            name=settings.local.node_name,
-            labels=settings.local.node_labels,
-        ),
+        nodes=[
+            read_node(
+                declared_gpus=settings.local.gpus,
+                declared_product=settings.local.gpu_product,
+                name=settings.local.node_name,
+                labels=settings.local.node_labels,
+            )
+        ],
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -143,13 +143,16 @@ class LeaseManager:
         publish_routes: Callable[[list[Route]], None] | None = None,
         allocate_ports: Callable[[int], list[int]] | None = None,
         events: EventLog | None = None,
-        node: Node | None = None,
+        nodes: Sequence[Node] = (),
         routes_settled: Callable[[], Awaitable[None]] | None = None,
         check_autoscale: Callable[[], None] | None = None,
         publish_state: Callable[[PublishedState], None] | None = None,
         service_host: Callable[[str], str] | None = None,
     ) -> None:
-        self.node = node
+        # What placement may start servers on: the local backend's one node, or the nodes a
+        # cluster backend (Kubernetes, the simulator) reports, replaced through `set_nodes`.
+        self.nodes: tuple[Node, ...] = tuple(nodes)
+        self._nodes_by_name = {node.name: node for node in self.nodes}
         # Backends that cannot autoscale refuse such leases here (InvalidArgument).
         self._check_autoscale = check_autoscale
         # Whoever serves stable addresses from the whole state (Kubernetes Services) hears of
@@ -263,6 +266,16 @@ class LeaseManager:
         async with self._lock:
             await self._place_pending()
             self._routes_changed()
+        self.deadlines_changed.set()
+
+    async def set_nodes(self, nodes: Sequence[Node]) -> None:
+        """Replaces the nodes placement may use (a cluster backend calls this as its nodes
+        come and go). Servers on a node no longer listed keep their leases but take no new
+        ones; leases that wait are placed again, as the new nodes may have room."""
+        async with self._lock:
+            self.nodes = tuple(nodes)
+            self._nodes_by_name = {node.name: node for node in self.nodes}
+            await self._place_pending()
         self.deadlines_changed.set()
 
     # ------------------------------------------------------------------ lease API
@@ -389,7 +402,7 @@ class LeaseManager:
         gpus = options.gpus
         if gpus is None:
             # On a machine with GPUs, a lease runs on one unless it asks otherwise.
-            gpus = 1 if self.node is not None and self.node.gpus else 0
+            gpus = 1 if any(node.gpus for node in self.nodes) else 0
         if gpus < 0:
             raise InvalidArgument("gpus", "must be 0 (CPU) or more")
         if options.pool and gpus and not options.gpus:
@@ -1047,30 +1060,33 @@ class LeaseManager:
         return views
 
     def _node_views(self, servers: list[placement.ServerView]) -> list[placement.NodeView]:
-        """This node's GPUs with what the servers on each take (a server's models are spread
+        """Every node's GPUs with what the servers on each take (a server's models are spread
         evenly over its GPUs)."""
-        if self.node is None:
-            return []
-        used: dict[int, float] = {}
+        used: dict[tuple[str, int], float] = {}
         for view in servers:
             for index in view.gpus:
-                used[index] = used.get(index, 0) + view.used_bytes / len(view.gpus)
+                key = (view.node, index)
+                used[key] = used.get(key, 0) + view.used_bytes / len(view.gpus)
         return [
             placement.NodeView(
-                name=self.node.name,
-                labels=self.node.labels,
+                name=node.name,
+                labels=node.labels,
                 gpus=tuple(
                     placement.GpuView(
-                        node=self.node.name,
+                        node=node.name,
                         index=gpu.index,
                         product=gpu.product,
                         capacity_bytes=gpu.total_bytes,
-                        used_bytes=int(used.get(gpu.index, 0)),
+                        used_bytes=int(used.get((node.name, gpu.index), 0)),
                     )
-                    for gpu in self.node.gpus
+                    for gpu in node.gpus
                 ),
             )
+            for node in self.nodes
         ]
+
+    def _node(self, name: str) -> Node | None:
+        return self._nodes_by_name.get(name)
 
     def _decide(
         self,
@@ -1163,8 +1179,9 @@ class LeaseManager:
     ) -> Server:
         pool = self.pools.get(pool_name)
         capacity = self._pool_memory(pool) if pool else self._settings.local.server_memory
-        if where is not None and where.gpus and self.node is not None:
-            capacity = sum(g.total_bytes for g in self.node.gpus if g.index in where.gpus)
+        node = self._node(where.node) if where is not None else None
+        if where is not None and where.gpus and node is not None:
+            capacity = sum(g.total_bytes for g in node.gpus if g.index in where.gpus)
         server = self._backend.new_server(
             new_server_id(),
             capacity_bytes=capacity,
@@ -1175,8 +1192,9 @@ class LeaseManager:
         if where is not None:
             server.node, server.gpus = where.node, where.gpus
             server.framework_group = where.framework_group
-        elif self.node is not None:
-            server.node = self.node.name
+        elif self.nodes:
+            # Pool servers are not placed by node: they run on the first (the local) node.
+            server.node = self.nodes[0].name
         self.events.emit(
             "server",
             server.id,

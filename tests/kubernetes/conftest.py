@@ -20,7 +20,6 @@ from tms_core.clock import ManualClock
 from tms_core.config import KubernetesSettings, Settings, load_settings
 from tms_core.domain import Lease, ModelState, ServedModel
 from tms_core.ids import ModelName
-from tms_core.inventory import Node
 from tms_core.leases import LeaseManager
 from tms_core.store import Store
 
@@ -108,10 +107,7 @@ async def open_kube(cluster: Cluster, state: Path, settings: Settings) -> Kube:
     clock = ManualClock()
     manager = LeaseManager(store=store, clock=clock, settings=settings, **backend.manager_hooks())
 
-    async def nodes_changed(nodes: list[Node]) -> None:
-        manager.node = nodes[0] if nodes else None
-
-    backend.attach(manager.note_reason, nodes_changed)
+    backend.attach(manager.note_reason, manager.set_nodes)
     await backend.prepare()
     await manager.recover()
     return Kube(cluster, state, settings, clock, store, backend, manager)

@@ -5,6 +5,7 @@ Errors come out as `ClientError` with a one-line message fit to show a person.
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -158,11 +159,52 @@ def _acquire_request(
     return request
 
 
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,  # type: ignore[misc]  # grpc ships no annotations
+):
+    pass
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc ships no annotations
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Adds `authorization: Bearer TOKEN` to every call, for a daemon behind an
+    authenticating proxy (the daemon itself does not check it)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._header],
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
 class TmsClient:
-    def __init__(self, target: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, target: str | None = None, *, timeout: float = 30.0, token: str | None = None
+    ) -> None:
         self.target = target or default_target()
         self._timeout = timeout
         self._channel = grpc.insecure_channel(self.target)
+        if token:
+            self._channel = grpc.intercept_channel(self._channel, _BearerToken(token))
         self._stub = pb_grpc.LeaseServiceStub(self._channel)
         self._names = pb_grpc.LeaseNameServiceStub(self._channel)
         self._pools = pb_grpc.PoolServiceStub(self._channel)

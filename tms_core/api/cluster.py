@@ -29,35 +29,35 @@ def _usage(manager: LeaseManager, server: Server) -> tuple[int, int]:
 
 
 def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
-    node = manager.node
-    if node is None:
-        return pb.ClusterStatus()
     live = [s for s in manager.servers.values() if s.state.alive]
-    cpu = pb.ResourceStatus(total_bytes=node.host_memory)
-    gpus = {
-        gpu.index: pb.GpuStatus(
-            index=gpu.index,
-            product=gpu.product,
-            memory=pb.ResourceStatus(total_bytes=gpu.total_bytes),
-        )
-        for gpu in node.gpus
-    }
-    for server in live:
-        declared, measured = _usage(manager, server)
-        leases = [lease.id for lease in _holders(manager, server)]
-        targets = [gpus[i].memory for i in server.gpus if i in gpus] or [cpu]
-        for target in targets:
-            # A server's models are spread evenly over its GPUs.
-            target.declared_bytes += declared // len(targets)
-            target.measured_bytes += measured // len(targets)
-            target.server_ids.append(server.id)
-            target.lease_ids.extend(leases)
-    if node.source == "nvml":
-        for reading in read_nvml() or ():
-            if reading.index in gpus:
-                gpus[reading.index].device_used_bytes = reading.used_bytes
-    return pb.ClusterStatus(
-        nodes=[
+    statuses = []
+    for node in manager.nodes:
+        cpu = pb.ResourceStatus(total_bytes=node.host_memory)
+        gpus = {
+            gpu.index: pb.GpuStatus(
+                index=gpu.index,
+                product=gpu.product,
+                memory=pb.ResourceStatus(total_bytes=gpu.total_bytes),
+            )
+            for gpu in node.gpus
+        }
+        # A server recorded without a node (before nodes were named) ran on the first one.
+        here = [s for s in live if s.node == node.name or (not s.node and node is manager.nodes[0])]
+        for server in here:
+            declared, measured = _usage(manager, server)
+            leases = [lease.id for lease in _holders(manager, server)]
+            targets = [gpus[i].memory for i in server.gpus if i in gpus] or [cpu]
+            for target in targets:
+                # A server's models are spread evenly over its GPUs.
+                target.declared_bytes += declared // len(targets)
+                target.measured_bytes += measured // len(targets)
+                target.server_ids.append(server.id)
+                target.lease_ids.extend(leases)
+        if node.source == "nvml":
+            for reading in read_nvml() or ():
+                if reading.index in gpus:
+                    gpus[reading.index].device_used_bytes = reading.used_bytes
+        statuses.append(
             pb.NodeStatus(
                 name=node.name,
                 labels=node.labels,
@@ -65,8 +65,8 @@ def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
                 cpu=cpu,
                 gpus=[gpus[i] for i in sorted(gpus)],
             )
-        ]
-    )
+        )
+    return pb.ClusterStatus(nodes=statuses)
 
 
 def models_status(manager: LeaseManager) -> pb.ModelsStatus:

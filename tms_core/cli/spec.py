@@ -104,13 +104,16 @@ def load_spec(path: Path) -> LeaseSpec:
         data = load_yaml(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
-    where = f"{path}: "
+    return spec_from_data(data, base=path.resolve().parent, where=f"{path}: ")
+
+
+def spec_from_data(data: Any, *, base: Path, where: str = "") -> LeaseSpec:
+    """The spec in parsed YAML (a notebook cell's, say); relative paths are under `base`."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}expected a mapping of {', '.join(SPEC_KEYS)}")
     for key in data:
         if key not in SPEC_KEYS:
             raise unknown_key(where, key, SPEC_KEYS)
-    base = path.resolve().parent
 
     def text(key: str) -> str | None:
         value = data.get(key)
