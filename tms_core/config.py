@@ -167,6 +167,13 @@ class KubernetesSettings(_Section):
     """Host memory request and limit of a GPU server's `tritonserver` (a CPU server's is its
     capacity, which placement counts models against)."""
 
+    model_volume: dict[str, Any] = Field(default_factory=dict)
+    """The volume holding the models, as a pod volume source (`{persistentVolumeClaim:
+    {claimName: models}}`); lease URIs are `file://<model_volume_path>/<model>`."""
+
+    model_volume_path: str = "/model-store"
+    """Where the model volume is mounted (read-only) in the sidecar."""
+
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels added to every object the daemon creates (and its pods)."""
 

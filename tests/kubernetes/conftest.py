@@ -17,7 +17,7 @@ import pytest
 from tests.kubernetes.standin import Cluster
 from tms_core.backends.kubernetes import KubernetesBackend, connect
 from tms_core.clock import ManualClock
-from tms_core.config import KubernetesSettings, Settings, load_settings
+from tms_core.config import Settings, load_settings
 from tms_core.domain import Lease, ModelState, ServedModel
 from tms_core.ids import ModelName
 from tms_core.leases import LeaseManager
@@ -93,6 +93,7 @@ def kube_settings(cluster: Cluster, tmp_path: Path, **kubernetes: object) -> Set
             "labels": {"team": "vision"},
             "annotations": {"owner": "ml-platform@example.com"},
             "request_timeout": 1.0,
+            "model_volume": {"persistentVolumeClaim": {"claimName": "models", "readOnly": True}},
             "poll_interval": 0.2,
             **kubernetes,
         },
@@ -118,7 +119,3 @@ async def kube(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Kube]:
     k = await open_kube(cluster, tmp_path / "state.db", kube_settings(cluster, tmp_path))
     yield k
     await k.store.close()
-
-
-def request_tuple(name: str, memory: int = GiB) -> tuple[str, str, int]:
-    return (name, f"s3://models/{name}", memory)

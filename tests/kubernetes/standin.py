@@ -65,8 +65,10 @@ def matches(selector: str, labels: dict[str, str]) -> bool:
             ok = labels.get(key) != m["value"]
         elif m["setop"]:
             values = {v.strip() for v in m["values"].split(",")}
-            ok = (labels.get(key) in values) if m["setop"] == "in" else (
-                labels.get(key) not in values
+            ok = (
+                (labels.get(key) in values)
+                if m["setop"] == "in"
+                else (labels.get(key) not in values)
             )
         else:
             ok = (key in labels) != bool(m["neg"])
@@ -113,9 +115,9 @@ class StandIn(kmock.KubernetesEmulator):  # type: ignore[misc]
         method = str(request.method.value if hasattr(request.method, "value") else request.method)
         method = method.upper()
         if request.resource is not None:
-            self.calls.append((request.resource.group or "", request.resource.plural, _verb(
-                method, request
-            )))
+            self.calls.append(
+                (request.resource.group or "", request.resource.plural, _verb(method, request))
+            )
         for fault in list(self.faults):
             if fault.method == method and fault.path.search(path):
                 fault.times -= 1
@@ -250,7 +252,9 @@ class Cluster:
         assert self.handler is not None
         return list(self.handler.calls)
 
-    def fail(self, method: str, path: str, status: int, *, times: int = 1, stall_s: float = 0.0) -> None:
+    def fail(
+        self, method: str, path: str, status: int, *, times: int = 1, stall_s: float = 0.0
+    ) -> None:
         """The next `times` `method` requests whose path matches `path` get `status` (0:
         no answer for `stall_s` seconds)."""
         assert self.handler is not None
@@ -312,7 +316,11 @@ def api_request(cluster: Cluster, method: str, path: str, body: Any = None) -> A
         cluster.url + path,
         data=data,
         method=method,
-        headers={"Content-Type": "application/merge-patch+json" if method == "PATCH" else "application/json"},
+        headers={
+            "Content-Type": "application/merge-patch+json"
+            if method == "PATCH"
+            else "application/json"
+        },
     )
     with urllib.request.urlopen(req, timeout=10) as answer:
         return json.loads(answer.read() or b"{}")

@@ -15,7 +15,7 @@ from tms_core.leases import ModelRequest
 
 
 def models(*names: str) -> list[ModelRequest]:
-    return [ModelRequest(name, f"s3://models/{name}", GiB) for name in names]
+    return [ModelRequest(name, f"file:///model-store/{name}", GiB) for name in names]
 
 
 def add_node(cluster: Cluster, name: str, labels: dict[str, str], gpus: int = 0) -> None:
@@ -64,7 +64,13 @@ async def test_acquire_creates_a_deployment_and_a_service(kube: Kube) -> None:
     # A CPU server: its memory is the capacity placement counts, and it gets no GPU.
     assert triton["resources"]["limits"] == {"cpu": "2", "memory": str(8 * GiB)}
     assert f"--server-id={lease.server_id}" in sidecar["args"]
-    assert triton["volumeMounts"] == sidecar["volumeMounts"]
+    # One shared work volume; the model volume is the sidecar's alone, read-only.
+    assert triton["volumeMounts"] == [{"name": "work", "mountPath": "/tms"}]
+    assert sidecar["volumeMounts"] == [
+        {"name": "work", "mountPath": "/tms"},
+        {"name": "model-store", "mountPath": "/model-store", "readOnly": True},
+    ]
+    assert "--model-repository=/tms/models" in triton["args"]
 
     service = kube.cluster.objects("services", NAMESPACE)[lease.id]
     assert selector_of(service) == lease.server_id
@@ -76,6 +82,12 @@ async def test_acquire_creates_a_deployment_and_a_service(kube: Kube) -> None:
     # Clients are told the Service's DNS name.
     assert kube.manager.service_host(lease.id) == f"{lease.id}.{NAMESPACE}.svc.cluster.local"
     assert (lease.http_port, lease.grpc_port) == (8000, 8001)
+
+
+async def test_model_uris_must_be_on_the_model_volume(kube: Kube) -> None:
+    with pytest.raises(InvalidArgument, match=r"models\[0\]\.uri: 's3://b/x' cannot be read"):
+        await kube.manager.acquire([ModelRequest("x", "s3://b/x", GiB)])
+    assert kube.cluster.objects("deployments", NAMESPACE) == {}
 
 
 async def test_a_second_lease_on_the_server_gets_its_own_service(kube: Kube) -> None:
@@ -327,7 +339,9 @@ async def test_nodes_feed_placement_with_their_gpus(kube: Kube) -> None:
     await kube.sync()
     (seen,) = kube.backend.nodes
     assert seen.name == "gpu-node-1"
-    assert [(g.product, g.total_bytes) for g in seen.gpus] == [("NVIDIA-A100-SXM4-80GB", 80 * GiB)] * 2
+    assert [(g.product, g.total_bytes) for g in seen.gpus] == [
+        ("NVIDIA-A100-SXM4-80GB", 80 * GiB)
+    ] * 2
     lease = await kube.manager.acquire(models("add_sub"), gpus=1, gpu_product="A100")
     deployment = kube.cluster.objects("deployments", NAMESPACE)[f"tms-{lease.server_id}"]
     pod = deployment["spec"]["template"]["spec"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,6 +137,7 @@ def _acquire_request(
     avoid: Sequence[str] = (),
     labels: dict[str, str] | None = None,
     priority: int = 0,
+    autoscale: pb.Autoscale | Mapping[str, Any] | None = None,
 ) -> pb.AcquireRequest:
     request = pb.AcquireRequest(
         models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
@@ -156,6 +157,10 @@ def _acquire_request(
     )
     if gpus is not None:
         request.gpus = gpus
+    if autoscale is not None:
+        request.autoscale.CopyFrom(
+            autoscale if isinstance(autoscale, pb.Autoscale) else pb.Autoscale(**autoscale)
+        )
     return request
 
 
@@ -248,7 +253,8 @@ class TmsClient:
         """The new lease, once now and again on each change until READY or FAILED.
 
         `placement` takes gpus, gpu_product, node_selector, exclusive, colocate_with, avoid,
-        labels and priority (see docs/placement.md)."""
+        labels and priority (see docs/placement.md), and autoscale (min_replicas,
+        max_replicas, metric, target; docs/leases.md)."""
         request = _acquire_request(
             models,
             name=name,

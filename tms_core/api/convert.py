@@ -5,6 +5,7 @@ from __future__ import annotations
 from tms_core.api import tms_pb2 as pb
 from tms_core.domain import (
     Lease,
+    LeaseAutoscale,
     LeaseNameRecord,
     LeaseState,
     ModelState,
@@ -39,6 +40,27 @@ MODEL_STATES_BACK = {v: k for k, v in MODEL_STATES.items()}
 ROUTER_HOST = "127.0.0.1"
 
 
+def autoscale_from_pb(message: pb.Autoscale) -> LeaseAutoscale:
+    """The lease's autoscaling, with the documented defaults for fields left at 0 or ""."""
+    default = LeaseAutoscale()
+    minimum = message.min_replicas or default.min_replicas
+    return LeaseAutoscale(
+        min_replicas=minimum,
+        max_replicas=message.max_replicas or minimum,
+        metric=message.metric or default.metric,
+        target=message.target or default.target,
+    )
+
+
+def autoscale_to_pb(autoscale: LeaseAutoscale) -> pb.Autoscale:
+    return pb.Autoscale(
+        min_replicas=autoscale.min_replicas,
+        max_replicas=autoscale.max_replicas,
+        metric=autoscale.metric,
+        target=autoscale.target,
+    )
+
+
 def endpoints_pb(
     http_port: int, grpc_port: int, servers: list[Server], host: str = ROUTER_HOST
 ) -> pb.Endpoints:
@@ -49,12 +71,8 @@ def endpoints_pb(
     """
     direct = servers[0] if servers else None
     return pb.Endpoints(
-        http=f"{host}:{http_port}"
-        if http_port
-        else (direct.http_endpoint if direct else ""),
-        grpc=f"{host}:{grpc_port}"
-        if grpc_port
-        else (direct.grpc_endpoint if direct else ""),
+        http=f"{host}:{http_port}" if http_port else (direct.http_endpoint if direct else ""),
+        grpc=f"{host}:{grpc_port}" if grpc_port else (direct.grpc_endpoint if direct else ""),
         metrics=servers[0].metrics_endpoint if servers else "",
         servers=[
             pb.ServerEndpoints(
@@ -113,11 +131,11 @@ def lease_to_pb(
             for m in lease.models
         ],
     )
+    if lease.autoscale is not None:
+        message.autoscale.CopyFrom(autoscale_to_pb(lease.autoscale))
     # Endpoints are shown only while they answer for this lease's models.
     if server is not None and lease.state in (LeaseState.LOADING, LeaseState.READY):
-        message.endpoints.CopyFrom(
-            endpoints_pb(lease.http_port, lease.grpc_port, [server], host)
-        )
+        message.endpoints.CopyFrom(endpoints_pb(lease.http_port, lease.grpc_port, [server], host))
     return message
 
 

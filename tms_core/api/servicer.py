@@ -12,6 +12,7 @@ from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.cluster import cluster_status, models_status
 from tms_core.api.convert import (
+    autoscale_from_pb,
     event_to_pb,
     lease_to_pb,
     name_to_pb,
@@ -48,6 +49,9 @@ def _lease_request(request: pb.AcquireRequest) -> tuple[list[ModelRequest], dict
         "avoid": list(request.avoid),
         "labels": dict(request.labels),
         "priority": request.priority,
+        "autoscale": autoscale_from_pb(request.autoscale)
+        if request.HasField("autoscale")
+        else None,
     }
     return models, options
 

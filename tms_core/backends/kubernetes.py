@@ -95,14 +95,14 @@ def connect(settings: KubernetesSettings) -> tuple[k8s.ApiClient, str]:
     to work in."""
     namespace = settings.namespace
     try:
-        k8s_config.load_incluster_config()
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
         configuration = k8s.Configuration.get_default_copy()
         if not namespace and SERVICE_ACCOUNT_NAMESPACE.exists():
             namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
     except ConfigException:
         configuration = k8s.Configuration()
         try:
-            k8s_config.load_kube_config(
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
                 context=settings.context or None,
                 client_configuration=configuration,
@@ -317,6 +317,7 @@ class KubernetesBackend:
             "allocate_ports": lambda count: [objects.HTTP_PORT, objects.GRPC_PORT][:count],
             "service_host": self.service_host,
             "check_tritonserver": objects.check_image,
+            "check_model": objects.check_model_uri(self._settings),
             "default_tritonserver": self._settings.triton_image,
         }
 
@@ -440,7 +441,9 @@ class KubernetesBackend:
         for server_id in listed_before - set(deployments):
             if server_id in self._plans and server_id not in self._problems:
                 self._problems[server_id] = "its Deployment was deleted from the cluster"
-        pods = await self._list("pods", self._core.list_namespaced_pod, objects.managed_selector("server"))
+        pods = await self._list(
+            "pods", self._core.list_namespaced_pod, objects.managed_selector("server")
+        )
         for pod in pods:
             server_id = pod.get("metadata", {}).get("labels", {}).get(objects.SERVER_LABEL)
             problem = pod_problem(pod)
@@ -480,7 +483,9 @@ class KubernetesBackend:
             ),
         )
         for kind, wanted, kinds_label, list_, create, patch, delete in kinds:
-            selector = f"{objects.MANAGED_BY}={objects.MANAGER},{objects.KIND_LABEL} in ({kinds_label})"
+            selector = (
+                f"{objects.MANAGED_BY}={objects.MANAGER},{objects.KIND_LABEL} in ({kinds_label})"
+            )
             try:
                 existing = {
                     item["metadata"]["name"]: item
@@ -494,7 +499,10 @@ class KubernetesBackend:
                 try:
                     if name not in existing:
                         await self._call(
-                            f"creating {kind} {name}", create, namespace=self.namespace, body=manifest
+                            f"creating {kind} {name}",
+                            create,
+                            namespace=self.namespace,
+                            body=manifest,
                         )
                     elif _differs(manifest, existing[name]):
                         await self._call(
@@ -526,7 +534,11 @@ class KubernetesBackend:
 
     async def _tell_leases(self, state: PublishedState, problems: Mapping[str, str]) -> None:
         desired = objects.desired_objects(
-            state.leases, state.names, state.servers, namespace=self.namespace, settings=self._settings
+            state.leases,
+            state.names,
+            state.servers,
+            namespace=self.namespace,
+            settings=self._settings,
         )
         now: dict[LeaseId, str] = {}
         for key, problem in sorted(problems.items()):

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from tms_core.config import KubernetesSettings
 from tms_core.domain import Lease, LeaseAutoscale, LeaseNameRecord, Server
 from tms_core.errors import InvalidArgument
+from tms_core.ids import LeaseId, ServerId
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 PART_OF = "app.kubernetes.io/part-of"
@@ -33,7 +35,10 @@ LEASE_LABEL = "tms/lease"
 NAME_LABEL = "tms/name"
 KIND_LABEL = "tms/kind"
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
-MODEL_DIR = "/models"
+# Triton's repository and the sidecar's staging beside it share one volume, so the sidecar's
+# atomic renames stay on one filesystem.
+WORK_DIR = "/tms"
+MODEL_DIR = f"{WORK_DIR}/models"
 GPU_RESOURCE = "nvidia.com/gpu"
 # What matches no pod: a Service whose lease has no server yet keeps its name and address.
 NO_SERVER = ""
@@ -55,6 +60,28 @@ def check_image(image: str) -> None:
             f"{image!r} is not a container image reference (such as "
             "nvcr.io/nvidia/tritonserver:24.10-py3); the kubernetes backend runs images",
         )
+
+
+def check_model_uri(settings: KubernetesSettings) -> Callable[[str, str, str], str | None]:
+    """The check of a lease's model URIs: the sidecar in the pod reads `file://` paths on the
+    model volume (the daemon cannot look inside it, so the framework is not known here)."""
+
+    def check(field: str, name: str, uri: str) -> str | None:
+        parsed = urlparse(uri)
+        path = unquote(parsed.path) if parsed.scheme == "file" else ""
+        root = settings.model_volume_path.rstrip("/") + "/"
+        if not path.startswith(root) or not settings.model_volume:
+            where = (
+                f"file://{root}<model>"
+                if settings.model_volume
+                else "a file:// URI on the model volume (kubernetes.model_volume is not set)"
+            )
+            raise InvalidArgument(
+                f"{field}.uri", f"{uri!r} cannot be read by the servers' sidecars; expected {where}"
+            )
+        return None
+
+    return check
 
 
 def deployment_name(server_id: str) -> str:
@@ -130,7 +157,15 @@ def server_deployment(
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
     }
-    volume_mount = [{"name": "models", "mountPath": MODEL_DIR}]
+    volume_mount = [{"name": "work", "mountPath": WORK_DIR}]
+    sidecar_mounts: list[dict[str, Any]] = list(volume_mount)
+    volumes: list[dict[str, Any]] = [{"name": "work", "emptyDir": {}}]
+    if settings.model_volume:
+        # Where file:// model URIs point: the administrator's volume, read-only.
+        volumes.append({"name": "model-store", **settings.model_volume})
+        sidecar_mounts.append(
+            {"name": "model-store", "mountPath": settings.model_volume_path, "readOnly": True}
+        )
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
@@ -182,11 +217,11 @@ def server_deployment(
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "1Gi"},
         },
-        "volumeMounts": volume_mount,
+        "volumeMounts": sidecar_mounts,
     }
     pod_spec: dict[str, Any] = {
         "containers": [triton, sidecar],
-        "volumes": [{"name": "models", "emptyDir": {}}],
+        "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
         "enableServiceLinks": False,
     }
@@ -241,7 +276,7 @@ def _service(
     }
 
 
-def _serving(lease: Lease | None, servers: Mapping[str, Server]) -> str | None:
+def _serving(lease: Lease | None, servers: Mapping[ServerId, Server]) -> ServerId | None:
     if lease is None or not lease.state.holds_models or not lease.server_id:
         return None
     server = servers.get(lease.server_id)
@@ -249,7 +284,11 @@ def _serving(lease: Lease | None, servers: Mapping[str, Server]) -> str | None:
 
 
 def lease_service(
-    lease: Lease, servers: Mapping[str, Server], *, namespace: str, settings: KubernetesSettings
+    lease: Lease,
+    servers: Mapping[ServerId, Server],
+    *,
+    namespace: str,
+    settings: KubernetesSettings,
 ) -> Manifest:
     return _service(
         lease.id,
@@ -263,8 +302,8 @@ def lease_service(
 
 def name_service(
     record: LeaseNameRecord,
-    leases: Mapping[str, Lease],
-    servers: Mapping[str, Server],
+    leases: Mapping[LeaseId, Lease],
+    servers: Mapping[ServerId, Server],
     *,
     namespace: str,
     settings: KubernetesSettings,
@@ -291,7 +330,11 @@ def lease_hpa(
 ) -> Manifest:
     target = deployment_name(server_id)
     meta = _metadata(
-        lease.id, namespace, settings, "autoscaler", **{LEASE_LABEL: lease.id, SERVER_LABEL: server_id}
+        lease.id,
+        namespace,
+        settings,
+        "autoscaler",
+        **{LEASE_LABEL: lease.id, SERVER_LABEL: server_id},
     )
     if owner_uid:
         # Deleting the server's Deployment deletes its autoscaler with it.
@@ -333,13 +376,13 @@ class Desired:
 
 
 def desired_objects(
-    leases: Mapping[str, Lease],
+    leases: Mapping[LeaseId, Lease],
     names: Mapping[str, LeaseNameRecord],
-    servers: Mapping[str, Server],
+    servers: Mapping[ServerId, Server],
     *,
     namespace: str,
     settings: KubernetesSettings,
-    owner_uids: Mapping[str, str] | None = None,
+    owner_uids: Mapping[ServerId, str] | None = None,
 ) -> Desired:
     services: dict[str, Manifest] = {}
     autoscalers: dict[str, Manifest] = {}
