@@ -107,6 +107,12 @@ def connect(settings: KubernetesSettings) -> tuple[k8s.ApiClient, str]:
                 context=settings.context or None,
                 client_configuration=configuration,
             )
+            if not namespace:
+                contexts, current = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+                    config_file=str(settings.kubeconfig) if settings.kubeconfig else None
+                )
+                chosen = next((c for c in contexts if c.get("name") == settings.context), current)
+                namespace = (chosen or {}).get("context", {}).get("namespace", "")
         except (ConfigException, OSError) as exc:
             raise KubernetesApiError(
                 "loading the configuration", 0, f"not in a pod and no usable kubeconfig ({exc})"
@@ -417,24 +423,29 @@ class KubernetesBackend:
             await self.reconcile_once()
 
     async def reconcile_once(self) -> None:
-        target, state = self._wanted, self._published
+        listed: set[ServerId] = set()
         try:
-            await self._read_health()
+            listed = await self._read_health()
         except KubernetesApiError as exc:
             log.warning("%s", exc)
         try:
             await self._read_nodes()
         except KubernetesApiError as exc:
             log.warning("%s", exc)
+        # Taken after the listing: a Deployment is created only after the state naming its
+        # server is published, so every listed one the state lacks is truly an orphan.
+        target, state = self._wanted, self._published
         if state is None:
             # Nothing published yet (the manager is recovering): nothing is an orphan yet.
             return
-        problems = await self._reconcile_objects(state)
+        problems = await self._reconcile_objects(state, listed)
         await self._tell_leases(state, problems)
         self._applied = max(self._applied, target)
         self._applied_changed.set()
 
-    async def _read_health(self) -> None:
+    async def _read_health(self) -> set[ServerId]:
+        """Reads Deployments and pods; notes what is wrong with each server. Returns the
+        servers whose Deployments were listed."""
         listed_before = set(self._deployments)
         deployments = await self._read_deployments()
         # A Deployment created while the list was under way is not missing.
@@ -449,8 +460,11 @@ class KubernetesBackend:
             problem = pod_problem(pod)
             if server_id and problem:
                 self._problems.setdefault(ServerId(server_id), problem)
+        return set(deployments)
 
-    async def _reconcile_objects(self, state: PublishedState) -> dict[str, str]:
+    async def _reconcile_objects(
+        self, state: PublishedState, listed: set[ServerId]
+    ) -> dict[str, str]:
         """Creates, patches and deletes Services and autoscalers to match `state`; returns
         the problems met, by `Kind/name`."""
         desired = objects.desired_objects(
@@ -522,7 +536,7 @@ class KubernetesBackend:
                 except KubernetesApiError as exc:
                     log.warning("%s", exc)
         alive = {sid for sid, s in state.servers.items() if s.state.alive}
-        for server_id in set(self._deployments) - alive:
+        for server_id in listed - alive:
             name = objects.deployment_name(server_id)
             try:
                 await self._delete("Deployment", name, self._apps.delete_namespaced_deployment)
