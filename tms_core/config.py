@@ -46,6 +46,16 @@ class DaemonSettings(_Section):
     listen: str = DEFAULT_LISTEN
     """host:port of the gRPC API. Keep it on 127.0.0.1 unless the network is trusted."""
 
+    tls_listen: str = ""
+    """host:port of a second, TLS-only listener for the API ("": none); needs `tls_cert` and
+    `tls_key`. Clients reach it as `https://host:port`."""
+
+    tls_cert: Path | None = None
+    """PEM certificate (chain) of the TLS listener."""
+
+    tls_key: Path | None = None
+    """PEM private key of the TLS listener."""
+
     state: Path | None = None
     """SQLite state file; defaults to `$XDG_STATE_HOME/tms/state.db`."""
 

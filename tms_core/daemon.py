@@ -85,6 +85,35 @@ def _sidecar_address(listen: str) -> str:
     return f"{host}:{port}"
 
 
+def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) -> None:
+    """The TLS listener, when `daemon.tls_listen` asks for one."""
+    daemon = settings.daemon
+    if not daemon.tls_listen:
+        return
+    pem: dict[str, bytes] = {}
+    for key, path in (("tls_cert", daemon.tls_cert), ("tls_key", daemon.tls_key)):
+        if path is None:
+            lock.close()
+            raise ConfigError(f"daemon.{key}: daemon.tls_listen needs it (a PEM file)")
+        try:
+            pem[key] = path.read_bytes()
+        except OSError as exc:
+            lock.close()
+            raise ConfigError(f"daemon.{key}: cannot read {path}: {exc.strerror}") from None
+    credentials = grpc.ssl_server_credentials([(pem["tls_key"], pem["tls_cert"])])
+    try:
+        port = server.add_secure_port(daemon.tls_listen, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        lock.close()
+        raise ConfigError(
+            f"daemon.tls_listen: cannot listen on {daemon.tls_listen} with the certificate and "
+            "key given (port in use, not a host:port, or a key that does not match)"
+        )
+    log.info("TLS listener on %s", daemon.tls_listen)
+
+
 @dataclass
 class _Wiring:
     """A backend and the lease manager driving it, with what the daemon runs around them."""
@@ -195,6 +224,7 @@ async def serve(
             f"daemon.listen: cannot listen on {settings.daemon.listen} "
             "(in use by another process, or not a host:port)"
         )
+    _add_tls_port(server, settings, lock)
     host = settings.daemon.listen.rpartition(":")[0]
     listen = f"{host}:{port}"
     store = await Store.open(state)

@@ -114,7 +114,8 @@ class StandIn(kmock.KubernetesEmulator):  # type: ignore[misc]
         path = request.url.path
         method = str(request.method.value if hasattr(request.method, "value") else request.method)
         method = method.upper()
-        if request.resource is not None:
+        # Calls from the kubernetes client (the daemon), not the tests' own plain HTTP.
+        if request.resource is not None and "urllib" not in request.headers.get("User-Agent", ""):
             self.calls.append(
                 (request.resource.group or "", request.resource.plural, _verb(method, request))
             )

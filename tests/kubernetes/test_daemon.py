@@ -61,8 +61,10 @@ def test_the_daemon_drives_the_cluster_and_adopts_on_restart(
     deployment = f"tms-{lease.server_id}"
     assert set(cluster.objects("deployments", NAMESPACE)) == {deployment}
     wait_for(
-        lambda: set(cluster.objects("services", NAMESPACE)) == {lease.id, "adder"}
-        and lease.id in cluster.objects("horizontalpodautoscalers", NAMESPACE),
+        lambda: (
+            set(cluster.objects("services", NAMESPACE)) == {lease.id, "adder"}
+            and lease.id in cluster.objects("horizontalpodautoscalers", NAMESPACE)
+        ),
         timeout=10,
         what="the lease's Service, its name's Service and its autoscaler",
     )

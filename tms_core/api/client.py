@@ -201,13 +201,27 @@ class _BearerToken(
         return continuation(self._details(details), request)
 
 
+def _channel(target: str) -> grpc.Channel:
+    """A plain channel to `host:port`; TLS to `https://host:port`, trusting the system's
+    certificate authorities or the PEM file named by `TMS_CA_FILE`."""
+    if not target.startswith("https://"):
+        return grpc.insecure_channel(target)
+    ca_file = os.environ.get("TMS_CA_FILE")
+    try:
+        roots = Path(ca_file).read_bytes() if ca_file else None
+    except OSError as exc:
+        raise ClientError(f"TMS_CA_FILE: cannot read {ca_file}: {exc.strerror}") from None
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.secure_channel(target.removeprefix("https://").rstrip("/"), credentials)
+
+
 class TmsClient:
     def __init__(
         self, target: str | None = None, *, timeout: float = 30.0, token: str | None = None
     ) -> None:
         self.target = target or default_target()
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
+        self._channel = _channel(self.target)
         if token:
             self._channel = grpc.intercept_channel(self._channel, _BearerToken(token))
         self._stub = pb_grpc.LeaseServiceStub(self._channel)

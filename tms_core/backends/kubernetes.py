@@ -177,6 +177,7 @@ class KubernetesBackend:
         lease_problem: Callable[[LeaseId, str], Awaitable[None]] | None = None,
         nodes_changed: Callable[[list[Node]], Awaitable[None]] | None = None,
         stop_grace: float = 60.0,
+        settle_within: float = 5.0,
     ) -> None:
         self._settings = settings
         self.namespace = namespace
@@ -186,6 +187,7 @@ class KubernetesBackend:
         self._lease_problem = lease_problem
         self._nodes_changed = nodes_changed
         self._stop_grace = stop_grace
+        self._settle_within = settle_within
         self._plans: dict[ServerId, objects.ServerPlan] = {}
         # Server id -> its Deployment's uid, for what exists now (read or created by us).
         self._deployments: dict[ServerId, str] = {}
@@ -400,15 +402,17 @@ class KubernetesBackend:
         self._wanted += 1
         self._wake.set()
 
-    async def settled(self, within: float = 5.0) -> None:
-        """Returns once the cluster has the last published Services (or after `within`)."""
-        target = self._wanted
+    async def settled(self) -> None:
+        """Returns once the cluster has the last published Services (or after a while, saying
+        so): whoever sees a lease READY may call its Service."""
+        target, within = self._wanted, self._settle_within
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while self._applied < target:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                log.warning("Services not yet as published (%d < %d)", self._applied, target)
+                if within:
+                    log.warning("Services not yet as published after %.0fs", within)
                 return
             self._applied_changed.clear()
             with contextlib.suppress(TimeoutError):
