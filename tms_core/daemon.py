@@ -188,9 +188,7 @@ async def _kubernetes(settings: Settings, clock: Clock, store: Store) -> _Wiring
     from tms_core.backends.kubernetes import KubernetesBackend, connect
 
     api, namespace = connect(settings.kubernetes)
-    backend = KubernetesBackend(
-        settings.kubernetes, api, namespace, stop_grace=settings.local.start_timeout
-    )
+    backend = KubernetesBackend(settings.kubernetes, api, namespace)
     manager = LeaseManager(store=store, clock=clock, settings=settings, **backend.manager_hooks())
     backend.attach(manager.note_reason, manager.set_nodes)
     return _Wiring(

@@ -104,9 +104,7 @@ async def open_kube(cluster: Cluster, state: Path, settings: Settings) -> Kube:
     """The daemon's start-up, as `tms daemon` does it with `backend: kubernetes`."""
     api, namespace = connect(settings.kubernetes)
     # The tests run the backend's passes themselves (`sync`): nothing to wait for.
-    backend = KubernetesBackend(
-        settings.kubernetes, api, namespace, stop_grace=2.0, settle_within=0.0
-    )
+    backend = KubernetesBackend(settings.kubernetes, api, namespace, settle_within=0.0)
     store = await Store.open(state)
     clock = ManualClock()
     manager = LeaseManager(store=store, clock=clock, settings=settings, **backend.manager_hooks())

@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MERGE_PATCH = "application/merge-patch+json"
-# Containers waiting for one of these will not get better by waiting longer.
+# Containers waiting for one of these will not get better by waiting longer (a first failed
+# pull, ErrImagePull, is retried by the kubelet: only its back-off counts).
 STUCK = {
-    "ErrImagePull",
     "ImagePullBackOff",
     "InvalidImageName",
     "CrashLoopBackOff",
@@ -176,7 +176,6 @@ class KubernetesBackend:
         *,
         lease_problem: Callable[[LeaseId, str], Awaitable[None]] | None = None,
         nodes_changed: Callable[[list[Node]], Awaitable[None]] | None = None,
-        stop_grace: float = 60.0,
         settle_within: float = 5.0,
     ) -> None:
         self._settings = settings
@@ -186,7 +185,6 @@ class KubernetesBackend:
         self._autoscaling = k8s.AutoscalingV2Api(api)
         self._lease_problem = lease_problem
         self._nodes_changed = nodes_changed
-        self._stop_grace = stop_grace
         self._settle_within = settle_within
         self._plans: dict[ServerId, objects.ServerPlan] = {}
         # Server id -> its Deployment's uid, for what exists now (read or created by us).
@@ -291,25 +289,14 @@ class KubernetesBackend:
                     hpa["metadata"]["name"],
                     self._autoscaling.delete_namespaced_horizontal_pod_autoscaler,
                 )
+            # Its pods end on their own; the scheduler gives their GPUs to a new pod only then.
             await self._delete("Deployment", name, self._apps.delete_namespaced_deployment)
             self._deployments.pop(server.id, None)
-            await self._wait_pods_gone(server.id, selector)
         except KubernetesApiError as exc:
             # Stopping is retried: the reconciler deletes Deployments the state does not hold.
             log.warning("server %s: %s", server.id, exc)
         self._plans.pop(server.id, None)
         self._problems.pop(server.id, None)
-
-    async def _wait_pods_gone(self, server_id: ServerId, selector: str) -> None:
-        """Waits (up to the grace) for the server's pods to end, as the local backend waits
-        for its processes: its GPUs are free only then."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._stop_grace
-        while await self._list("pods", self._core.list_namespaced_pod, selector):
-            if loop.time() > deadline:
-                log.warning("server %s: pods still there after %.0fs", server_id, self._stop_grace)
-                return
-            await asyncio.sleep(min(0.5, self._settings.poll_interval))
 
     def service_host(self, key: str) -> str:
         """The DNS name of the Service of a lease (its id) or of a lease name."""
@@ -351,6 +338,7 @@ class KubernetesBackend:
         await self._read_nodes()
 
     async def _read_deployments(self) -> dict[ServerId, Any]:
+        before = dict(self._deployments)
         found: dict[ServerId, Any] = {}
         for item in await self._list(
             "Deployments", self._apps.list_namespaced_deployment, objects.managed_selector("server")
@@ -358,9 +346,10 @@ class KubernetesBackend:
             server_id = item.get("metadata", {}).get("labels", {}).get(objects.SERVER_LABEL)
             if server_id:
                 found[ServerId(server_id)] = item
-        self._deployments = {
-            sid: str(item.get("metadata", {}).get("uid", "")) for sid, item in found.items()
-        }
+        listed = {sid: str(item.get("metadata", {}).get("uid", "")) for sid, item in found.items()}
+        # One that `start` created while the list was under way is not gone.
+        created = {s: uid for s, uid in self._deployments.items() if s not in before}
+        self._deployments = {**listed, **created}
         return found
 
     async def _read_nodes(self) -> None:
@@ -442,8 +431,16 @@ class KubernetesBackend:
         if state is None:
             # Nothing published yet (the manager is recovering): nothing is an orphan yet.
             return
-        problems = await self._reconcile_objects(state, listed)
-        await self._tell_leases(state, problems)
+        desired = objects.desired_objects(
+            state.leases,
+            state.names,
+            state.servers,
+            namespace=self.namespace,
+            settings=self._settings,
+            owner_uids=self._deployments,
+        )
+        problems = await self._reconcile_objects(state, desired, listed)
+        await self._tell_leases(state, desired, problems)
         self._applied = max(self._applied, target)
         self._applied_changed.set()
 
@@ -467,18 +464,11 @@ class KubernetesBackend:
         return set(deployments)
 
     async def _reconcile_objects(
-        self, state: PublishedState, listed: set[ServerId]
+        self, state: PublishedState, desired: objects.Desired, listed: set[ServerId]
     ) -> dict[str, str]:
-        """Creates, patches and deletes Services and autoscalers to match `state`; returns
-        the problems met, by `Kind/name`."""
-        desired = objects.desired_objects(
-            state.leases,
-            state.names,
-            state.servers,
-            namespace=self.namespace,
-            settings=self._settings,
-            owner_uids=self._deployments,
-        )
+        """Creates, patches and deletes Services and autoscalers to match `desired`, and
+        deletes Deployments of servers `state` does not hold; returns the problems met, by
+        `Kind/name`."""
         problems: dict[str, str] = {}
         kinds = (
             (
@@ -550,14 +540,10 @@ class KubernetesBackend:
                 log.warning("%s", exc)
         return problems
 
-    async def _tell_leases(self, state: PublishedState, problems: Mapping[str, str]) -> None:
-        desired = objects.desired_objects(
-            state.leases,
-            state.names,
-            state.servers,
-            namespace=self.namespace,
-            settings=self._settings,
-        )
+    async def _tell_leases(
+        self, state: PublishedState, desired: objects.Desired, problems: Mapping[str, str]
+    ) -> None:
+        """Sets (or clears) the reason of each lease whose objects could (not) be written."""
         now: dict[LeaseId, str] = {}
         for key, problem in sorted(problems.items()):
             lease_id = desired.lease_of.get(key)
