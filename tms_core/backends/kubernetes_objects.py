@@ -223,6 +223,8 @@ def server_deployment(
         "containers": [triton, sidecar],
         "volumes": volumes,
         "terminationGracePeriodSeconds": 30,
+        # The sidecar measures each model's memory by its backend processes in /proc.
+        "shareProcessNamespace": True,
         "enableServiceLinks": False,
     }
     if node_selector:
