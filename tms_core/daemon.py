@@ -226,10 +226,16 @@ async def serve(
     host = settings.daemon.listen.rpartition(":")[0]
     listen = f"{host}:{port}"
     store = await Store.open(state)
-    if settings.daemon.backend == "kubernetes":
-        wiring = await _kubernetes(settings, clock, store)
-    else:
-        wiring = _local(settings, clock, store, state, listen)
+    try:
+        if settings.daemon.backend == "kubernetes":
+            wiring = await _kubernetes(settings, clock, store)
+        else:
+            wiring = _local(settings, clock, store, state, listen)
+    except BaseException:
+        # Its worker thread would keep the process alive after the error.
+        await store.close()
+        lock.close()
+        raise
     manager = wiring.manager
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from tests.conftest import Daemon, wait_for
 from tests.kubernetes.conftest import NAMESPACE
 from tests.kubernetes.standin import Cluster
 from tms_core.api import tms_pb2 as pb
+from tms_core.backends.local import free_ports
 
 
 def config(cluster: Cluster, tmp_path: Path) -> Path:
@@ -89,3 +90,33 @@ def test_the_local_daemon_refuses_autoscaling(make_daemon: Callable[..., Daemon]
     assert "autoscale:" in done.stderr
     assert "need the kubernetes backend (daemon.backend: kubernetes)" in done.stderr
     assert daemon.client.list_leases() == []
+
+
+def test_an_unreachable_cluster_is_a_one_line_error(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    settings = tmp_path / "tms.yaml"
+    settings.write_text(
+        "daemon: {backend: kubernetes}\n"
+        f"kubernetes: {{kubeconfig: {kubeconfig}, request_timeout: 2s}}\n"
+    )
+    daemon = Daemon(tmp_path / "state", f"--config={settings}")
+    result = daemon.cli(
+        "daemon", f"--listen={daemon.target}", f"--state={daemon.state}", *daemon.extra
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: Kubernetes API: listing Deployments failed (no answer)")
+    assert "Traceback" not in result.stderr
