@@ -93,13 +93,13 @@ class LeaseRow:
         return "expired" if left <= 0 else format_duration(left)
 
     def activity(self, now: float) -> str:
-        """When it was last used; `auto-renew` leases say so, since use keeps them."""
-        used = f"used {format_duration(now - self.last_activity_at)} ago"
-        if not self.last_activity_at:
-            used = "never used"
+        """When it was last used; ↻ and the window for leases that use keeps alive."""
+        used = (
+            f"{format_duration(now - self.last_activity_at)} ago" if self.last_activity_at else ""
+        )
         if self.activity_window_s > 0:
-            return f"{used} (window {format_duration(self.activity_window_s)})"
-        return used if self.last_activity_at else "-"
+            return f"{used or 'unused'} ↻{format_duration(self.activity_window_s)}"
+        return used or "-"
 
     def matches(self, text: str) -> bool:
         """Case-insensitive substring match on any column a person would filter by."""
@@ -160,10 +160,12 @@ class Fleet:
         self.nodes: list[Node] = []
         self.leases: dict[str, pb.Lease] = {}  # live leases (not ended)
         self.events: collections.deque[pb.Event] = collections.deque(maxlen=keep_events)
-        self.last_seq = 0
+        self.last_seq = 0  # the newest event applied
+        self.events_seen = 0  # how many were ever applied, for views that append what is new
         self.version = 0  # bumped on every change, for views that redraw only when it moves
         self._idle_servers: dict[str, set[str]] = {}  # slot key → servers from the cluster
         self._gone_servers: set[str] = set()
+        self._seen: set[tuple[int, float]] = set()
 
     # Loading
 
@@ -220,53 +222,52 @@ class Fleet:
 
     def apply_event(self, event: pb.Event) -> Followup:
         """Records the event, applies what it says, and names what to fetch again."""
-        if event.seq and event.seq <= self.last_seq:
-            return Followup()
-        self.last_seq = max(self.last_seq, event.seq)
-        self.events.append(event)
-        self.version += 1
-        follow = Followup()
-        if event.kind in ("lease", "model") and event.lease_id:
-            follow.lease_ids.add(event.lease_id)
-            lease = self.leases.get(event.lease_id)
-            if event.kind == "lease" and lease is not None:
-                if event.state in ENDED:
-                    del self.leases[event.lease_id]
-                elif f"LEASE_{event.state}" in pb.LeaseState.keys():
-                    lease.state = pb.LeaseState.Value(f"LEASE_{event.state}")  # type: ignore[assignment]
-                    lease.reason = event.reason
-                self._recount()
-            elif event.kind == "model" and lease is not None:
-                for model in lease.models:
-                    if model.name == event.id and f"MODEL_{event.state}" in pb.ModelState.keys():
-                        model.state = pb.ModelState.Value(f"MODEL_{event.state}")  # type: ignore[assignment]
-                        model.error = event.reason if event.state == "FAILED" else model.error
-        elif event.kind == "server":
-            if event.state in SERVER_GONE:
-                self._gone_servers.add(event.id)
-                self._recount()
-            else:
-                follow.cluster = True
-        elif event.kind == "name" and event.lease_id:
-            follow.lease_ids.add(event.lease_id)
+        follow = self._apply_event(event)
+        self._recount()
         return follow
 
+    def _apply_event(self, event: pb.Event) -> Followup:
+        key = (event.seq, event.at)
+        if key in self._seen:
+            return Followup()  # replayed after a reconnect
+        if len(self.events) == self.events.maxlen:
+            self._seen.discard((self.events[0].seq, self.events[0].at))
+        self._seen.add(key)
+        self.last_seq = event.seq
+        self.events_seen += 1
+        self.events.append(event)
+        lease = self.leases.get(event.lease_id) if event.lease_id else None
+        if event.kind == "lease" and lease is not None:
+            if event.state in ENDED:
+                del self.leases[event.lease_id]
+            elif f"LEASE_{event.state}" in pb.LeaseState.keys():
+                lease.state = pb.LeaseState.Value(f"LEASE_{event.state}")  # type: ignore[assignment]
+                lease.reason = event.reason
+        elif event.kind == "model" and lease is not None:
+            for model in lease.models:
+                if model.name == event.id and f"MODEL_{event.state}" in pb.ModelState.keys():
+                    model.state = pb.ModelState.Value(f"MODEL_{event.state}")  # type: ignore[assignment]
+                    model.error = event.reason if event.state == "FAILED" else model.error
+        elif event.kind == "server" and event.state in SERVER_GONE:
+            self._gone_servers.add(event.id)
+        return followup(event)
+
     def sync(self, client: TmsClient, follow: Followup) -> None:
-        """Fetches what `follow` names; a lease that is gone or ended leaves the table."""
-        if follow.cluster:
-            self.apply_cluster(client.cluster())
-        if len(follow.lease_ids) > LIST_THRESHOLD:
-            self.apply_leases(client.list_leases(), complete=True)
-            return
-        for lease_id in follow.lease_ids:
-            try:
-                lease = client.status(lease_id)
-            except ClientError as exc:
-                if exc.code != grpc.StatusCode.NOT_FOUND:
-                    raise
-                self.leases.pop(lease_id, None)  # gone from the store: long ended
-                continue
+        """Fetches what `follow` names and applies it; a lease gone or ended leaves."""
+        self.apply_update(fetch(client, follow))
+
+    def apply_update(self, update: Update) -> None:
+        """Applies a feed's batch: its events first, then what was fetched after them."""
+        for event in update.events:
+            self._apply_event(event)
+        if update.cluster is not None:
+            self.apply_cluster(update.cluster)
+        if update.complete:
+            self.leases = {}
+        for lease in update.leases:
             self._put(lease)
+        for lease_id in update.missing:
+            self.leases.pop(lease_id, None)
         self._recount()
 
     # Views
@@ -337,3 +338,43 @@ class Fleet:
 def model_lines(lease: pb.Lease) -> list[tuple[str, str, str]]:
     """(name, state, error) for each of the lease's models."""
     return [(m.name, model_state_name(m.state), m.error) for m in lease.models]
+
+
+@dataclass
+class Update:
+    """A batch for `Fleet.apply_update`: events, and what was fetched because of them."""
+
+    events: list[pb.Event] = field(default_factory=list)
+    cluster: pb.ClusterStatus | None = None
+    leases: list[pb.Lease] = field(default_factory=list)
+    complete: bool = False  # `leases` are all the live leases there are
+    missing: set[str] = field(default_factory=set)  # leases the daemon no longer has
+
+
+def followup(event: pb.Event) -> Followup:
+    """What to fetch again after `event`, whatever the fleet already holds."""
+    if event.kind in ("lease", "model", "name") and event.lease_id:
+        return Followup(lease_ids={event.lease_id})
+    if event.kind == "server" and event.state not in SERVER_GONE:
+        return Followup(cluster=True)
+    return Followup()
+
+
+def fetch(client: TmsClient, follow: Followup) -> Update:
+    """Fetches what `follow` names: the cluster, and the leases one by one or all at once."""
+    update = Update(cluster=client.cluster() if follow.cluster else None)
+    if len(follow.lease_ids) > LIST_THRESHOLD:
+        update.leases, update.complete = client.list_leases(), True
+        return update
+    for lease_id in sorted(follow.lease_ids):
+        try:
+            update.leases.append(client.status(lease_id))
+        except ClientError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            update.missing.add(lease_id)  # gone from the store: long ended
+    return update
+
+
+def snapshot(client: TmsClient) -> Update:
+    return Update(cluster=client.cluster(), leases=client.list_leases(), complete=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tms_console.fleet import LIST_THRESHOLD, Fleet, Followup
+from tms_console.fleet import LIST_THRESHOLD, Fleet, Followup, fetch, followup
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ClientError
 
@@ -174,12 +174,46 @@ def test_model_events_change_the_models_state_and_error() -> None:
     assert fleet.leases["l1"].models[0].state == pb.MODEL_FAILED and follow.lease_ids == {"l1"}
 
 
-def test_replayed_and_duplicate_events_are_ignored() -> None:
+def test_events_replayed_after_a_reconnect_are_applied_once() -> None:
     fleet, _ = loaded(lease("l1"))
     fleet.apply_event(event(10, "lease", "l1", "READY", lease_id="l1"))
-    assert not fleet.apply_event(event(10, "lease", "l1", "RELEASED", lease_id="l1"))
-    assert not fleet.apply_event(event(3, "lease", "l1", "RELEASED", lease_id="l1"))
-    assert "l1" in fleet.leases and fleet.last_seq == 10 and len(fleet.events) == 1
+    replayed = event(10, "lease", "l1", "READY", lease_id="l1")
+    assert not fleet.apply_event(replayed) and len(fleet.events) == 1
+    # A restarted daemon counts from 1 again: its events are new, though their numbers are not.
+    restarted = pb.Event(seq=3, at=NOW + 60, kind="lease", id="l1", state="EXPIRED", lease_id="l1")
+    assert fleet.apply_event(restarted).lease_ids == {"l1"}
+    assert "l1" not in fleet.leases and fleet.last_seq == 3 and len(fleet.events) == 2
+
+
+def test_the_event_log_keeps_the_newest() -> None:
+    fleet = Fleet(keep_events=3)
+    for seq in range(1, 6):
+        fleet.apply_event(event(seq, "pool", "p", "CREATED"))
+    assert [e.seq for e in fleet.events] == [3, 4, 5]
+    # An event that fell out of the log is new again if it ever came back.
+    assert not fleet.apply_event(event(5, "pool", "p", "CREATED"))
+    fleet.apply_event(event(1, "pool", "p", "CREATED"))
+    assert [e.seq for e in fleet.events] == [4, 5, 1]
+
+
+def test_a_batch_applies_its_events_then_what_was_fetched() -> None:
+    fleet, client = loaded(lease("l1", state=pb.LEASE_LOADING), lease("l2"))
+    batch = [
+        event(1, "lease", "l1", "READY", lease_id="l1"),
+        event(2, "lease", "l2", "RELEASING", lease_id="l2"),
+        event(3, "server", "srv-2", "STARTING", server_id="srv-2"),
+    ]
+    follow = Followup()
+    for e in batch:
+        follow.merge(followup(e))
+    assert follow == Followup(lease_ids={"l1", "l2"}, cluster=True)
+    client.by_id["l1"] = lease("l1", state=pb.LEASE_READY, expires_at=NOW + 999)
+    del client.by_id["l2"]
+    update = fetch(client, follow)  # type: ignore[arg-type]
+    update.events = batch
+    fleet.apply_update(update)
+    assert list(fleet.leases) == ["l1"] and fleet.leases["l1"].expires_at == NOW + 999
+    assert client.calls[-3:] == ["cluster", "status l1", "status l2"]
 
 
 def test_sync_drops_leases_the_daemon_no_longer_has_and_lists_when_many_changed() -> None:
@@ -222,8 +256,8 @@ def test_rows_sort_filter_and_format_expiry_and_activity() -> None:
     assert [r.id for r in rows] == ["l3", "l2", "l1"]
     assert [r.expires_text(NOW) for r in rows] == ["expired", "30s", "1m30s"]
     assert [r.activity(NOW) for r in rows] == [
-        "never used (window 1m00s)",
-        "used 12s ago (window 5m00s)",
+        "unused ↻1m00s",
+        "12s ago ↻5m00s",
         "-",
     ]
     assert rows[2].owner == "ana" and rows[2].name == "chat"

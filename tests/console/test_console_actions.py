@@ -1,0 +1,170 @@
+"""The console driven end to end with Textual's Pilot against a real daemon and real Triton:
+create → READY shown → test inference shows the right output → renew moves the countdown →
+a name points at it → release removes it; and the daemon going away and coming back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from tests.conftest import EXAMPLES, Daemon
+from tests.console.conftest import text_of, until
+from tms_console.console.app import TmsConsole
+from tms_console.console.infer import InferPane
+
+pytestmark = pytest.mark.triton
+
+
+def cell(app: TmsConsole, lease_id: str, column: str) -> str:
+    table = app.query_one("#lease-table", DataTable)
+    return str(table.get_cell(lease_id, column))
+
+
+def seconds(text: str) -> int:
+    """`9m58s` → 598."""
+    minutes, _, rest = text.partition("m")
+    return int(minutes) * 60 + int(rest.rstrip("s"))
+
+
+async def test_create_infer_renew_name_release(daemon: Daemon) -> None:
+    app = TmsConsole(daemon.target, retry_s=0.2)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: app.connection == "live", within=10, what="the feed")
+
+        # Create, from the form, with one field typed by keys.
+        await pilot.press("n")
+        form = app.screen
+        await pilot.press(*"calc")
+        form.query_one("#model-0-name", Input).value = "add_sub"
+        form.query_one("#model-0-uri", Input).value = str(EXAMPLES / "add_sub")
+        form.query_one("#model-0-memory", Input).value = "64MiB"
+        form.query_one("#duration", Input).value = "10m"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: app.screen is not form, within=60, what="the lease READY")
+        [lease_id] = list(app.fleet.leases)
+        await until(
+            pilot,
+            lambda: cell(app, lease_id, "state") == "READY",
+            within=10,
+            what="READY in the table",
+        )
+        assert cell(app, lease_id, "name") == "calc" and cell(app, lease_id, "models") == "add_sub"
+        detail = text_of(app.query_one("#detail", Static))
+        assert "READY" in detail and app.fleet.leases[lease_id].endpoints.http in detail
+
+        # Test inference with typed values: add_sub gives the sum and the difference.
+        await pilot.press("t")
+        pane = app.query_one(InferPane)
+        await until(pilot, lambda: pane.signature is not None, within=15, what="the signature")
+        pane.query_one("#input-0", Input).value = "1 2 3 4"
+        pane.query_one("#input-1", Input).value = "4 3 2 1"
+        await pilot.click("#send")
+        await until(pilot, lambda: len(pane.latencies) == 1, within=15, what="the result")
+        output = text_of(pane.query_one("#infer-output", Static))
+        assert "OUTPUT0" in output and "[5, 5, 5, 5]" in output, output
+        assert "OUTPUT1" in output and "[-3, -1, 1, 3]" in output, output
+        # Random inputs of the right dtype and shape, and add_sub's answer to them.
+        await pilot.click("#randomize")
+        assert pane.query_one("#input-0", Input).value == ""
+        await pilot.click("#send")
+        await until(pilot, lambda: len(pane.latencies) == 2, within=15, what="a second result")
+        result = pane.last_result
+        assert result is not None and "2 sent" in text_of(pane.query_one("#latency"))
+        a, b = result.inputs["INPUT0"], result.inputs["INPUT1"]
+        assert a.dtype == np.float32 and a.shape == (4,) and not np.array_equal(a, [1, 2, 3, 4])
+        assert np.allclose(result.outputs["OUTPUT0"], a + b)
+        assert np.allclose(result.outputs["OUTPUT1"], a - b)
+
+        # Renew moves the countdown back up to the lease's duration.
+        await pilot.press("l")
+        before = app.fleet.leases[lease_id].expires_at
+        # The countdown ticks down from 10m00s before a renewal can move it back up.
+        await until(
+            pilot,
+            lambda: seconds(cell(app, lease_id, "expires")) < 600,
+            within=5,
+            what="the countdown to tick",
+        )
+        shown_before = seconds(cell(app, lease_id, "expires"))
+        await pilot.press("r")
+        await until(
+            pilot,
+            lambda: app.fleet.leases[lease_id].expires_at > before,
+            within=10,
+            what="the renewal",
+        )
+        await until(
+            pilot,
+            lambda: seconds(cell(app, lease_id, "expires")) > shown_before,
+            within=5,
+            what="the countdown to move",
+        )
+
+        # Point a name at it.
+        await pilot.press("a")
+        app.screen.query_one("#name", Input).value = "calc-live"
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: any(n.name == "calc-live" for n in daemon.client.list_names()),
+            within=10,
+            what="the name",
+        )
+
+        # Release, after saying yes.
+        await pilot.press("d")
+        await pilot.press("y")
+        await until(
+            pilot,
+            lambda: (
+                lease_id not in app.fleet.leases
+                and not app.query_one("#lease-table", DataTable).row_count
+            ),
+            within=30,
+            what="the released lease to leave the table",
+        )
+
+
+async def test_validation_messages_sit_next_to_the_field(daemon: Daemon) -> None:
+    app = TmsConsole(daemon.target, retry_s=0.2)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: app.connection == "live", within=10, what="the feed")
+        await pilot.press("n")
+        form = app.screen
+        form.query_one("#model-0-name", Input).value = "add_sub"
+        form.query_one("#model-0-memory", Input).value = "lots"
+        form.query_one("#duration", Input).value = "soon"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        text = lambda widget_id: text_of(form.query_one(f"#{widget_id}", Static))  # noqa: E731
+        assert "URI is needed" in text("err-models-0-uri")
+        assert "'lots' is not a size" in text("err-models-0-memory")
+        assert "'soon' is not a duration" in text("err-duration")
+        # The daemon's own checks land beside their field too.
+        form.query_one("#model-0-uri", Input).value = str(EXAMPLES / "add_sub")
+        form.query_one("#model-0-memory", Input).value = ""
+        form.query_one("#duration", Input).value = ""
+        form.query_one("#name", Input).value = "Not_A_Label"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "DNS-1123" in text("err-name"), within=10, what="the error")
+        assert app.screen is form and not daemon.client.list_leases()
+
+
+async def test_unreachable_daemon_shows_and_reconnects_by_itself(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    daemon = make_daemon("--idle-grace=1s")
+    app = TmsConsole(daemon.target, retry_s=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.connection == "live", within=10, what="the feed")
+        daemon.stop()
+        await until(pilot, lambda: app.connection == "unreachable", within=10, what="the loss")
+        banner = app.query_one("#banner", Static)
+        assert banner.display and "unreachable" in text_of(banner)
+        assert "unreachable" in app.sub_title
+        make_daemon("--idle-grace=1s")
+        await until(pilot, lambda: app.connection == "live", within=20, what="the reconnect")
+        assert not banner.display and app.sub_title.startswith("live")
