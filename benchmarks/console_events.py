@@ -1,7 +1,7 @@
 """How fast `tms console` shows a burst of 1,000 events, with 1,000 leases on 64 GPUs.
 
 The console runs headless (Textual's test driver, 160x45), fed as the live feed feeds it:
-from another thread, through `App.call_from_thread`, one `Update` holding the events and the
+from another thread, as a posted message, one `Update` holding the events and the
 leases fetched after them. A burst is 1,000 lease events (every lease changes state) with
 the full lease list, as the feed fetches it after more than a few events; the baseline is
 one lease event with that one lease. Frame latency is from the hand-over until the leases

@@ -3,7 +3,7 @@ reconnect by itself when the daemon goes away or comes back.
 
 Runs in threads of its own (the client is synchronous) and hands each batch to `deliver`,
 which the owner applies on its own thread (`Fleet` is not thread-safe): the Textual console
-through `App.call_from_thread`, the Jupyter dashboard under its lock.
+as a posted Textual message, the Jupyter dashboard under its lock.
 """
 
 from __future__ import annotations

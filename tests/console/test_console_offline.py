@@ -132,3 +132,35 @@ async def test_actions_without_a_lease_say_what_to_do() -> None:
         messages = [n.message for n in app._notifications]
         assert messages.count("Select a lease in the Leases view first (l).") == 4
         assert app.screen is app.screen_stack[0]  # no dialog opened
+
+
+async def test_an_unforeseen_failure_is_a_notification_not_a_traceback() -> None:
+    app = console()
+
+    def renew(lease_id: str, duration_s: float = 0.0) -> object:
+        raise RuntimeError(f"boom on {lease_id}")
+
+    app.client.renew = renew  # type: ignore[method-assign, assignment]
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("l", "r")
+        await until(pilot, lambda: bool(app._notifications), within=5, what="a notification")
+        [note] = list(app._notifications)
+        assert (note.title, note.severity) == ("Renew failed", "error")
+        assert note.message == "RuntimeError: boom on ls-c6"
+        assert app.is_running
+
+
+async def test_the_chosen_lease_keeps_the_cursor_when_the_table_is_rebuilt() -> None:
+    app = console()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("l")
+        app.select_lease("ls-b4")
+        await pilot.pause()
+        assert app.selected == "ls-b4" and "embed" in text_of(app.query_one("#detail"))  # type: ignore[arg-type]
+        await pilot.press("s")  # a new order rebuilds the table
+        await pilot.pause()
+        table = app.query_one("#lease-table", DataTable)
+        assert ids(app)[table.cursor_row] == "ls-b4" and app.selected == "ls-b4"
+        await pilot.press("down")  # and the keys still move it
+        await pilot.pause()
+        assert app.selected == ids(app)[table.cursor_row] != "ls-b4"

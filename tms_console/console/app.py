@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import (
@@ -26,15 +27,36 @@ from textual.widgets import (
     TabbedContent,
     TabPane,
 )
+from textual.worker import Worker, WorkerState
 
 from tms_console.console.forms import ConfirmScreen, CreateLeaseScreen, NameScreen
 from tms_console.console.infer import InferPane
-from tms_console.console.render import STATE_STYLES, event_line, fleet_view, lease_detail
+from tms_console.console.render import (
+    STATE_STYLES,
+    event_line,
+    fleet_view,
+    lease_detail,
+    one_line,
+)
 from tms_console.feed import LIVE, UNREACHABLE, FleetFeed
 from tms_console.fleet import SORT_KEYS, Fleet, LeaseRow, Update, lease_row
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ClientError, TmsClient
+from tms_core.api.client import TmsClient
 from tms_core.units import format_duration
+
+
+class FeedUpdate(Message):
+    def __init__(self, update: Update) -> None:
+        super().__init__()
+        self.update = update
+
+
+class FeedStatus(Message):
+    def __init__(self, state: str, message: str) -> None:
+        super().__init__()
+        self.state = state
+        self.message = message
+
 
 COLUMNS = ("id", "name", "state", "models", "owner", "server", "expires", "activity")
 WIDTHS = {"models": 22, "activity": 16}  # the rest fit their contents
@@ -126,14 +148,26 @@ class TmsConsole(App[None]):
 
     # The feed (its own threads) → the app's thread.
 
+    # post_message is thread-safe and does not wait: the feed never blocks on the app, and
+    # stopping the feed while the app shuts down cannot deadlock.
     def _deliver(self, update: Update) -> None:
-        self.call_from_thread(self.apply_update, update)
+        self.post_message(FeedUpdate(update))
 
     def _status(self, state: str, message: str) -> None:
-        try:
-            self.call_from_thread(self.set_connection, state, message)
-        except RuntimeError:
-            pass  # the app is shutting down
+        self.post_message(FeedStatus(state, message))
+
+    @on(FeedUpdate)
+    def _feed_update(self, message: FeedUpdate) -> None:
+        self.apply_update(message.update)
+
+    @on(FeedStatus)
+    def _feed_status(self, message: FeedStatus) -> None:
+        self.set_connection(message.state, message.message)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The last guard: an action that failed in a way nobody foresaw is a notification."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.notify(one_line(event.worker.error), title="Failed", severity="error")
 
     def apply_update(self, update: Update) -> None:
         self.fleet.apply_update(update)
@@ -180,7 +214,7 @@ class TmsConsole(App[None]):
         """Brings the views up to the fleet; hidden ones wait until they are shown."""
         self._last_redraw = time.monotonic()
         version, active = self.fleet.version, self.query_one("#tabs", TabbedContent).active
-        views = {
+        views: dict[str, Callable[[], None]] = {
             "fleet": lambda: self.query_one("#fleet-view", Static).update(fleet_view(self.fleet)),
             "leases": self._draw_leases,
             "events": self._draw_events,
@@ -240,7 +274,9 @@ class TmsConsole(App[None]):
             table.clear()
             for lease_id in order:
                 table.add_row(*cells[lease_id], key=lease_id)
-            self.selected = selected  # clearing the table highlighted its first row
+            if selected in cells:
+                # Clearing put the cursor on the first row: back to the lease it was on.
+                table.move_cursor(row=order.index(selected), animate=False)
         else:
             for lease_id in order:
                 old = self._rows.get(lease_id)
@@ -250,8 +286,6 @@ class TmsConsole(App[None]):
                     if value != before:
                         table.update_cell(lease_id, column, value)
         self._order, self._rows = order, cells
-        if self.selected in cells and table.cursor_row != order.index(self.selected):
-            table.move_cursor(row=order.index(self.selected), animate=False)
         sort_label = f"{self.sort_column} {'↓' if self.sort_reverse else '↑'}"
         table.border_title = f"{len(order)} of {len(self.fleet.leases)} leases · sort {sort_label}"
 
@@ -334,6 +368,14 @@ class TmsConsole(App[None]):
         self.notify(f"Leases sorted by {self.sort_column}.", timeout=2)
         self._force_redraw()
 
+    def select_lease(self, lease_id: str) -> None:
+        """Puts the table's cursor on the lease (its detail follows)."""
+        if lease_id in self._order:
+            self.selected = lease_id
+            self.query_one("#lease-table", DataTable).move_cursor(
+                row=self._order.index(lease_id), animate=False
+            )
+
     def _chosen(self) -> pb.Lease | None:
         lease = self.fleet.leases.get(self.selected) if self.selected else None
         if lease is None:
@@ -344,13 +386,13 @@ class TmsConsole(App[None]):
         def created(lease: pb.Lease | None) -> None:
             if lease is not None:
                 self.fleet_changed(lease)
-                self.selected = lease.id
                 self.notify(
                     f"Lease {lease.name or lease.id} is READY at {lease.endpoints.http}.",
                     title="Lease created",
                 )
                 self.action_show("leases")
                 self._force_redraw()
+                self.select_lease(lease.id)
 
         self.push_screen(CreateLeaseScreen(), created)
 
@@ -359,12 +401,14 @@ class TmsConsole(App[None]):
         if lease is not None:
             self.renew(lease.id)
 
-    @work(thread=True, group="actions")
+    @work(thread=True, exit_on_error=False, group="actions")
     def renew(self, lease_id: str) -> None:
         try:
             lease = self.client.renew(lease_id)
-        except ClientError as exc:
-            self.call_from_thread(self.notify, str(exc), title="Renew failed", severity="error")
+        except Exception as exc:  # shown, never a traceback
+            self.call_from_thread(
+                self.notify, one_line(exc), title="Renew failed", severity="error"
+            )
             return
         self.call_from_thread(self.fleet_changed, lease)
         left = format_duration(lease.expires_at - self.clock())
@@ -390,12 +434,14 @@ class TmsConsole(App[None]):
             answered,
         )
 
-    @work(thread=True, group="actions")
+    @work(thread=True, exit_on_error=False, group="actions")
     def release(self, lease_id: str) -> None:
         try:
             lease = self.client.release(lease_id, wait=False)
-        except ClientError as exc:
-            self.call_from_thread(self.notify, str(exc), title="Release failed", severity="error")
+        except Exception as exc:  # shown, never a traceback
+            self.call_from_thread(
+                self.notify, one_line(exc), title="Release failed", severity="error"
+            )
             return
         self.call_from_thread(self.fleet_changed, lease)
         self.call_from_thread(self.notify, f"Lease {lease_id} is being released.", title="Released")

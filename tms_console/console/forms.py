@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static
 
+from tms_console.console.render import one_line
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ClientError, ModelArg, model_state_name, state_name
 from tms_core.units import parse_duration, parse_size
@@ -255,15 +256,16 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
             message = f"{field_name}: {message}"
         label.update(message)
 
-    @work(thread=True, exclusive=True, group="create")
+    @work(thread=True, exit_on_error=False, exclusive=True, group="create")
     def create(self, form: LeaseForm) -> None:
         try:
             lease = None
             for lease in self.console.client.acquire(form.models, **form.acquire_args()):
                 self.app.call_from_thread(self._progress, lease)
             self.app.call_from_thread(self._finished, lease, None)
-        except ClientError as exc:
-            self.app.call_from_thread(self._finished, None, exc)
+        except Exception as exc:  # shown, never a traceback
+            error = exc if isinstance(exc, ClientError) else ClientError(one_line(exc))
+            self.app.call_from_thread(self._finished, None, error)
 
     def _progress(self, lease: pb.Lease) -> None:
         ready = sum(1 for m in lease.models if m.state == pb.MODEL_READY)
@@ -364,12 +366,12 @@ class NameScreen(ModalScreen[pb.LeaseName | None]):
             return
         self.point(name)
 
-    @work(thread=True, exclusive=True, group="name")
+    @work(thread=True, exit_on_error=False, exclusive=True, group="name")
     def point(self, name: str) -> None:
         try:
             record = self.console.client.set_name(name, self.lease.id)
-        except ClientError as exc:
-            message = split_field_error(str(exc))[1]
+        except Exception as exc:  # shown, never a traceback
+            message = split_field_error(one_line(exc))[1]
             self.app.call_from_thread(self.query_one(f"#{error_id('name')}", Label).update, message)
             return
         self.app.call_from_thread(self.dismiss, record)

@@ -15,6 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Sparkline, Static
 
 from tms_console import testinfer
+from tms_console.console.render import one_line
 from tms_core.api import tms_pb2 as pb
 
 if TYPE_CHECKING:
@@ -103,13 +104,13 @@ class InferPane(Vertical):
         self.query_one("#signature", Label).update(f"reading {model}'s inputs from Triton…")
         self.read_signature(lease, model)
 
-    @work(thread=True, exclusive=True, group="signature")
+    @work(thread=True, exit_on_error=False, exclusive=True, group="signature")
     def read_signature(self, lease: pb.Lease, model: str) -> None:
         try:
             endpoint = testinfer.lease_endpoint(lease)
             signature = testinfer.read_signature(endpoint, model)
-        except testinfer.TestInferError as exc:
-            self.app.call_from_thread(self._failed, str(exc))
+        except Exception as exc:  # shown, never a traceback
+            self.app.call_from_thread(self._failed, one_line(exc))
             return
         self.app.call_from_thread(self._show_signature, signature)  # type: ignore[arg-type]
 
@@ -162,15 +163,15 @@ class InferPane(Vertical):
         self.query_one("#send", Button).disabled = True
         self.send(lease, signature, typed)
 
-    @work(thread=True, exclusive=True, group="send")
+    @work(thread=True, exit_on_error=False, exclusive=True, group="send")
     def send(
         self, lease: pb.Lease, signature: testinfer.ModelSignature, typed: dict[str, str]
     ) -> None:
         try:
             inputs = testinfer.build_inputs(signature, typed)
             result = testinfer.send(testinfer.lease_endpoint(lease), signature, inputs)
-        except testinfer.TestInferError as exc:
-            self.app.call_from_thread(self._send_failed, str(exc))
+        except Exception as exc:  # shown, never a traceback
+            self.app.call_from_thread(self._send_failed, one_line(exc))
             return
         self.app.call_from_thread(self._show_result, result)
 

@@ -10,11 +10,22 @@ from rich.table import Table
 from rich.text import Text
 
 from tms_console.fleet import Fleet, Slot
+from tms_console.testinfer import TestInferError
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import model_state_name, state_name
+from tms_core.api.client import ClientError, model_state_name, state_name
 from tms_core.units import format_duration, format_size, rfc3339
 
 BAR_WIDTH = 24
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as a notification shows it: the message when it was written for people, the
+    type as well when it was not."""
+    if isinstance(exc, ClientError | TestInferError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 STATE_STYLES = {
     "PENDING": "yellow",
     "LOADING": "cyan",
