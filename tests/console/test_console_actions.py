@@ -158,6 +158,14 @@ async def test_unreachable_daemon_shows_and_reconnects_by_itself(
 ) -> None:
     daemon = make_daemon("--idle-grace=1s")
     app = TmsConsole(daemon.target, retry_s=0.2)
+    states: list[str] = []
+    shown = app.set_connection
+
+    def set_connection(state: str, message: str) -> None:
+        states.append(state)
+        shown(state, message)
+
+    app.set_connection = set_connection  # type: ignore[method-assign]
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.connection == "live", within=10, what="the feed")
         daemon.stop()
@@ -165,6 +173,10 @@ async def test_unreachable_daemon_shows_and_reconnects_by_itself(
         banner = app.query_one("#banner", Static)
         assert banner.display and "unreachable" in text_of(banner)
         assert "unreachable" in app.sub_title
+        # Several retries fail meanwhile; the user hears of the loss once.
+        await until(pilot, lambda: states.count("unreachable") >= 3, within=10, what="retries")
         make_daemon("--idle-grace=1s")
         await until(pilot, lambda: app.connection == "live", within=20, what="the reconnect")
         assert not banner.display and app.sub_title.startswith("live")
+        titles = [n.title for n in app._notifications]
+        assert titles.count("Daemon unreachable") == 1 and titles.count("Daemon back") == 1

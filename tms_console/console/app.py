@@ -99,6 +99,7 @@ class TmsConsole(App[None]):
         self.live = live
         self.feed = FleetFeed(target, self._deliver, self._status, retry_s=retry_s)
         self.connection = "connecting"
+        self._down = False  # told the user the daemon is unreachable, not yet that it is back
         self.sort_column = "expires"
         self.sort_reverse = False
         self.filter_text = ""
@@ -191,19 +192,22 @@ class TmsConsole(App[None]):
         self.redraw()
 
     def set_connection(self, state: str, message: str) -> None:
-        was = self.connection
+        """The title, the banner, and one notification when the daemon goes and one when it
+        is back (the feed says `connecting` before each retry: that is not news)."""
         self.connection = state
         banner = self.query_one("#banner", Static)
         if state == LIVE:
             self.sub_title = f"live at {self.target}"
             banner.display = False
-            if was == UNREACHABLE:
+            if self._down:
+                self._down = False
                 self.notify(f"Reconnected to {self.target}.", title="Daemon back")
         elif state == UNREACHABLE:
             self.sub_title = f"daemon unreachable at {self.target}"
             banner.update(Text(f"⚠ {message} — retrying by itself", style="bold"))
             banner.display = True
-            if was != UNREACHABLE:
+            if not self._down:
+                self._down = True
                 self.notify(message, title="Daemon unreachable", severity="error")
         else:
             self.sub_title = f"connecting to {message}…"
