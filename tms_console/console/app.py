@@ -214,10 +214,18 @@ class TmsConsole(App[None]):
 
     # Drawing
 
+    def active_view(self) -> str | None:
+        """The view on screen; None while the app is starting or closing (timers still fire)."""
+        tabs = self.query("#tabs").results(TabbedContent)
+        return next((t.active for t in tabs), None)
+
     def redraw(self) -> None:
         """Brings the views up to the fleet; hidden ones wait until they are shown."""
         self._last_redraw = time.monotonic()
-        version, active = self.fleet.version, self.query_one("#tabs", TabbedContent).active
+        active = self.active_view()
+        if active is None:
+            return
+        version = self.fleet.version
         views: dict[str, Callable[[], None]] = {
             "fleet": lambda: self.query_one("#fleet-view", Static).update(fleet_view(self.fleet)),
             "leases": self._draw_leases,
@@ -235,7 +243,7 @@ class TmsConsole(App[None]):
 
     def tick(self) -> None:
         """Countdowns move every second, events or not."""
-        if self.query_one("#tabs", TabbedContent).active != "leases":
+        if self.active_view() != "leases":
             return
         now = self.clock()
         table = self.query_one("#lease-table", DataTable)
@@ -355,7 +363,7 @@ class TmsConsole(App[None]):
     def action_leave_field(self) -> None:
         """Escape from a text field gives the letter keys back to the views and actions."""
         if isinstance(self.focused, Input):
-            active = self.query_one("#tabs", TabbedContent).active
+            active = self.active_view()
             if active == "leases":
                 self.query_one("#lease-table").focus()
             else:
@@ -379,6 +387,7 @@ class TmsConsole(App[None]):
             self.query_one("#lease-table", DataTable).move_cursor(
                 row=self._order.index(lease_id), animate=False
             )
+            self._draw_detail()  # the cursor may have been there already: no event then
 
     def _chosen(self) -> pb.Lease | None:
         lease = self.fleet.leases.get(self.selected) if self.selected else None
