@@ -5,8 +5,10 @@ table rows (expires in, activity).
 Built once from `TmsClient.cluster()` and `list_leases()`, then kept current from `watch()`
 events: each event is applied at once where it says enough (a lease's new state, a server
 that stopped) and names what to fetch again (`Followup`): the leases it touched, one at a
-time, or the cluster's topology when servers came or went. `Fleet.sync` does both for a
-client; the Textual console and the Jupyter dashboard call it from their own threads.
+time, or the cluster's topology when servers came or went. `fetch` gets those into an
+`Update`, which `Fleet.apply_update` applies in one pass; `tms_console.feed.FleetFeed` runs
+that loop in threads for the Textual console and the Jupyter dashboard, and `Fleet.sync`
+does it in one call.
 """
 
 from __future__ import annotations
