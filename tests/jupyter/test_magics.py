@@ -200,9 +200,11 @@ def test_a_failed_load_is_one_line_with_the_reason(shell: Shell, tmp_path: Path)
     assert shell.magics.kernel_leases.held() == {}  # nothing left to release at exit
 
 
-def test_json_output_is_the_cli_shape(shell: Shell) -> None:
+def test_json_and_porcelain_output_as_in_the_cli(shell: Shell) -> None:
     result, out, _ = shell.run(f"lease = {ACQUIRE} -o json")
     assert result.success
-    document = json.loads(out[out.index("{") :])
+    document = json.loads(out)  # nothing else printed: no progress line
     lease = shell.ns["lease"]
     assert document == lease.to_dict() and document["state"] == "READY"
+    result, out, _ = shell.run(f"other = {ACQUIRE} -z")
+    assert result.success and out == f"{shell.ns['other'].id}\n"

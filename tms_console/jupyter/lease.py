@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import html
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -202,8 +203,6 @@ class NotebookLease:
             ("kernel", "released when the kernel shuts down" if self.tied else "kept"),
         ]
         if self.proto.state not in ENDED and self.expires_at:
-            import time
-
             left = self.expires_at - time.time()
             rows.append(("expires in", format_duration(left) if left > 0 else "expired"))
         body = "".join(

@@ -267,7 +267,7 @@ class TmsMagics(Magics):
                 keep=keep,
                 no_wait=no_wait,
                 dry_run=dry_run,
-                fmt=fmt,
+                mode=call.mode(fmt),
             )
 
         @click.command(name="status")
@@ -323,7 +323,10 @@ class TmsMagics(Magics):
                 values[key] = value
             client = magics.client(call.target_arg)
             held = magics._wrap(client.status(magics.lease_id(lease, client)), client)
-            result = held.infer_result(model, values, protocol=protocol, fill_random=True)
+            try:
+                result = held.infer_result(model, values, protocol=protocol, fill_random=True)
+            finally:
+                held.close()
             call.result = InferView(result)
 
         @click.command(name="dashboard")
@@ -382,8 +385,10 @@ class TmsMagics(Magics):
         keep: bool = False,
         no_wait: bool = False,
         dry_run: bool = False,
-        fmt: str | None = None,
+        mode: str = "human",
     ) -> Any:
+        """Acquires `spec`; `mode` is the CLI's output mode: `human` shows the states on one
+        line, `json` prints the lease's JSON at the end, `porcelain` only its id."""
         if not spec.models:
             raise ValueError(
                 "no models to lease: give -m name=NAME,uri=URI, or models: in the spec"
@@ -399,7 +404,7 @@ class TmsMagics(Magics):
         }
         client = self.client(target)
         if dry_run:
-            output.print_plan(client.plan(spec.models, **request), fmt or "human")
+            output.print_plan(client.plan(spec.models, **request), mode)
             return None
         address = self.resolve_target(target)
         started = time.monotonic()
@@ -411,8 +416,9 @@ class TmsMagics(Magics):
                 state = state_name(final.state)
                 if not last_state:
                     self._tie(final, address, keep=keep)
-                    print(f"lease {final.id}: {state}", end="", flush=True)
-                elif state != last_state:
+                    if mode == "human":
+                        print(f"lease {final.id}: {state}", end="", flush=True)
+                elif state != last_state and mode == "human":
                     print(f" → {state}", end="", flush=True)
                 last_state = state
                 if no_wait:
@@ -425,12 +431,15 @@ class TmsMagics(Magics):
             updates.close()
         if final is None:
             raise UsageError("%tms acquire: the daemon sent no lease")
-        print(f" ({time.monotonic() - started:.1f} s)", flush=True)
+        if mode == "human":
+            print(f" ({time.monotonic() - started:.1f} s)", flush=True)
         if final.state == pb.LEASE_FAILED:
             self.kernel_leases.forget(final.id)
             raise UsageError(one_line(f"lease {final.id} FAILED: {final.reason}"))
-        if fmt == "json":
+        if mode == "json":
             output.print_json(final)
+        elif mode == "porcelain":
+            print(final.id, flush=True)
         return self._wrap(final, client)
 
     def _tie(self, lease: pb.Lease, target: str, *, keep: bool) -> None:
