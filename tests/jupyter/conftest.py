@@ -50,7 +50,13 @@ class Shell:
 
 
 @pytest.fixture
-def shell(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> Iterator[Shell]:
+def shell(
+    daemon: Daemon,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Shell]:
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # its history, not the user's
     ipython = InteractiveShell()
     wrapped = Shell(ipython, capsys)
     wrapped.ok("%load_ext tms_console")
