@@ -148,6 +148,7 @@ def lab(chromium: str, tmp_path: Path, jupyter_env: Path, daemon_for_lab: Daemon
         cells=[
             new_code_cell("%load_ext tms_console"),
             new_code_cell("%tms dashboard"),
+            new_code_cell("%tms infer-widget ranker"),
         ]
     )
     nb.metadata["kernelspec"] = {
@@ -242,6 +243,22 @@ def test_dashboard_renders_in_jupyterlab(
                 timeout=30_000,
             )
             assert leases[-1].id not in page.locator(".tms-dashboard .tms-leases").inner_text()
+
+            # The inference form, typed into and sent from the browser.
+            page.keyboard.press("Shift+Enter")
+            form = page.locator(".tms-infer-widget")
+            form.wait_for(timeout=30_000)
+            boxes = page.locator(".tms-infer-widget .tms-input input")
+            boxes.first.wait_for(timeout=30_000)
+            assert boxes.count() == 2
+            boxes.nth(0).fill("1, 2, 3, 4")
+            boxes.nth(1).fill("[10, 10, 10, 10]")
+            page.locator(".tms-infer-widget button", has_text="Send").click()
+            page.locator(".tms-infer-widget table.tms-infer").wait_for(timeout=30_000)
+            answer = page.locator(".tms-infer-widget table.tms-infer").inner_text()
+            assert "OUTPUT0" in answer and "[11., 12., 13., 14.]" in answer, answer
+            assert page.locator(".tms-infer-widget").inner_text().count(" ms") >= 1
+            form.screenshot(path=str(artifacts_dir() / "jupyter-infer.png"))
         finally:
             browser.close()
     # Each GPU's declared bar (every other bar) is what its leases declare over 16 GiB.

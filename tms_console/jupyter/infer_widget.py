@@ -59,7 +59,7 @@ class InferWidget(w.VBox):
                 self.message,
             ]
         )
-        self.add_class("tms-infer")
+        self.add_class("tms-infer-widget")
         self.reload_leases(lease_id)
         if model and model in self.model_picker.options:
             self.model_picker.value = model
