@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Select, Static
 
 from tests.conftest import EXAMPLES, Daemon
 from tests.console.conftest import text_of, until
@@ -77,6 +77,20 @@ async def test_create_infer_renew_name_release(daemon: Daemon) -> None:
         assert a.dtype == np.float32 and a.shape == (4,) and not np.array_equal(a, [1, 2, 3, 4])
         assert np.allclose(result.outputs["OUTPUT0"], a + b)
         assert np.allclose(result.outputs["OUTPUT1"], a - b)
+
+        # The same over gRPC, to the lease's gRPC address; a sparkline of its own.
+        pane.query_one("#infer-protocol", Select).value = "grpc"
+        await pilot.pause()
+        assert pane.latencies == []
+        await pilot.click("#send")
+        await until(pilot, lambda: len(pane.latencies) == 1, within=15, what="a gRPC result")
+        result = pane.last_result
+        assert result is not None and result.protocol == "grpc"
+        assert result.endpoint == app.fleet.leases[lease_id].endpoints.grpc
+        assert np.allclose(
+            result.outputs["OUTPUT0"], result.inputs["INPUT0"] + result.inputs["INPUT1"]
+        )
+        assert "over grpc" in text_of(pane.query_one("#latency"))
 
         # Renew moves the countdown back up to the lease's duration.
         await pilot.press("l")

@@ -47,6 +47,12 @@ class InferPane(Vertical):
         with Horizontal(classes="pickers"):
             yield Select[str]([], prompt="READY lease", id="infer-lease")
             yield Select[str]([], prompt="model", id="infer-model")
+            yield Select[str](
+                [("HTTP", "http"), ("gRPC", "grpc")],
+                value="http",
+                allow_blank=False,
+                id="infer-protocol",
+            )
         yield Label("Pick a READY lease and a model.", id="signature")
         with VerticalScroll(id="infer-inputs"):
             pass
@@ -81,6 +87,18 @@ class InferPane(Vertical):
         self.refresh_leases(self.console.fleet.ready_leases())
         self.query_one("#infer-lease", Select).value = lease_id
 
+    @property
+    def protocol(self) -> str:
+        value = self.query_one("#infer-protocol", Select).value
+        return value if isinstance(value, str) else "http"
+
+    @on(Select.Changed, "#infer-protocol")
+    def _protocol_changed(self) -> None:
+        # One sparkline per protocol: their latencies do not compare.
+        self.latencies = []
+        self.query_one("#latency-spark", Sparkline).data = []
+        self.query_one("#latency", Label).update("")
+
     def _lease(self) -> pb.Lease | None:
         value = self.query_one("#infer-lease", Select).value
         return self.console.fleet.leases.get(value) if isinstance(value, str) else None
@@ -107,8 +125,9 @@ class InferPane(Vertical):
     @work(thread=True, exit_on_error=False, exclusive=True, group="signature")
     def read_signature(self, lease: pb.Lease, model: str) -> None:
         try:
-            endpoint = testinfer.lease_endpoint(lease)
-            signature = testinfer.read_signature(endpoint, model)
+            protocol = self.protocol
+            endpoint = testinfer.lease_endpoint(lease, protocol)
+            signature = testinfer.read_signature(endpoint, model, protocol)
         except Exception as exc:  # shown, never a traceback
             self.app.call_from_thread(self._failed, one_line(exc))
             return
@@ -161,15 +180,20 @@ class InferPane(Vertical):
             if self.query_one(f"#input-{i}", Input).value.strip()
         }
         self.query_one("#send", Button).disabled = True
-        self.send(lease, signature, typed)
+        self.send(lease, signature, typed, self.protocol)
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="send")
     def send(
-        self, lease: pb.Lease, signature: testinfer.ModelSignature, typed: dict[str, str]
+        self,
+        lease: pb.Lease,
+        signature: testinfer.ModelSignature,
+        typed: dict[str, str],
+        protocol: str,
     ) -> None:
         try:
             inputs = testinfer.build_inputs(signature, typed)
-            result = testinfer.send(testinfer.lease_endpoint(lease), signature, inputs)
+            endpoint = testinfer.lease_endpoint(lease, protocol)
+            result = testinfer.send(endpoint, signature, inputs, protocol)
         except Exception as exc:  # shown, never a traceback
             self.app.call_from_thread(self._send_failed, one_line(exc))
             return
