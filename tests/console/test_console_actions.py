@@ -5,6 +5,7 @@ a name points at it → release removes it; and the daemon going away and coming
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from tests.conftest import EXAMPLES, Daemon
 from tests.console.conftest import text_of, until
+from tests.integration.helpers import broken_model
 from tms_console.console.app import TmsConsole
 from tms_console.console.infer import InferPane
 
@@ -194,3 +196,29 @@ async def test_unreachable_daemon_shows_and_reconnects_by_itself(
         assert not banner.display and app.sub_title.startswith("live")
         titles = [n.title for n in app._notifications]
         assert titles.count("Daemon unreachable") == 1 and titles.count("Daemon back") == 1
+
+
+async def test_a_lease_that_fails_to_load_says_why_in_the_form(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    broken = broken_model(tmp_path / "repo")
+    app = TmsConsole(daemon.target, retry_s=0.2)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: app.connection == "live", within=10, what="the feed")
+        await pilot.press("n")
+        form = app.screen
+        form.query_one("#model-0-name", Input).value = broken.name
+        form.query_one("#model-0-uri", Input).value = broken.uri
+        await pilot.press("ctrl+s")
+        await until(
+            pilot,
+            lambda: "weights are corrupt" in text_of(form.query_one("#err-form", Static)),
+            within=60,
+            what="the failure in the form",
+        )
+        assert app.screen is form and not form.sending
+        notes = [n for n in app._notifications if n.title == "Lease failed"]
+        assert notes and "weights are corrupt" in notes[0].message
+        # The failed lease has ended: it is not in the table.
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.fleet.leases, within=10, what="no live lease")
