@@ -11,10 +11,24 @@ MiB = 1024**2
 NOW = 1_790_000_000.0
 
 
-def _gpu(index: int, servers: list[str], product: str = "NVIDIA H100 80GB HBM3") -> pb.GpuStatus:
+# NVML's reading of each device: what the models take plus Triton's own ~600 MiB context.
+DEVICE_USED = {
+    ("a", 0): 17.9 * GiB,
+    ("a", 1): 26.6 * GiB,
+    ("a", 2): 26.6 * GiB,
+    ("b", 0): 2.6 * GiB,
+    ("b", 1): 5.6 * GiB,
+}
+
+
+def _gpu(
+    node: str, index: int, servers: list[str], product: str = "NVIDIA H100 80GB HBM3"
+) -> pb.GpuStatus:
+    idle = 600 * MiB if servers else 0
     return pb.GpuStatus(
         index=index,
         product=product,
+        device_used_bytes=int(DEVICE_USED.get((node, index), idle)),
         memory=pb.ResourceStatus(total_bytes=80 * GiB, server_ids=servers),
     )
 
@@ -30,7 +44,8 @@ def cluster(gpus_per_node: int = 4, nodes: int = 2) -> pb.ClusterStatus:
                 labels={"zone": "eu-1", "rack": str(n + 1)},
                 cpu=pb.ResourceStatus(total_bytes=512 * GiB),
                 gpus=[
-                    _gpu(i, [f"srv-{name[-1]}{i}"] if i < 3 else []) for i in range(gpus_per_node)
+                    _gpu(name[-1], i, [f"srv-{name[-1]}{i}"] if i < 3 else [])
+                    for i in range(gpus_per_node)
                 ],
             )
         )

@@ -98,6 +98,10 @@ def fleet_view(fleet: Fleet) -> RenderableType:
     table.add_column("memory", no_wrap=True, width=BAR_WIDTH)
     table.add_column("declared", justify="right", no_wrap=True)
     table.add_column("measured", justify="right", no_wrap=True)
+    nvml = any(node.source == "nvml" for node in fleet.nodes)
+    if nvml:
+        # What NVML reads for the whole device: what TMS counts plus anything else on it.
+        table.add_column("device", justify="right", no_wrap=True)
     table.add_column("total", justify="right", no_wrap=True)
     table.add_column("servers (leases)", ratio=1, overflow="fold")
     for node in fleet.nodes:
@@ -110,11 +114,16 @@ def fleet_view(fleet: Fleet) -> RenderableType:
             if slot.gpu is None and node.gpus and not slot.server_ids:
                 continue  # host memory matters on a GPU node only when CPU servers use it
             name = f"  {slot.label}" + (f" {slot.product}" if slot.product else "")
+            device = []
+            if nvml:
+                read = node.source == "nvml" and slot.gpu is not None
+                device = [format_size(slot.device_used_bytes) if read else "-"]
             table.add_row(
                 name,
                 memory_bar(slot),
                 Text(format_size(slot.declared_bytes), style="yellow"),
                 Text(format_size(slot.measured_bytes), style="green"),
+                *device,
                 format_size(slot.total_bytes),
                 _servers(fleet, slot),
             )
