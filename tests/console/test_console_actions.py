@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets.data_table import CellDoesNotExist
 
 from tests.conftest import EXAMPLES, Daemon
 from tests.console.conftest import text_of, until
@@ -21,8 +22,12 @@ pytestmark = pytest.mark.triton
 
 
 def cell(app: TmsConsole, lease_id: str, column: str) -> str:
+    """What the leases table shows; "" while the lease has no row (yet, or any more)."""
     table = app.query_one("#lease-table", DataTable)
-    return str(table.get_cell(lease_id, column))
+    try:
+        return str(table.get_cell(lease_id, column))
+    except CellDoesNotExist:
+        return ""
 
 
 def seconds(text: str) -> int:
@@ -167,6 +172,26 @@ async def test_validation_messages_sit_next_to_the_field(daemon: Daemon) -> None
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "DNS-1123" in text("err-name"), within=10, what="the error")
         assert app.screen is form and not daemon.client.list_leases()
+
+        # Autoscaling: checked here first, then refused by a daemon that runs local processes.
+        form.query_one("#name", Input).value = ""
+        form.query_one("#autoscale", Input).value = "3:1"
+        form.query_one("#autoscale-target", Input).value = "-5"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "'3:1' needs 1 <= MIN <= MAX" in text("err-autoscale")
+        assert "'-5' is not a number above 0" in text("err-autoscale-target")
+        assert form.query_one("#autoscale", Input).has_focus
+        form.query_one("#autoscale", Input).value = "1:3"
+        form.query_one("#autoscale-target", Input).value = "150"
+        await pilot.press("ctrl+s")
+        await until(
+            pilot,
+            lambda: "need the kubernetes backend" in text("err-autoscale"),
+            within=10,
+            what="the daemon's refusal beside the autoscale field",
+        )
+        assert text("err-autoscale-target") == "" and not daemon.client.list_leases()
 
 
 async def test_unreachable_daemon_shows_and_reconnects_by_itself(

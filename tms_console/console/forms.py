@@ -22,6 +22,7 @@ from textual.widgets import Button, Input, Label, ProgressBar, Static
 from tms_console.console.render import one_line
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ClientError, ModelArg, model_state_name, state_name
+from tms_core.cli.spec import parse_replicas
 from tms_core.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class LeaseForm:
     activity_window_s: float = 0.0
     pool: str = ""
     quota: int = 0
+    autoscale: dict[str, Any] | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
     def acquire_args(self) -> dict[str, Any]:
@@ -52,6 +54,7 @@ class LeaseForm:
             "activity_window_s": self.activity_window_s,
             "pool": self.pool,
             "quota": self.quota,
+            **({"autoscale": self.autoscale} if self.autoscale else {}),
         }
 
 
@@ -63,6 +66,9 @@ def check_form(
     activity_window: str,
     pool: str,
     quota: str,
+    replicas: str = "",
+    metric: str = "",
+    target: str = "",
 ) -> LeaseForm:
     form = LeaseForm(name=name.strip(), pool=pool.strip())
     for i, (model_name, uri, memory) in enumerate(models):
@@ -101,15 +107,52 @@ def check_form(
             form.errors["quota"] = f"{quota!r} is not a whole number of at least 1"
     if form.quota and not form.pool:
         form.errors["quota"] = "only pool leases take a quota: name a pool too"
+    form.autoscale = _autoscale(form, replicas.strip(), metric.strip(), target.strip())
     return form
+
+
+def _autoscale(form: LeaseForm, replicas: str, metric: str, target: str) -> dict[str, Any] | None:
+    """The autoscale request (kubernetes backend), or None when the section is left empty."""
+    if not replicas:
+        if metric or target:
+            form.errors["autoscale"] = "set the replicas (MIN:MAX, such as 1:4) to autoscale"
+        return None
+    wanted: dict[str, Any] = {}
+    try:
+        wanted.update(parse_replicas(replicas, "replicas"))
+    except ValueError as exc:
+        form.errors["autoscale"] = str(exc)
+    if metric:
+        wanted["metric"] = metric
+    if target:
+        try:
+            wanted["target"] = float(target)
+            if not wanted["target"] > 0:
+                raise ValueError
+        except ValueError:
+            form.errors["autoscale.target"] = f"{target!r} is not a number above 0"
+    return wanted
+
+
+# The daemon's names for fields the form shows in one place.
+FIELD_ALIASES = {"autoscale.min_replicas": "autoscale", "autoscale.max_replicas": "autoscale"}
 
 
 def split_field_error(message: str) -> tuple[str, str]:
     """(`field`, `problem`) from the daemon's `field: problem`; ("form", message) otherwise."""
     head, sep, rest = message.partition(": ")
-    known = ("name", "duration", "activity_window", "pool", "quota", "models", "tritonserver")
-    if sep and (head in known or head.startswith("models[")):
-        return head, rest
+    known = (
+        "name",
+        "duration",
+        "activity_window",
+        "pool",
+        "quota",
+        "models",
+        "tritonserver",
+        "autoscale",
+    )
+    if sep and (head in known or head.startswith(("models[", "autoscale."))):
+        return FIELD_ALIASES.get(head, head), rest
     return "form", message
 
 
@@ -158,29 +201,44 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="dialog", classes="dialog wide-dialog"):
-            yield Label("New lease", classes="title")
-            yield Input(placeholder="name (optional): a DNS-1123 label such as chat", id="name")
-            yield Label("", id=error_id("name"), classes="field-error")
-            yield Label("Models", classes="section")
-            with Vertical(id="models"):
-                yield ModelRow(0)
-            yield Label("", id=error_id("models"), classes="field-error")
-            yield Button("+ model (ctrl+n)", id="add-model")
-            with Horizontal(classes="fields"):
-                with Vertical(classes="cell"):
-                    yield Input(placeholder="duration, e.g. 1h (default)", id="duration")
-                    yield Label("", id=error_id("duration"), classes="field-error")
-                with Vertical(classes="cell"):
-                    yield Input(placeholder="auto-renew window, e.g. 10m", id="activity_window")
-                    yield Label("", id=error_id("activity_window"), classes="field-error")
-            with Horizontal(classes="fields"):
-                with Vertical(classes="cell"):
-                    yield Input(placeholder="pool (optional)", id="pool")
-                    yield Label("", id=error_id("pool"), classes="field-error")
-                with Vertical(classes="cell"):
-                    yield Input(placeholder="quota (pool leases)", id="quota")
-                    yield Label("", id=error_id("quota"), classes="field-error")
+        with Vertical(id="dialog", classes="dialog wide-dialog"):
+            with VerticalScroll(id="form-body"):
+                yield Label("New lease", classes="title")
+                yield Input(placeholder="name (optional): a DNS-1123 label such as chat", id="name")
+                yield Label("", id=error_id("name"), classes="field-error")
+                yield Label("Models", classes="section")
+                with Vertical(id="models"):
+                    yield ModelRow(0)
+                yield Label("", id=error_id("models"), classes="field-error")
+                yield Button("+ model (ctrl+n)", id="add-model")
+                with Horizontal(classes="fields"):
+                    with Vertical(classes="cell"):
+                        yield Input(placeholder="duration, e.g. 1h (default)", id="duration")
+                        yield Label("", id=error_id("duration"), classes="field-error")
+                    with Vertical(classes="cell"):
+                        yield Input(placeholder="auto-renew window, e.g. 10m", id="activity_window")
+                        yield Label("", id=error_id("activity_window"), classes="field-error")
+                with Horizontal(classes="fields"):
+                    with Vertical(classes="cell"):
+                        yield Input(placeholder="pool (optional)", id="pool")
+                        yield Label("", id=error_id("pool"), classes="field-error")
+                    with Vertical(classes="cell"):
+                        yield Input(placeholder="quota (pool leases)", id="quota")
+                        yield Label("", id=error_id("quota"), classes="field-error")
+                yield Label("Autoscaling (kubernetes backend; empty: off)", classes="section")
+                with Horizontal(classes="fields"):
+                    with Vertical(classes="cell"):
+                        yield Input(placeholder="replicas MIN:MAX, e.g. 1:4", id="autoscale")
+                        yield Label("", id=error_id("autoscale"), classes="field-error")
+                    with Vertical(classes="cell"):
+                        yield Input(
+                            placeholder="metric [queue duration]",
+                            id="autoscale-metric",
+                        )
+                        yield Label("", id=error_id("autoscale.metric"), classes="field-error")
+                    with Vertical(classes="cell"):
+                        yield Input(placeholder="target per pod [200]", id="autoscale-target")
+                        yield Label("", id=error_id("autoscale.target"), classes="field-error")
             yield Label("", id=error_id("form"), classes="field-error")
             yield ProgressBar(id="progress", show_eta=False)
             yield Label("", id="progress-text")
@@ -228,6 +286,9 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
             activity_window=value("activity_window"),
             pool=value("pool"),
             quota=value("quota"),
+            replicas=value("autoscale"),
+            metric=value("autoscale-metric"),
+            target=value("autoscale-target"),
         )
         if form.errors:
             for field_name, message in form.errors.items():
@@ -244,7 +305,7 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
 
     def focus_field(self, field_name: str) -> None:
         """Puts the cursor in the field an error is about, so fixing it is one keystroke away."""
-        widget_id = field_name.replace("models[", "model-").replace("].", "-")
+        widget_id = field_name.replace("models[", "model-").replace("].", "-").replace(".", "-")
         for found in self.query(f"#{widget_id}").results(Input):
             found.focus()
 
