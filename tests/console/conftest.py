@@ -31,6 +31,11 @@ def text_of(widget: Static) -> str:
         return content
     if isinstance(content, Text):
         return content.plain
+    return render_text(content)
+
+
+def render_text(renderable: object) -> str:
+    """A Rich renderable as the plain text a 200-column terminal would show."""
     console = Console(width=200, record=True, file=io.StringIO())
-    console.print(content)
+    console.print(renderable)
     return console.export_text()

@@ -7,8 +7,10 @@ from textual.command import CommandList
 from textual.widgets import DataTable, Input, TabbedContent
 
 from tests.console import fixed_fleet
-from tests.console.conftest import text_of, until
+from tests.console.conftest import render_text, text_of, until
 from tms_console.console.app import TmsConsole
+from tms_console.console.render import lease_detail
+from tms_core.api import tms_pb2 as pb
 
 
 def console(clock: list[float] | None = None) -> TmsConsole:
@@ -164,3 +166,14 @@ async def test_the_chosen_lease_keeps_the_cursor_when_the_table_is_rebuilt() -> 
         await pilot.press("down")  # and the keys still move it
         await pilot.pause()
         assert app.selected == ids(app)[table.cursor_row] != "ls-b4"
+
+
+def test_the_detail_of_an_autoscaling_lease_names_its_replicas_and_metric() -> None:
+    lease = fixed_fleet.leases()[0]
+    lease.autoscale.CopyFrom(pb.Autoscale(min_replicas=2, max_replicas=6, target=150))
+    lease.endpoints.servers.add(server_id="s-1")
+    lease.endpoints.servers.add(server_id="s-2")
+    text = render_text(lease_detail(lease, [], fixed_fleet.NOW))
+    assert "autoscale 2–6 replicas on nv_inference_queue_duration_ms > 150 per pod (2 now)" in text
+    plain = render_text(lease_detail(fixed_fleet.leases()[1], [], fixed_fleet.NOW))
+    assert "autoscale" not in plain

@@ -160,6 +160,13 @@ def lease_detail(lease: pb.Lease | None, events: Iterable[pb.Event], now: float)
         f" GPU {','.join(str(g) for g in lease.server_gpus)}" if lease.server_gpus else "",
         f"  pool {lease.pool} (quota {lease.quota})" if lease.pool else "",
     )
+    if lease.HasField("autoscale"):
+        scale = lease.autoscale
+        where.append(
+            f"\nautoscale {scale.min_replicas or 1}–{scale.max_replicas} replicas on "
+            f"{scale.metric or 'nv_inference_queue_duration_ms'} > {scale.target or 200:g} per pod"
+        )
+        where.append(f" ({len(lease.endpoints.servers)} now)" if lease.endpoints.servers else "")
     models = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 1))
     for column in ("model", "state", "declared", "measured", "load", "error"):
         models.add_column(
