@@ -164,6 +164,11 @@ class LeaseManager:
         # The leases that have not ended: what every per-server operation looks through,
         # however long the history grows. Kept by `_set_state`, the one place states change.
         self._live: dict[LeaseId, Lease] = {}
+        # The live leases of each server, and those that wait: kept with `_live` (and by
+        # `_move`, the one place a lease changes server), so that per-server operations and
+        # retries cost what that server or the queue holds, not what the fleet holds.
+        self._by_server: dict[ServerId, dict[LeaseId, Lease]] = {}
+        self._pending: dict[LeaseId, Lease] = {}
         self.servers: dict[ServerId, Server] = {}
         self._lease_changed: dict[LeaseId, _Signal] = {}
         self._assignment_changed: dict[ServerId, _Signal] = {}
@@ -179,7 +184,12 @@ class LeaseManager:
         leases, servers = await self._store.load()
         extras = await self._store.load_extras()
         self.leases = {lease.id: lease for lease in leases}
-        self._live = {lease.id: lease for lease in leases if not lease.state.ended}
+        self._live = {}
+        self._by_server = {}
+        self._pending = {}
+        for lease in leases:
+            if not lease.state.ended:
+                self._index_lease(lease)
         self.names = {record.name: record for record in extras.names}
         self.pools = {pool.name: pool for pool in extras.pools}
         self.allowlist = extras.allowlist
@@ -230,7 +240,7 @@ class LeaseManager:
                         lease, LeaseState.EXPIRED, "expired while the daemon was down", now
                     )
                 elif lease.state.holds_models and not held:
-                    lease.server_id = None
+                    self._move(lease, None)
                     for model in lease.models:
                         model.state, model.error = ModelState.PENDING, ""
                     self._set_state(
@@ -504,9 +514,7 @@ class LeaseManager:
                 continue
             self.measured[key] = measured
             await tx.put_model_memory(key[0], key[1], measured, now)
-            for lease in self._live_leases():
-                if lease.server_id != server.id or lease.state.ended:
-                    continue
+            for lease in self._on(server.id):
                 for model in lease.models:
                     if (model.name, model.uri) != key:
                         continue
@@ -534,12 +542,8 @@ class LeaseManager:
         Such a lease lives its duration from READY, then as long as one of its models served
         an inference within the last activity window.
         """
-        for lease in self._live_leases():
-            if (
-                lease.server_id != server.id
-                or lease.state is not LeaseState.READY
-                or not lease.activity_window_s
-            ):
+        for lease in self._on(server.id):
+            if lease.state is not LeaseState.READY or not lease.activity_window_s:
                 continue
             last = max(
                 (
@@ -813,12 +817,7 @@ class LeaseManager:
         result = []
         for server in self.servers.values():
             if server.pool == name and server.state.alive:
-                holders = [
-                    lease
-                    for lease in self._live_leases()
-                    if lease.server_id == server.id and not lease.state.ended
-                ]
-                result.append((server, holders))
+                result.append((server, self._on(server.id)))
         return result
 
     # ------------------------------------------------------------------ allowlist
@@ -940,11 +939,7 @@ class LeaseManager:
         return lease
 
     def _holders(self, server: Server) -> list[Lease]:
-        return [
-            lease
-            for lease in self._live_leases()
-            if lease.server_id == server.id and lease.state.holds_models
-        ]
+        return [lease for lease in self._on(server.id) if lease.state.holds_models]
 
     def _desired(self, server: Server) -> list[tuple[ModelName, str]]:
         wanted: dict[ModelName, str] = {}
@@ -1092,9 +1087,10 @@ class LeaseManager:
                     new_server = self._new_server(lease.pool, lease.tritonserver, now, decision)
                     await tx.put_server(new_server)
                     self.servers[new_server.id] = new_server
-                lease.server_id = new_server.id if new_server else placement_server(decision)
+                target = new_server.id if new_server else placement_server(decision)
+                self._move(lease, target)
                 self._set_state(lease, LeaseState.LOADING, "", now)
-                server = self.servers[lease.server_id]
+                server = self.servers[target]
                 server.idle_since = None
                 await tx.put_server(server)
                 self._sync_models(lease, server)
@@ -1170,8 +1166,8 @@ class LeaseManager:
             # Leases still releasing on a stopped server have nothing left to unload.
             now = self._clock.now()
             async with self._tx() as tx:
-                for lease in self._live_leases():
-                    if lease.server_id == server.id and lease.state is LeaseState.RELEASING:
+                for lease in self._on(server.id):
+                    if lease.state is LeaseState.RELEASING:
                         self._set_state(lease, LeaseState.RELEASED, "", now)
                         await tx.put_lease(lease)
                         self._notify_lease(lease)
@@ -1181,9 +1177,7 @@ class LeaseManager:
         log.warning("server %s failed: %s", server.id, reason)
         self._server_state(server, ServerState.FAILED, reason)
         await tx.put_server(server)
-        for lease in self._live_leases():
-            if lease.server_id != server.id or lease.state.ended:
-                continue
+        for lease in self._on(server.id):
             if lease.state is LeaseState.RELEASING:
                 self._set_state(lease, LeaseState.RELEASED, "", now)
             else:
@@ -1194,8 +1188,8 @@ class LeaseManager:
     async def _settle_server(self, tx: Transaction, server: Server, now: float) -> None:
         """Moves the server's leases along after its models changed. Caller holds the lock."""
         failed_any = False
-        for lease in self._live_leases():
-            if lease.server_id != server.id or lease.state.ended:
+        for lease in self._on(server.id):
+            if lease.state.ended:
                 continue
             before = (lease.state, [(m.state, m.error) for m in lease.models])
             if lease.state is LeaseState.LOADING:
@@ -1233,10 +1227,7 @@ class LeaseManager:
         if failed_any:
             self._bump_assignment(server.id)
         if server.state is ServerState.RUNNING or server.state is ServerState.STARTING:
-            busy = any(
-                lease.server_id == server.id and not lease.state.ended
-                for lease in self._live_leases()
-            )
+            busy = bool(self._by_server.get(server.id))
             if busy and server.idle_since is not None:
                 server.idle_since = None
                 await tx.put_server(server)
@@ -1283,10 +1274,8 @@ class LeaseManager:
             lower = sorted(
                 (
                     held
-                    for held in self._live_leases()
-                    if held.server_id == server.id
-                    and held.state.holds_models
-                    and held.priority < lease.priority
+                    for held in self._on(server.id)
+                    if held.state.holds_models and held.priority < lease.priority
                 ),
                 key=lambda held: (held.priority, -held.created_at),
             )
@@ -1316,7 +1305,7 @@ class LeaseManager:
         async with self._tx() as tx:
             for victim in victims:
                 server_id = victim.server_id
-                victim.server_id = None
+                self._move(victim, None)
                 for model in victim.models:
                     model.state, model.error = ModelState.PENDING, ""
                 self._set_state(
@@ -1335,7 +1324,7 @@ class LeaseManager:
     async def _place_pending(self) -> None:
         """Tries the waiting leases again, oldest first. Caller holds the lock."""
         # Higher priority first, then oldest first.
-        waiting = [lease for lease in self._live_leases() if lease.state is LeaseState.PENDING]
+        waiting = list(self._pending.values())
         for lease in sorted(waiting, key=lambda lease: (-lease.priority, lease.created_at)):
             if lease.state is not LeaseState.PENDING:
                 continue
@@ -1360,9 +1349,41 @@ class LeaseManager:
         lease.updated_at = now
         self._touched.add(lease.id)
         if state.ended:
-            self._live.pop(lease.id, None)
+            self._unindex_lease(lease)
         else:
-            self._live[lease.id] = lease
+            self._index_lease(lease)
+
+    def _index_lease(self, lease: Lease) -> None:
+        self._live[lease.id] = lease
+        if lease.server_id is not None:
+            self._by_server.setdefault(lease.server_id, {})[lease.id] = lease
+        if lease.state is LeaseState.PENDING:
+            self._pending[lease.id] = lease
+        else:
+            self._pending.pop(lease.id, None)
+
+    def _unindex_lease(self, lease: Lease) -> None:
+        self._live.pop(lease.id, None)
+        self._pending.pop(lease.id, None)
+        if lease.server_id is not None:
+            held = self._by_server.get(lease.server_id)
+            if held is not None:
+                held.pop(lease.id, None)
+                if not held:
+                    del self._by_server[lease.server_id]
+
+    def _move(self, lease: Lease, server_id: ServerId | None) -> None:
+        """Puts `lease` on `server_id` (None: on no server)."""
+        live = lease.id in self._live
+        if live:
+            self._unindex_lease(lease)
+        lease.server_id = server_id
+        if live:
+            self._index_lease(lease)
+
+    def _on(self, server_id: ServerId) -> list[Lease]:
+        """The live leases on a server (a copy: callers may end some as they go)."""
+        return list(self._by_server.get(server_id, {}).values())
 
     def _server_state(self, server: Server, state: ServerState, reason: str) -> None:
         server.state = state
