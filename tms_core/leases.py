@@ -169,6 +169,14 @@ class LeaseManager:
         # retries cost what that server or the queue holds, not what the fleet holds.
         self._by_server: dict[ServerId, dict[LeaseId, Lease]] = {}
         self._pending: dict[LeaseId, Lease] = {}
+        # The fleet as placement reads it, kept current server by server: a change marks its
+        # server dirty (`_touch`), and the next decision refreshes only those. None: rebuild
+        # it whole (after a change that reaches every server: nodes, pools, names, measures).
+        self._fleet: placement.FleetIndex | None = None
+        self._fleet_dirty: set[ServerId] = set()
+        # (node, GPU index) -> server -> the memory it takes there; and each server's part.
+        self._gpu_shares: dict[tuple[str, int], dict[ServerId, float]] = {}
+        self._shares_of: dict[ServerId, list[tuple[str, int]]] = {}
         self.servers: dict[ServerId, Server] = {}
         self._lease_changed: dict[LeaseId, _Signal] = {}
         self._assignment_changed: dict[ServerId, _Signal] = {}
@@ -187,6 +195,7 @@ class LeaseManager:
         self._live = {}
         self._by_server = {}
         self._pending = {}
+        self._fleet = None
         for lease in leases:
             if not lease.state.ended:
                 self._index_lease(lease)
@@ -221,6 +230,7 @@ class LeaseManager:
                     log.info("adopting server %s (pid %s)", server.id, server.pid)
                     server.triton_ready = False
                     self.servers[server.id] = server
+                    self._touch(server.id)
                     await tx.put_server(server)
                     continue
                 log.info("server %s is gone; cleaning up after it", server.id)
@@ -264,6 +274,7 @@ class LeaseManager:
         async with self._lock:
             self.nodes = tuple(nodes)
             self._nodes_by_name = {node.name: node for node in self.nodes}
+            self._fleet = None
             await self._place_pending()
         self.deadlines_changed.set()
 
@@ -480,6 +491,7 @@ class LeaseManager:
             now = self._clock.now()
             server.models = {m.name: m for m in models}
             server.triton_ready = triton_ready
+            self._touch(server.id)
             if leak and not server.leak:
                 server.leak = leak
                 self.events.emit(
@@ -513,6 +525,8 @@ class LeaseManager:
             if not served.uri or measured <= self.measured.get(key, 0):
                 continue
             self.measured[key] = measured
+            # Every server holding the model now counts it larger.
+            self._fleet = None
             await tx.put_model_memory(key[0], key[1], measured, now)
             for lease in self._on(server.id):
                 for model in lease.models:
@@ -653,6 +667,7 @@ class LeaseManager:
                 server = self._new_server(pool.name, pool.tritonserver, now)
                 await tx.put_server(server)
                 self.servers[server.id] = server
+                self._touch(server.id)
                 created.append(server)
         return created
 
@@ -694,6 +709,7 @@ class LeaseManager:
             async with self._tx() as tx:
                 await tx.delete_name(name)
                 del self.names[name]
+                self._fleet = None  # names are tags that colocate_with and avoid match
             self.events.emit("name", name, "DELETED", lease_id=record.lease_id or "")
             self._routes_changed()
             return record
@@ -724,6 +740,7 @@ class LeaseManager:
                 "name", name, "WAITING", f"for lease {lease.id} to be READY", lease_id=lease.id
             )
         record.updated_at = now
+        self._fleet = None
         await tx.put_name(record)
         return record
 
@@ -754,6 +771,7 @@ class LeaseManager:
             else:
                 continue
             record.updated_at = self._clock.now()
+            self._fleet = None
             await tx.put_name(record)
 
     # ------------------------------------------------------------------ pools
@@ -778,6 +796,7 @@ class LeaseManager:
             async with self._tx() as tx:
                 await tx.put_pool(pool)
                 self.pools[pool.name] = pool
+                self._fleet = None
             self.events.emit("pool", pool.name, "CREATED")
         self.deadlines_changed.set()
         return copy.deepcopy(pool)
@@ -799,6 +818,7 @@ class LeaseManager:
             async with self._tx() as tx:
                 await tx.delete_pool(name)
                 del self.pools[name]
+                self._fleet = None
                 doomed = [s for s in self.servers.values() if s.pool == name and s.state.alive]
                 for server in doomed:
                     self._server_state(server, ServerState.STOPPING, f"pool {name} deleted")
@@ -888,6 +908,7 @@ class LeaseManager:
                 server.models, server.triton_ready = current.models, current.triton_ready
             live[server.id] = server
         self.servers = live
+        self._fleet = None
         log.warning("a state change failed to commit; working state reloaded from the store")
 
     def _validate(self, models: Sequence[ModelRequest], name: str) -> None:
@@ -950,47 +971,82 @@ class LeaseManager:
 
     def _views(self, without: frozenset[LeaseId] = frozenset()) -> list[placement.ServerView]:
         """The live servers as placement sees them (as if the leases `without` were gone)."""
-        views = []
-        # Grouped once: a decision looks at every server, and must not scan every lease for
-        # each of them.
-        by_server: dict[ServerId, list[Lease]] = {}
-        for lease in self._live_leases():
-            if lease.server_id is not None and lease.id not in without:
-                by_server.setdefault(lease.server_id, []).append(lease)
-        for server in self.servers.values():
-            if not server.state.alive:
-                continue
-            holders = by_server.get(server.id, [])
-            pool = self.pools.get(server.pool)
-            # A model shared by several leases is loaded once: count it once, at its largest.
-            held: dict[tuple[str, str], int] = {}
-            for lease in holders:
-                for model in lease.models:
-                    key = (str(model.name), model.uri)
-                    held[key] = max(held.get(key, 0), self._need(model))
-            tags: set[str] = set()
-            for lease in holders:
-                tags |= lease.tags | set(self.names_of(lease.id))
-            views.append(
-                placement.ServerView(
-                    id=server.id,
-                    accepting=not server.leak,
-                    binary=server.binary,
-                    pool=server.pool,
-                    quota_capacity=pool.quota_per_server if pool else 0,
-                    quota_used=sum(lease.quota for lease in holders),
-                    capacity_bytes=server.capacity_bytes,
-                    used_bytes=sum(held.values()),
-                    models={str(m.name): m.uri for lease in holders for m in lease.models}
-                    | {str(name): served.uri for name, served in server.models.items()},
-                    node=server.node,
-                    gpus=server.gpus,
-                    exclusive=any(lease.constraints.exclusive for lease in holders),
-                    framework_group=server.framework_group,
-                    tags=frozenset(tags),
-                )
+        return [
+            self._server_view(
+                server, [lease for lease in self._on(server.id) if lease.id not in without]
             )
-        return views
+            for server in self.servers.values()
+            if server.state.alive
+        ]
+
+    def _server_view(self, server: Server, holders: list[Lease]) -> placement.ServerView:
+        pool = self.pools.get(server.pool)
+        # A model shared by several leases is loaded once: count it once, at its largest.
+        held: dict[tuple[str, str], int] = {}
+        for lease in holders:
+            for model in lease.models:
+                key = (str(model.name), model.uri)
+                held[key] = max(held.get(key, 0), self._need(model))
+        tags: set[str] = set()
+        for lease in holders:
+            tags |= lease.tags
+            if self.names:
+                tags |= set(self.names_of(lease.id))
+        return placement.ServerView(
+            id=server.id,
+            accepting=not server.leak,
+            binary=server.binary,
+            pool=server.pool,
+            quota_capacity=pool.quota_per_server if pool else 0,
+            quota_used=sum(lease.quota for lease in holders),
+            capacity_bytes=server.capacity_bytes,
+            used_bytes=sum(held.values()),
+            models={str(m.name): m.uri for lease in holders for m in lease.models}
+            | {str(name): served.uri for name, served in server.models.items()},
+            node=server.node,
+            gpus=server.gpus,
+            exclusive=any(lease.constraints.exclusive for lease in holders),
+            framework_group=server.framework_group,
+            tags=frozenset(tags),
+        )
+
+    def _fleet_now(self) -> placement.FleetIndex:
+        """The fleet index, brought up to date with the servers changed since the last
+        decision (or rebuilt whole when a change reached them all)."""
+        fleet = self._fleet
+        if fleet is None:
+            views = self._views()
+            fleet = self._fleet = placement.FleetIndex(views, self._node_views(views))
+            self._gpu_shares, self._shares_of = {}, {}
+            for view in views:
+                self._share_gpus(view)
+            self._fleet_dirty.clear()
+            return fleet
+        touched: set[tuple[str, int]] = set()
+        for server_id in self._fleet_dirty:
+            for key in self._shares_of.pop(server_id, ()):
+                self._gpu_shares[key].pop(server_id, None)
+                touched.add(key)
+            server = self.servers.get(server_id)
+            if server is None or not server.state.alive:
+                fleet.drop_server(server_id)
+                continue
+            view = self._server_view(server, self._on(server_id))
+            fleet.put_server(view)
+            touched.update(self._share_gpus(view))
+        self._fleet_dirty.clear()
+        for node, index in touched:
+            shares = self._gpu_shares.get((node, index), {})
+            fleet.set_gpu_used(node, index, int(sum(shares.values())))
+        return fleet
+
+    def _share_gpus(self, view: placement.ServerView) -> list[tuple[str, int]]:
+        keys = [(view.node, index) for index in view.gpus]
+        for key in keys:
+            self._gpu_shares.setdefault(key, {})[view.id] = view.used_bytes / len(keys)
+        if keys:
+            self._shares_of[view.id] = keys
+        return keys
 
     def _node_views(self, servers: list[placement.ServerView]) -> list[placement.NodeView]:
         """Every node's GPUs with what the servers on each take (a server's models are spread
@@ -1031,18 +1087,22 @@ class LeaseManager:
         pool = self.pools.get(lease.pool) if lease.pool else None
         if lease.pool and pool is None:
             return placement.Wait(f"pool {lease.pool} was deleted")
-        views = self._views(without)
+        if without or only is not None:
+            # Preemption asks what-ifs: a fleet of its own, built for the question.
+            views = self._views(without)
+            nodes = self._node_views(views)
+            if only is not None:
+                views = [view for view in views if view.id == only]
+            fleet = placement.FleetIndex(views, nodes)
+        else:
+            fleet = self._fleet_now()
         wanted = lease.constraints
-        nodes = self._node_views(views)
-        if only is not None:
-            views = [view for view in views if view.id == only]
         return placement.place(
             [placement.ModelNeed(m.name, m.uri, self._need(m), m.framework) for m in lease.models],
-            views,
+            index=fleet,
             server_capacity=self._settings.local.server_memory,
             max_servers=self._settings.local.max_servers,
             binary=lease.tritonserver,
-            nodes=nodes,
             isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
             constraints=placement.Constraints(
                 gpus=wanted.gpus,
@@ -1087,6 +1147,7 @@ class LeaseManager:
                     new_server = self._new_server(lease.pool, lease.tritonserver, now, decision)
                     await tx.put_server(new_server)
                     self.servers[new_server.id] = new_server
+                    self._touch(new_server.id)
                 target = new_server.id if new_server else placement_server(decision)
                 self._move(lease, target)
                 self._set_state(lease, LeaseState.LOADING, "", now)
@@ -1149,6 +1210,7 @@ class LeaseManager:
             # Whatever did start (tritonserver before a failed sidecar) must not linger.
             await self._backend.stop(server)
             self.servers.pop(server.id, None)
+            self._touch(server.id)
             return
         async with self._tx() as tx:
             await tx.put_server(server)
@@ -1161,6 +1223,7 @@ class LeaseManager:
                     self._server_state(server, ServerState.STOPPED, server.reason)
                 await tx.put_server(server)
             self.servers.pop(server.id, None)
+            self._touch(server.id)
             self._assignment_changed.pop(server.id, None)
             self._generations.pop(server.id, None)
             # Leases still releasing on a stopped server have nothing left to unload.
@@ -1356,6 +1419,7 @@ class LeaseManager:
     def _index_lease(self, lease: Lease) -> None:
         self._live[lease.id] = lease
         if lease.server_id is not None:
+            self._touch(lease.server_id)
             self._by_server.setdefault(lease.server_id, {})[lease.id] = lease
         if lease.state is LeaseState.PENDING:
             self._pending[lease.id] = lease
@@ -1366,6 +1430,7 @@ class LeaseManager:
         self._live.pop(lease.id, None)
         self._pending.pop(lease.id, None)
         if lease.server_id is not None:
+            self._touch(lease.server_id)
             held = self._by_server.get(lease.server_id)
             if held is not None:
                 held.pop(lease.id, None)
@@ -1381,11 +1446,16 @@ class LeaseManager:
         if live:
             self._index_lease(lease)
 
+    def _touch(self, server_id: ServerId) -> None:
+        """Marks a server whose view placement reads may have changed."""
+        self._fleet_dirty.add(server_id)
+
     def _on(self, server_id: ServerId) -> list[Lease]:
         """The live leases on a server (a copy: callers may end some as they go)."""
         return list(self._by_server.get(server_id, {}).values())
 
     def _server_state(self, server: Server, state: ServerState, reason: str) -> None:
+        self._touch(server.id)
         server.state = state
         server.reason = reason
         self.events.emit("server", server.id, state.value, reason, server_id=server.id)

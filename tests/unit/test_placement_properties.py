@@ -27,6 +27,7 @@ from tms_core.ids import ServerId
 from tms_core.placement import (
     Constraints,
     Decision,
+    FleetIndex,
     GpuView,
     JoinServer,
     ModelNeed,
@@ -165,6 +166,8 @@ class Shape:
     selector: Mapping[str, str]
     lean: int
     """How many times a choice lists the lease's value."""
+    gpu_capacity: int = 0
+    """When set, every GPU of the fleet has this capacity."""
 
 
 def node_view(draw: st.DrawFn, name: str, lease: Shape) -> NodeView:
@@ -173,7 +176,7 @@ def node_view(draw: st.DrawFn, name: str, lease: Shape) -> NodeView:
     node_product = dice.pick(
         tuple(p for p in PRODUCTS if lease.product in p) * lease.lean + PRODUCTS
     )
-    node_capacity = dice.pick(GPU_CAPACITIES)
+    node_capacity = lease.gpu_capacity or dice.pick(GPU_CAPACITIES)
     labels = {}
     zone = dice.pick((None, "a", "a", "b"))
     if zone:
@@ -185,7 +188,7 @@ def node_view(draw: st.DrawFn, name: str, lease: Shape) -> NodeView:
     gpus = []
     for index in range(count):
         # Mostly one kind of GPU per node, now and then a mixed one.
-        capacity = dice.pick((node_capacity,) * 3 + GPU_CAPACITIES)
+        capacity = lease.gpu_capacity or dice.pick((node_capacity,) * 3 + GPU_CAPACITIES)
         product = dice.pick((node_product,) * 4 + PRODUCTS)
         gpus.append(GpuView(name, index, product, capacity, fraction_of(dice, capacity)))
     return NodeView(name, tuple(gpus), labels)
@@ -303,11 +306,14 @@ def pool_spec(draw: st.DrawFn, one_in: int) -> PoolSpec | None:
 
 
 @st.composite
-def cases(draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False) -> Case:
+def cases(
+    draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False, one_gpu_size: bool = False
+) -> Case:
     """A fleet and a request.
 
     `crowded`: servers lean harder towards the lease, so that several are eligible at once.
     `uniform`: an unpooled CPU lease, and every CPU server has the configured capacity.
+    `one_gpu_size`: every GPU has 80 GiB (what the index's sorted paths serve).
     """
     dice = Dice(draw(ROLLS))
     server_capacity = dice.pick(SERVER_CAPACITIES)
@@ -330,6 +336,7 @@ def cases(draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False) -> C
         product=want.gpu_product,
         selector=want.node_selector,
         lean=8 if crowded else 2,
+        gpu_capacity=80 * GiB if one_gpu_size else 0,
     )
     nodes = tuple(node_view(draw, f"n{i}", shape) for i in range(node_count))
     servers = tuple(
@@ -662,6 +669,63 @@ def test_deterministic_and_leaves_its_input_alone(case: Case) -> None:
     first = case.decide()
     assert case == before, "place changed its input"
     assert case.decide() == first
+
+
+@PROPERTIES
+@given(cases(crowded=True, one_gpu_size=True))
+def test_best_fit_among_eligible_servers_on_gpus_of_one_size(case: Case) -> None:
+    """As above, where the index reads joins off its sorted lists."""
+    test_best_fit_among_eligible_servers.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+    test_a_joined_server_has_the_room.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+
+
+@PROPERTIES
+@given(cases(one_gpu_size=True))
+def test_best_fit_for_a_new_gpu_server_on_gpus_of_one_size(case: Case) -> None:
+    """As above, where the index reads a new one-GPU server off its sorted GPUs."""
+    test_best_fit_for_a_new_gpu_server.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+    test_a_started_server_has_the_room.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+    test_rejects_exactly_what_can_never_fit.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+
+
+def kept_current(case: Case) -> FleetIndex:
+    """The case's fleet as an owner builds it over time: nodes first with nothing used,
+    servers put in a first version and then their own, a server that comes and goes, and the
+    GPUs' use set last."""
+    index = FleetIndex(
+        nodes=[replace(n, gpus=tuple(replace(g, used_bytes=0) for g in n.gpus)) for n in case.nodes]
+    )
+    for server in case.servers:
+        index.put_server(replace(server, used_bytes=0, models={}, tags=frozenset()))
+        index.put_server(replace(server, id=ServerId(f"{server.id}-gone"), pool=""))
+        index.put_server(server)
+        index.drop_server(ServerId(f"{server.id}-gone"))
+    for node in case.nodes:
+        for gpu in node.gpus:
+            index.set_gpu_used(node.name, gpu.index, gpu.capacity_bytes)
+            index.set_gpu_used(node.name, gpu.index, gpu.used_bytes)
+    return index
+
+
+def decide_with(case: Case, index: FleetIndex) -> Decision:
+    return place(
+        list(case.models),
+        server_capacity=case.server_capacity,
+        max_servers=case.max_servers,
+        binary=case.binary,
+        pool=case.pool,
+        constraints=case.want,
+        isolated_frameworks=ISOLATED,
+        index=index,
+    )
+
+
+@PROPERTIES
+@given(st.one_of(cases(crowded=True, one_gpu_size=True), cases(one_gpu_size=True), cases()))
+def test_an_index_kept_current_decides_as_one_built_at_once(case: Case) -> None:
+    """The lease manager keeps one index for the fleet and changes it piece by piece; its
+    decisions must be those of the fleet as it is, reasons included."""
+    assert decide_with(case, kept_current(case)) == case.decide()
 
 
 # --- examples --------------------------------------------------------------------------------
