@@ -18,7 +18,7 @@ from typing import IO
 
 import grpc
 
-from tms_core import aiotasks, modelrepo
+from tms_core import aiotasks, gctune, modelrepo
 from tms_core.api.interceptor import ErrorInterceptor
 from tms_core.api.servicer import add_servicers
 from tms_core.backends.local import LocalBackend, free_ports
@@ -150,6 +150,7 @@ async def serve(
         async with store.transaction() as tx:
             await tx.set_meta("router_pid", str(router_pid))
         await manager.recover()
+        gctune.tune_gc()
         add_servicers(server, manager)
         await server.start()
         log.info(

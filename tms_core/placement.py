@@ -199,6 +199,10 @@ class FleetIndex:
         # (capacity, product) -> [(free, node order, position, node, index)], ascending.
         self._free_gpus: dict[tuple[int, str], list[tuple[int, int, int, str, int]]] = {}
         self._capacities: dict[int, int] = {}
+        self.gpus_in_use = 0
+        """GPUs with any memory used."""
+        self.gpu_used_bytes = 0
+        """Memory used over all GPUs."""
         self._reach: dict[tuple[int, str, tuple[tuple[str, str], ...]], tuple[int, int]] = {}
         self.set_nodes(nodes)
         for server in servers:
@@ -245,6 +249,7 @@ class FleetIndex:
         self._free_gpus = {}
         self._capacities = {}
         self._reach = {}
+        self.gpus_in_use = self.gpu_used_bytes = 0
         for node in nodes:
             for position, gpu in enumerate(node.gpus):
                 key = (node.name, gpu.index)
@@ -301,6 +306,8 @@ class FleetIndex:
         key = (gpu.node, gpu.index)
         self._gpus[key] = gpu
         self._capacities[gpu.capacity_bytes] = self._capacities.get(gpu.capacity_bytes, 0) + 1
+        self.gpus_in_use += gpu.used_bytes > 0
+        self.gpu_used_bytes += gpu.used_bytes
         entry = (
             gpu.free_bytes,
             self._node_order[gpu.node],
@@ -321,6 +328,8 @@ class FleetIndex:
         )
         _remove_sorted(self._free_gpus[(gpu.capacity_bytes, gpu.product)], entry)
         self._capacities[gpu.capacity_bytes] -= 1
+        self.gpus_in_use -= gpu.used_bytes > 0
+        self.gpu_used_bytes -= gpu.used_bytes
         if not self._capacities[gpu.capacity_bytes]:
             del self._capacities[gpu.capacity_bytes]
         del self._gpus[key]
