@@ -1049,6 +1049,7 @@ class LeaseManager:
             exclusive=exclusive,
             framework_group=server.framework_group,
             tags=frozenset(tags),
+            held={name: (uri, need) for (name, uri), need in held.items()},
         )
 
     def _fleet_now(self) -> placement.FleetIndex:

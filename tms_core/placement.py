@@ -90,6 +90,19 @@ class ServerView:
     """The isolated framework this server was started for; "" for the shareable kind."""
     tags: frozenset[str] = frozenset()
     """Names and `key=value` labels of the leases it holds."""
+    held: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """The models its leases hold, name -> (uri, bytes counted in `used_bytes`): a lease
+    that asks for one of them shares it (Triton loads a model once) and adds no memory."""
+
+    def extra_bytes(self, models: Sequence[ModelNeed]) -> int:
+        """The memory `models` would add here: what the server's leases do not hold yet."""
+        extra = 0
+        for model in models:
+            uri, counted = self.held.get(model.name, ("", 0))
+            extra += (
+                max(0, model.memory_bytes - counted) if uri == model.uri else model.memory_bytes
+            )
+        return extra
 
     @property
     def free_bytes(self) -> int:
@@ -196,6 +209,8 @@ class FleetIndex:
         ] = {}
         # Unpooled servers the sorted lists cannot order (GPUs of mixed capacity or unlisted).
         self._irregular: dict[ServerId, None] = {}
+        # (model name, uri) -> the unpooled servers whose leases hold it.
+        self._holding: dict[tuple[str, str], set[ServerId]] = {}
         # (capacity, product) -> [(free, node order, position, node, index)], ascending.
         self._free_gpus: dict[tuple[int, str], list[tuple[int, int, int, str, int]]] = {}
         self._capacities: dict[int, int] = {}
@@ -279,8 +294,11 @@ class FleetIndex:
         else:
             self._unpooled -= old.pool == ""
             self._unpooled += server.pool == ""
-            self._forget_gpus(old)
+            self._forget(old)
         self._servers[server.id] = server
+        if not server.pool:
+            for name, (uri, _) in server.held.items():
+                self._holding.setdefault((name, uri), set()).add(server.id)
         for index in server.gpus:
             self._servers_on.setdefault((server.node, index), set()).add(server.id)
         self._rekey(server)
@@ -290,11 +308,17 @@ class FleetIndex:
         if old is None:
             return
         self._unpooled -= old.pool == ""
-        self._forget_gpus(old)
+        self._forget(old)
         self._unkey(server_id)
         del self._seq[server_id]
 
-    def _forget_gpus(self, server: ServerView) -> None:
+    def _forget(self, server: ServerView) -> None:
+        for name, (uri, _) in server.held.items():
+            holders = self._holding.get((name, uri))
+            if holders is not None:
+                holders.discard(server.id)
+                if not holders:
+                    del self._holding[(name, uri)]
         for index in server.gpus:
             on = self._servers_on.get((server.node, index))
             if on is not None:
@@ -446,8 +470,9 @@ def place(
         found = (fleet.gpu(server.node, i) for i in server.gpus)
         return [g for g in found if g is not None]
 
-    def joinable(server: ServerView) -> tuple[float, int] | None:
-        """(leftover, room) where the lease can join `server`; None where it cannot."""
+    def joinable(server: ServerView) -> tuple[int, float, int] | None:
+        """(memory it adds, leftover, room) where the lease can join `server`; None where it
+        cannot."""
         if not server.accepting or server.exclusive or want.exclusive:
             return None
         if len(server.gpus) != want.gpus or server.framework_group != group:
@@ -471,8 +496,9 @@ def place(
             scan.largest_quota = max(scan.largest_quota, server.free_quota)
             if server.free_quota < pool.quota:
                 return None
+        extra = server.extra_bytes(models) if server.held else need
         if gpus:
-            share = need / len(gpus)
+            share = extra / len(gpus)
             tightest = min(gpus, key=lambda g: g.free_bytes)
             if tightest.free_bytes > scan.largest_free[0]:
                 scan.largest_free = (tightest.free_bytes, tightest.label)
@@ -483,28 +509,30 @@ def place(
         else:
             if server.free_bytes > scan.largest_free[0]:
                 scan.largest_free = (server.free_bytes, server.id)
-            if server.free_bytes < need:
+            if server.free_bytes < extra:
                 return None
-            leftover = (server.free_bytes - need) / max(server.capacity_bytes, 1)
+            leftover = (server.free_bytes - extra) / max(server.capacity_bytes, 1)
             room = server.free_bytes
         if pool is not None:
             # Pool leases pack by quota first: the unit the administrator sized servers in.
             leftover = (server.free_quota - pool.quota) / max(
                 server.quota_capacity, 1
             ) + leftover / 1e6
-        return leftover, room
+        return extra, leftover, room
 
     scan = _Scan()
     candidates: list[ServerView] | None = None
     if pool is None and not want.exclusive:
-        best = _sorted_join(fleet, need, want, binary, group, joinable)
+        best = _sorted_join(fleet, models, need, want, binary, group, joinable)
     else:
         candidates = _candidates(fleet, pool, binary)
         best = _linear_join(fleet, candidates, joinable)
     if best is not None:
-        server, room = best
+        server, extra, room = best
+        shared = "" if extra == need else f" (shares {format_size(need - extra)} it holds)"
         return JoinServer(
-            server.id, f"{format_size(room)} free on {server.id}, needs {format_size(need)}"
+            server.id,
+            f"{format_size(room)} free on {server.id}, needs {format_size(extra)}{shared}",
         )
 
     if want.colocate_with:
@@ -554,50 +582,67 @@ def _candidates(fleet: FleetIndex, pool: PoolSpec | None, binary: str) -> list[S
     ]
 
 
+Fit = tuple[int, float, int]
+"""(memory the lease adds, leftover fraction, room): the smallest first two win."""
+
+
 def _linear_join(
     fleet: FleetIndex,
     candidates: Sequence[ServerView],
-    joinable: Callable[[ServerView], tuple[float, int] | None],
-) -> tuple[ServerView, int] | None:
-    best: tuple[float, ServerView, int] | None = None
+    joinable: Callable[[ServerView], Fit | None],
+) -> tuple[ServerView, int, int] | None:
+    best: tuple[Fit, ServerView] | None = None
     for server in candidates:
         fit = joinable(server)
-        if fit is not None and (best is None or fit[0] < best[0]):
-            best = (fit[0], server, fit[1])
-    return (best[1], best[2]) if best is not None else None
+        if fit is not None and (best is None or fit[:2] < best[0][:2]):
+            best = (fit, server)
+    return (best[1], best[0][0], best[0][2]) if best is not None else None
 
 
 def _sorted_join(
     fleet: FleetIndex,
+    models: Sequence[ModelNeed],
     need: int,
     want: Constraints,
     binary: str,
     group: str,
-    joinable: Callable[[ServerView], tuple[float, int] | None],
-) -> tuple[ServerView, int] | None:
-    """The best server to join read off the sorted lists: in each list (one capacity) the
-    first server that passes every filter fills the lease most tightly; of those, the
-    tightest, and the first listed of equals, as a full pass would choose."""
-    best: tuple[float, int, ServerView, int] | None = None
+    joinable: Callable[[ServerView], Fit | None],
+) -> tuple[ServerView, int, int] | None:
+    """The best server to join, without reading them all: the servers that hold one of the
+    lease's models already (where it adds less memory), and, in each sorted list (one
+    capacity), the first server with room for all of it that passes every filter: it fills
+    the lease most tightly of those adding the whole need. Of all these, the one adding the
+    least, then the tightest, then the first listed, as a full pass would choose."""
+    best: tuple[int, float, int, ServerView, int] | None = None
+
+    def consider(server: ServerView) -> bool:
+        nonlocal best
+        fit = joinable(server)
+        if fit is None:
+            return False
+        key = (fit[0], fit[1], fleet.seq(server.id))
+        if best is None or key < best[:3]:
+            best = (*key, server, fit[2])
+        return True
+
+    seen: set[ServerId] = set()
+    for model in models:
+        for server_id in fleet._holding.get((model.name, model.uri), ()):
+            if server_id not in seen:
+                seen.add(server_id)
+                if fleet._servers[server_id].binary == binary:
+                    consider(fleet._servers[server_id])
     share = need / want.gpus if want.gpus else need
     for (key_binary, count, key_group, _), entries in fleet._join.items():
         if (key_binary, count, key_group) != (binary, want.gpus, group):
             continue
-        for _, seq, server_id in entries[bisect.bisect_left(entries, (share,)) :]:
-            server = fleet._servers[server_id]
-            fit = joinable(server)
-            if fit is not None:
-                if best is None or (fit[0], seq) < best[:2]:
-                    best = (fit[0], seq, server, fit[1])
+        for _, _, server_id in entries[bisect.bisect_left(entries, (share,)) :]:
+            if consider(fleet._servers[server_id]):
                 break
     for server_id in fleet._irregular:
-        server = fleet._servers[server_id]
-        if server.binary != binary:
-            continue
-        fit = joinable(server)
-        if fit is not None and (best is None or (fit[0], fleet.seq(server_id)) < best[:2]):
-            best = (fit[0], fleet.seq(server_id), server, fit[1])
-    return (best[2], best[3]) if best is not None else None
+        if fleet._servers[server_id].binary == binary:
+            consider(fleet._servers[server_id])
+    return (best[3], best[0], best[4]) if best is not None else None
 
 
 def _never_fits(
