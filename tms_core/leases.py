@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import heapq
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +126,60 @@ class _Signal:
         return self._event
 
 
+@dataclass
+class _ServerLoad:
+    """What the live leases on one server add up to, kept as leases come, go and change
+    state, so that a server holding thousands of leases (a popular model, shared) costs what
+    its distinct models cost, not what its leases do, on every report and decision."""
+
+    leases: dict[LeaseId, Lease] = field(default_factory=dict)
+    unsteady: dict[LeaseId, Lease] = field(default_factory=dict)
+    """The leases not READY: what a settle must look at whatever the server reported."""
+    by_model: dict[ModelName, dict[LeaseId, Lease]] = field(default_factory=dict)
+    wanted: dict[tuple[ModelName, str], int] = field(default_factory=dict)
+    """Models of the leases that hold them (LOADING, READY), with how many ask."""
+    declared: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    """Every model of the live leases -> {declared bytes: how many leases declare that}."""
+    tags: dict[str, int] = field(default_factory=dict)
+    quota: int = 0
+    exclusive: int = 0
+
+    def add(self, lease: Lease, ready: bool, holds: bool, sign: int = 1) -> None:
+        if sign > 0:
+            self.leases[lease.id] = lease
+            if not ready:
+                self.unsteady[lease.id] = lease
+        else:
+            self.leases.pop(lease.id, None)
+            self.unsteady.pop(lease.id, None)
+        for model in lease.models:
+            on = self.by_model.setdefault(model.name, {})
+            if sign > 0:
+                on[lease.id] = lease
+            else:
+                on.pop(lease.id, None)
+                if not on:
+                    del self.by_model[model.name]
+            if holds:
+                _count(self.wanted, (model.name, model.uri), sign)
+            sizes = self.declared.setdefault((str(model.name), model.uri), {})
+            _count(sizes, model.memory_bytes, sign)
+            if not sizes:
+                del self.declared[(str(model.name), model.uri)]
+        for tag in lease.tags:
+            _count(self.tags, tag, sign)
+        self.quota += sign * lease.quota
+        self.exclusive += sign * lease.constraints.exclusive
+
+
+def _count(counts: dict[Any, int], key: Any, sign: int) -> None:
+    value = counts.get(key, 0) + sign
+    if value:
+        counts[key] = value
+    else:
+        counts.pop(key, None)
+
+
 class LeaseManager:
     def __init__(
         self,
@@ -171,7 +234,13 @@ class LeaseManager:
         # The live leases of each server, and those that wait: kept with `_live` (and by
         # `_move`, the one place a lease changes server), so that per-server operations and
         # retries cost what that server or the queue holds, not what the fleet holds.
-        self._by_server: dict[ServerId, dict[LeaseId, Lease]] = {}
+        self._loads: dict[ServerId, _ServerLoad] = {}
+        # (expiry, lease) for every live lease: what `tick` expires without reading them all.
+        self._expiries: list[tuple[float, LeaseId]] = []
+        # What each live lease on a server counts in its load: (server, READY, holds models).
+        self._placed: dict[LeaseId, tuple[ServerId, bool, bool]] = {}
+        # Models whose reported state changed since the server was last settled.
+        self._model_changes: dict[ServerId, set[ModelName]] = {}
         self._pending: dict[LeaseId, Lease] = {}
         # The fleet as placement reads it, kept current server by server: a change marks its
         # server dirty (`_touch`), and the next decision refreshes only those. None: rebuild
@@ -200,7 +269,9 @@ class LeaseManager:
         extras = await self._store.load_extras()
         self.leases = {lease.id: lease for lease in leases}
         self._live = {}
-        self._by_server = {}
+        self._loads = {}
+        self._placed = {}
+        self._expiries = []
         self._pending = {}
         self._fleet = None
         for lease in leases:
@@ -511,7 +582,16 @@ class LeaseManager:
             if server is None or not server.state.alive:
                 return
             now = self._clock.now()
-            server.models = {m.name: m for m in models}
+            reported = {m.name: m for m in models}
+            self._note_changes(server, reported)
+            # Models that served an inference since the last report: their leases live on.
+            active = {
+                name
+                for name, served in reported.items()
+                if served.last_inference_at
+                > getattr(server.models.get(name), "last_inference_at", 0.0)
+            }
+            server.models = reported
             server.triton_ready = triton_ready
             self._touch(server.id)
             if leak and not server.leak:
@@ -531,9 +611,22 @@ class LeaseManager:
                     log.info("server %s is ready", server.id)
                 await self._note_memory(tx, server, now)
                 await self._settle_server(tx, server, now)
-                await self._note_activity(tx, server)
+                await self._note_activity(tx, server, active)
             # A lease that ended here may have made room for one that waits.
             await self._place_pending()
+
+    def _note_changes(self, server: Server, reported: dict[ModelName, ServedModel]) -> None:
+        changes = self._model_changes.setdefault(server.id, set())
+        for name, served in reported.items():
+            old = server.models.get(name)
+            if old is None or (old.uri, old.state, old.error, old.load_s) != (
+                served.uri,
+                served.state,
+                served.error,
+                served.load_s,
+            ):
+                changes.add(name)
+        changes.update(name for name in server.models if name not in reported)
 
     async def _note_memory(self, tx: StateTransaction, server: Server, now: float) -> None:
         """Records what models were measured to take; warns when one took more than declared.
@@ -572,13 +665,22 @@ class LeaseManager:
         """The memory placement counts for a model: declared or measured, whichever is more."""
         return max(model.memory_bytes, self.measured.get((str(model.name), model.uri), 0))
 
-    async def _note_activity(self, tx: StateTransaction, server: Server) -> None:
+    async def _note_activity(
+        self, tx: StateTransaction, server: Server, active: set[ModelName]
+    ) -> None:
         """Moves the expiry of activity-renewed leases on `server` after their last inference.
 
         Such a lease lives its duration from READY, then as long as one of its models served
-        an inference within the last activity window.
+        an inference within the last activity window. Only the leases of the models that
+        were `active` since the last report can have moved.
         """
-        for lease in self._on(server.id):
+        load = self._loads.get(server.id)
+        if load is None or not active:
+            return
+        leases: dict[LeaseId, Lease] = {}
+        for name in active:
+            leases.update(load.by_model.get(name, {}))
+        for lease in leases.values():
             if lease.state is not LeaseState.READY or not lease.activity_window_s:
                 continue
             last = max(
@@ -602,11 +704,8 @@ class LeaseManager:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` has something to do."""
-        deadlines = [
-            lease.expires_at
-            for lease in self._live_leases()
-            if not lease.state.ended and lease.state is not LeaseState.RELEASING
-        ]
+        expiry = self._next_expiry()
+        deadlines = [] if expiry is None else [expiry]
         for server in self.servers.values():
             if server.state is ServerState.STARTING:
                 deadlines.append(server.created_at + self._settings.local.start_timeout)
@@ -620,16 +719,13 @@ class LeaseManager:
         async with self._lock:
             now = self._clock.now()
             async with self._tx() as tx:
-                for lease in self._live_leases():
-                    if (
-                        not lease.state.ended
-                        and lease.state is not LeaseState.RELEASING
-                        and lease.expires_at <= now
-                    ):
-                        self._set_state(lease, LeaseState.EXPIRED, "not renewed in time", now)
-                        await tx.put_lease(lease)
-                        self._after_change(lease)
-                        log.info("lease %s expired", lease.id)
+                while (expiry := self._next_expiry()) is not None and expiry <= now:
+                    _, lease_id = heapq.heappop(self._expiries)
+                    lease = self._live[lease_id]
+                    self._set_state(lease, LeaseState.EXPIRED, "not renewed in time", now)
+                    await tx.put_lease(lease)
+                    self._after_change(lease)
+                    log.info("lease %s expired", lease.id)
                 for server in list(self.servers.values()):
                     if not server.state.alive:
                         continue
@@ -987,11 +1083,12 @@ class LeaseManager:
         return [lease for lease in self._on(server.id) if lease.state.holds_models]
 
     def _desired(self, server: Server) -> list[tuple[ModelName, str]]:
+        load = self._loads.get(server.id)
+        if load is None:
+            return []
         wanted: dict[ModelName, str] = {}
-        for lease in self._by_server.get(server.id, {}).values():
-            if lease.state.holds_models:
-                for model in lease.models:
-                    wanted.setdefault(model.name, model.uri)
+        for name, uri in load.wanted:
+            wanted.setdefault(name, uri)
         return sorted(wanted.items())
 
     def _views(self, without: frozenset[LeaseId] = frozenset()) -> list[placement.ServerView]:
@@ -1052,6 +1149,50 @@ class LeaseManager:
             held={name: (uri, need) for (name, uri), need in held.items()},
         )
 
+    def _load_view(self, server: Server) -> placement.ServerView:
+        """`_server_view` read off the server's load: the same view, at the cost of its
+        distinct models and tags rather than of its leases."""
+        load = self._loads.get(server.id) or _ServerLoad()
+        pool = self.pools.get(server.pool)
+        measured = self.measured
+        held: dict[str, tuple[str, int]] = {}
+        models: dict[str, str] = {}
+        used = 0
+        for (name, uri), sizes in load.declared.items():
+            need = max(sizes)
+            if measured:
+                need = max(need, measured.get((name, uri), 0))
+            held[name] = (uri, need)
+            models[name] = uri
+            used += need
+        # The load's own count of tags, read in place: a server's tags include every lease id
+        # on it, and copying thousands of them for each view would cost more than the rest.
+        tags: AbstractSet[str] = load.tags.keys()
+        if self.names:
+            named = set(tags)
+            for lease_id in load.leases:
+                named.update(self.names_of(lease_id))
+            tags = named
+        for name, served in server.models.items():
+            models[str(name)] = served.uri
+        return placement.ServerView(
+            id=server.id,
+            accepting=not server.leak,
+            binary=server.binary,
+            pool=server.pool,
+            quota_capacity=pool.quota_per_server if pool else 0,
+            quota_used=load.quota,
+            capacity_bytes=server.capacity_bytes,
+            used_bytes=used,
+            models=models,
+            node=server.node,
+            gpus=server.gpus,
+            exclusive=load.exclusive > 0,
+            framework_group=server.framework_group,
+            tags=tags,
+            held=held,
+        )
+
     def _fleet_now(self) -> placement.FleetIndex:
         """The fleet index, brought up to date with the servers changed since the last
         decision (or rebuilt whole when a change reached them all)."""
@@ -1073,7 +1214,7 @@ class LeaseManager:
             if server is None or not server.state.alive:
                 fleet.drop_server(server_id)
                 continue
-            view = self._server_view(server, self._on(server_id))
+            view = self._load_view(server)
             fleet.put_server(view)
             touched.update(self._share_gpus(view))
         self._fleet_dirty.clear()
@@ -1295,9 +1436,16 @@ class LeaseManager:
     async def _settle_server(self, tx: StateTransaction, server: Server, now: float) -> None:
         """Moves the server's leases along after its models changed. Caller holds the lock."""
         failed_any = False
-        for lease in self._on(server.id):
+        load = self._loads.get(server.id)
+        changed = self._model_changes.pop(server.id, set())
+        visit: dict[LeaseId, Lease] = dict(load.unsteady) if load is not None else {}
+        if load is not None:
+            # A READY lease moves only when the server reported a change to one of its models.
+            for name in changed:
+                visit.update(load.by_model.get(name, {}))
+        for lease in list(visit.values()):
             if lease.state is LeaseState.READY and self._in_step(lease, server):
-                continue  # the common case on a busy server: nothing to move
+                continue
             before = (lease.state, [(m.state, m.error) for m in lease.models])
             if lease.state is LeaseState.LOADING:
                 self._sync_models(lease, server)
@@ -1334,7 +1482,7 @@ class LeaseManager:
         if failed_any:
             self._bump_assignment(server.id)
         if server.state is ServerState.RUNNING or server.state is ServerState.STARTING:
-            busy = bool(self._by_server.get(server.id))
+            busy = server.id in self._loads
             if busy and server.idle_since is not None:
                 server.idle_since = None
                 await tx.put_server(server)
@@ -1480,10 +1628,18 @@ class LeaseManager:
             self._index_lease(lease)
 
     def _index_lease(self, lease: Lease) -> None:
+        if lease.id not in self._live:
+            heapq.heappush(self._expiries, (lease.expires_at, lease.id))
         self._live[lease.id] = lease
         if lease.server_id is not None:
             self._touch(lease.server_id)
-            self._by_server.setdefault(lease.server_id, {})[lease.id] = lease
+            now = (lease.server_id, lease.state is LeaseState.READY, lease.state.holds_models)
+            before = self._placed.get(lease.id)
+            if before != now:
+                if before is not None:
+                    self._unload(lease, before)
+                self._loads.setdefault(lease.server_id, _ServerLoad()).add(lease, now[1], now[2])
+                self._placed[lease.id] = now
         if lease.state is LeaseState.PENDING:
             self._pending[lease.id] = lease
         else:
@@ -1494,11 +1650,33 @@ class LeaseManager:
         self._pending.pop(lease.id, None)
         if lease.server_id is not None:
             self._touch(lease.server_id)
-            held = self._by_server.get(lease.server_id)
-            if held is not None:
-                held.pop(lease.id, None)
-                if not held:
-                    del self._by_server[lease.server_id]
+        before = self._placed.pop(lease.id, None)
+        if before is not None:
+            self._unload(lease, before)
+
+    def _next_expiry(self) -> float | None:
+        """When the next live lease expires. The heap holds each live lease once, at an
+        expiry no later than its own (expiries only ever move later): stale entries are put
+        right, and those of leases that ended or are releasing dropped, as they come up."""
+        while self._expiries:
+            at, lease_id = self._expiries[0]
+            lease = self._live.get(lease_id)
+            if lease is None or lease.state is LeaseState.RELEASING:
+                heapq.heappop(self._expiries)
+            elif lease.expires_at > at:
+                heapq.heapreplace(self._expiries, (lease.expires_at, lease_id))
+            else:
+                return at
+        return None
+
+    def _unload(self, lease: Lease, placed: tuple[ServerId, bool, bool]) -> None:
+        """Takes `lease` out of the load of the server it was counted on."""
+        server_id, ready, holds = placed
+        load = self._loads.get(server_id)
+        if load is not None:
+            load.add(lease, ready, holds, sign=-1)
+            if not load.leases:
+                del self._loads[server_id]
 
     def _move(self, lease: Lease, server_id: ServerId | None) -> None:
         """Puts `lease` on `server_id` (None: on no server)."""
@@ -1517,7 +1695,8 @@ class LeaseManager:
 
     def _on(self, server_id: ServerId) -> list[Lease]:
         """The live leases on a server (a copy: callers may end some as they go)."""
-        return list(self._by_server.get(server_id, {}).values())
+        load = self._loads.get(server_id)
+        return list(load.leases.values()) if load is not None else []
 
     def _server_state(self, server: Server, state: ServerState, reason: str) -> None:
         self._touch(server.id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -88,8 +89,8 @@ class ServerView:
     exclusive: bool = False
     framework_group: str = ""
     """The isolated framework this server was started for; "" for the shareable kind."""
-    tags: frozenset[str] = frozenset()
-    """Names and `key=value` labels of the leases it holds."""
+    tags: AbstractSet[str] = frozenset()
+    """Ids, names and `key=value` labels of the leases it holds."""
     held: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     """The models its leases hold, name -> (uri, bytes counted in `used_bytes`): a lease
     that asks for one of them shares it (Triton loads a model once) and adds no memory."""

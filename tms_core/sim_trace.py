@@ -31,8 +31,8 @@ class TraceSpec:
     gpus_per_node: int = 8
     gpu_gib: int = 80
     requests: int = 50_000
-    models: int = 2000
-    zipf_s: float = 1.1
+    models: int = 20_000
+    zipf_s: float = 0.8
     """Popularity of the k-th model is proportional to 1 / k**zipf_s."""
     memory_median_gib: float = 4.0
     memory_sigma: float = 1.2
@@ -123,6 +123,8 @@ class Played:
     ttfi_s: list[float] = field(default_factory=list)
     """Time from each request to its model being READY for it (0 when it already was)."""
     lease_ids: list[LeaseId] = field(default_factory=list)
+    used_until: dict[LeaseId, float] = field(default_factory=dict)
+    """(Activity renewal) when the last request a lease served stopped using it."""
     servers_started: int = 0
     start: float = 0.0
     """The simulated time the trace's second 0 is played at."""
@@ -230,6 +232,9 @@ async def play_activity(trace: Trace, *, window_s: float = 600.0, sample_s: floa
                 renewing = fleet.now < busy_until.get(model, 0)
             waiting.append((fleet.now, lease.id))
             busy_until[model] = max(busy_until.get(model, 0), fleet.now + request.hold_s)
+            played.used_until[lease.id] = max(
+                played.used_until.get(lease.id, 0.0), fleet.now + request.hold_s
+            )
             if not renewing:
                 await keep_alive(model)
 
@@ -249,17 +254,18 @@ async def play_activity(trace: Trace, *, window_s: float = 600.0, sample_s: floa
 
 def keep_everything_loaded(trace: Trace) -> tuple[float, list[float]]:
     """(memory GiB-hours, time to first inference per request) when every model stays
-    loaded from its first request to the end of the trace: computed, not simulated."""
+    loaded from its first request to the end of the trace: computed, not simulated. The
+    fleet's servers are kept running, so a model's first request waits for its load only."""
     end = max(r.at + r.hold_s for r in trace.requests)
     first: dict[int, float] = {}
     ttfi = []
     for request in trace.requests:
         if request.model not in first:
             first[request.model] = request.at
-            ttfi.append(trace.spec.start_s + trace.load_s(request.model))
+            ttfi.append(trace.load_s(request.model))
         else:
             # Loaded since an earlier request (or still loading for one moments ago).
-            ready = first[request.model] + trace.spec.start_s + trace.load_s(request.model)
+            ready = first[request.model] + trace.load_s(request.model)
             ttfi.append(max(0.0, ready - request.at))
     hours = sum(trace.memory[m] * (end - at) for m, at in first.items()) / GiB / 3600
     return hours, ttfi

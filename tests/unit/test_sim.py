@@ -104,8 +104,11 @@ async def test_activity_renewed_leases_live_while_used_then_expire() -> None:
     assert len(played.ttfi_s) == SMALL.requests
     for lease in leases:
         assert lease.ready_at is not None
-        # It lived at least its window past READY.
+        # It lived at least its window past READY, and past the last use a request made of
+        # it (the inferences kept it alive), by at most a window and a tick.
         assert lease.updated_at >= lease.ready_at + 120.0
+        used = played.used_until[lease.id]
+        assert used <= lease.updated_at <= max(used, lease.ready_at) + 120.0 + 60.0, lease.id
 
 
 def test_keeping_everything_loaded_costs_the_most_memory_and_waits_least() -> None:

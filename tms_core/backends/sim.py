@@ -10,6 +10,7 @@ lease goes through the same states, decisions and reasons as on real servers. Ti
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -135,6 +136,8 @@ class SimFleet:
         self.loads = 0
         self.decision_s: list[float] = []
         """Wall time of each placement decision made for a new lease (`acquire`)."""
+        self.decision_cpu_s: list[float] = []
+        """The same decisions' CPU time (what other processes on the machine do not add)."""
         self.pending_s: dict[LeaseId, float] = {}
         """How long each lease acquired through `acquire` waited in PENDING."""
         self._waiting: dict[LeaseId, float] = {}
@@ -146,11 +149,12 @@ class SimFleet:
             # date and placing, for each new lease.
             if not self._timing:
                 return decide(lease, **kwargs)  # type: ignore[arg-type]
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.thread_time()
             try:
                 return decide(lease, **kwargs)  # type: ignore[arg-type]
             finally:
                 self.decision_s.append(time.perf_counter() - began)
+                self.decision_cpu_s.append(time.thread_time() - began_cpu)
 
         self.manager._decide = timed  # type: ignore[method-assign]
 
@@ -236,8 +240,13 @@ class SimFleet:
         for name in names:
             model = sim.models.get(ModelName(name))
             if model is not None:
-                model.last_inference_at = self.now
-                model.inference_count += 1
+                # A new record, as a sidecar's report is: the manager compares it with the
+                # one it holds to see what changed.
+                sim.models[model.name] = dataclasses.replace(
+                    model,
+                    last_inference_at=self.now,
+                    inference_count=model.inference_count + 1,
+                )
         await self._report(server_id, sim)
 
     async def _answer(self) -> None:
