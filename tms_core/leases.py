@@ -1628,7 +1628,9 @@ class LeaseManager:
             self._index_lease(lease)
 
     def _index_lease(self, lease: Lease) -> None:
-        if lease.id not in self._live:
+        was_ready = self._placed.get(lease.id, (None, False, False))[1]
+        if lease.id not in self._live or (lease.state is LeaseState.READY and not was_ready):
+            # Again at READY: a loading lease's entry was dropped (see `_next_expiry`).
             heapq.heappush(self._expiries, (lease.expires_at, lease.id))
         self._live[lease.id] = lease
         if lease.server_id is not None:
@@ -1655,13 +1657,14 @@ class LeaseManager:
             self._unload(lease, before)
 
     def _next_expiry(self) -> float | None:
-        """When the next live lease expires. The heap holds each live lease once, at an
-        expiry no later than its own (expiries only ever move later): stale entries are put
-        right, and those of leases that ended or are releasing dropped, as they come up."""
+        """When the next live lease expires. The heap holds each live lease at an expiry no
+        later than its own (expiries only ever move later): stale entries are put right, and
+        those of leases that ended or are releasing dropped, as they come up. A lease that is
+        loading does not expire: its duration counts from READY, when it is entered again."""
         while self._expiries:
             at, lease_id = self._expiries[0]
             lease = self._live.get(lease_id)
-            if lease is None or lease.state is LeaseState.RELEASING:
+            if lease is None or lease.state in (LeaseState.RELEASING, LeaseState.LOADING):
                 heapq.heappop(self._expiries)
             elif lease.expires_at > at:
                 heapq.heapreplace(self._expiries, (lease.expires_at, lease_id))
