@@ -183,6 +183,12 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=TraceSpec.models)
     parser.add_argument("--zipf", type=float, default=TraceSpec.zipf_s)
     parser.add_argument("--mean-hold", type=float, default=TraceSpec.mean_hold_s)
+    parser.add_argument(
+        "--arrivals-per-s",
+        type=float,
+        default=0.0,
+        help="default: 4.0, scaled with --requests and --nodes to keep the load per GPU",
+    )
     parser.add_argument("--activity-window", type=float, default=600.0)
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "placement_sim.png")
     parser.add_argument("--no-policies", action="store_true", help="only the per-request run")
@@ -197,7 +203,8 @@ def main() -> None:
         models=args.models,
         zipf_s=args.zipf,
         mean_hold_s=args.mean_hold,
-        arrivals_per_s=TraceSpec.arrivals_per_s * args.requests / TraceSpec.requests / scale,
+        arrivals_per_s=args.arrivals_per_s
+        or TraceSpec.arrivals_per_s * args.requests / TraceSpec.requests / scale,
     )
     began = time.perf_counter()
     trace = generate(spec)
