@@ -46,11 +46,22 @@ class DaemonSettings(_Section):
     listen: str = DEFAULT_LISTEN
     """host:port of the gRPC API. Keep it on 127.0.0.1 unless the network is trusted."""
 
+    tls_listen: str = ""
+    """host:port of a second, TLS-only listener for the API ("": none); needs `tls_cert` and
+    `tls_key`. Clients reach it as `https://host:port`."""
+
+    tls_cert: Path | None = None
+    """PEM certificate (chain) of the TLS listener."""
+
+    tls_key: Path | None = None
+    """PEM private key of the TLS listener."""
+
     state: Path | None = None
     """SQLite state file; defaults to `$XDG_STATE_HOME/tms/state.db`."""
 
-    backend: Literal["local"] = "local"
-    """Where servers run: `local` starts tritonserver processes on this machine."""
+    backend: Literal["local", "kubernetes"] = "local"
+    """Where servers run: `local` starts tritonserver processes on this machine; `kubernetes`
+    makes each server a Deployment in the cluster (see the `kubernetes` section)."""
 
     leave_serving: bool = False
     """On shutdown, leave servers running so a restarted daemon adopts them."""
@@ -136,6 +147,71 @@ class PlacementSettings(_Section):
     """Let a lease that would wait evict leases of lower priority (they wait in its place)."""
 
 
+class KubernetesSettings(_Section):
+    namespace: str = ""
+    """Namespace of the servers' objects; defaults to the daemon's own (in a pod) or `tms`."""
+
+    kubeconfig: Path | None = None
+    """Kubeconfig to use outside a cluster; in a pod the service account is used first."""
+
+    context: str = ""
+    """Kubeconfig context (outside a cluster); defaults to the current one."""
+
+    triton_image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"
+    """Image of the `tritonserver` container when a lease names none; the allowlist holds
+    images (not paths) with this backend."""
+
+    sidecar_image: str = "ghcr.io/tms-project/tms:latest"
+    """Image of the sidecar container (the repository's Dockerfile builds it)."""
+
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Pull policy of both containers."""
+
+    daemon_address: str = "tms-api:30345"
+    """host:port at which sidecars in pods reach the daemon's API (its Service)."""
+
+    cpu: str = "2"
+    """CPU request and limit of the `tritonserver` container."""
+
+    gpu_server_memory: int = Field(default=16 * 1024**3, gt=0)
+    """Host memory request and limit of a GPU server's `tritonserver` (a CPU server's is its
+    capacity, which placement counts models against)."""
+
+    model_volume: dict[str, Any] = Field(default_factory=dict)
+    """The volume holding the models, as a pod volume source (`{persistentVolumeClaim:
+    {claimName: models}}`); lease URIs are `file://<model_volume_path>/<model>`."""
+
+    model_volume_path: str = "/model-store"
+    """Where the model volume is mounted (read-only) in the sidecar."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to every object the daemon creates (and its pods)."""
+
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations added to every object the daemon creates (and its pods)."""
+
+    part_of: str = "tms"
+    """The value of `app.kubernetes.io/part-of` on every object."""
+
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tolerations of every server pod (GPU servers also tolerate `nvidia.com/gpu`)."""
+
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Type of the Services of leases and names."""
+
+    service_domain: str = "svc.cluster.local"
+    """DNS suffix of lease endpoints: `<lease or name>.<namespace>.<service_domain>`."""
+
+    request_timeout: float = 10.0
+    """Seconds one Kubernetes API call may take before it counts as failed."""
+
+    poll_interval: float = 2.0
+    """Seconds between reads of pods and nodes (server health and the GPU inventory)."""
+
+    _parse_d = field_validator("request_timeout", "poll_interval", mode="before")(_duration)
+    _parse_s = field_validator("gpu_server_memory", mode="before")(_size)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TMS_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
@@ -145,6 +221,7 @@ class Settings(BaseSettings):
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

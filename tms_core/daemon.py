@@ -12,9 +12,10 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 
@@ -84,35 +85,61 @@ def _sidecar_address(listen: str) -> str:
     return f"{host}:{port}"
 
 
-async def serve(
-    settings: Settings,
-    *,
-    clock: Clock | None = None,
-    ready: Callable[[str], None] | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Runs the daemon until `stop` is set or a signal arrives."""
-    clock = clock or SystemClock()
-    state = settings.daemon.state_path()
-    lock = _lock_state(state)
-    work_dir = settings.local.work_dir or state.parent / "servers"
-    install = locate(
-        settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent
-    )
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) -> None:
+    """The TLS listener, when `daemon.tls_listen` asks for one."""
+    daemon = settings.daemon
+    if not daemon.tls_listen:
+        return
+    pem: dict[str, bytes] = {}
+    for key, path in (("tls_cert", daemon.tls_cert), ("tls_key", daemon.tls_key)):
+        if path is None:
+            lock.close()
+            raise ConfigError(f"daemon.{key}: daemon.tls_listen needs it (a PEM file)")
+        try:
+            pem[key] = path.read_bytes()
+        except OSError as exc:
+            lock.close()
+            raise ConfigError(f"daemon.{key}: cannot read {path}: {exc.strerror}") from None
+    credentials = grpc.ssl_server_credentials([(pem["tls_key"], pem["tls_cert"])])
     try:
-        port = server.add_insecure_port(settings.daemon.listen)
+        port = server.add_secure_port(daemon.tls_listen, credentials)
     except RuntimeError:
         port = 0
     if port == 0:
         lock.close()
         raise ConfigError(
-            f"daemon.listen: cannot listen on {settings.daemon.listen} "
-            "(in use by another process, or not a host:port)"
+            f"daemon.tls_listen: cannot listen on {daemon.tls_listen} with the certificate and "
+            "key given (port in use, not a host:port, or a key that does not match)"
         )
-    host = settings.daemon.listen.rpartition(":")[0]
-    listen = f"{host}:{port}"
-    store = await Store.open(state)
+    log.info("TLS listener on %s", daemon.tls_listen)
+
+
+@dataclass
+class _Wiring:
+    """A backend and the lease manager driving it, with what the daemon runs around them."""
+
+    manager: LeaseManager
+    description: str
+    before_recover: Callable[[], Awaitable[None]]
+    loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
+    after_servers_stopped: Callable[[], None] = lambda: None
+    # Pods outlive the daemon's own pod: a daemon restarted in the cluster adopts them.
+    always_leave_serving: bool = False
+
+
+def _refuse_autoscale() -> None:
+    raise InvalidArgument(
+        "autoscale",
+        "this daemon runs servers as local processes, which do not autoscale; autoscaling "
+        "leases need the kubernetes backend (daemon.backend: kubernetes)",
+    )
+
+
+def _local(settings: Settings, clock: Clock, store: Store, state: Path, listen: str) -> _Wiring:
+    work_dir = settings.local.work_dir or state.parent / "servers"
+    install = locate(
+        settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent
+    )
     backend = LocalBackend(
         install=install,
         work_dir=work_dir,
@@ -127,6 +154,7 @@ async def serve(
         settings=settings,
         check_model=modelrepo.check_model,
         check_tritonserver=_check_tritonserver,
+        check_autoscale=_refuse_autoscale,
         default_tritonserver=str(install.binary),
         publish_routes=router.update,
         allocate_ports=free_ports,
@@ -140,26 +168,93 @@ async def serve(
             )
         ],
     )
+
+    async def start_router() -> None:
+        router_pid = router.ensure_running(await _recorded_router(store))
+        async with store.transaction() as tx:
+            await tx.set_meta("router_pid", str(router_pid))
+
+    return _Wiring(
+        manager,
+        f"local backend, tritonserver {install.binary}",
+        start_router,
+        # With the servers gone there is nothing left to route to.
+        after_servers_stopped=router.stop,
+    )
+
+
+async def _kubernetes(settings: Settings, clock: Clock, store: Store) -> _Wiring:
+    # Imported here: only this backend needs the kubernetes client.
+    from tms_core.backends.kubernetes import KubernetesBackend, connect
+
+    api, namespace = connect(settings.kubernetes)
+    backend = KubernetesBackend(settings.kubernetes, api, namespace)
+    manager = LeaseManager(store=store, clock=clock, settings=settings, **backend.manager_hooks())
+    backend.attach(manager.note_reason, manager.set_nodes)
+    return _Wiring(
+        manager,
+        f"kubernetes backend, namespace {namespace}",
+        backend.prepare,
+        loops={"kubernetes": backend.run},
+        always_leave_serving=True,
+    )
+
+
+async def serve(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Runs the daemon until `stop` is set or a signal arrives."""
+    clock = clock or SystemClock()
+    state = settings.daemon.state_path()
+    lock = _lock_state(state)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    try:
+        port = server.add_insecure_port(settings.daemon.listen)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        lock.close()
+        raise ConfigError(
+            f"daemon.listen: cannot listen on {settings.daemon.listen} "
+            "(in use by another process, or not a host:port)"
+        )
+    _add_tls_port(server, settings, lock)
+    host = settings.daemon.listen.rpartition(":")[0]
+    listen = f"{host}:{port}"
+    store = await Store.open(state)
+    try:
+        if settings.daemon.backend == "kubernetes":
+            wiring = await _kubernetes(settings, clock, store)
+        else:
+            wiring = _local(settings, clock, store, state, listen)
+    except BaseException:
+        # Its worker thread would keep the process alive after the error.
+        await store.close()
+        lock.close()
+        raise
+    manager = wiring.manager
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[None]] = []
     try:
-        router_pid = router.ensure_running(await _recorded_router(store))
-        async with store.transaction() as tx:
-            await tx.set_meta("router_pid", str(router_pid))
+        await wiring.before_recover()
         await manager.recover()
         gctune.tune_gc()
         add_servicers(server, manager)
         await server.start()
-        log.info(
-            "tms daemon listening on %s, state %s, tritonserver %s", listen, state, install.binary
-        )
+        log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)
         # Expires leases on time and notices dead or idle servers.
         tasks.append(
             aiotasks.create_guarded_task(reconcile_loop(manager, clock), name="reconciler")
         )
+        for name, loop_of in wiring.loops.items():
+            tasks.append(aiotasks.create_guarded_task(loop_of(), name=name))
         if ready is not None:
             ready(listen)
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -175,10 +270,10 @@ async def serve(
         await aiotasks.stop_tasks(tasks)
         # Sidecars must still reach the daemon while their servers stop, so stop servers
         # before the API.
-        await manager.shutdown(leave_serving=settings.daemon.leave_serving)
-        if not settings.daemon.leave_serving:
-            # With the servers gone there is nothing left to route to.
-            router.stop()
+        leave_serving = settings.daemon.leave_serving or wiring.always_leave_serving
+        await manager.shutdown(leave_serving=leave_serving)
+        if not leave_serving:
+            wiring.after_servers_stopped()
         await server.stop(grace=2.0)
         await store.close()
         lock.close()

@@ -75,6 +75,20 @@ class LeaseConstraints:
 
 
 @dataclass
+class LeaseAutoscale:
+    """Replicas of the lease's (bespoke) server follow a Triton metric: a Kubernetes
+    HorizontalPodAutoscaler on the metric, served through the Prometheus adapter."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    metric: str = "nv_inference_queue_duration_ms"
+    """A per-pod metric from the Prometheus adapter; the default is the adapter rule's average
+    queue time per request, in milliseconds, over the last minute."""
+    target: float = 200.0
+    """The metric's average value per pod above which the HPA adds replicas."""
+
+
+@dataclass
 class Lease:
     id: LeaseId
     name: str
@@ -98,6 +112,7 @@ class Lease:
     constraints: LeaseConstraints = field(default_factory=lambda: LeaseConstraints())
     labels: dict[str, str] = field(default_factory=dict)
     priority: int = 0
+    autoscale: LeaseAutoscale | None = None
 
     @property
     def tags(self) -> set[str]:

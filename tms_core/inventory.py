@@ -35,7 +35,8 @@ class Node:
     gpus: tuple[Gpu, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     source: str = "declared"
-    """`nvml` when the GPUs were read from the driver, else `declared`."""
+    """`nvml` when the GPUs were read from the driver, `kubernetes` when read from a cluster's
+    Node, else `declared`."""
 
 
 def parse_gpus(text: str) -> list[str]:

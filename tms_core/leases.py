@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import heapq
 import logging
 import math
@@ -34,6 +35,7 @@ from tms_core.clock import Clock
 from tms_core.config import Settings
 from tms_core.domain import (
     Lease,
+    LeaseAutoscale,
     LeaseConstraints,
     LeaseModel,
     LeaseNameRecord,
@@ -66,6 +68,7 @@ log = logging.getLogger(__name__)
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
 LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$")
 
 
@@ -104,6 +107,16 @@ class LeaseOptions:
     avoid: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0
+    autoscale: LeaseAutoscale | None = None
+
+
+@dataclass(frozen=True)
+class PublishedState:
+    """The live leases, the names and the servers, as just committed (read, never change)."""
+
+    leases: Mapping[LeaseId, Lease]
+    names: Mapping[str, LeaseNameRecord]
+    servers: Mapping[ServerId, Server]
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,9 @@ class LeaseManager:
         nodes: Sequence[Node] = (),
         routes_settled: Callable[[], Awaitable[None]] | None = None,
         assignment_changed: Callable[[ServerId], None] | None = None,
+        check_autoscale: Callable[[], None] | None = None,
+        publish_state: Callable[[PublishedState], None] | None = None,
+        service_host: Callable[[str], str] | None = None,
     ) -> None:
         # What placement may start servers on: the local backend's one node, or the nodes a
         # cluster backend (Kubernetes, the simulator) reports, replaced through `set_nodes`.
@@ -205,6 +221,12 @@ class LeaseManager:
         # Told which server's assignment changed: how a backend without sidecar processes
         # (the simulator) learns what to load, where a sidecar would watch `assignments`.
         self._assignment_hook = assignment_changed
+        # Backends that cannot autoscale refuse such leases here (InvalidArgument).
+        self._check_autoscale = check_autoscale
+        # Whoever serves stable addresses from the whole state (Kubernetes Services) hears of
+        # every commit, as the router hears of its routes.
+        self._publish_state = publish_state
+        self.service_host = service_host or (lambda _key: "127.0.0.1")
         self._routes_settled = routes_settled
         self._store = store
         self._backend = backend
@@ -361,7 +383,7 @@ class LeaseManager:
     async def acquire(self, models: Sequence[ModelRequest], **options: Any) -> Lease:
         """Creates and places a lease. `options` are `LeaseOptions` fields (name, duration_s,
         activity_window_s, pool, quota, tritonserver, gpus, gpu_product, node_selector,
-        exclusive, colocate_with, avoid, labels, priority)."""
+        exclusive, colocate_with, avoid, labels, priority, autoscale)."""
         lease = self._new_lease(models, LeaseOptions(**options), allocate=True)
         now = lease.created_at
         name = lease.name
@@ -411,6 +433,10 @@ class LeaseManager:
                 raise InvalidArgument("quota", "only pool leases (--pool) take a quota")
             binary = self._allowed(options.tritonserver, "tritonserver")
         constraints = self._constraints(options)
+        autoscale = self._autoscale(options)
+        if autoscale is not None:
+            # An autoscaled server's replicas serve this lease alone (TMS: bespoke only).
+            constraints.exclusive = True
         for key, value in {**options.labels, **options.node_selector}.items():
             if not LABEL.match(key) or not LABEL.match(value):
                 raise InvalidArgument(
@@ -445,7 +471,32 @@ class LeaseManager:
             constraints=constraints,
             labels=dict(options.labels),
             priority=options.priority,
+            autoscale=autoscale,
         )
+
+    def _autoscale(self, options: LeaseOptions) -> LeaseAutoscale | None:
+        wanted = options.autoscale
+        if wanted is None:
+            return None
+        if self._check_autoscale is not None:
+            self._check_autoscale()
+        if options.pool:
+            raise InvalidArgument("autoscale", "pool leases do not autoscale; only bespoke ones do")
+        if wanted.min_replicas < 1:
+            raise InvalidArgument("autoscale.min_replicas", "must be at least 1")
+        if wanted.max_replicas < wanted.min_replicas:
+            raise InvalidArgument(
+                "autoscale.max_replicas", f"must be at least min_replicas ({wanted.min_replicas})"
+            )
+        if not METRIC.match(wanted.metric):
+            raise InvalidArgument(
+                "autoscale.metric",
+                f"{wanted.metric!r} is not a metric name (letters, digits and '_', such as "
+                "nv_inference_queue_duration_ms)",
+            )
+        if not (math.isfinite(wanted.target) and wanted.target > 0):
+            raise InvalidArgument("autoscale.target", "must be a number above 0")
+        return copy.copy(wanted)
 
     def _constraints(self, options: LeaseOptions) -> LeaseConstraints:
         gpus = options.gpus
@@ -508,6 +559,18 @@ class LeaseManager:
             self._after_change(lease)
             await self._place_pending()
         return self.snapshot(lease.id)
+
+    async def note_reason(self, lease_id: str, reason: str) -> None:
+        """Sets a live lease's reason without changing its state: a backend's problem with
+        what serves its address (a Kubernetes Service it could not create), or "" once fixed."""
+        async with self._lock:
+            lease = self.leases.get(LeaseId(lease_id))
+            if lease is None or lease.state.ended or lease.reason == reason:
+                return
+            async with self._tx() as tx:
+                self._set_state(lease, lease.state, reason, self._clock.now())
+                await tx.put_lease(lease)
+            self._notify_lease(lease)
 
     def snapshot(self, lease_id: str) -> Lease:
         return copy_lease(self._get(lease_id))
@@ -1737,6 +1800,8 @@ class LeaseManager:
     def _routes_changed(self) -> None:
         if self._publish_routes is not None:
             self._publish_routes(compute_routes(self.leases, self.names.values(), self.servers))
+        if self._publish_state is not None:
+            self._publish_state(PublishedState(self._live, self.names, self.servers))
 
     def _assignment_signal(self, server_id: ServerId) -> _Signal:
         return self._assignment_changed.setdefault(server_id, _Signal())
@@ -1748,21 +1813,29 @@ class LeaseManager:
             self._assignment_hook(server_id)
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def copy_lease(lease: Lease) -> Lease:
-    """A copy that shares nothing mutable with `lease` (as deepcopy, at a tenth of the cost:
-    every acquire and release returns one)."""
+    """A copy that shares nothing mutable with `lease` (as deepcopy, at a fraction of the
+    cost: every acquire and release returns one). Fields of plain values are shared; the
+    models are copied one level down (theirs are plain); anything else is deep-copied."""
     copied = copy.copy(lease)
-    copied.models = [copy.copy(model) for model in lease.models]
-    constraints = lease.constraints
-    copied.constraints = LeaseConstraints(
-        gpus=constraints.gpus,
-        gpu_product=constraints.gpu_product,
-        node_selector=dict(constraints.node_selector),
-        exclusive=constraints.exclusive,
-        colocate_with=list(constraints.colocate_with),
-        avoid=list(constraints.avoid),
-    )
-    copied.labels = dict(lease.labels)
+    for item in dataclasses.fields(lease):
+        value = getattr(lease, item.name)
+        if item.name == "models":
+            copied.models = [_copy_model(model) for model in lease.models]
+        elif not isinstance(value, _PLAIN):
+            setattr(copied, item.name, copy.deepcopy(value))
+    return copied
+
+
+def _copy_model(model: LeaseModel) -> LeaseModel:
+    copied = copy.copy(model)
+    for item in dataclasses.fields(model):
+        value = getattr(model, item.name)
+        if not isinstance(value, _PLAIN):
+            setattr(copied, item.name, copy.deepcopy(value))
     return copied
 
 

@@ -25,7 +25,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_add_list_set_remove(targets_path: Path) -> None:
-    assert run("target", "add", "prod", "https://10.0.0.5:30400/")[0] == 0
+    assert run("target", "add", "prod", "http://10.0.0.5:30400/")[0] == 0
     assert run("target", "add", "local", "127.0.0.1:30345")[0] == 0
     code, out, _ = run("target", "set", "prod")
     assert code == 0 and "prod" in out and "10.0.0.5:30400" in out
@@ -99,7 +99,7 @@ def test_resolution_order(targets_path: Path, monkeypatch: pytest.MonkeyPatch) -
     [
         ("h:1", "h:1"),
         ("http://h:1", "h:1"),
-        ("https://h:1/", "h:1"),
+        ("https://h:1/", "https://h:1"),
         ("http://h", "h:30345"),
         ("http://[::1]:5", "[::1]:5"),
         ("[::1]:5", "[::1]:5"),

@@ -175,8 +175,24 @@ def test_a_bad_size_names_the_setting(tmp_path: Path) -> None:
 
 
 def test_a_bad_backend_names_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^daemon\.backend: "):
-        load_settings(write(tmp_path, "daemon:\n  backend: kubernetes\n"))
+    with pytest.raises(ConfigError, match=r"^daemon\.backend: .*'local' or 'kubernetes'"):
+        load_settings(write(tmp_path, "daemon:\n  backend: nomad\n"))
+
+
+def test_kubernetes_settings_are_read_and_checked(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(
+            tmp_path,
+            "daemon:\n  backend: kubernetes\nkubernetes:\n  namespace: inference\n"
+            "  labels: {team: vision}\n  request_timeout: 5s\n",
+        )
+    )
+    assert settings.daemon.backend == "kubernetes"
+    assert settings.kubernetes.namespace == "inference"
+    assert settings.kubernetes.labels == {"team": "vision"}
+    assert settings.kubernetes.request_timeout == 5.0
+    with pytest.raises(ConfigError, match=r"^kubernetes\.image_pull_policy: "):
+        load_settings(write(tmp_path, "kubernetes:\n  image_pull_policy: Sometimes\n"))
 
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])

@@ -828,3 +828,19 @@ async def test_a_lease_that_loads_longer_than_its_duration_lives_its_duration_fr
     h.clock.advance(1)
     await m.tick()
     assert m.snapshot(lease.id).state is LeaseState.EXPIRED
+
+
+async def test_a_snapshot_shares_nothing_that_can_change_with_the_lease(harness: Harness) -> None:
+    m = harness.manager
+    lease = await m.acquire(
+        [request("a")], labels={"team": "ml"}, node_selector={}, avoid=["x"], colocate_with=[]
+    )
+    live = m.leases[lease.id]
+    snap = m.snapshot(lease.id)
+    assert snap == live
+    snap.labels["team"] = "cv"
+    snap.constraints.avoid.append("y")
+    snap.models[0].state = ModelState.FAILED
+    assert live.labels == {"team": "ml"}
+    assert live.constraints.avoid == ["x"]
+    assert live.models[0].state is not ModelState.FAILED

@@ -5,8 +5,9 @@ Errors come out as `ClientError` with a one-line message fit to show a person.
 
 from __future__ import annotations
 
+import collections
 import os
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,6 +137,7 @@ def _acquire_request(
     avoid: Sequence[str] = (),
     labels: dict[str, str] | None = None,
     priority: int = 0,
+    autoscale: pb.Autoscale | Mapping[str, Any] | None = None,
 ) -> pb.AcquireRequest:
     request = pb.AcquireRequest(
         models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
@@ -155,14 +157,73 @@ def _acquire_request(
     )
     if gpus is not None:
         request.gpus = gpus
+    if autoscale is not None:
+        request.autoscale.CopyFrom(
+            autoscale if isinstance(autoscale, pb.Autoscale) else pb.Autoscale(**autoscale)
+        )
     return request
 
 
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,  # type: ignore[misc]  # grpc ships no annotations
+):
+    pass
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc ships no annotations
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Adds `authorization: Bearer TOKEN` to every call, for a daemon behind an
+    authenticating proxy (the daemon itself does not check it)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._header],
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+
+def _channel(target: str) -> grpc.Channel:
+    """A plain channel to `host:port`; TLS to `https://host:port`, trusting the system's
+    certificate authorities or the PEM file named by `TMS_CA_FILE`."""
+    if not target.startswith("https://"):
+        return grpc.insecure_channel(target)
+    ca_file = os.environ.get("TMS_CA_FILE")
+    try:
+        roots = Path(ca_file).read_bytes() if ca_file else None
+    except OSError as exc:
+        raise ClientError(f"TMS_CA_FILE: cannot read {ca_file}: {exc.strerror}") from None
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.secure_channel(target.removeprefix("https://").rstrip("/"), credentials)
+
+
 class TmsClient:
-    def __init__(self, target: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, target: str | None = None, *, timeout: float = 30.0, token: str | None = None
+    ) -> None:
         self.target = target or default_target()
         self._timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
+        self._channel = _channel(self.target)
+        if token:
+            self._channel = grpc.intercept_channel(self._channel, _BearerToken(token))
         self._stub = pb_grpc.LeaseServiceStub(self._channel)
         self._names = pb_grpc.LeaseNameServiceStub(self._channel)
         self._pools = pb_grpc.PoolServiceStub(self._channel)
@@ -206,7 +267,8 @@ class TmsClient:
         """The new lease, once now and again on each change until READY or FAILED.
 
         `placement` takes gpus, gpu_product, node_selector, exclusive, colocate_with, avoid,
-        labels and priority (see docs/placement.md)."""
+        labels and priority (see docs/placement.md), and autoscale (min_replicas,
+        max_replicas, metric, target; docs/leases.md)."""
         request = _acquire_request(
             models,
             name=name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tms_core.api import tms_pb2 as pb
 from tms_core.domain import (
     Lease,
+    LeaseAutoscale,
     LeaseNameRecord,
     LeaseState,
     ModelState,
@@ -39,19 +40,39 @@ MODEL_STATES_BACK = {v: k for k, v in MODEL_STATES.items()}
 ROUTER_HOST = "127.0.0.1"
 
 
-def endpoints_pb(http_port: int, grpc_port: int, servers: list[Server]) -> pb.Endpoints:
-    """Stable router addresses, plus each serving server's own.
+def autoscale_from_pb(message: pb.Autoscale) -> LeaseAutoscale:
+    """The lease's autoscaling, with the documented defaults for fields left at 0 or ""."""
+    default = LeaseAutoscale()
+    minimum = message.min_replicas or default.min_replicas
+    return LeaseAutoscale(
+        min_replicas=minimum,
+        max_replicas=message.max_replicas or minimum,
+        metric=message.metric or default.metric,
+        target=message.target or default.target,
+    )
+
+
+def autoscale_to_pb(autoscale: LeaseAutoscale) -> pb.Autoscale:
+    return pb.Autoscale(
+        min_replicas=autoscale.min_replicas,
+        max_replicas=autoscale.max_replicas,
+        metric=autoscale.metric,
+        target=autoscale.target,
+    )
+
+
+def endpoints_pb(
+    http_port: int, grpc_port: int, servers: list[Server], host: str = ROUTER_HOST
+) -> pb.Endpoints:
+    """Stable addresses (the router's, or a Kubernetes Service's `host`), plus each serving
+    server's own.
 
     Without a router (no ports allocated) the first server's own addresses stand in.
     """
     direct = servers[0] if servers else None
     return pb.Endpoints(
-        http=f"{ROUTER_HOST}:{http_port}"
-        if http_port
-        else (direct.http_endpoint if direct else ""),
-        grpc=f"{ROUTER_HOST}:{grpc_port}"
-        if grpc_port
-        else (direct.grpc_endpoint if direct else ""),
+        http=f"{host}:{http_port}" if http_port else (direct.http_endpoint if direct else ""),
+        grpc=f"{host}:{grpc_port}" if grpc_port else (direct.grpc_endpoint if direct else ""),
         metrics=servers[0].metrics_endpoint if servers else "",
         servers=[
             pb.ServerEndpoints(
@@ -65,7 +86,12 @@ def endpoints_pb(http_port: int, grpc_port: int, servers: list[Server]) -> pb.En
     )
 
 
-def lease_to_pb(lease: Lease, server: Server | None, names: list[str] | None = None) -> pb.Lease:
+def lease_to_pb(
+    lease: Lease,
+    server: Server | None,
+    names: list[str] | None = None,
+    host: str = ROUTER_HOST,
+) -> pb.Lease:
     message = pb.Lease(
         id=lease.id,
         name=names[0] if names else "",
@@ -105,13 +131,20 @@ def lease_to_pb(lease: Lease, server: Server | None, names: list[str] | None = N
             for m in lease.models
         ],
     )
+    if lease.autoscale is not None:
+        message.autoscale.CopyFrom(autoscale_to_pb(lease.autoscale))
     # Endpoints are shown only while they answer for this lease's models.
     if server is not None and lease.state in (LeaseState.LOADING, LeaseState.READY):
-        message.endpoints.CopyFrom(endpoints_pb(lease.http_port, lease.grpc_port, [server]))
+        message.endpoints.CopyFrom(endpoints_pb(lease.http_port, lease.grpc_port, [server], host))
     return message
 
 
-def name_to_pb(record: LeaseNameRecord, lease: Lease | None, server: Server | None) -> pb.LeaseName:
+def name_to_pb(
+    record: LeaseNameRecord,
+    lease: Lease | None,
+    server: Server | None,
+    host: str = ROUTER_HOST,
+) -> pb.LeaseName:
     serving = server is not None and lease is not None and lease.state.holds_models
     return pb.LeaseName(
         name=record.name,
@@ -119,7 +152,7 @@ def name_to_pb(record: LeaseNameRecord, lease: Lease | None, server: Server | No
         next_lease_id=record.next_lease_id or "",
         updated_at=record.updated_at,
         endpoints=endpoints_pb(
-            record.http_port, record.grpc_port, [server] if serving and server else []
+            record.http_port, record.grpc_port, [server] if serving and server else [], host
         ),
     )
 

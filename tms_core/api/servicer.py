@@ -12,6 +12,7 @@ from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.cluster import cluster_status, models_status
 from tms_core.api.convert import (
+    autoscale_from_pb,
     event_to_pb,
     lease_to_pb,
     name_to_pb,
@@ -48,6 +49,9 @@ def _lease_request(request: pb.AcquireRequest) -> tuple[list[ModelRequest], dict
         "avoid": list(request.avoid),
         "labels": dict(request.labels),
         "priority": request.priority,
+        "autoscale": autoscale_from_pb(request.autoscale)
+        if request.HasField("autoscale")
+        else None,
     }
     return models, options
 
@@ -57,7 +61,12 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         self._manager = manager
 
     def _pb(self, lease: Lease) -> pb.Lease:
-        return lease_to_pb(lease, self._manager.server_of(lease), self._manager.names_of(lease.id))
+        return lease_to_pb(
+            lease,
+            self._manager.server_of(lease),
+            self._manager.names_of(lease.id),
+            self._manager.service_host(lease.id),
+        )
 
     async def Acquire(
         self, request: pb.AcquireRequest, context: Context
@@ -145,7 +154,7 @@ class LeaseNameServicer(pb_grpc.LeaseNameServiceServicer):
     def _pb(self, record: LeaseNameRecord) -> pb.LeaseName:
         lease = self._manager.leases.get(record.lease_id) if record.lease_id else None
         server = self._manager.server_of(lease) if lease else None
-        return name_to_pb(record, lease, server)
+        return name_to_pb(record, lease, server, self._manager.service_host(record.name))
 
     async def SetName(self, request: pb.NameRequest, context: Context) -> pb.LeaseName:
         return self._pb(await self._manager.set_name(request.name, request.lease_id))

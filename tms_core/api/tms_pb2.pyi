@@ -56,7 +56,7 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("models", "name", "duration_s", "activity_window_s", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority")
+    __slots__ = ("models", "name", "duration_s", "activity_window_s", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "autoscale")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class AcquireRequest(_message.Message):
     AVOID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALE_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     name: str
     duration_s: float
@@ -101,7 +102,20 @@ class AcquireRequest(_message.Message):
     avoid: _containers.RepeatedScalarFieldContainer[str]
     labels: _containers.ScalarMap[str, str]
     priority: int
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ...) -> None: ...
+    autoscale: Autoscale
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ...) -> None: ...
+
+class Autoscale(_message.Message):
+    __slots__ = ("min_replicas", "max_replicas", "metric", "target")
+    MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    min_replicas: int
+    max_replicas: int
+    metric: str
+    target: float
+    def __init__(self, min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
     __slots__ = ("decision", "server_id", "node", "gpus", "reason")
@@ -182,7 +196,7 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ..., framework: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus")
+    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus", "autoscale")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +237,7 @@ class Lease(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     SERVER_GPUS_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: LeaseState
@@ -249,7 +264,8 @@ class Lease(_message.Message):
     priority: int
     node: str
     server_gpus: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., node: _Optional[str] = ..., server_gpus: _Optional[_Iterable[int]] = ...) -> None: ...
+    autoscale: Autoscale
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., node: _Optional[str] = ..., server_gpus: _Optional[_Iterable[int]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("leases",)

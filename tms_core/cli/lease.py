@@ -20,7 +20,13 @@ from tms_core.cli.common import (
     output_option,
     pass_context,
 )
-from tms_core.cli.spec import LeaseSpec, load_spec, local_path, parse_duration_field
+from tms_core.cli.spec import (
+    LeaseSpec,
+    load_spec,
+    local_path,
+    parse_duration_field,
+    parse_replicas,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -117,6 +123,22 @@ def _acquire_options(func: F) -> F:
         ),
         click.option("--priority", type=int, help="Higher is placed first when leases wait."),
         click.option(
+            "--autoscale",
+            metavar="MIN:MAX",
+            help="Autoscale the server between MIN and MAX replicas (kubernetes backend).",
+        ),
+        click.option(
+            "--autoscale-metric",
+            metavar="NAME",
+            help="Per-pod metric to scale on [nv_inference_queue_duration_ms].",
+        ),
+        click.option(
+            "--autoscale-target",
+            type=float,
+            metavar="VALUE",
+            help="Average metric value per pod above which replicas are added [200].",
+        ),
+        click.option(
             "--dry-run",
             is_flag=True,
             help="Print where the lease would go and why; change nothing.",
@@ -146,6 +168,9 @@ def _spec_from_flags(
     avoid: tuple[str, ...] = (),
     labels: tuple[str, ...] = (),
     priority: int | None = None,
+    autoscale: str | None = None,
+    autoscale_metric: str | None = None,
+    autoscale_target: float | None = None,
 ) -> LeaseSpec:
     parsed = []
     for i, text in enumerate(models):
@@ -169,7 +194,21 @@ def _spec_from_flags(
         avoid=avoid or None,
         labels=_pairs(labels, "--label"),
         priority=priority,
+        autoscale=_autoscale_flags(autoscale, autoscale_metric, autoscale_target),
     )
+
+
+def _autoscale_flags(
+    replicas: str | None, metric: str | None, target: float | None
+) -> dict[str, Any] | None:
+    given: dict[str, Any] = parse_replicas(replicas) if replicas else {}
+    if metric is not None:
+        given["metric"] = metric
+    if target is not None:
+        if target <= 0:
+            raise ValueError("--autoscale-target: must be above 0")
+        given["target"] = target
+    return given or None
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str] | None:

@@ -7,6 +7,7 @@ a command line the parser refuses.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,9 +19,54 @@ import click
 from tms_core.cli import allowlist, cluster, demo, events, lease, pool, target
 from tms_core.cli.common import Context, daemon_options, fail, one_line_errors
 
+PLUGIN_GROUP = "tms.cli_plugins"
+
+
+def plugin_names() -> list[str]:
+    """Commands other installed packages add to `tms` through the `tms.cli_plugins`
+    entry-point group (`tms console` comes from tms_console)."""
+    return [entry.name for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)]
+
+
+def plugin_command(name: str) -> click.Command | None:
+    """The plugin command `name`, imported only now: tms_core names no plugin, so it stays
+    headless, and a plugin that fails to load breaks only its own command."""
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP, name=name):
+        try:
+            command = entry.load()
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{entry.value} is not a click command")
+        except Exception as exc:
+            return _broken_plugin(name, exc)
+        return command
+    return None
+
+
+def _broken_plugin(name: str, error: Exception) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def broken(args: tuple[str, ...]) -> None:
+        """(Not available: its package failed to load.)"""
+        fail(f"tms {name} is not available: {type(error).__name__}: {error}")
+        sys.exit(1)
+
+    return broken
+
 
 class TmsGroup(click.Group):
-    """Click's group, with usage errors on one line like every other error."""
+    """Click's group, with usage errors on one line like every other error, and the plugin
+    commands listed and loaded on demand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *plugin_names()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            command = plugin_command(cmd_name)
+            if command is not None:
+                self.add_command(command, cmd_name)
+        return command
 
     def main(
         self,

@@ -253,6 +253,12 @@ def print_lease(lease: pb.Lease) -> None:
             out.print(f"  renews    while used within {window}")
     if lease.pool:
         out.print(f"  pool      {lease.pool} (quota {lease.quota})")
+    if lease.HasField("autoscale"):
+        scale = lease.autoscale
+        out.print(
+            f"  autoscale {scale.min_replicas}-{scale.max_replicas} replicas, "
+            f"{scale.metric} above {scale.target:g} per pod"
+        )
     for model in data["models"]:
         line = f"  model     {model['name']}  {model['state']}"
         if model["load_s"]:

@@ -33,7 +33,9 @@ SPEC_KEYS = (
     "avoid",
     "labels",
     "priority",
+    "autoscale",
 )
+AUTOSCALE_KEYS = ("min_replicas", "max_replicas", "metric", "target")
 MODEL_KEYS = ("name", "uri", "memory")
 
 
@@ -56,6 +58,7 @@ class LeaseSpec:
     avoid: tuple[str, ...] | None = None
     labels: dict[str, str] | None = None
     priority: int | None = None
+    autoscale: dict[str, Any] | None = None
 
     def placement_options(self) -> dict[str, Any]:
         """The client's keyword arguments for the placement constraints that were given."""
@@ -69,11 +72,16 @@ class LeaseSpec:
             "labels": self.labels or {},
             "priority": self.priority or 0,
         }
+        if self.autoscale:
+            options["autoscale"] = dict(self.autoscale)
         return options
 
     def overridden_by(self, other: LeaseSpec) -> LeaseSpec:
         """This spec with every field that `other` gives replaced (`-m` replaces all models)."""
         given = {f.name: getattr(other, f.name) for f in fields(other)}
+        if self.autoscale and other.autoscale:
+            # `--autoscale-target` on the command line keeps the file's replicas.
+            given["autoscale"] = {**self.autoscale, **other.autoscale}
         return replace(self, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -104,13 +112,16 @@ def load_spec(path: Path) -> LeaseSpec:
         data = load_yaml(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
-    where = f"{path}: "
+    return spec_from_data(data, base=path.resolve().parent, where=f"{path}: ")
+
+
+def spec_from_data(data: Any, *, base: Path, where: str = "") -> LeaseSpec:
+    """The spec in parsed YAML (a notebook cell's, say); relative paths are under `base`."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}expected a mapping of {', '.join(SPEC_KEYS)}")
     for key in data:
         if key not in SPEC_KEYS:
             raise unknown_key(where, key, SPEC_KEYS)
-    base = path.resolve().parent
 
     def text(key: str) -> str | None:
         value = data.get(key)
@@ -175,7 +186,41 @@ def load_spec(path: Path) -> LeaseSpec:
         avoid=strings("avoid"),
         labels=mapping("labels"),
         priority=whole("priority"),
+        autoscale=_autoscale(data.get("autoscale"), f"{where}autoscale"),
     )
+
+
+def _autoscale(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping of {', '.join(AUTOSCALE_KEYS)}")
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in AUTOSCALE_KEYS:
+            raise unknown_key(f"{where}: ", key, AUTOSCALE_KEYS)
+        if key in ("min_replicas", "max_replicas"):
+            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                raise ValueError(f"{where}.{key}: expected a whole number of at least 1")
+        elif key == "metric":
+            if not isinstance(item, str):
+                raise ValueError(f"{where}.metric: expected a metric name")
+        elif isinstance(item, bool) or not isinstance(item, int | float) or item <= 0:
+            raise ValueError(f"{where}.target: expected a number above 0")
+        result[str(key)] = item
+    return result
+
+
+def parse_replicas(text: str, flag: str = "--autoscale") -> dict[str, int]:
+    """`2:8` (or `8`, meaning 1 to 8) as min and max replicas."""
+    low, sep, high = text.partition(":")
+    try:
+        minimum, maximum = (int(low), int(high)) if sep else (1, int(low))
+    except ValueError:
+        raise ValueError(f"{flag}: {text!r} is not MIN:MAX replicas (such as 1:4)") from None
+    if minimum < 1 or maximum < minimum:
+        raise ValueError(f"{flag}: {text!r} needs 1 <= MIN <= MAX")
+    return {"min_replicas": minimum, "max_replicas": maximum}
 
 
 def _models(value: Any, base: Path, where: str) -> tuple[ModelArg, ...]:

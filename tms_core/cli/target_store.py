@@ -33,7 +33,8 @@ def targets_file() -> Path:
 
 
 def normalize_address(text: str) -> str:
-    """`host:port` from `host:port`, `http://host:port` or `https://host:port`."""
+    """`host:port` from `host:port` or `http://host:port`; `https://host:port` stays so, as
+    the client then speaks TLS."""
     stripped = text.strip()
     expected = "expected host:port, http(s)://host:port or a saved target name"
     if "://" in stripped:
@@ -47,7 +48,7 @@ def normalize_address(text: str) -> str:
         except ValueError:
             raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
         host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
-        return f"{host}:{port}"
+        return f"https://{host}:{port}" if url.scheme == "https" else f"{host}:{port}"
     host, sep, port_text = stripped.rpartition(":")
     if not sep or not host or any(c.isspace() for c in stripped):
         raise ValueError(f"{text!r}: {expected}")

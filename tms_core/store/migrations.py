@@ -91,4 +91,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE servers ADD COLUMN gpus TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE servers ADD COLUMN framework_group TEXT NOT NULL DEFAULT '';
     """,
+    # 5: autoscaling leases (JSON of LeaseAutoscale; '' when the lease does not autoscale).
+    """
+    ALTER TABLE leases ADD COLUMN autoscale TEXT NOT NULL DEFAULT '';
+    """,
 ]

@@ -18,6 +18,7 @@ import aiosqlite
 
 from tms_core.domain import (
     Lease,
+    LeaseAutoscale,
     LeaseConstraints,
     LeaseModel,
     LeaseNameRecord,
@@ -50,8 +51,8 @@ class Transaction:
             "INSERT OR REPLACE INTO leases (id, name, state, reason, models, duration_s,"
             " created_at, expires_at, updated_at, server_id, activity_window_s,"
             " last_activity_at, pool, quota, tritonserver, ready_at, http_port, grpc_port,"
-            " constraints, labels, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " constraints, labels, priority, autoscale)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 lease.id,
                 lease.name,
@@ -74,6 +75,7 @@ class Transaction:
                 json.dumps(asdict(lease.constraints)),
                 json.dumps(lease.labels),
                 lease.priority,
+                json.dumps(asdict(lease.autoscale)) if lease.autoscale else "",
             ),
         )
 
@@ -246,8 +248,8 @@ class Store:
         async with self._db.execute(
             "SELECT id, name, state, reason, models, duration_s, created_at, expires_at,"
             " updated_at, server_id, activity_window_s, last_activity_at, pool, quota,"
-            " tritonserver, ready_at, http_port, grpc_port, constraints, labels, priority"
-            " FROM leases ORDER BY created_at"
+            " tritonserver, ready_at, http_port, grpc_port, constraints, labels, priority,"
+            " autoscale FROM leases ORDER BY created_at"
         ) as cur:
             async for row in cur:
                 models = [
@@ -286,6 +288,7 @@ class Store:
                         constraints=LeaseConstraints(**json.loads(row[18])),
                         labels=json.loads(row[19]),
                         priority=row[20],
+                        autoscale=LeaseAutoscale(**json.loads(row[21])) if row[21] else None,
                     )
                 )
         servers: list[Server] = []

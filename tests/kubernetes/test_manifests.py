@@ -1,0 +1,236 @@
+"""Every object the backend generates and every object the install manifests render are valid
+Kubernetes (the official schemas of 1.29 to 1.33, offline, strict), and the daemon's Role grants
+exactly what its backend calls."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.kubernetes.conftest import NAMESPACE, GiB, Kube
+from tests.kubernetes.standin import api_request
+from tms_core.backends.kubernetes import API_CALLS
+from tms_core.backends.kubernetes_objects import (
+    ServerPlan,
+    desired_objects,
+    server_deployment,
+)
+from tms_core.config import KubernetesSettings
+from tms_core.domain import (
+    Lease,
+    LeaseAutoscale,
+    LeaseModel,
+    LeaseNameRecord,
+    LeaseState,
+    Server,
+    ServerState,
+)
+from tms_core.ids import LeaseId, ModelName, ServerId
+from tms_core.leases import ModelRequest
+
+VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
+KUBECTL = shutil.which("kubectl")
+
+
+def validate(obj: dict[str, Any], version: str) -> None:
+    where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} on {version}"
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
+
+
+SETTINGS = KubernetesSettings(
+    labels={"team": "vision"},
+    annotations={"owner": "ml@example.com"},
+    tolerations=[{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
+    model_volume={"persistentVolumeClaim": {"claimName": "models", "readOnly": True}},
+)
+
+
+def generated() -> list[dict[str, Any]]:
+    """One of every kind of object the backend makes: CPU, GPU and autoscaled servers, lease
+    and name Services (serving and not yet), an autoscaler."""
+    cpu = Server(ServerId("s-00000001"), ServerState.RUNNING, "h", 8000, 8001, 8002, "", GiB, 0.0)
+    gpu = Server(
+        ServerId("s-00000002"),
+        ServerState.RUNNING,
+        "h",
+        8000,
+        8001,
+        8002,
+        "",
+        80 * GiB,
+        0.0,
+        node="gpu-node-1",
+        gpus=(0, 1),
+    )
+    autoscaled = LeaseAutoscale(min_replicas=2, max_replicas=5, target=0.25)
+
+    def lease(lease_id: str, server: Server | None, **extra: Any) -> Lease:
+        return Lease(
+            id=LeaseId(lease_id),
+            name="",
+            state=LeaseState.READY if server else LeaseState.PENDING,
+            models=[LeaseModel(ModelName("m"), "file:///model-store/m")],
+            duration_s=60,
+            created_at=0,
+            expires_at=60,
+            updated_at=0,
+            server_id=server.id if server else None,
+            **extra,
+        )
+
+    leases = {
+        LeaseId("l-1"): lease("l-1", cpu),
+        LeaseId("l-2"): lease("l-2", gpu, autoscale=autoscaled),
+        LeaseId("l-3"): lease("l-3", None),
+    }
+    names = {"web": LeaseNameRecord("web", LeaseId("l-1"), 8000, 8001, 0.0)}
+    servers = {cpu.id: cpu, gpu.id: gpu}
+    desired = desired_objects(
+        leases,
+        names,
+        servers,
+        namespace=NAMESPACE,
+        settings=SETTINGS,
+        owner_uids={gpu.id: "0d4f2c6e-2f0e-4a53-9d0c-5b6a8f1e2d3c"},
+    )
+    deployments = [
+        server_deployment(cpu, ServerPlan("nvcr.io/nvidia/tritonserver:24.10-py3"), **KW),
+        server_deployment(gpu, ServerPlan("nvcr.io/nvidia/tritonserver:24.10-py3"), **KW),
+        server_deployment(
+            gpu,
+            ServerPlan("nvcr.io/nvidia/tritonserver:24.10-py3", autoscaled, {"zone": "a"}),
+            **KW,
+        ),
+    ]
+    objects = [*deployments, *desired.services.values(), *desired.autoscalers.values()]
+    assert len(desired.services) == 4 and len(desired.autoscalers) == 1
+    return objects
+
+
+KW: dict[str, Any] = {"namespace": NAMESPACE, "settings": SETTINGS}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_generated_objects_are_valid(version: str) -> None:
+    for obj in generated():
+        validate(obj, version)
+
+
+def test_an_invalid_object_is_caught() -> None:
+    # The check can fail: a Deployment with a string for replicas is refused.
+    bad = generated()[0]
+    bad["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, VERSIONS[0], strict=True)
+
+
+def kustomize(overlay: str) -> list[dict[str, Any]]:
+    assert KUBECTL is not None
+    rendered = subprocess.run(
+        [KUBECTL, "kustomize", str(MANIFESTS / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_rendered_overlays_are_valid(overlay: str, version: str) -> None:
+    objects = kustomize(overlay)
+    kinds = {obj["kind"] for obj in objects}
+    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"} <= kinds
+    assert {"PersistentVolumeClaim", "Deployment", "Service"} <= kinds
+    for obj in objects:
+        validate(obj, version)
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_daemon_runs_alone_with_valid_settings(overlay: str) -> None:
+    from tms_core.config import Settings
+
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in kustomize(overlay)}
+    deployment = objects[("Deployment", "tms")]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    settings = Settings(**yaml.safe_load(objects[("ConfigMap", "tms-config")]["data"]["tms.yaml"]))
+    assert settings.daemon.backend == "kubernetes"
+    assert str(settings.daemon.state).startswith("/var/lib/tms/")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == "tms-state"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_base_files_are_valid_without_kustomize(version: str) -> None:
+    for path in sorted((MANIFESTS / "base").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            validate(doc, version)
+
+
+def granted() -> set[tuple[str, str, str]]:
+    rules = []
+    for name in ("role.yaml", "clusterrole.yaml"):
+        rules.extend(yaml.safe_load((MANIFESTS / "base" / name).read_text())["rules"])
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_role_grants_exactly_what_the_backend_calls() -> None:
+    assert granted() == set(API_CALLS)
+
+
+async def test_the_backend_makes_no_call_outside_the_role(kube: Kube) -> None:
+    # A session that touches every kind of call: servers, Services, names, an autoscaler,
+    # health, nodes, a release and the stop of an idle server.
+    api_request(
+        kube.cluster,
+        "POST",
+        "/api/v1/nodes",
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}},
+    )
+    await kube.sync()
+    lease = await kube.manager.acquire(
+        [ModelRequest("m", "file:///model-store/m", GiB)],
+        name="web",
+        autoscale=LeaseAutoscale(max_replicas=2),
+    )
+    await kube.report(lease)
+    await kube.sync()
+    other = await kube.manager.acquire([ModelRequest("m", "file:///model-store/m", GiB)])
+    await kube.report(other)
+    await kube.manager.set_name("web", other.id)
+    await kube.sync()
+    for held in (lease, other):
+        await kube.manager.release(held.id)
+        assert held.server_id is not None
+        await kube.unloaded(held.server_id)
+    await kube.sync()
+    kube.clock.advance(31)
+    await kube.manager.tick()
+    await kube.sync()
+    made = set(kube.cluster.calls)
+    assert made <= granted(), f"calls the Role does not grant: {sorted(made - granted())}"
+    # And the session did exercise most of the Role.
+    assert len(made) >= len(granted()) - 1

@@ -1,0 +1,122 @@
+"""Autoscaling leases: the fields from the CLI and spec files through the API to the store, and
+their refusal by the local backend."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.unit.conftest import Harness, request
+from tests.unit.test_store import a_lease
+from tms_core.api import tms_pb2 as pb
+from tms_core.api.client import _acquire_request
+from tms_core.api.convert import autoscale_from_pb, lease_to_pb
+from tms_core.cli.lease import _spec_from_flags
+from tms_core.cli.spec import load_spec, parse_replicas
+from tms_core.daemon import _refuse_autoscale
+from tms_core.domain import LeaseAutoscale
+from tms_core.errors import InvalidArgument
+from tms_core.store import Store
+
+
+def test_spec_file_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "lease.yaml"
+    path.write_text(
+        "models: [{name: a, uri: /m/a}]\n"
+        "autoscale: {min_replicas: 2, max_replicas: 6, target: 150}\n"
+    )
+    spec = load_spec(path)
+    assert spec.autoscale == {"min_replicas": 2, "max_replicas": 6, "target": 150}
+    # A flag replaces what it names and keeps the rest of the file's.
+    merged = spec.overridden_by(
+        _spec_from_flags(
+            (), None, None, None, None, None, None, autoscale_metric="nv_pending_requests"
+        )
+    )
+    assert merged.placement_options()["autoscale"] == {
+        "min_replicas": 2,
+        "max_replicas": 6,
+        "target": 150,
+        "metric": "nv_pending_requests",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "autoscale: {max_replica: 3}",
+            "autoscale: unknown key 'max_replica'; did you mean 'max_replicas'?",
+        ),
+        ("autoscale: {min_replicas: 0}", "autoscale.min_replicas: expected a whole number"),
+        ("autoscale: {target: -1}", "autoscale.target: expected a number above 0"),
+        ("autoscale: 3", "autoscale: expected a mapping of min_replicas, max_replicas"),
+    ],
+)
+def test_spec_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "lease.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        load_spec(path)
+
+
+def test_replicas_flag() -> None:
+    assert parse_replicas("2:8") == {"min_replicas": 2, "max_replicas": 8}
+    assert parse_replicas("4") == {"min_replicas": 1, "max_replicas": 4}
+    with pytest.raises(ValueError, match=r"--autoscale: '4:2' needs 1 <= MIN <= MAX"):
+        parse_replicas("4:2")
+    with pytest.raises(ValueError, match=r"--autoscale: 'lots' is not MIN:MAX"):
+        parse_replicas("lots")
+
+
+def test_the_request_carries_it_and_defaults_fill_in() -> None:
+    message = _acquire_request([], autoscale={"max_replicas": 3})
+    assert message.HasField("autoscale")
+    assert autoscale_from_pb(message.autoscale) == LeaseAutoscale(
+        min_replicas=1, max_replicas=3, metric="nv_inference_queue_duration_ms", target=200.0
+    )
+    assert not _acquire_request([]).HasField("autoscale")
+
+
+def test_the_lease_message_shows_it() -> None:
+    lease = replace(a_lease(), autoscale=LeaseAutoscale(1, 4, "m", 2.5))
+    shown = lease_to_pb(lease, None).autoscale
+    assert (shown.min_replicas, shown.max_replicas, shown.metric, shown.target) == (1, 4, "m", 2.5)
+    assert not lease_to_pb(a_lease(), None).HasField("autoscale")
+    assert isinstance(shown, pb.Autoscale)
+
+
+async def test_the_store_keeps_it(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "state.db")
+    lease = replace(a_lease(), autoscale=LeaseAutoscale(2, 5, "nv_x", 0.5))
+    async with store.transaction() as tx:
+        await tx.put_lease(lease)
+        await tx.put_lease(a_lease("l-000000000002"))
+    await store.close()
+    store = await Store.open(tmp_path / "state.db")
+    leases, _ = await store.load()
+    await store.close()
+    assert {x.id: x.autoscale for x in leases} == {
+        "l-000000000001": LeaseAutoscale(2, 5, "nv_x", 0.5),
+        "l-000000000002": None,
+    }
+
+
+async def test_the_local_backend_refuses_autoscaling(harness: Harness) -> None:
+    harness.manager._check_autoscale = _refuse_autoscale
+    with pytest.raises(InvalidArgument) as info:
+        await harness.manager.acquire(
+            [request("a")], autoscale=LeaseAutoscale(min_replicas=1, max_replicas=2)
+        )
+    assert info.value.field == "autoscale"
+    assert "need the kubernetes backend (daemon.backend: kubernetes)" in str(info.value)
+    assert harness.manager.list_leases() == []
+
+
+async def test_pool_leases_do_not_autoscale(harness: Harness) -> None:
+    with pytest.raises(InvalidArgument, match="pool"):
+        await harness.manager.acquire(
+            [request("a")], pool="p", quota=1, autoscale=LeaseAutoscale(max_replicas=2)
+        )

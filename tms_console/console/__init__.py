@@ -1,0 +1,1 @@
+"""The Textual console, `tms console`: see docs/console.md."""

@@ -1,0 +1,415 @@
+"""The Kubernetes objects the daemon wants, as plain manifests (dicts), from its state.
+
+Pure functions with no client import: the adapter (`kubernetes.py`) sends what these build,
+and the tests validate every one of them against the official schemas.
+
+- A server is a Deployment `tms-<server id>` whose pods run `tritonserver` and the sidecar
+  over a shared model volume.
+- Every live lease has a Service named after its id, and every lease name a Service named
+  after the name; each selects the pods of the server that holds the lease (re-pointing a
+  name changes its Service's selector).
+- An autoscaling lease has a HorizontalPodAutoscaler (named after its id) on its server's
+  Deployment, owned by that Deployment.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from tms_core.config import KubernetesSettings
+from tms_core.domain import Lease, LeaseAutoscale, LeaseNameRecord, Server
+from tms_core.errors import InvalidArgument
+from tms_core.ids import LeaseId, ServerId
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+PART_OF = "app.kubernetes.io/part-of"
+COMPONENT = "app.kubernetes.io/component"
+MANAGER = "tms"
+SERVER_LABEL = "tms/server"
+LEASE_LABEL = "tms/lease"
+NAME_LABEL = "tms/name"
+KIND_LABEL = "tms/kind"
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+# Triton's repository and the sidecar's staging beside it share one volume, so the sidecar's
+# atomic renames stay on one filesystem.
+WORK_DIR = "/tms"
+MODEL_DIR = f"{WORK_DIR}/models"
+GPU_RESOURCE = "nvidia.com/gpu"
+# What matches no pod: a Service whose lease has no server yet keeps its name and address.
+NO_SERVER = ""
+
+Manifest = dict[str, Any]
+
+
+IMAGE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def check_image(image: str) -> None:
+    """With this backend the Triton allowlist holds container images."""
+    if not IMAGE.match(image):
+        raise InvalidArgument(
+            "tritonserver",
+            f"{image!r} is not a container image reference (such as "
+            "nvcr.io/nvidia/tritonserver:24.10-py3); the kubernetes backend runs images",
+        )
+
+
+def check_model_uri(settings: KubernetesSettings) -> Callable[[str, str, str], str | None]:
+    """The check of a lease's model URIs: the sidecar in the pod reads `file://` paths on the
+    model volume (the daemon cannot look inside it, so the framework is not known here)."""
+
+    def check(field: str, name: str, uri: str) -> str | None:
+        parsed = urlparse(uri)
+        path = unquote(parsed.path) if parsed.scheme == "file" else ""
+        root = settings.model_volume_path.rstrip("/") + "/"
+        if not path.startswith(root) or not settings.model_volume:
+            where = (
+                f"file://{root}<model>"
+                if settings.model_volume
+                else "a file:// URI on the model volume (kubernetes.model_volume is not set)"
+            )
+            raise InvalidArgument(
+                f"{field}.uri", f"{uri!r} cannot be read by the servers' sidecars; expected {where}"
+            )
+        return None
+
+    return check
+
+
+def deployment_name(server_id: str) -> str:
+    return f"tms-{server_id}"
+
+
+def managed_selector(kind: str) -> str:
+    """The label selector that finds every object of `kind` the daemon made."""
+    return f"{MANAGED_BY}={MANAGER},{KIND_LABEL}={kind}"
+
+
+def _labels(settings: KubernetesSettings, kind: str, **extra: str) -> dict[str, str]:
+    # The administrator's labels first: ours must win, or objects could not be found again.
+    return {
+        **settings.labels,
+        MANAGED_BY: MANAGER,
+        PART_OF: settings.part_of,
+        KIND_LABEL: kind,
+        **extra,
+    }
+
+
+def _metadata(
+    name: str, namespace: str, settings: KubernetesSettings, kind: str, **extra: str
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": _labels(settings, kind, **extra),
+    }
+    if settings.annotations:
+        meta["annotations"] = dict(settings.annotations)
+    return meta
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity for a plain number (`200`, `0.5` as `500m`)."""
+    if value == int(value):
+        return str(int(value))
+    return f"{math.ceil(value * 1000)}m"
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """What a server's Deployment needs beyond the server record."""
+
+    image: str
+    autoscale: LeaseAutoscale | None = None
+    node_selector: Mapping[str, str] | None = None
+
+
+def server_deployment(
+    server: Server, plan: ServerPlan, *, namespace: str, settings: KubernetesSettings
+) -> Manifest:
+    name = deployment_name(server.id)
+    gpus = len(server.gpus)
+    memory = str(settings.gpu_server_memory if gpus else server.capacity_bytes)
+    limits: dict[str, str] = {"cpu": settings.cpu, "memory": memory}
+    if gpus:
+        limits[GPU_RESOURCE] = str(gpus)
+    node_selector = dict(plan.node_selector or {})
+    if server.node and plan.autoscale is None:
+        # Placement chose the node (and counted its GPUs there); replicas of an autoscaled
+        # server go wherever the scheduler finds room.
+        node_selector["kubernetes.io/hostname"] = server.node
+    tolerations = [dict(t) for t in settings.tolerations]
+    if gpus:
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    env = [] if gpus else [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
+    pod_labels = _labels(settings, "server", **{SERVER_LABEL: server.id})
+    pod_annotations = {
+        **settings.annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+    }
+    volume_mount = [{"name": "work", "mountPath": WORK_DIR}]
+    sidecar_mounts: list[dict[str, Any]] = list(volume_mount)
+    volumes: list[dict[str, Any]] = [{"name": "work", "emptyDir": {}}]
+    if settings.model_volume:
+        # Where file:// model URIs point: the administrator's volume, read-only.
+        volumes.append({"name": "model-store", **settings.model_volume})
+        sidecar_mounts.append(
+            {"name": "model-store", "mountPath": settings.model_volume_path, "readOnly": True}
+        )
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+            "timeoutSeconds": 2,
+        }
+
+    triton = {
+        "name": "tritonserver",
+        "image": plan.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["tritonserver"],
+        "args": [
+            f"--model-repository={MODEL_DIR}",
+            "--model-control-mode=explicit",
+            f"--http-port={HTTP_PORT}",
+            f"--grpc-port={GRPC_PORT}",
+            f"--metrics-port={METRICS_PORT}",
+            "--exit-timeout-secs=5",
+        ],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": env,
+        "resources": {"requests": dict(limits), "limits": limits},
+        # Large images and first loads are slow: the startup probe holds the others off.
+        "startupProbe": probe("/v2/health/live", 5, 120),
+        "livenessProbe": probe("/v2/health/live", 10, 3),
+        "readinessProbe": probe("/v2/health/ready", 2, 3),
+        "volumeMounts": volume_mount,
+    }
+    sidecar = {
+        "name": "sidecar",
+        "image": settings.sidecar_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "sidecar"],
+        "args": [
+            f"--daemon={settings.daemon_address}",
+            f"--server-id={server.id}",
+            f"--triton-http=127.0.0.1:{HTTP_PORT}",
+            f"--model-dir={MODEL_DIR}",
+        ],
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "1Gi"},
+        },
+        "volumeMounts": sidecar_mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [triton, sidecar],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 30,
+        # The sidecar measures each model's memory by its backend processes in /proc.
+        "shareProcessNamespace": True,
+        "enableServiceLinks": False,
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, namespace, settings, "server", **{SERVER_LABEL: server.id}),
+        "spec": {
+            "replicas": plan.autoscale.min_replicas if plan.autoscale else 1,
+            "selector": {"matchLabels": {MANAGED_BY: MANAGER, SERVER_LABEL: server.id}},
+            # A server's GPUs are counted once: never two pods of it during a change.
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _service(
+    name: str,
+    server_id: str | None,
+    *,
+    namespace: str,
+    settings: KubernetesSettings,
+    kind: str,
+    **extra: str,
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace, settings, kind, **extra),
+        "spec": {
+            "type": settings.service_type,
+            "selector": {MANAGED_BY: MANAGER, SERVER_LABEL: server_id or NO_SERVER},
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def _serving(lease: Lease | None, servers: Mapping[ServerId, Server]) -> ServerId | None:
+    if lease is None or not lease.state.holds_models or not lease.server_id:
+        return None
+    server = servers.get(lease.server_id)
+    return server.id if server is not None and server.state.alive else None
+
+
+def lease_service(
+    lease: Lease,
+    servers: Mapping[ServerId, Server],
+    *,
+    namespace: str,
+    settings: KubernetesSettings,
+) -> Manifest:
+    return _service(
+        lease.id,
+        _serving(lease, servers),
+        namespace=namespace,
+        settings=settings,
+        kind="lease",
+        **{LEASE_LABEL: lease.id},
+    )
+
+
+def name_service(
+    record: LeaseNameRecord,
+    leases: Mapping[LeaseId, Lease],
+    servers: Mapping[ServerId, Server],
+    *,
+    namespace: str,
+    settings: KubernetesSettings,
+) -> Manifest:
+    lease = leases.get(record.lease_id) if record.lease_id else None
+    return _service(
+        record.name,
+        _serving(lease, servers),
+        namespace=namespace,
+        settings=settings,
+        kind="name",
+        **{NAME_LABEL: record.name},
+    )
+
+
+def lease_hpa(
+    lease: Lease,
+    autoscale: LeaseAutoscale,
+    server_id: str,
+    *,
+    namespace: str,
+    settings: KubernetesSettings,
+    owner_uid: str = "",
+) -> Manifest:
+    target = deployment_name(server_id)
+    meta = _metadata(
+        lease.id,
+        namespace,
+        settings,
+        "autoscaler",
+        **{LEASE_LABEL: lease.id, SERVER_LABEL: server_id},
+    )
+    if owner_uid:
+        # Deleting the server's Deployment deletes its autoscaler with it.
+        meta["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": target, "uid": owner_uid}
+        ]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": autoscale.min_replicas,
+            "maxReplicas": autoscale.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": autoscale.metric},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": quantity(autoscale.target),
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The Services and autoscalers the daemon's state asks for, by name."""
+
+    services: dict[str, Manifest]
+    autoscalers: dict[str, Manifest]
+    # Which lease each object is for, so a failure to write it becomes that lease's reason.
+    lease_of: dict[str, str]
+
+
+def desired_objects(
+    leases: Mapping[LeaseId, Lease],
+    names: Mapping[str, LeaseNameRecord],
+    servers: Mapping[ServerId, Server],
+    *,
+    namespace: str,
+    settings: KubernetesSettings,
+    owner_uids: Mapping[ServerId, str] | None = None,
+) -> Desired:
+    services: dict[str, Manifest] = {}
+    autoscalers: dict[str, Manifest] = {}
+    lease_of: dict[str, str] = {}
+    for lease in leases.values():
+        if lease.state.ended:
+            continue
+        services[lease.id] = lease_service(lease, servers, namespace=namespace, settings=settings)
+        lease_of[f"Service/{lease.id}"] = lease.id
+        server_id = _serving(lease, servers)
+        if lease.autoscale is not None and server_id is not None:
+            autoscalers[lease.id] = lease_hpa(
+                lease,
+                lease.autoscale,
+                server_id,
+                namespace=namespace,
+                settings=settings,
+                owner_uid=(owner_uids or {}).get(server_id, ""),
+            )
+            lease_of[f"HorizontalPodAutoscaler/{lease.id}"] = lease.id
+    for record in names.values():
+        services[record.name] = name_service(
+            record, leases, servers, namespace=namespace, settings=settings
+        )
+        target = record.next_lease_id or record.lease_id
+        if target:
+            lease_of[f"Service/{record.name}"] = target
+    return Desired(services, autoscalers, lease_of)
