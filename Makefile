@@ -39,6 +39,7 @@ protos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/time_to_ready.py --rounds 7
 	$(BIN)/python benchmarks/router_overhead.py
+	$(BIN)/python benchmarks/placement_sim.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import grpc
 
-from tms_core import aiotasks, modelrepo
+from tms_core import aiotasks, gctune, modelrepo
 from tms_core.api.interceptor import ErrorInterceptor
 from tms_core.api.servicer import add_servicers
 from tms_core.backends.local import LocalBackend, free_ports
@@ -245,6 +245,7 @@ async def serve(
     try:
         await wiring.before_recover()
         await manager.recover()
+        gctune.tune_gc()
         add_servicers(server, manager)
         await server.start()
         log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)

@@ -89,9 +89,12 @@ def test_name_repointed_while_a_client_calls_it(
     caller.start()
     try:
         wait_for(lambda: len(results) > 20, timeout=10, what="the client loop to get going")
-        new = list(daemon.client.acquire([example("add_sub", 64 * MiB)], name="adder"))[-1]
+        # Exclusive: a lease for the same model would otherwise share the old lease's copy.
+        new = list(
+            daemon.client.acquire([example("add_sub", 64 * MiB)], name="adder", exclusive=True)
+        )[-1]
         assert new.state == pb.LEASE_READY
-        assert new.server_id != old.server_id  # 100 MiB servers: the new lease got its own
+        assert new.server_id != old.server_id
         switched_at = time.time()
         (record,) = daemon.client.list_names()
         assert record.lease_id == new.id and record.next_lease_id == ""

@@ -34,6 +34,15 @@ def visible_devices(daemon: Daemon, server_http: str) -> str:
     raise AssertionError(f"no tritonserver serves {server_http}")
 
 
+def copied_model(root: Path, name: str, memory: int) -> ModelArg:
+    """`add_sub` under another name: a model no lease holds yet."""
+    model = root / name
+    shutil.copytree(EXAMPLES / "add_sub", model)
+    config = (model / "config.pbtxt").read_text()
+    (model / "config.pbtxt").write_text(config.replace('name: "add_sub"', f'name: "{name}"'))
+    return ModelArg(name, model.as_uri(), memory)
+
+
 def pytorch_model(root: Path) -> ModelArg:
     model = root / "torchy"
     shutil.copytree(EXAMPLES / "add_sub", model)
@@ -72,7 +81,9 @@ def test_gpu_placement_end_to_end(make_daemon: Callable[..., Daemon], tmp_path: 
     assert plan.decision == "start" and list(plan.gpus) == []
     plan = client.plan([example("add_sub", 20 * GiB)])
     assert plan.decision == "reject" and "the largest GPUs offer 16.0 GiB" in plan.reason
-    plan = client.plan([example("blob_classifier", 9 * GiB)])
+    # A model no server holds (a lease for a held one shares its copy and adds only what it
+    # declares beyond it).
+    plan = client.plan([copied_model(tmp_path, "adder2", 9 * GiB)])
     assert plan.decision == "wait"
     assert plan.reason.startswith("needs 9.0 GiB GPU memory; largest free is 8.0 GiB on ")
     assert plan.reason.endswith("/gpu-1")

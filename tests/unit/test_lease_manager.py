@@ -802,3 +802,45 @@ async def test_preemption_never_evicts_equal_or_higher_priority(
     waiting = await h.manager.acquire([request("b", 2 * GiB)])
     assert waiting.state is LeaseState.PENDING
     assert h.manager.snapshot(first.id).state is LeaseState.READY
+
+
+async def test_a_lease_that_loads_longer_than_its_duration_lives_its_duration_from_ready(
+    harness: Harness,
+) -> None:
+    """Loading time is not the holder's to pay: a slow load does not expire the lease."""
+    h, m = harness, harness.manager
+    lease = await m.acquire([request("a")], duration_s=60)
+    assert lease.state is LeaseState.LOADING and lease.server_id is not None
+    # The server is up; the model takes 90 s to load.
+    await m.report(
+        lease.server_id, triton_ready=True, models=served(pairs(lease), ModelState.LOADING)
+    )
+    h.clock.advance(90)
+    await m.tick()
+    assert m.snapshot(lease.id).state is LeaseState.LOADING
+    ready = await h.make_ready(lease)
+    assert ready.state is LeaseState.READY
+    assert ready.expires_at == h.clock.now() + 60
+    assert m.next_deadline() == ready.expires_at
+    h.clock.advance(59)
+    await m.tick()
+    assert m.snapshot(lease.id).state is LeaseState.READY
+    h.clock.advance(1)
+    await m.tick()
+    assert m.snapshot(lease.id).state is LeaseState.EXPIRED
+
+
+async def test_a_snapshot_shares_nothing_that_can_change_with_the_lease(harness: Harness) -> None:
+    m = harness.manager
+    lease = await m.acquire(
+        [request("a")], labels={"team": "ml"}, node_selector={}, avoid=["x"], colocate_with=[]
+    )
+    live = m.leases[lease.id]
+    snap = m.snapshot(lease.id)
+    assert snap == live
+    snap.labels["team"] = "cv"
+    snap.constraints.avoid.append("y")
+    snap.models[0].state = ModelState.FAILED
+    assert live.labels == {"team": "ml"}
+    assert live.constraints.avoid == ["x"]
+    assert live.models[0].state is not ModelState.FAILED

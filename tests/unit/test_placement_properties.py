@@ -27,6 +27,7 @@ from tms_core.ids import ServerId
 from tms_core.placement import (
     Constraints,
     Decision,
+    FleetIndex,
     GpuView,
     JoinServer,
     ModelNeed,
@@ -165,6 +166,8 @@ class Shape:
     selector: Mapping[str, str]
     lean: int
     """How many times a choice lists the lease's value."""
+    gpu_capacity: int = 0
+    """When set, every GPU of the fleet has this capacity."""
 
 
 def node_view(draw: st.DrawFn, name: str, lease: Shape) -> NodeView:
@@ -173,7 +176,7 @@ def node_view(draw: st.DrawFn, name: str, lease: Shape) -> NodeView:
     node_product = dice.pick(
         tuple(p for p in PRODUCTS if lease.product in p) * lease.lean + PRODUCTS
     )
-    node_capacity = dice.pick(GPU_CAPACITIES)
+    node_capacity = lease.gpu_capacity or dice.pick(GPU_CAPACITIES)
     labels = {}
     zone = dice.pick((None, "a", "a", "b"))
     if zone:
@@ -185,7 +188,7 @@ def node_view(draw: st.DrawFn, name: str, lease: Shape) -> NodeView:
     gpus = []
     for index in range(count):
         # Mostly one kind of GPU per node, now and then a mixed one.
-        capacity = dice.pick((node_capacity,) * 3 + GPU_CAPACITIES)
+        capacity = lease.gpu_capacity or dice.pick((node_capacity,) * 3 + GPU_CAPACITIES)
         product = dice.pick((node_product,) * 4 + PRODUCTS)
         gpus.append(GpuView(name, index, product, capacity, fraction_of(dice, capacity)))
     return NodeView(name, tuple(gpus), labels)
@@ -229,6 +232,14 @@ def server_view(
         variant = dice.pick((None, None, None, 0, 1))
         if variant is not None:
             models[name] = uri(name, variant)
+    # Some of those models are held by the server's leases, counted in what it uses.
+    held = {}
+    room = used
+    for name, model_uri in models.items():
+        if dice.chance(2):
+            counted = min(room, dice.pick((0, GiB, 2 * GiB, 4 * GiB, 8 * GiB, 16 * GiB)))
+            held[name] = (model_uri, counted)
+            room -= counted
     pool = dice.pick((lease.pool,) * (lease.lean + 1) + ("", *POOLS))
     quota_capacity = dice.pick(range(1, 9)) if pool else 0
     return ServerView(
@@ -246,6 +257,7 @@ def server_view(
         exclusive=dice.chance(8),
         framework_group=dice.pick((lease.group,) * lease.lean + ("", "pytorch", "tensorflow")),
         tags=dice.pick(SERVER_TAGS),
+        held=held,
     )
 
 
@@ -303,11 +315,14 @@ def pool_spec(draw: st.DrawFn, one_in: int) -> PoolSpec | None:
 
 
 @st.composite
-def cases(draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False) -> Case:
+def cases(
+    draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False, one_gpu_size: bool = False
+) -> Case:
     """A fleet and a request.
 
     `crowded`: servers lean harder towards the lease, so that several are eligible at once.
     `uniform`: an unpooled CPU lease, and every CPU server has the configured capacity.
+    `one_gpu_size`: every GPU has 80 GiB (what the index's sorted paths serve).
     """
     dice = Dice(draw(ROLLS))
     server_capacity = dice.pick(SERVER_CAPACITIES)
@@ -330,6 +345,7 @@ def cases(draw: st.DrawFn, *, crowded: bool = False, uniform: bool = False) -> C
         product=want.gpu_product,
         selector=want.node_selector,
         lean=8 if crowded else 2,
+        gpu_capacity=80 * GiB if one_gpu_size else 0,
     )
     nodes = tuple(node_view(draw, f"n{i}", shape) for i in range(node_count))
     servers = tuple(
@@ -399,8 +415,8 @@ def fits(case: Case, server: ServerView) -> bool:
         return False
     if server.gpus:
         gpus = case.gpus_of(server)
-        return all(g is not None and g.free_bytes * len(gpus) >= case.need for g in gpus)
-    return server.free_bytes >= case.need
+        return all(g is not None and g.free_bytes * len(gpus) >= adds(case, server) for g in gpus)
+    return server.free_bytes >= adds(case, server)
 
 
 def joinable(case: Case) -> list[ServerView]:
@@ -431,8 +447,18 @@ def never_fits(case: Case) -> bool:
     return True
 
 
-def leftover(case: Case, server: ServerView) -> tuple[Fraction, Fraction]:
-    """How loosely the lease fills the server: (quota, memory) as fractions of capacity."""
+def adds(case: Case, server: ServerView) -> int:
+    """The memory the lease adds to the server: what its leases do not hold already."""
+    total = 0
+    for model in case.models:
+        uri, counted = server.held.get(model.name, ("", 0))
+        total += max(0, model.memory_bytes - counted) if uri == model.uri else model.memory_bytes
+    return total
+
+
+def leftover(case: Case, server: ServerView) -> tuple[int, Fraction, Fraction]:
+    """How the lease fills the server: the memory it adds, then how loosely ((quota, memory)
+    as fractions of capacity)."""
     quota = (
         Fraction(server.free_quota - case.pool.quota, max(server.quota_capacity, 1))
         if case.pool is not None
@@ -441,10 +467,12 @@ def leftover(case: Case, server: ServerView) -> tuple[Fraction, Fraction]:
     if server.gpus:
         n = len(server.gpus)
         gpus = [g for g in case.gpus_of(server) if g is not None]
-        memory = min(Fraction(n * g.free_bytes - case.need, n * g.capacity_bytes) for g in gpus)
+        memory = min(
+            Fraction(n * g.free_bytes - adds(case, server), n * g.capacity_bytes) for g in gpus
+        )
     else:
-        memory = Fraction(server.free_bytes - case.need, max(server.capacity_bytes, 1))
-    return quota, memory
+        memory = Fraction(server.free_bytes - adds(case, server), max(server.capacity_bytes, 1))
+    return adds(case, server), quota, memory
 
 
 def start_choice(case: Case, node: NodeView) -> list[GpuView] | None:
@@ -495,9 +523,9 @@ def test_a_joined_server_has_the_room(case: Case) -> None:
     if server.gpus:
         for gpu in case.gpus_of(server):
             assert gpu is not None, f"{server.id} is on a GPU the nodes do not list"
-            assert gpu.free_bytes * len(server.gpus) >= case.need, gpu.label
+            assert gpu.free_bytes * len(server.gpus) >= adds(case, server), gpu.label
     else:
-        assert server.free_bytes >= case.need
+        assert server.free_bytes >= adds(case, server)
 
 
 @PROPERTIES
@@ -602,13 +630,18 @@ def test_best_fit_among_eligible_servers(case: Case) -> None:
 @PROPERTIES
 @given(cases(crowded=True, uniform=True))
 def test_best_fit_leaves_the_least_memory_free_on_cpu_servers(case: Case) -> None:
-    """Unpooled CPU leases, every CPU server of one capacity: the smallest leftover wins."""
+    """Unpooled CPU leases, every CPU server of one capacity: the least added memory, then
+    the smallest leftover wins."""
     decision = case.decide()
     if not isinstance(decision, JoinServer):
         return
     chosen = case.server(decision.server_id)
+
+    def fill(server: ServerView) -> tuple[int, int]:
+        return adds(case, server), server.free_bytes - adds(case, server)
+
     for other in joinable(case):
-        assert other.free_bytes - case.need >= chosen.free_bytes - case.need, other.id
+        assert fill(other) >= fill(chosen), other.id
 
 
 @PROPERTIES
@@ -662,6 +695,63 @@ def test_deterministic_and_leaves_its_input_alone(case: Case) -> None:
     first = case.decide()
     assert case == before, "place changed its input"
     assert case.decide() == first
+
+
+@PROPERTIES
+@given(cases(crowded=True, one_gpu_size=True))
+def test_best_fit_among_eligible_servers_on_gpus_of_one_size(case: Case) -> None:
+    """As above, where the index reads joins off its sorted lists."""
+    test_best_fit_among_eligible_servers.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+    test_a_joined_server_has_the_room.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+
+
+@PROPERTIES
+@given(cases(one_gpu_size=True))
+def test_best_fit_for_a_new_gpu_server_on_gpus_of_one_size(case: Case) -> None:
+    """As above, where the index reads a new one-GPU server off its sorted GPUs."""
+    test_best_fit_for_a_new_gpu_server.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+    test_a_started_server_has_the_room.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+    test_rejects_exactly_what_can_never_fit.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+
+
+def kept_current(case: Case) -> FleetIndex:
+    """The case's fleet as an owner builds it over time: nodes first with nothing used,
+    servers put in a first version and then their own, a server that comes and goes, and the
+    GPUs' use set last."""
+    index = FleetIndex(
+        nodes=[replace(n, gpus=tuple(replace(g, used_bytes=0) for g in n.gpus)) for n in case.nodes]
+    )
+    for server in case.servers:
+        index.put_server(replace(server, used_bytes=0, models={}, tags=frozenset()))
+        index.put_server(replace(server, id=ServerId(f"{server.id}-gone"), pool=""))
+        index.put_server(server)
+        index.drop_server(ServerId(f"{server.id}-gone"))
+    for node in case.nodes:
+        for gpu in node.gpus:
+            index.set_gpu_used(node.name, gpu.index, gpu.capacity_bytes)
+            index.set_gpu_used(node.name, gpu.index, gpu.used_bytes)
+    return index
+
+
+def decide_with(case: Case, index: FleetIndex) -> Decision:
+    return place(
+        list(case.models),
+        server_capacity=case.server_capacity,
+        max_servers=case.max_servers,
+        binary=case.binary,
+        pool=case.pool,
+        constraints=case.want,
+        isolated_frameworks=ISOLATED,
+        index=index,
+    )
+
+
+@PROPERTIES
+@given(st.one_of(cases(crowded=True, one_gpu_size=True), cases(one_gpu_size=True), cases()))
+def test_an_index_kept_current_decides_as_one_built_at_once(case: Case) -> None:
+    """The lease manager keeps one index for the fleet and changes it piece by piece; its
+    decisions must be those of the fleet as it is, reasons included."""
+    assert decide_with(case, kept_current(case)) == case.decide()
 
 
 # --- examples --------------------------------------------------------------------------------
@@ -732,3 +822,37 @@ def test_a_cpu_lease_lands_only_on_a_node_matching_its_selector(live: bool) -> N
     )
     # The only node does not match: nothing to join or start on.
     assert isinstance(decision, Wait | Reject), f"{decision} on n0 (zone=a), asked zone=b"
+
+
+def test_a_lease_shares_a_model_the_server_holds_even_when_the_server_is_full() -> None:
+    """Triton loads a model once, so a lease asking for a held model adds no memory: it joins
+    the full server that holds it rather than starting a second copy elsewhere."""
+    nodes = [
+        NodeView(
+            "n0",
+            (GpuView("n0", 0, H100, 80 * GiB, 80 * GiB), GpuView("n0", 1, H100, 80 * GiB, 0)),
+        )
+    ]
+    a = uri("a", 0)
+    servers = [
+        ServerView(
+            ServerId("s-1"),
+            80 * GiB,
+            80 * GiB,
+            {"a": a},
+            node="n0",
+            gpus=(0,),
+            held={"a": (a, 30 * GiB)},
+        )
+    ]
+    decision = place(
+        [ModelNeed("a", a, 30 * GiB, "python")],
+        servers,
+        server_capacity=16 * GiB,
+        max_servers=4,
+        constraints=Constraints(gpus=1),
+        nodes=nodes,
+        isolated_frameworks=ISOLATED,
+    )
+    assert decision == JoinServer(ServerId("s-1"), decision.why)
+    assert "shares 30.0 GiB" in decision.why

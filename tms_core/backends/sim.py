@@ -1,0 +1,325 @@
+"""The simulator backend: a virtual fleet driven by the real lease manager and placement.
+
+Servers exist only as records. Starting one takes `start_s` of simulated time, loading a
+model `load_s(name, uri)`; unloading is immediate. A simulated sidecar per server loads what
+the manager assigns and reports through the manager's own sidecar API (`report`), so every
+lease goes through the same states, decisions and reasons as on real servers. Time is a
+`ManualClock` that jumps from one event to the next, and the state is kept in a
+`MemoryStore`, so a day of a thousand-node fleet runs in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from tms_core import placement
+from tms_core.clock import ManualClock
+from tms_core.config import Settings
+from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, Server, ServerState
+from tms_core.ids import LeaseId, ModelName, ServerId
+from tms_core.inventory import Gpu, Node
+from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.store.memory import MemoryStore
+from tms_core.units import parse_size
+
+SIM_TRITON = "sim://tritonserver"
+
+
+def parse_fleet(text: str, *, product: str = "simulated GPU") -> list[Node]:
+    """`4x8x80GiB`: 4 nodes of 8 GPUs of 80 GiB each, named node-0 ... node-3."""
+    parts = text.lower().split("x", 2)
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        raise ValueError(f"{text!r} is not NODESxGPUSxSIZE (for example 4x8x80GiB)")
+    size = parse_size(text.split("x", 2)[2])
+    return [
+        Node(
+            name=f"node-{n}",
+            host_memory=0,
+            gpus=tuple(
+                Gpu(index=i, product=product, total_bytes=size) for i in range(int(parts[1]))
+            ),
+            source="simulated",
+        )
+        for n in range(int(parts[0]))
+    ]
+
+
+@dataclass
+class SimServer:
+    """A simulated Triton and its sidecar."""
+
+    started: bool = False
+    models: dict[ModelName, ServedModel] = field(default_factory=dict)
+
+
+class SimBackend:
+    """The `Backend` of the simulator: records, start delays, and the simulated sidecars."""
+
+    def __init__(self, fleet: SimFleet) -> None:
+        self._fleet = fleet
+        self.servers: dict[ServerId, SimServer] = {}
+        self.started = 0
+
+    def new_server(
+        self, server_id: ServerId, *, capacity_bytes: int, now: float, binary: str = ""
+    ) -> Server:
+        return Server(
+            id=server_id,
+            state=ServerState.STARTING,
+            host="sim",
+            http_port=0,
+            grpc_port=0,
+            metrics_port=0,
+            work_dir="",
+            capacity_bytes=capacity_bytes,
+            created_at=now,
+            binary=binary or SIM_TRITON,
+        )
+
+    async def start(self, server: Server) -> None:
+        self.servers[server.id] = SimServer()
+        self.started += 1
+        self._fleet.after(self._fleet.start_s, lambda: self._fleet.triton_ready(server.id))
+
+    async def stop(self, server: Server) -> None:
+        self.servers.pop(server.id, None)
+
+    def exit_reason(self, server: Server) -> str | None:
+        return None
+
+    def adopt(self, server: Server) -> bool:
+        return False
+
+
+class SimFleet:
+    """A virtual fleet: the lease manager over simulated servers, with an event queue.
+
+    `at(t, action)` schedules a coroutine (an arrival, a release) at simulated time `t`;
+    `run()` plays the events in time order, lets the simulated sidecars answer the manager
+    after each, and calls the manager's `tick` (expiry, idle servers) every `tick_s`.
+    """
+
+    def __init__(
+        self,
+        *,
+        nodes: Sequence[Node],
+        settings: Settings,
+        start_s: float = 10.0,
+        load_s: Callable[[str, str], float] = lambda name, uri: 5.0,
+        tick_s: float = 30.0,
+        start: float = 1_700_000_000.0,
+    ) -> None:
+        self.clock = ManualClock(start)
+        self.start_s = start_s
+        self.load_s = load_s
+        self.tick_s = tick_s
+        self.store = MemoryStore()
+        self.backend = SimBackend(self)
+        self._dirty: dict[ServerId, None] = {}
+        self.manager = LeaseManager(
+            store=self.store,
+            backend=self.backend,
+            clock=self.clock,
+            settings=settings,
+            default_tritonserver=SIM_TRITON,
+            nodes=nodes,
+            assignment_changed=self._dirty.setdefault,
+        )
+        self._queue: list[tuple[float, int, Callable[[], Awaitable[object] | None]]] = []
+        self._order = itertools.count()
+        self.loads = 0
+        self.decision_s: list[float] = []
+        """Wall time of each placement decision made for a new lease (`acquire`)."""
+        self.decision_cpu_s: list[float] = []
+        """The same decisions' CPU time (what other processes on the machine do not add)."""
+        self.pending_s: dict[LeaseId, float] = {}
+        """How long each lease acquired through `acquire` waited in PENDING."""
+        self._waiting: dict[LeaseId, float] = {}
+        self._timing = False
+        decide = self.manager._decide
+
+        def timed(lease: Lease, **kwargs: object) -> placement.Decision:
+            # The decision latency the benchmark reports: bringing the fleet index up to
+            # date and placing, for each new lease.
+            if not self._timing:
+                return decide(lease, **kwargs)  # type: ignore[arg-type]
+            began, began_cpu = time.perf_counter(), time.thread_time()
+            try:
+                return decide(lease, **kwargs)  # type: ignore[arg-type]
+            finally:
+                self.decision_s.append(time.perf_counter() - began)
+                self.decision_cpu_s.append(time.thread_time() - began_cpu)
+
+        self.manager._decide = timed  # type: ignore[method-assign]
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
+
+    def at(self, when: float, action: Callable[[], Awaitable[object] | None]) -> None:
+        heapq.heappush(self._queue, (when, next(self._order), action))
+
+    def after(self, delay: float, action: Callable[[], Awaitable[object] | None]) -> None:
+        self.at(self.now + delay, action)
+
+    async def start(self) -> None:
+        await self.manager.recover()
+
+    async def acquire(self, models: Sequence[ModelRequest], **options: object) -> Lease:
+        self._timing = True
+        try:
+            lease = await self.manager.acquire(models, **options)
+        finally:
+            self._timing = False
+        if lease.state is LeaseState.PENDING:
+            self._waiting[lease.id] = lease.created_at
+        else:
+            self.pending_s[lease.id] = 0.0
+        return lease
+
+    async def run(self, until: float | None = None) -> None:
+        """Plays the queued events (and those they queue) up to `until`; without `until`,
+        until none remain and every lease and server has ended."""
+        next_tick = self.now + self.tick_s
+        while True:
+            if not self._queue and (
+                until is not None or not (self.manager.servers or self.manager.has_live_leases())
+            ):
+                return
+            when = self._queue[0][0] if self._queue else math.inf
+            if until is not None and min(when, next_tick) > until:
+                return
+            if next_tick <= when:
+                self._advance(next_tick)
+                await self.manager.tick()
+                await self._answer()
+                next_tick += self.tick_s
+                continue
+            _, _, action = heapq.heappop(self._queue)
+            self._advance(when)
+            result = action()
+            if result is not None:
+                await result
+            await self._answer()
+
+    def _advance(self, when: float) -> None:
+        if when > self.now:
+            self.clock.advance(when - self.now)
+
+    async def triton_ready(self, server_id: ServerId) -> None:
+        sim = self.backend.servers.get(server_id)
+        if sim is not None:
+            sim.started = True
+            self._dirty[server_id] = None
+
+    async def loaded(self, server_id: ServerId, name: ModelName, uri: str, took: float) -> None:
+        sim = self.backend.servers.get(server_id)
+        model = sim.models.get(name) if sim is not None else None
+        if (
+            sim is None
+            or model is None
+            or model.uri != uri
+            or model.state is not ModelState.LOADING
+        ):
+            return
+        sim.models[name] = ServedModel(name, uri, ModelState.READY, load_s=took)
+        self.loads += 1
+        await self._report(server_id, sim)
+
+    async def inference(self, server_id: ServerId, names: Sequence[str]) -> None:
+        """Records an inference on the named models now (activity-renewed leases live on)."""
+        sim = self.backend.servers.get(server_id)
+        if sim is None:
+            return
+        for name in names:
+            model = sim.models.get(ModelName(name))
+            if model is not None:
+                # A new record, as a sidecar's report is: the manager compares it with the
+                # one it holds to see what changed.
+                sim.models[model.name] = dataclasses.replace(
+                    model,
+                    last_inference_at=self.now,
+                    inference_count=model.inference_count + 1,
+                )
+        await self._report(server_id, sim)
+
+    async def _answer(self) -> None:
+        """The simulated sidecars act on the assignments that changed: start loading what
+        is new (once their Triton is up), unload what is no longer wanted, and report."""
+        for lease_id, since in list(self._waiting.items()):
+            if self.manager.leases[lease_id].state is not LeaseState.PENDING:
+                self.pending_s[lease_id] = self.now - since
+                del self._waiting[lease_id]
+        while self._dirty:
+            server_id = next(iter(self._dirty))
+            del self._dirty[server_id]
+            sim = self.backend.servers.get(server_id)
+            if sim is None:
+                continue
+            wanted = dict(self.manager.desired(server_id))
+            changed = False
+            for name in list(sim.models):
+                if wanted.get(name) != sim.models[name].uri:
+                    del sim.models[name]
+                    changed = True
+            if sim.started:
+                for name, uri in wanted.items():
+                    if name not in sim.models:
+                        sim.models[name] = ServedModel(name, uri, ModelState.LOADING)
+                        took = self.load_s(name, uri)
+                        self.after(took, self._load_done(server_id, name, uri, took))
+            if changed or (sim.started and not self._reported_ready(server_id)):
+                await self._report(server_id, sim)
+
+    def _load_done(
+        self, server_id: ServerId, name: ModelName, uri: str, took: float
+    ) -> Callable[[], Awaitable[None]]:
+        return lambda: self.loaded(server_id, name, uri, took)
+
+    def _reported_ready(self, server_id: ServerId) -> bool:
+        server = self.manager.servers.get(server_id)
+        return server is not None and server.triton_ready
+
+    async def _report(self, server_id: ServerId, sim: SimServer) -> None:
+        await self.manager.report(
+            server_id, triton_ready=sim.started, models=list(sim.models.values())
+        )
+
+    # -- what the fleet holds now, for measurements
+
+    def gpu_memory(self) -> dict[tuple[str, int], int]:
+        """Declared memory held on each GPU that holds any: each server's distinct models
+        counted once (as placement counts them), spread evenly over its GPUs."""
+        used: dict[tuple[str, int], int] = {}
+        for server in self.manager.servers.values():
+            if not server.state.alive or not server.gpus:
+                continue
+            held: dict[tuple[str, str], int] = {}
+            for lease in self.manager._on(server.id):
+                if lease.state.holds_models or lease.state is LeaseState.RELEASING:
+                    for model in lease.models:
+                        key = (str(model.name), model.uri)
+                        held[key] = max(held.get(key, 0), model.memory_bytes)
+            memory = sum(held.values())
+            if not memory:
+                continue
+            for index in server.gpus:
+                gpu = (server.node, index)
+                used[gpu] = used.get(gpu, 0) + memory // len(server.gpus)
+        return used
+
+    def gpu_usage(self) -> tuple[int, int]:
+        """(GPUs holding at least one lease's models, the memory they hold), read off the
+        fleet index placement decides on (the same counting as `gpu_memory`, kept current
+        instead of recounted: the benchmark samples it thousands of times)."""
+        fleet = self.manager.fleet()
+        return fleet.gpus_in_use, fleet.gpu_used_bytes
+
+    def lease(self, lease_id: LeaseId) -> Lease:
+        return self.manager.leases[lease_id]
