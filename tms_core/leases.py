@@ -277,6 +277,8 @@ class LeaseManager:
         self._shares_of: dict[ServerId, list[tuple[str, int]]] = {}
         self.servers: dict[ServerId, Server] = {}
         self._lease_changed: dict[LeaseId, _Signal] = {}
+        # When each lease's last RENEWED event was emitted (activity renewals are thinned).
+        self._renew_announced: dict[LeaseId, float] = {}
         self._assignment_changed: dict[ServerId, _Signal] = {}
         self._generations: dict[ServerId, int] = {}
         # Woken whenever a deadline (expiry, idle grace, start timeout) may have moved.
@@ -538,9 +540,29 @@ class LeaseManager:
                 lease.expires_at = max(lease.expires_at, now + duration)
                 lease.updated_at = now
                 await tx.put_lease(lease)
+            self._emit_renewed(lease, "renewed", now)
             self._notify_lease(lease)
         self.deadlines_changed.set()
         return self.snapshot(lease.id)
+
+    def _emit_renewed(self, lease: Lease, how: str, now: float) -> None:
+        """A RENEWED event, so that watchers (the consoles' countdowns) see the new expiry
+        without polling. Activity renews a used lease on every sidecar report; those are
+        announced at most once per quarter of the lease's activity window."""
+        if how == "active":
+            last = self._renew_announced.get(lease.id)
+            if last is not None and now - last < max(lease.activity_window_s / 4, 1.0):
+                return
+        self._renew_announced[lease.id] = now
+        left = format_duration(max(0.0, lease.expires_at - now))
+        self.events.emit(
+            "lease",
+            lease.id,
+            "RENEWED",
+            f"{how}; expires in {left}",
+            lease_id=lease.id,
+            server_id=lease.server_id or "",
+        )
 
     async def release(self, lease_id: str) -> Lease:
         async with self._lock:
@@ -758,8 +780,11 @@ class LeaseManager:
                 continue
             lease.last_activity_at = last
             floor = (lease.ready_at or lease.created_at) + lease.duration_s
+            before = lease.expires_at
             lease.expires_at = max(lease.expires_at, floor, last + lease.activity_window_s)
             await tx.put_lease(lease)
+            if lease.expires_at > before:
+                self._emit_renewed(lease, "active", self._clock.now())
             self._notify_lease(lease)
             self.deadlines_changed.set()
 
@@ -1712,6 +1737,7 @@ class LeaseManager:
 
     def _unindex_lease(self, lease: Lease) -> None:
         self._live.pop(lease.id, None)
+        self._renew_announced.pop(lease.id, None)
         self._pending.pop(lease.id, None)
         if lease.server_id is not None:
             self._touch(lease.server_id)

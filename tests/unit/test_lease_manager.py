@@ -390,6 +390,45 @@ async def test_renew_pushes_the_expiry_out(harness: Harness) -> None:
     assert m.snapshot(lease.id).state is LeaseState.EXPIRED
 
 
+def renewals(h: Harness, lease_id: str) -> list[str]:
+    return [
+        e.reason
+        for e in h.manager.events.kept()
+        if e.kind == "lease" and e.state == "RENEWED" and e.lease_id == lease_id
+    ]
+
+
+async def test_a_renewal_is_announced_to_watchers(harness: Harness) -> None:
+    h, m = harness, harness.manager
+    lease = await ready_lease(h, request("a"), duration_s=120)
+    assert renewals(h, lease.id) == []
+
+    h.clock.advance(100)
+    await m.renew(lease.id, 600)
+    assert renewals(h, lease.id) == ["renewed; expires in 10m00s"]
+
+
+async def test_activity_renewals_are_announced_at_most_once_per_quarter_window(
+    harness: Harness,
+) -> None:
+    h, m = harness, harness.manager
+    lease = await m.acquire([request("a")], duration_s=20, activity_window_s=40)
+    lease = await h.make_ready(lease)
+    assert lease.server_id is not None
+
+    async def used_at(t: float) -> None:
+        reported = served(pairs(lease))
+        reported[0].last_inference_at = t
+        await m.report(lease.server_id or "", triton_ready=True, models=reported)
+
+    for _ in range(8):  # a report every 2 s, each after a new inference
+        h.clock.advance(2)
+        await used_at(h.clock.now())
+    # 16 s of use, one announcement per 10 s (a quarter of the 40 s window).
+    assert [r.startswith("active; expires in") for r in renewals(h, lease.id)] == [True, True]
+    assert m.snapshot(lease.id).expires_at == h.clock.now() + 40 > lease.expires_at
+
+
 async def test_a_renewal_while_loading_is_kept(harness: Harness) -> None:
     h, m = harness, harness.manager
     lease = await m.acquire([request("a")], duration_s=60)
