@@ -632,6 +632,10 @@ class LeaseManager:
     def live_count(self) -> int:
         return len(self._live)
 
+    def leases_on(self, server_id: str) -> list[Lease]:
+        """The live leases a server holds (read-only for callers), from the per-server index."""
+        return self._on(ServerId(server_id))
+
     def server_of(self, lease: Lease) -> Server | None:
         return self.servers.get(lease.server_id) if lease.server_id else None
 

@@ -10,11 +10,7 @@ from tms_core.leases import LeaseManager
 
 
 def _holders(manager: LeaseManager, server: Server) -> list[Lease]:
-    return [
-        lease
-        for lease in manager.leases.values()
-        if lease.server_id == server.id and not lease.state.ended
-    ]
+    return manager.leases_on(server.id)
 
 
 def _usage(manager: LeaseManager, server: Server) -> tuple[int, int]:
@@ -29,7 +25,11 @@ def _usage(manager: LeaseManager, server: Server) -> tuple[int, int]:
 
 
 def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
-    live = [s for s in manager.servers.values() if s.state.alive]
+    first = manager.nodes[0].name if manager.nodes else ""
+    by_node: dict[str, list[Server]] = {}
+    for server in manager.servers.values():
+        if server.state.alive:
+            by_node.setdefault(server.node or first, []).append(server)
     statuses = []
     for node in manager.nodes:
         cpu = pb.ResourceStatus(total_bytes=node.host_memory)
@@ -42,8 +42,7 @@ def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
             for gpu in node.gpus
         }
         # A server recorded without a node (before nodes were named) ran on the first one.
-        here = [s for s in live if s.node == node.name or (not s.node and node is manager.nodes[0])]
-        for server in here:
+        for server in by_node.get(node.name, []):
             declared, measured = _usage(manager, server)
             leases = [lease.id for lease in _holders(manager, server)]
             targets = [gpus[i].memory for i in server.gpus if i in gpus] or [cpu]
