@@ -239,15 +239,7 @@ def _acquire(
     if not spec.models:
         raise ValueError("no models to lease: give -m name=NAME,uri=URI, or models: in a -f file")
     mode = ctx.mode(fmt)
-    request: dict[str, Any] = {
-        "name": spec.name or "",
-        "duration_s": spec.duration_s or 0.0,
-        "activity_window_s": spec.activity_window_s or 0.0,
-        "pool": spec.pool or "",
-        "quota": spec.quota or 0,
-        "tritonserver": spec.tritonserver or "",
-        **spec.placement_options(),
-    }
+    request = spec.acquire_request()
     if dry_run:
         output.print_plan(ctx.client.plan(spec.models, **request), mode)
         return

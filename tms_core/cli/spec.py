@@ -60,6 +60,18 @@ class LeaseSpec:
     priority: int | None = None
     autoscale: dict[str, Any] | None = None
 
+    def acquire_request(self) -> dict[str, Any]:
+        """`TmsClient.acquire`'s keyword arguments (besides the models) for this spec."""
+        return {
+            "name": self.name or "",
+            "duration_s": self.duration_s or 0.0,
+            "activity_window_s": self.activity_window_s or 0.0,
+            "pool": self.pool or "",
+            "quota": self.quota or 0,
+            "tritonserver": self.tritonserver or "",
+            **self.placement_options(),
+        }
+
     def placement_options(self) -> dict[str, Any]:
         """The client's keyword arguments for the placement constraints that were given."""
         options: dict[str, Any] = {
