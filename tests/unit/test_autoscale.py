@@ -13,7 +13,7 @@ from tests.unit.test_store import a_lease
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import _acquire_request
 from tms_core.api.convert import autoscale_from_pb, lease_to_pb
-from tms_core.cli.lease import _spec_from_flags
+from tms_core.cli.lease import spec_from_flags
 from tms_core.cli.spec import load_spec, parse_replicas
 from tms_core.daemon import _refuse_autoscale
 from tms_core.domain import LeaseAutoscale
@@ -31,7 +31,7 @@ def test_spec_file_and_flags(tmp_path: Path) -> None:
     assert spec.autoscale == {"min_replicas": 2, "max_replicas": 6, "target": 150}
     # A flag replaces what it names and keeps the rest of the file's.
     merged = spec.overridden_by(
-        _spec_from_flags(
+        spec_from_flags(
             (), None, None, None, None, None, None, autoscale_metric="nv_pending_requests"
         )
     )

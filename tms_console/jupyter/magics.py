@@ -28,7 +28,7 @@ from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ClientError, TmsClient, state_name
 from tms_core.cli import output, target_store
 from tms_core.cli.common import Context, daemon_options
-from tms_core.cli.lease import _acquire_options, _spec_from_flags
+from tms_core.cli.lease import acquire_options, spec_from_flags
 from tms_core.cli.spec import LeaseSpec, parse_duration_field, spec_from_data
 from tms_core.errors import TmsError
 
@@ -245,7 +245,7 @@ class TmsMagics(Magics):
             call.result = LeaseList(magics._wrap(lease, client) for lease in found)
 
         @click.command(name="acquire")
-        @_acquire_options
+        @acquire_options
         @_keep_options
         @pass_call
         def acquire(call: _Call, /, **options: Any) -> None:
@@ -260,7 +260,7 @@ class TmsMagics(Magics):
                 from tms_core.cli.spec import load_spec
 
                 base = load_spec(spec_file)
-            spec = base.overridden_by(_spec_from_flags(**options))
+            spec = base.overridden_by(spec_from_flags(**options))
             call.result = magics.acquire(
                 spec,
                 target=call.target_arg,

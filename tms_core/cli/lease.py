@@ -51,7 +51,7 @@ def lease() -> None:
     """Acquire and manage leases on models."""
 
 
-def _acquire_options(func: F) -> F:
+def acquire_options(func: F) -> F:
     options = [
         click.option(
             "-f",
@@ -152,7 +152,7 @@ def _acquire_options(func: F) -> F:
     return func
 
 
-def _spec_from_flags(
+def spec_from_flags(
     models: tuple[str, ...],
     name: str | None,
     duration: str | None,
@@ -234,7 +234,7 @@ def _acquire(
     **flags: Any,
 ) -> None:
     spec = (load_spec(spec_file) if spec_file else LeaseSpec()).overridden_by(
-        _spec_from_flags(**flags)
+        spec_from_flags(**flags)
     )
     if not spec.models:
         raise ValueError("no models to lease: give -m name=NAME,uri=URI, or models: in a -f file")
@@ -261,7 +261,7 @@ def _acquire(
 
 
 @lease.command()
-@_acquire_options
+@acquire_options
 @pass_context
 @one_line_errors
 def acquire(ctx: Context, /, **options: Any) -> None:
@@ -270,7 +270,7 @@ def acquire(ctx: Context, /, **options: Any) -> None:
 
 
 @lease.command()
-@_acquire_options
+@acquire_options
 @pass_context
 @one_line_errors
 def create(ctx: Context, /, **options: Any) -> None:
