@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/time_to_ready.py --rounds 7
 	$(BIN)/python benchmarks/router_overhead.py
 	$(BIN)/python benchmarks/placement_sim.py
+	$(BIN)/python benchmarks/console_events.py --rounds 7
+	$(BIN)/python benchmarks/notebook_infer.py --rounds 5 --calls 200
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
