@@ -156,6 +156,9 @@ class PlacementSettings(_Section):
     consolidate_interval_s: float = Field(default=300.0, gt=0)
     """How often the consolidation pass runs."""
 
+    consolidate_max_used: float = Field(default=0.5, gt=0, le=1)
+    """Only servers using at most this fraction of their memory are emptied."""
+
     _parse_c = field_validator("consolidate_idle_s", "consolidate_interval_s", mode="before")(
         _duration
     )

@@ -10,6 +10,7 @@ target first, switch, then unload); see docs/placement.md.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -64,13 +65,15 @@ def plan_moves(
     server_capacity: int,
     isolated_frameworks: frozenset[str] = frozenset(),
     max_sources: int = 0,
+    max_used: float = 1.0,
 ) -> list[Move]:
     """The moves that empty the least used `sources` onto the other `servers`.
 
     Sources are tried least used fraction first; one whose leases do not all fit elsewhere
     is left as it is (the fleet as it was before trying it). A server that takes a lease is
     no longer a source, and an emptied source takes none. `max_sources` (0: no limit) caps
-    the servers emptied in one plan.
+    the servers emptied in one plan; sources using more than `max_used` of their capacity
+    are not tried.
     """
     views = {view.id: view for view in servers}
     fleet = FleetIndex(servers, nodes)
@@ -81,7 +84,11 @@ def plan_moves(
     emptied: set[ServerId] = set()
     targets: set[ServerId] = set()
     moves: list[Move] = []
-    candidates = [s for s in sources if s.server in views and s.leases]
+    candidates = [
+        s
+        for s in sources
+        if s.server in views and s.leases and used_fraction(views[s.server]) <= max_used
+    ]
     candidates.sort(key=lambda s: (used_fraction(views[s.server]), views[s.server].used_bytes))
 
     def set_view(view: ServerView | None, old: ServerView) -> None:
@@ -114,8 +121,9 @@ def plan_moves(
                 lease.models,
                 index=fleet,
                 server_capacity=server_capacity,
-                # No server may start: a move is worth making only onto running servers.
-                max_servers=0,
+                # A move is worth making only onto a running server: a decision to start one
+                # (allowed here so that `place` need not explain a wait) means none has room.
+                max_servers=sys.maxsize,
                 binary=lease.binary,
                 constraints=lease.constraints,
                 isolated_frameworks=isolated_frameworks,

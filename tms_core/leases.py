@@ -988,6 +988,7 @@ class LeaseManager:
             fleet.nodes,
             server_capacity=self._settings.local.server_memory,
             isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
+            max_used=self._settings.placement.consolidate_max_used,
         )
         for move in moves:
             lease = self._live[LeaseId(move.lease_id)]
