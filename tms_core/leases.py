@@ -938,7 +938,10 @@ class LeaseManager:
             if not leases or not all(self._movable(lease, server, now) for lease in leases):
                 continue
             load = self._loads[server.id]
-            if beside and (beside & load.tags.keys() or any(self.names_of(i) for i in load.leases)):
+            if beside and (
+                beside & load.tags.keys()
+                or any(beside.intersection(self.names_of(i)) for i in load.leases)
+            ):
                 continue
             sources.append(
                 consolidation.Source(
@@ -957,7 +960,7 @@ class LeaseManager:
                                 node_selector=lease.constraints.node_selector,
                                 avoid=frozenset(lease.constraints.avoid),
                             ),
-                            tags=frozenset(lease.tags),
+                            tags=frozenset([*lease.tags, *self.names_of(lease.id)]),
                         )
                         for lease in leases
                     ),
@@ -976,11 +979,14 @@ class LeaseManager:
         if not sources:
             return
         fleet = self._fleet_now()
+        # Targets: running servers that hold leases (an empty one is about to stop, and
+        # filling it would empty nothing).
         running = [
             view
             for view in fleet.servers
             if (server := self.servers.get(view.id)) is not None
             and server.state is ServerState.RUNNING
+            and view.id in self._loads
         ]
         moves = consolidation.plan_moves(
             sources,
@@ -1000,7 +1006,6 @@ class LeaseManager:
             self._draining[move.source] = self._draining.get(move.source, 0) + 1
             self._touch(move.source)
             self._touch(move.target)
-            target.idle_since = None
             self.events.emit(
                 "lease",
                 lease.id,

@@ -243,3 +243,31 @@ def test_the_least_used_server_is_emptied_first() -> None:
     # s1 (20 %) goes first, to the tightest fit (s2, now 7 of 10); s0 (4) then fits on no
     # server but the emptied one, so it stays.
     assert [(m.lease_id, m.source, m.target) for m in moves] == [("l-b", "s1", "s2")]
+
+
+async def test_while_a_move_loads_its_room_is_taken_and_the_source_takes_no_new_lease(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(placement=CONSOLIDATE)
+    m = h.manager
+    small, big, source, target = await two_servers(h)
+    h.clock.advance(61)
+    await m.tick()
+    # 5 GiB: the source has 7 free but is being emptied; the target has 5 free, less the
+    # 1 GiB loading for the move. So a server of its own.
+    new = await m.acquire([request("new", 5 * GiB)])
+    assert new.server_id not in (source, target)
+    await m.report(target, triton_ready=True, models=served([*pairs(big), *pairs(small)]))
+    assert m.snapshot(small.id).server_id == target
+
+
+async def test_an_exclusive_lease_is_not_moved(make_harness: MakeHarness) -> None:
+    h = await make_harness(placement=CONSOLIDATE)
+    m = h.manager
+    big = await h.make_ready(await m.acquire([request("big", 3 * GiB)]))
+    alone = await h.make_ready(await m.acquire([request("alone", GiB)], exclusive=True))
+    assert alone.server_id != big.server_id
+    h.clock.advance(61)
+    await m.tick()
+    assert m.snapshot(alone.id).server_id == alone.server_id
+    assert ("alone", alone.models[0].uri) not in h.desired(big.server_id or "")
