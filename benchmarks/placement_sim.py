@@ -263,6 +263,8 @@ def main() -> None:
         "pending_p99_s": round(percentile(pending, 99), 1),
     }
     summary["gpu_h"] = round(played.gpu_hours(60.0))
+    # The bound on GPU-hours: the lower bound at each sample, integrated the same way.
+    summary["lower_gpu_h"] = round(sum(lower) * 60.0 / 3600)
     consolidated: list[int] = []
     if not args.no_consolidation:
         print("per-request run with consolidation...", flush=True)
@@ -282,6 +284,8 @@ def main() -> None:
         summary["consolidate_gpu_h"] = round(moved.gpu_hours(60.0))
         summary["moves"] = manager.moves_done
         summary["reloads"] = manager.move_reloads
+        passes = [t * 1000 for t in moved.fleet.consolidate_s]
+        summary["consolidate_pass_p99_ms"] = round(percentile(passes, 99), 1)
         summary["consolidate_wall_s"] = round(time.perf_counter() - t1, 1)
     policies: dict[str, tuple[float, list[float]]] = {}
     if not args.no_policies:
