@@ -1024,7 +1024,9 @@ class LeaseManager:
         moves that cannot finish. Caller holds the lock."""
         target = self.servers.get(target_id)
         for lease_id in list(self._incoming.get(target_id, {})):
-            move = self._moves[lease_id]
+            move = self._moves.get(lease_id)
+            if move is None:
+                continue  # abandoned with another move off its source, just now
             lease = self._live.get(lease_id)
             source = self.servers.get(move.source)
             if target is None or not target.state.alive:

@@ -271,3 +271,37 @@ async def test_an_exclusive_lease_is_not_moved(make_harness: MakeHarness) -> Non
     await m.tick()
     assert m.snapshot(alone.id).server_id == alone.server_id
     assert ("alone", alone.models[0].uri) not in h.desired(big.server_id or "")
+
+
+async def test_one_failed_move_abandons_the_others_off_the_same_server(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(placement=CONSOLIDATE)
+    m = h.manager
+    filler = await h.make_ready(await m.acquire([request("filler", 6 * GiB)]))
+    big = await h.make_ready(await m.acquire([request("big", 3 * GiB)]))
+    one = await h.make_ready(await m.acquire([request("one", GiB)]))
+    two = await h.make_ready(await m.acquire([request("two", GiB)]))
+    source, target = filler.server_id or "", big.server_id or ""
+    assert one.server_id == two.server_id == source != target
+    await m.release(filler.id)
+    await m.report(source, triton_ready=True, models=served([*pairs(one), *pairs(two)]))
+    h.clock.advance(61)
+    await m.tick()
+    assert {name for name, _ in h.desired(target)} == {"big", "one", "two"}
+
+    await m.report(
+        target,
+        triton_ready=True,
+        models=[
+            *served(pairs(big)),
+            *served(pairs(one), ModelState.FAILED, "bad weights"),
+            *served(pairs(two), ModelState.LOADING),
+        ],
+    )
+    # The source would not be emptied: neither lease moves, and the target unloads both.
+    assert {name for name, _ in h.desired(target)} == {"big"}
+    assert m.snapshot(one.id).server_id == m.snapshot(two.id).server_id == source
+    assert events(h, two.id)[-1][0] == "MOVE_ABANDONED"
+    await m.report(target, triton_ready=True, models=served([*pairs(big), *pairs(two)]))
+    assert m.snapshot(two.id).server_id == source and m.moves_done == 0
