@@ -918,16 +918,22 @@ class LeaseManager:
             and now - self._last_use(lease, server) >= self._settings.placement.consolidate_idle_s
         )
 
-    def _consolidation_sources(self, now: float) -> list[consolidation.Source]:
-        """Running unpooled servers whose every lease is idle enough to move, and that no
-        lease elsewhere was placed beside (`colocate_with`)."""
+    def _consolidation_sources(
+        self, now: float, views: dict[ServerId, placement.ServerView]
+    ) -> list[consolidation.Source]:
+        """Running unpooled servers at most `consolidate_max_used` full whose every lease is
+        idle enough to move, and that no lease elsewhere was placed beside (`colocate_with`)."""
         beside: set[str] = set()
         for lease in self._live.values():
             beside.update(lease.constraints.colocate_with)
+        max_used = self._settings.placement.consolidate_max_used
         sources = []
         for server in self.servers.values():
+            view = views.get(server.id)
             if (
-                server.state is not ServerState.RUNNING
+                view is None
+                or consolidation.used_fraction(view) > max_used
+                or server.state is not ServerState.RUNNING
                 or server.pool
                 or server.leak
                 or server.id in self._incoming
@@ -975,23 +981,27 @@ class LeaseManager:
         them while the source still serves); `_advance_moves` switches the lease when the
         target reports them READY. Caller holds the lock.
         """
-        sources = self._consolidation_sources(now)
+        fleet = self._fleet_now()
+        views = {view.id: view for view in fleet.servers}
+        sources = self._consolidation_sources(now, views)
         if not sources:
             return
-        fleet = self._fleet_now()
         # Targets: running servers that hold leases (an empty one is about to stop, and
         # filling it would empty nothing).
         running = [
             view
-            for view in fleet.servers
+            for view in views.values()
             if (server := self.servers.get(view.id)) is not None
             and server.state is ServerState.RUNNING
             and view.id in self._loads
         ]
+        # Only the nodes of those servers: a lease can join no other (and on a large fleet
+        # most nodes hold no server at all).
+        on = {view.node for view in running}
         moves = consolidation.plan_moves(
             sources,
             running,
-            fleet.nodes,
+            [node for node in fleet.nodes if node.name in on],
             server_capacity=self._settings.local.server_memory,
             isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
             max_used=self._settings.placement.consolidate_max_used,
