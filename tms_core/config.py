@@ -146,6 +146,23 @@ class PlacementSettings(_Section):
     preemption: bool = False
     """Let a lease that would wait evict leases of lower priority (they wait in its place)."""
 
+    consolidate: bool = False
+    """Move idle leases off lightly used servers onto other running ones, when that empties
+    a server (load on the new server first, switch, then unload)."""
+
+    consolidate_idle_s: float = Field(default=600.0, gt=0)
+    """How long a lease must have served no inference (and been READY) to be moved."""
+
+    consolidate_interval_s: float = Field(default=300.0, gt=0)
+    """How often the consolidation pass runs."""
+
+    consolidate_max_used: float = Field(default=0.5, gt=0, le=1)
+    """Only servers using at most this fraction of their memory are emptied."""
+
+    _parse_c = field_validator("consolidate_idle_s", "consolidate_interval_s", mode="before")(
+        _duration
+    )
+
 
 class KubernetesSettings(_Section):
     namespace: str = ""

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tms_core import placement
+from tms_core import consolidation, placement
 from tms_core.backends.base import Backend
 from tms_core.clock import Clock
 from tms_core.config import Settings
@@ -185,6 +185,15 @@ class _ServerLoad:
         self.exclusive += sign * lease.constraints.exclusive
 
 
+@dataclass
+class _MoveState:
+    """A consolidation move under way: the lease loads on `target` while `source` serves."""
+
+    source: ServerId
+    target: ServerId
+    started_at: float
+
+
 def _count(counts: dict[Any, int], key: Any, sign: int) -> None:
     value = counts.get(key, 0) + sign
     if value:
@@ -281,6 +290,17 @@ class LeaseManager:
         self._renew_announced: dict[LeaseId, float] = {}
         self._assignment_changed: dict[ServerId, _Signal] = {}
         self._generations: dict[ServerId, int] = {}
+        # Consolidation moves under way, by lease, and the leases loading on each target.
+        # Kept in memory only: a restart abandons them, and the settle then unloads what no
+        # lease wants. Sources being emptied take no new lease.
+        self._moves: dict[LeaseId, _MoveState] = {}
+        self._incoming: dict[ServerId, dict[LeaseId, Lease]] = {}
+        self._draining: dict[ServerId, int] = {}
+        self._next_consolidation: float | None = None
+        self.moves_done = 0
+        """Leases moved by consolidation since start-up."""
+        self.move_reloads = 0
+        """Models loaded on a target because of a move (the cost consolidation pays)."""
         # Woken whenever a deadline (expiry, idle grace, start timeout) may have moved.
         self.deadlines_changed = asyncio.Event()
 
@@ -701,6 +721,8 @@ class LeaseManager:
                 await self._note_memory(tx, server, now)
                 await self._settle_server(tx, server, now)
                 await self._note_activity(tx, server, active)
+                if server.id in self._incoming:
+                    await self._advance_moves(tx, server.id, now)
             # A lease that ended here may have made room for one that waits.
             await self._place_pending()
 
@@ -803,6 +825,12 @@ class LeaseManager:
                 deadlines.append(server.created_at + self._settings.local.start_timeout)
             if server.idle_since is not None:
                 deadlines.append(server.idle_since + self._settings.local.idle_grace)
+        for move in self._moves.values():
+            deadlines.append(move.started_at + self._settings.local.start_timeout)
+        if self._settings.placement.consolidate:
+            if self._next_consolidation is None:
+                self._next_consolidation = self._clock.now()
+            deadlines.append(self._next_consolidation)
         return min(deadlines, default=None)
 
     async def tick(self) -> None:
@@ -849,6 +877,13 @@ class LeaseManager:
                         await tx.put_server(server)
                         to_stop.append(server)
                 to_start = await self._fill_pools(tx, now)
+                for target in list(self._incoming):
+                    await self._advance_moves(tx, target, now)
+                if self._settings.placement.consolidate and (
+                    self._next_consolidation is None or now >= self._next_consolidation
+                ):
+                    self._next_consolidation = now + self._settings.placement.consolidate_interval_s
+                    await self._consolidate(tx, now)
             for server in to_start:
                 await self._start_server(server)
                 self._bump_assignment(server.id)
@@ -860,6 +895,245 @@ class LeaseManager:
         if to_stop:
             async with self._lock:
                 await self._place_pending()
+
+    # ------------------------------------------------------------------ consolidation
+
+    def _last_use(self, lease: Lease, server: Server) -> float:
+        """When the lease last served (or became READY): what idleness is counted from."""
+        last = max(lease.ready_at or lease.created_at, lease.last_activity_at)
+        for model in lease.models:
+            served = server.models.get(model.name)
+            if served is not None and served.uri == model.uri:
+                last = max(last, served.last_inference_at)
+        return last
+
+    def _movable(self, lease: Lease, server: Server, now: float) -> bool:
+        wanted = lease.constraints
+        return (
+            lease.state is LeaseState.READY
+            and lease.id not in self._moves
+            and not lease.pool
+            and not wanted.exclusive
+            and not wanted.colocate_with
+            and now - self._last_use(lease, server) >= self._settings.placement.consolidate_idle_s
+        )
+
+    def _consolidation_sources(
+        self, now: float, views: dict[ServerId, placement.ServerView]
+    ) -> list[consolidation.Source]:
+        """Running unpooled servers at most `consolidate_max_used` full whose every lease is
+        idle enough to move, and that no lease elsewhere was placed beside (`colocate_with`)."""
+        beside: set[str] = set()
+        for lease in self._live.values():
+            beside.update(lease.constraints.colocate_with)
+        max_used = self._settings.placement.consolidate_max_used
+        sources = []
+        for server in self.servers.values():
+            view = views.get(server.id)
+            if (
+                view is None
+                or consolidation.used_fraction(view) > max_used
+                or server.state is not ServerState.RUNNING
+                or server.pool
+                or server.leak
+                or server.id in self._incoming
+                or server.id in self._draining
+            ):
+                continue
+            leases = self._on(server.id)
+            if not leases or not all(self._movable(lease, server, now) for lease in leases):
+                continue
+            load = self._loads[server.id]
+            if beside and (
+                beside & load.tags.keys()
+                or any(beside.intersection(self.names_of(i)) for i in load.leases)
+            ):
+                continue
+            sources.append(
+                consolidation.Source(
+                    server.id,
+                    tuple(
+                        consolidation.MovableLease(
+                            id=lease.id,
+                            models=tuple(
+                                placement.ModelNeed(m.name, m.uri, self._need(m), m.framework)
+                                for m in lease.models
+                            ),
+                            binary=lease.tritonserver,
+                            constraints=placement.Constraints(
+                                gpus=lease.constraints.gpus,
+                                gpu_product=lease.constraints.gpu_product,
+                                node_selector=lease.constraints.node_selector,
+                                avoid=frozenset(lease.constraints.avoid),
+                            ),
+                            tags=frozenset([*lease.tags, *self.names_of(lease.id)]),
+                        )
+                        for lease in leases
+                    ),
+                )
+            )
+        return sources
+
+    async def _consolidate(self, tx: StateTransaction, now: float) -> None:
+        """One consolidation pass: starts the moves that empty lightly used servers.
+
+        Each moving lease's models are added to its target's assignment (the target loads
+        them while the source still serves); `_advance_moves` switches the lease when the
+        target reports them READY. Caller holds the lock.
+        """
+        fleet = self._fleet_now()
+        views = {view.id: view for view in fleet.servers}
+        sources = self._consolidation_sources(now, views)
+        if not sources:
+            return
+        # Targets: running servers that hold leases (an empty one is about to stop, and
+        # filling it would empty nothing).
+        running = [
+            view
+            for view in views.values()
+            if (server := self.servers.get(view.id)) is not None
+            and server.state is ServerState.RUNNING
+            and view.id in self._loads
+        ]
+        # Only the nodes of those servers: a lease can join no other (and on a large fleet
+        # most nodes hold no server at all).
+        on = {view.node for view in running}
+        moves = consolidation.plan_moves(
+            sources,
+            running,
+            [node for node in fleet.nodes if node.name in on],
+            server_capacity=self._settings.local.server_memory,
+            isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
+            max_used=self._settings.placement.consolidate_max_used,
+        )
+        for move in moves:
+            lease = self._live[LeaseId(move.lease_id)]
+            target = self.servers[move.target]
+            wanted = set(self._desired(target))
+            self.move_reloads += sum((m.name, m.uri) not in wanted for m in lease.models)
+            self._moves[lease.id] = _MoveState(move.source, move.target, now)
+            self._incoming.setdefault(move.target, {})[lease.id] = lease
+            self._draining[move.source] = self._draining.get(move.source, 0) + 1
+            self._touch(move.source)
+            self._touch(move.target)
+            self.events.emit(
+                "lease",
+                lease.id,
+                "MOVING",
+                f"consolidation: loading on {move.target} to leave {move.source}",
+                lease_id=lease.id,
+                server_id=move.source,
+            )
+            self._bump_assignment(move.target)
+        for target_id in {move.target for move in moves}:
+            # A target that already holds the models takes the lease at once.
+            await self._advance_moves(tx, target_id, now)
+
+    async def _advance_moves(self, tx: StateTransaction, target_id: ServerId, now: float) -> None:
+        """Switches the leases moving to `target_id` whose models it reports READY; abandons
+        moves that cannot finish. Caller holds the lock."""
+        target = self.servers.get(target_id)
+        for lease_id in list(self._incoming.get(target_id, {})):
+            move = self._moves.get(lease_id)
+            if move is None:
+                continue  # abandoned with another move off its source, just now
+            lease = self._live.get(lease_id)
+            source = self.servers.get(move.source)
+            if target is None or not target.state.alive:
+                self._abandon(lease_id, f"{target_id} is gone")
+            elif lease is None or lease.state is not LeaseState.READY:
+                self._abandon(lease_id, "the lease is no longer READY")
+            elif source is None or lease.server_id != move.source:
+                self._abandon(lease_id, f"the lease left {move.source}")
+            elif self._last_use(lease, source) > move.started_at:
+                self._abandon(lease_id, "the lease served an inference")
+            else:
+                states = [target.models.get(m.name) for m in lease.models]
+                failed = next(
+                    (
+                        (m, served)
+                        for m, served in zip(lease.models, states, strict=True)
+                        if served is not None
+                        and served.uri == m.uri
+                        and served.state is ModelState.FAILED
+                    ),
+                    None,
+                )
+                if failed is not None:
+                    model, served = failed
+                    self._abandon(
+                        lease_id, f"model {model.name!r} failed on {target_id}: {served.error}"
+                    )
+                elif target.triton_ready and all(
+                    served is not None and served.uri == m.uri and served.state is ModelState.READY
+                    for m, served in zip(lease.models, states, strict=True)
+                ):
+                    await self._switch(tx, lease, source, target, now)
+                elif now >= move.started_at + self._settings.local.start_timeout:
+                    limit = format_duration(self._settings.local.start_timeout)
+                    self._abandon(lease_id, f"not loaded on {target_id} within {limit}")
+
+    def _end_move(self, lease_id: LeaseId) -> _MoveState:
+        move = self._moves.pop(lease_id)
+        incoming = self._incoming.get(move.target, {})
+        incoming.pop(lease_id, None)
+        if not incoming:
+            self._incoming.pop(move.target, None)
+        left = self._draining.get(move.source, 0) - 1
+        if left > 0:
+            self._draining[move.source] = left
+        else:
+            self._draining.pop(move.source, None)
+        self._touch(move.source)
+        self._touch(move.target)
+        return move
+
+    def _abandon(self, lease_id: LeaseId, why: str) -> None:
+        """Gives a move up: the target no longer wants the lease's models (its sidecar
+        unloads them) and the lease stays where it is. The other moves off the same source
+        go too: it would not be emptied."""
+        move = self._end_move(lease_id)
+        siblings = [i for i, m in self._moves.items() if m.source == move.source]
+        for other in [lease_id, *siblings]:
+            if other != lease_id:
+                other_move = self._end_move(other)
+                self._bump_assignment(other_move.target)
+            self.events.emit(
+                "lease",
+                other,
+                "MOVE_ABANDONED",
+                why if other == lease_id else f"a move off {move.source} failed: {why}",
+                lease_id=other,
+                server_id=move.source,
+            )
+        self._bump_assignment(move.target)
+        log.info("move of lease %s to %s abandoned: %s", lease_id, move.target, why)
+
+    async def _switch(
+        self, tx: StateTransaction, lease: Lease, source: Server, target: Server, now: float
+    ) -> None:
+        """Points the lease at `target`, which holds its models READY: routes follow at the
+        commit, and the source, no longer wanting them, unloads. The lease stays READY."""
+        self._end_move(lease.id)
+        self._move(lease, target.id)
+        self._sync_models(lease, target)
+        lease.updated_at = now
+        self._touched.add(lease.id)
+        await tx.put_lease(lease)
+        self.moves_done += 1
+        self.events.emit(
+            "lease",
+            lease.id,
+            "MOVED",
+            f"consolidation: from {source.id} to {target.id}",
+            lease_id=lease.id,
+            server_id=target.id,
+        )
+        self._notify_lease(lease)
+        self._bump_assignment(source.id)
+        self._bump_assignment(target.id)
+        await self._settle_server(tx, source, now)
+        log.info("lease %s moved from %s to %s", lease.id, source.id, target.id)
 
     def _pool_needs(self, server: Server) -> bool:
         """Whether an idle pool server must stay up to keep its pool at its minimum."""
@@ -1121,6 +1395,12 @@ class LeaseManager:
         self.servers = live
         self._fleet = None
         self._unsettled.update(live)
+        # Moves are memory only: drop them, and the targets unload what no lease wants.
+        for target in self._incoming:
+            self._bump_assignment(target)
+        self._moves.clear()
+        self._incoming.clear()
+        self._draining.clear()
         log.warning("a state change failed to commit; working state reloaded from the store")
 
     def _validate(self, models: Sequence[ModelRequest], name: str) -> None:
@@ -1175,12 +1455,13 @@ class LeaseManager:
         return [lease for lease in self._on(server.id) if lease.state.holds_models]
 
     def _desired(self, server: Server) -> list[tuple[ModelName, str]]:
-        load = self._loads.get(server.id)
-        if load is None:
-            return []
+        load = self._loads.get(server.id) or _ServerLoad()
         wanted: dict[ModelName, str] = {}
         for name, uri in load.wanted:
             wanted.setdefault(name, uri)
+        for lease in self._incoming.get(server.id, {}).values():
+            for model in lease.models:
+                wanted.setdefault(model.name, model.uri)
         return sorted(wanted.items())
 
     def _views(self, without: frozenset[LeaseId] = frozenset()) -> list[placement.ServerView]:
@@ -1221,11 +1502,16 @@ class LeaseManager:
         if self.names:
             for lease in holders:
                 tags.update(self.names_of(lease.id))
+        for lease in self._incoming.get(server.id, {}).values():
+            for model in lease.models:
+                key = (str(model.name), model.uri)
+                held[key] = max(held.get(key, 0), self._need(model))
+                models[key[0]] = model.uri
         for name, served in server.models.items():
             models[str(name)] = served.uri
         return placement.ServerView(
             id=server.id,
-            accepting=not server.leak,
+            accepting=not server.leak and server.id not in self._draining,
             binary=server.binary,
             pool=server.pool,
             quota_capacity=pool.quota_per_server if pool else 0,
@@ -1257,6 +1543,16 @@ class LeaseManager:
             held[name] = (uri, need)
             models[name] = uri
             used += need
+        # Leases moving here are counted from the start of their load: nothing may take
+        # the room they are about to fill.
+        for lease in self._incoming.get(server.id, {}).values():
+            for model in lease.models:
+                uri, counted = held.get(model.name, ("", 0))
+                need = self._need(model)
+                if uri in ("", model.uri) and need > counted:
+                    held[model.name] = (model.uri, need)
+                    models[model.name] = model.uri
+                    used += need - counted
         # The load's own count of tags, read in place: a server's tags include every lease id
         # on it, and copying thousands of them for each view would cost more than the rest.
         tags: AbstractSet[str] = load.tags.keys()
@@ -1269,7 +1565,7 @@ class LeaseManager:
             models[str(name)] = served.uri
         return placement.ServerView(
             id=server.id,
-            accepting=not server.leak,
+            accepting=not server.leak and server.id not in self._draining,
             binary=server.binary,
             pool=server.pool,
             quota_capacity=pool.quota_per_server if pool else 0,

@@ -96,7 +96,9 @@ def generate(spec: TraceSpec) -> Trace:
     return Trace(spec, requests, memory)
 
 
-def sim_settings(spec: TraceSpec) -> Settings:
+def sim_settings(spec: TraceSpec, *, consolidate: bool = False) -> Settings:
+    """The manager's settings for a trace; `consolidate` turns consolidation on (moves after
+    10 minutes without an inference, a pass every 5 minutes: the defaults)."""
     return load_settings(
         local={
             "server_memory": spec.gpu_gib * GiB,
@@ -105,6 +107,7 @@ def sim_settings(spec: TraceSpec) -> Settings:
             "start_timeout": 600.0,
         },
         lease={"default_duration": 3600.0, "max_duration": 365 * 86400.0},
+        placement={"consolidate": consolidate},
     )
 
 
@@ -132,13 +135,17 @@ class Played:
     def memory_gib_hours(self, sample_s: float) -> float:
         return sum(s.declared_bytes for s in self.samples) * sample_s / GiB / 3600
 
+    def gpu_hours(self, sample_s: float) -> float:
+        """GPUs in use, integrated over the samples."""
+        return sum(s.gpus_in_use for s in self.samples) * sample_s / 3600
 
-def _fleet(trace: Trace, tick_s: float) -> SimFleet:
+
+def _fleet(trace: Trace, tick_s: float, consolidate: bool = False) -> SimFleet:
     spec = trace.spec
     catalogue = {f"m{k}": k for k in range(spec.models)}
     return SimFleet(
         nodes=parse_fleet(spec.fleet),
-        settings=sim_settings(spec),
+        settings=sim_settings(spec, consolidate=consolidate),
         start_s=spec.start_s,
         load_s=lambda name, uri: trace.load_s(catalogue[name]),
         tick_s=tick_s,
@@ -156,11 +163,17 @@ def _sampling(fleet: SimFleet, played: Played, every: float, until: float) -> No
 
 
 async def play_per_request(
-    trace: Trace, *, sample_s: float = 60.0, watch: Callable[[SimFleet], None] | None = None
+    trace: Trace,
+    *,
+    sample_s: float = 60.0,
+    watch: Callable[[SimFleet], None] | None = None,
+    consolidate: bool = False,
 ) -> Played:
     """One lease per request, released when the request's holding time is over.
-    `watch` is handed the fleet before it runs (to schedule checks)."""
-    fleet = _fleet(trace, sample_s)
+    `watch` is handed the fleet before it runs (to schedule checks). With `consolidate`,
+    the manager consolidates; the simulated holders report no inferences, so every lease
+    READY for 10 minutes may move."""
+    fleet = _fleet(trace, sample_s, consolidate)
     if watch is not None:
         watch(fleet)
     await fleet.start()

@@ -130,3 +130,24 @@ def test_a_fleet_is_nodes_by_gpus_by_size() -> None:
 def test_a_fleet_that_is_not_nodes_by_gpus_by_size_is_refused_with_the_form() -> None:
     with pytest.raises(ValueError, match="NODESxGPUSxSIZE"):
         parse_fleet("4 nodes")
+
+
+async def test_consolidation_moves_idle_leases_and_uses_fewer_gpu_hours() -> None:
+    # Long holds: leases end one by one well after the arrivals, leaving GPUs lightly used.
+    spec = replace(SMALL, requests=300, mean_hold_s=3000.0)
+    trace = generate(spec)
+    plain = await play_per_request(trace)
+    problems: list[str] = []
+    moved = await play_per_request(
+        trace, consolidate=True, watch=lambda fleet: watch(fleet, 20.0, problems)
+    )
+    assert problems == []
+    fleet = moved.fleet
+    assert fleet.manager.moves_done > 0 and fleet.manager.move_reloads > 0
+    leases = [fleet.lease(lease_id) for lease_id in moved.lease_ids]
+    # Moves never cost a lease: every one served until its holder released it.
+    assert {lease.state for lease in leases} == {LeaseState.RELEASED}
+    assert not fleet.manager.servers
+    assert moved.gpu_hours(60.0) < plain.gpu_hours(60.0)
+    # A moved lease's models were loaded again on its new server: loads add up to that.
+    assert fleet.loads >= plain.fleet.loads

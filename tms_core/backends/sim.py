@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tms_core import placement
 from tms_core.clock import ManualClock
@@ -157,6 +158,18 @@ class SimFleet:
                 self.decision_cpu_s.append(time.thread_time() - began_cpu)
 
         self.manager._decide = timed  # type: ignore[method-assign]
+        self.consolidate_s: list[float] = []
+        """Wall time of each consolidation pass (it holds the manager's lock throughout)."""
+        consolidate = self.manager._consolidate
+
+        async def timed_pass(*args: Any) -> None:
+            began = time.perf_counter()
+            try:
+                await consolidate(*args)
+            finally:
+                self.consolidate_s.append(time.perf_counter() - began)
+
+        self.manager._consolidate = timed_pass  # type: ignore[method-assign,assignment]
 
     @property
     def now(self) -> float:
