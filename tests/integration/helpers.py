@@ -77,3 +77,12 @@ def broken_model(root: Path, name: str = "broken") -> ModelArg:
         "        raise RuntimeError('weights are corrupt')\n"
     )
     return ModelArg(name, model.as_uri())
+
+
+def copied_model(root: Path, name: str, memory: int) -> ModelArg:
+    """`add_sub` under another name: a model no lease holds yet."""
+    model = root / name
+    shutil.copytree(EXAMPLES / "add_sub", model)
+    config = (model / "config.pbtxt").read_text()
+    (model / "config.pbtxt").write_text(config.replace('name: "add_sub"', f'name: "{name}"'))
+    return ModelArg(name, model.as_uri(), memory)

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Daemon, wait_for
-from tests.integration.helpers import add_sub_http, example
-from tests.integration.test_placement import copied_model
+from tests.integration.helpers import add_sub_http, copied_model, example
 from tms_core.api import tms_pb2 as pb
 
 pytestmark = pytest.mark.triton

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES, Daemon, processes_under
-from tests.integration.helpers import example
+from tests.integration.helpers import copied_model, example
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ModelArg
 
@@ -32,15 +32,6 @@ def visible_devices(daemon: Daemon, server_http: str) -> str:
                     return entry.split(b"=", 1)[1].decode()
             return ""
     raise AssertionError(f"no tritonserver serves {server_http}")
-
-
-def copied_model(root: Path, name: str, memory: int) -> ModelArg:
-    """`add_sub` under another name: a model no lease holds yet."""
-    model = root / name
-    shutil.copytree(EXAMPLES / "add_sub", model)
-    config = (model / "config.pbtxt").read_text()
-    (model / "config.pbtxt").write_text(config.replace('name: "add_sub"', f'name: "{name}"'))
-    return ModelArg(name, model.as_uri(), memory)
 
 
 def pytorch_model(root: Path) -> ModelArg:
