@@ -242,8 +242,15 @@ async def test_a_lease_that_fails_to_load_says_why_in_the_form(
             what="the failure in the form",
         )
         assert app.screen is form and not form.sending
+        # Textual delivers a notification as a message: it shows a moment after the form's text.
+        await until(
+            pilot,
+            lambda: any(n.title == "Lease failed" for n in app._notifications),
+            within=5,
+            what="the notification",
+        )
         notes = [n for n in app._notifications if n.title == "Lease failed"]
-        assert notes and "weights are corrupt" in notes[0].message
+        assert "weights are corrupt" in notes[0].message
         # The failed lease has ended: it is not in the table.
         await pilot.press("escape")
         await until(pilot, lambda: not app.fleet.leases, within=10, what="no live lease")

@@ -29,6 +29,16 @@ if TYPE_CHECKING:
     from tms_console.console.app import TmsConsole
 
 
+def field_cell(input_id: str, placeholder: str, *, error: str = "") -> Vertical:
+    """An input with the place for its validation message beneath it (named after the
+    request field, `error`, where that differs from the input's id)."""
+    return Vertical(
+        Input(placeholder=placeholder, id=input_id),
+        Label("", id=error_id(error or input_id), classes="field-error"),
+        classes="cell",
+    )
+
+
 def error_id(field_name: str) -> str:
     """The id of the error label beside a field: `models[0].uri` → `err-models-0-uri`."""
     return "err-" + field_name.replace("[", "-").replace("].", "-").replace(".", "-")
@@ -212,33 +222,20 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
                 yield Label("", id=error_id("models"), classes="field-error")
                 yield Button("+ model (ctrl+n)", id="add-model")
                 with Horizontal(classes="fields"):
-                    with Vertical(classes="cell"):
-                        yield Input(placeholder="duration, e.g. 1h (default)", id="duration")
-                        yield Label("", id=error_id("duration"), classes="field-error")
-                    with Vertical(classes="cell"):
-                        yield Input(placeholder="auto-renew window, e.g. 10m", id="activity_window")
-                        yield Label("", id=error_id("activity_window"), classes="field-error")
+                    yield field_cell("duration", "duration, e.g. 1h (default)")
+                    yield field_cell("activity_window", "auto-renew window, e.g. 10m")
                 with Horizontal(classes="fields"):
-                    with Vertical(classes="cell"):
-                        yield Input(placeholder="pool (optional)", id="pool")
-                        yield Label("", id=error_id("pool"), classes="field-error")
-                    with Vertical(classes="cell"):
-                        yield Input(placeholder="quota (pool leases)", id="quota")
-                        yield Label("", id=error_id("quota"), classes="field-error")
+                    yield field_cell("pool", "pool (optional)")
+                    yield field_cell("quota", "quota (pool leases)")
                 yield Label("Autoscaling (kubernetes backend; empty: off)", classes="section")
                 with Horizontal(classes="fields"):
-                    with Vertical(classes="cell"):
-                        yield Input(placeholder="replicas MIN:MAX, e.g. 1:4", id="autoscale")
-                        yield Label("", id=error_id("autoscale"), classes="field-error")
-                    with Vertical(classes="cell"):
-                        yield Input(
-                            placeholder="metric [queue duration]",
-                            id="autoscale-metric",
-                        )
-                        yield Label("", id=error_id("autoscale.metric"), classes="field-error")
-                    with Vertical(classes="cell"):
-                        yield Input(placeholder="target per pod [200]", id="autoscale-target")
-                        yield Label("", id=error_id("autoscale.target"), classes="field-error")
+                    yield field_cell("autoscale", "replicas MIN:MAX, e.g. 1:4")
+                    yield field_cell(
+                        "autoscale-metric", "metric [queue duration]", error="autoscale.metric"
+                    )
+                    yield field_cell(
+                        "autoscale-target", "target per pod [200]", error="autoscale.target"
+                    )
             yield Label("", id=error_id("form"), classes="field-error")
             yield ProgressBar(id="progress", show_eta=False)
             yield Label("", id="progress-text")
