@@ -1465,72 +1465,24 @@ class LeaseManager:
         return sorted(wanted.items())
 
     def _views(self, without: frozenset[LeaseId] = frozenset()) -> list[placement.ServerView]:
-        """The live servers as placement sees them (as if the leases `without` were gone)."""
-        return [
-            self._server_view(
-                server, [lease for lease in self._on(server.id) if lease.id not in without]
-            )
-            for server in self.servers.values()
-            if server.state.alive
-        ]
+        """The live servers as placement sees them (as if the leases `without` were gone),
+        each read off a load counted afresh from its leases rather than the one kept."""
+        views = []
+        for server in self.servers.values():
+            if not server.state.alive:
+                continue
+            load = _ServerLoad()
+            for lease in self._on(server.id):
+                if lease.id not in without:
+                    load.add(lease, ready=True, holds=True)
+            views.append(self._load_view(server, load))
+        return views
 
-    def _server_view(self, server: Server, holders: list[Lease]) -> placement.ServerView:
-        pool = self.pools.get(server.pool)
-        # A model shared by several leases is loaded once: count it once, at its largest.
-        held: dict[tuple[str, str], int] = {}
-        models: dict[str, str] = {}
-        tags: set[str] = set()
-        quota = 0
-        exclusive = False
-        measured = self.measured
-        # One pass over the holders: a busy server holds dozens of leases, and every
-        # decision after a change to it reads its view again.
-        for lease in holders:
-            tags.add(lease.id)
-            if lease.labels:
-                tags.update(f"{k}={v}" for k, v in lease.labels.items())
-            quota += lease.quota
-            exclusive = exclusive or lease.constraints.exclusive
-            for model in lease.models:
-                key = (str(model.name), model.uri)
-                need = model.memory_bytes
-                if measured:
-                    need = max(need, measured.get(key, 0))
-                if held.get(key, -1) < need:
-                    held[key] = need
-                models[key[0]] = model.uri
-        if self.names:
-            for lease in holders:
-                tags.update(self.names_of(lease.id))
-        for lease in self._incoming.get(server.id, {}).values():
-            for model in lease.models:
-                key = (str(model.name), model.uri)
-                held[key] = max(held.get(key, 0), self._need(model))
-                models[key[0]] = model.uri
-        for name, served in server.models.items():
-            models[str(name)] = served.uri
-        return placement.ServerView(
-            id=server.id,
-            accepting=not server.leak and server.id not in self._draining,
-            binary=server.binary,
-            pool=server.pool,
-            quota_capacity=pool.quota_per_server if pool else 0,
-            quota_used=quota,
-            capacity_bytes=server.capacity_bytes,
-            used_bytes=sum(held.values()),
-            models=models,
-            node=server.node,
-            gpus=server.gpus,
-            exclusive=exclusive,
-            framework_group=server.framework_group,
-            tags=frozenset(tags),
-            held={name: (uri, need) for (name, uri), need in held.items()},
-        )
-
-    def _load_view(self, server: Server) -> placement.ServerView:
-        """`_server_view` read off the server's load: the same view, at the cost of its
-        distinct models and tags rather than of its leases."""
-        load = self._loads.get(server.id) or _ServerLoad()
+    def _load_view(self, server: Server, load: _ServerLoad | None = None) -> placement.ServerView:
+        """The server as placement sees it, read off its load (the kept one by default): it
+        costs the server's distinct models and tags rather than its leases."""
+        if load is None:
+            load = self._loads.get(server.id) or _ServerLoad()
         pool = self.pools.get(server.pool)
         measured = self.measured
         held: dict[str, tuple[str, int]] = {}
