@@ -59,6 +59,7 @@ from tms_core.errors import (
 from tms_core.events import EventLog
 from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id, new_server_id
 from tms_core.inventory import Node
+from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.router.routes import Route
 from tms_core.routing import compute_routes
 from tms_core.store.protocol import StateStore, StateTransaction
@@ -72,13 +73,6 @@ METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
 LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$")
 
 
-@dataclass(frozen=True)
-class ModelRequest:
-    name: str
-    uri: str
-    memory_bytes: int = 0
-
-
 def check_dns_label(field: str, value: str) -> None:
     """Lease names and pool names become Kubernetes object names: DNS-1123 labels."""
     if not DNS1123_LABEL.match(value):
@@ -87,27 +81,6 @@ def check_dns_label(field: str, value: str) -> None:
             f"{value!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)",
         )
-
-
-@dataclass(frozen=True)
-class LeaseOptions:
-    """Everything a lease asks for besides its models."""
-
-    name: str = ""
-    duration_s: float = 0.0
-    activity_window_s: float = 0.0
-    pool: str = ""
-    quota: int = 0
-    tritonserver: str = ""
-    gpus: int | None = None
-    gpu_product: str = ""
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    exclusive: bool = False
-    colocate_with: Sequence[str] = ()
-    avoid: Sequence[str] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
-    priority: int = 0
-    autoscale: LeaseAutoscale | None = None
 
 
 @dataclass(frozen=True)
