@@ -3,6 +3,10 @@ actions that call the daemon are driven end to end in test_console_actions.py)."
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from typing import Any
+
 from textual.command import CommandList
 from textual.widgets import DataTable, Input, TabbedContent
 
@@ -150,6 +154,55 @@ async def test_an_unforeseen_failure_is_a_notification_not_a_traceback() -> None
         assert (note.title, note.severity) == ("Renew failed", "error")
         assert note.message == "RuntimeError: boom on ls-c6"
         assert app.is_running
+
+
+async def test_the_console_follows_the_lease_the_form_is_creating() -> None:
+    """The form is given the client; each step of the new lease reaches the console (as a
+    message) while the form still shows it, and the READY lease is chosen in the table."""
+
+    def calc(state: int, model_state: int) -> pb.Lease:
+        return fixed_fleet.lease(
+            "ls-f0",
+            "calc",
+            state,
+            "srv-a0",
+            "gpu-node-a",
+            [0],
+            [("add_sub", 64 * 2**20, 0, model_state)],
+            expires_in=600,
+        )
+
+    go_on = threading.Event()
+
+    def acquire(*args: Any, **kwargs: Any) -> Iterator[pb.Lease]:
+        yield calc(pb.LEASE_LOADING, pb.MODEL_LOADING)
+        go_on.wait(10)
+        yield calc(pb.LEASE_READY, pb.MODEL_READY)
+
+    app = console()
+    app.client.acquire = acquire  # type: ignore[method-assign, assignment]
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("n")
+        form = app.screen
+        form.query_one("#model-0-name", Input).value = "add_sub"
+        form.query_one("#model-0-uri", Input).value = "s3://models/add_sub"
+        await pilot.press("ctrl+s")
+        await until(
+            pilot,
+            lambda: (
+                "LOADING" in text_of(form.query_one("#progress-text"))  # type: ignore[arg-type]
+                and "ls-f0" in app.fleet.leases
+            ),
+            within=5,
+            what="the loading lease in the form and the console",
+        )
+        assert app.screen is form and app.fleet.leases["ls-f0"].state == pb.LEASE_LOADING
+        go_on.set()
+        await until(pilot, lambda: app.screen is not form, within=5, what="the form to close")
+        await pilot.pause()
+        table = app.query_one("#lease-table", DataTable)
+        assert str(table.get_cell("ls-f0", "state")) == "READY" and app.selected == "ls-f0"
+        assert "Lease created" in [n.title for n in app._notifications]
 
 
 async def test_the_chosen_lease_keeps_the_cursor_when_the_table_is_rebuilt() -> None:

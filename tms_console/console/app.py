@@ -13,7 +13,6 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import (
@@ -31,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from tms_console.console.forms import ConfirmScreen, CreateLeaseScreen, NameScreen
 from tms_console.console.infer import InferPane
+from tms_console.console.messages import FeedStatus, FeedUpdate, LeaseChanged
 from tms_console.console.render import (
     STATE_STYLES,
     event_line,
@@ -43,20 +43,6 @@ from tms_console.fleet import SORT_KEYS, Fleet, LeaseRow, Update, lease_row
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import TmsClient
 from tms_core.units import format_duration
-
-
-class FeedUpdate(Message):
-    def __init__(self, update: Update) -> None:
-        super().__init__()
-        self.update = update
-
-
-class FeedStatus(Message):
-    def __init__(self, state: str, message: str) -> None:
-        super().__init__()
-        self.state = state
-        self.message = message
-
 
 COLUMNS = ("id", "name", "state", "models", "owner", "server", "expires", "activity")
 WIDTHS = {"models": 22, "activity": 16}  # the rest fit their contents
@@ -129,7 +115,7 @@ class TmsConsole(App[None]):
             with TabPane("Events", id="events"):
                 yield RichLog(id="event-log", max_lines=2000, wrap=False, markup=False)
             with TabPane("Test inference", id="infer"):
-                yield InferPane(id="infer-pane")
+                yield InferPane(self.fleet, id="infer-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -178,6 +164,10 @@ class TmsConsole(App[None]):
         """An action's answer: shown at once, before the event stream says so."""
         self.fleet.apply_lease(lease)
         self.redraw()
+
+    @on(LeaseChanged)
+    def _lease_changed(self, message: LeaseChanged) -> None:
+        self.fleet_changed(message.lease)
 
     def schedule_redraw(self) -> None:
         """Redraws soon: at once after a quiet spell, else once the minimum gap has passed,
@@ -407,7 +397,7 @@ class TmsConsole(App[None]):
                 self._force_redraw()
                 self.select_lease(lease.id)
 
-        self.push_screen(CreateLeaseScreen(), created)
+        self.push_screen(CreateLeaseScreen(self.client), created)
 
     def action_renew(self) -> None:
         lease = self._chosen()
@@ -473,7 +463,7 @@ class TmsConsole(App[None]):
                 message = f"{record.name} points at {record.lease_id} ({record.endpoints.http})."
             self.notify(message, title="Name set")
 
-        self.push_screen(NameScreen(lease), pointed)
+        self.push_screen(NameScreen(lease, self.client), pointed)
 
     def action_test(self) -> None:
         lease = self._chosen()

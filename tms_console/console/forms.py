@@ -2,13 +2,16 @@
 
 Errors go next to the field they are about: sizes and durations are checked here, the rest by
 the daemon, whose refusals name the field (`models[0].uri: ...`, `duration: ...`).
+
+The dialogs are given the client they call and answer with their result (`dismiss`) or with
+a message (`messages.LeaseChanged`); they know nothing of the app that opens them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import grpc
@@ -19,14 +22,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static
 
+from tms_console.console.messages import LeaseChanged
 from tms_console.console.render import one_line
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ClientError, ModelArg, model_state_name, state_name
+from tms_core.api.client import ClientError, ModelArg, TmsClient, model_state_name, state_name
 from tms_core.cli.spec import parse_replicas
 from tms_core.units import parse_duration, parse_size
-
-if TYPE_CHECKING:
-    from tms_console.console.app import TmsConsole
 
 
 def field_cell(input_id: str, placeholder: str, *, error: str = "") -> Vertical:
@@ -201,14 +202,11 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
         Binding("ctrl+n", "add_model", "Add model"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, client: TmsClient) -> None:
         super().__init__()
+        self.client = client
         self.rows = 1
         self.sending = False
-
-    @property
-    def console(self) -> TmsConsole:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog wide-dialog"):
@@ -260,9 +258,7 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         if self.sending:
-            self.console.notify(
-                "The lease goes on being created; follow it in the Leases view.", timeout=4
-            )
+            self.notify("The lease goes on being created; follow it in the Leases view.", timeout=4)
         self.dismiss(None)
 
     @on(Button.Pressed, "#create")
@@ -318,7 +314,7 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
     def create(self, form: LeaseForm) -> None:
         try:
             lease = None
-            for lease in self.console.client.acquire(form.models, **form.acquire_args()):
+            for lease in self.client.acquire(form.models, **form.acquire_args()):
                 self.app.call_from_thread(self._progress, lease)
             self.app.call_from_thread(self._finished, lease, None)
         except Exception as exc:  # shown, never a traceback
@@ -332,7 +328,10 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
         self.query_one("#progress-text", Label).update(
             f"lease {lease.id} {state_name(lease.state)}: {models}"
         )
-        self.console.fleet_changed(lease)
+        # Posted to the app, not bubbled up through this screen: the steps then reach the app
+        # in order and ahead of the lease that `dismiss` hands it, even if the screen closes
+        # before its own queue has passed them on.
+        self.app.post_message(LeaseChanged(lease))
 
     def _finished(self, lease: pb.Lease | None, error: ClientError | None) -> None:
         self.sending = False
@@ -346,12 +345,12 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
                 self.focus_field(field_name)
             else:
                 self.show_error("form", str(error))
-            self.console.notify(str(error), title="Lease not created", severity="error")
+            self.notify(str(error), title="Lease not created", severity="error")
             return
         if lease is None or lease.state != pb.LEASE_READY:
             reason = lease.reason if lease is not None else "no answer"
             self.show_error("form", f"lease {lease.id if lease else ''} failed: {reason}")
-            self.console.notify(reason, title="Lease failed", severity="error")
+            self.notify(reason, title="Lease failed", severity="error")
             return
         if self.is_attached:
             self.dismiss(lease)
@@ -391,13 +390,10 @@ class NameScreen(ModalScreen[pb.LeaseName | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Close")]
 
-    def __init__(self, lease: pb.Lease) -> None:
+    def __init__(self, lease: pb.Lease, client: TmsClient) -> None:
         super().__init__()
         self.lease = lease
-
-    @property
-    def console(self) -> TmsConsole:
-        return self.app  # type: ignore[return-value]
+        self.client = client
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -427,7 +423,7 @@ class NameScreen(ModalScreen[pb.LeaseName | None]):
     @work(thread=True, exit_on_error=False, exclusive=True, group="name")
     def point(self, name: str) -> None:
         try:
-            record = self.console.client.set_name(name, self.lease.id)
+            record = self.client.set_name(name, self.lease.id)
         except Exception as exc:  # shown, never a traceback
             message = split_field_error(one_line(exc))[1]
             self.app.call_from_thread(self.query_one(f"#{error_id('name')}", Label).update, message)

@@ -1,10 +1,13 @@
 """The test inference pane: pick a READY lease and one of its models, fill its inputs (random
 of the right dtype and shape, or typed), send, and see the outputs and the latency; repeated
-sends draw a latency sparkline. The Triton work is `tms_console.testinfer`'s."""
+sends draw a latency sparkline. The Triton work is `tms_console.testinfer`'s.
+
+The pane is given the fleet it picks leases from; the app tells it which leases are READY
+(`refresh_leases`) and which one to test (`choose`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rich.table import Table
@@ -16,10 +19,8 @@ from textual.widgets import Button, Input, Label, Select, Sparkline, Static
 
 from tms_console import testinfer
 from tms_console.console.render import one_line
+from tms_console.fleet import Fleet
 from tms_core.api import tms_pb2 as pb
-
-if TYPE_CHECKING:
-    from tms_console.console.app import TmsConsole
 
 KEEP_LATENCIES = 60
 
@@ -33,15 +34,12 @@ def format_array(array: np.ndarray[Any, Any], limit: int = 12) -> str:
 
 
 class InferPane(Vertical):
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, fleet: Fleet, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.fleet = fleet
         self.signature: testinfer.ModelSignature | None = None
         self.latencies: list[float] = []
         self.last_result: testinfer.InferResult | None = None
-
-    @property
-    def console(self) -> TmsConsole:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="pickers"):
@@ -76,15 +74,15 @@ class InferPane(Vertical):
             select.value = current
 
     def choose(self, lease_id: str) -> None:
-        lease = self.console.fleet.leases.get(lease_id)
+        lease = self.fleet.leases.get(lease_id)
         if lease is None or lease.state != pb.LEASE_READY:
             state = "gone" if lease is None else pb.LeaseState.Name(lease.state)
-            self.console.notify(
+            self.notify(
                 f"lease {lease_id} is {state.removeprefix('LEASE_')}, not READY",
                 severity="warning",
             )
             return
-        self.refresh_leases(self.console.fleet.ready_leases())
+        self.refresh_leases(self.fleet.ready_leases())
         self.query_one("#infer-lease", Select).value = lease_id
 
     @property
@@ -101,7 +99,7 @@ class InferPane(Vertical):
 
     def _lease(self) -> pb.Lease | None:
         value = self.query_one("#infer-lease", Select).value
-        return self.console.fleet.leases.get(value) if isinstance(value, str) else None
+        return self.fleet.leases.get(value) if isinstance(value, str) else None
 
     @on(Select.Changed, "#infer-lease")
     def _lease_changed(self) -> None:
@@ -135,7 +133,7 @@ class InferPane(Vertical):
 
     def _failed(self, message: str) -> None:
         self.query_one("#signature", Label).update(Text(message, style="red"))
-        self.console.notify(message, title="Test inference", severity="error")
+        self.notify(message, title="Test inference", severity="error")
 
     async def _show_signature(self, signature: testinfer.ModelSignature) -> None:
         self.signature = signature
@@ -172,7 +170,7 @@ class InferPane(Vertical):
     def action_send(self) -> None:
         lease, signature = self._lease(), self.signature
         if lease is None or signature is None:
-            self.console.notify("Pick a READY lease and a model first.", severity="warning")
+            self.notify("Pick a READY lease and a model first.", severity="warning")
             return
         typed = {
             spec.name: self.query_one(f"#input-{i}", Input).value
@@ -202,7 +200,7 @@ class InferPane(Vertical):
     def _send_failed(self, message: str) -> None:
         self.query_one("#send", Button).disabled = False
         self.query_one("#infer-output", Static).update(Text(message, style="red"))
-        self.console.notify(message, title="Test inference", severity="error")
+        self.notify(message, title="Test inference", severity="error")
 
     def _show_result(self, result: testinfer.InferResult) -> None:
         self.last_result = result
