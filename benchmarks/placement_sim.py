@@ -2,7 +2,7 @@
 first-fit and one server per lease, and three loading policies' memory and time to first
 inference, all on one generated trace.
 
-The trace (tms_core/sim_trace.py, fixed seed): 1,000 nodes x 8 GPUs of 80 GiB, 50,000 lease
+The trace (tms_core/sim/trace.py, fixed seed): 1,000 nodes x 8 GPUs of 80 GiB, 50,000 lease
 requests, Zipf model popularity over 2,000 models, log-normal model memory clipped to
 0.5-40 GiB, Poisson arrivals, exponential holding times. The per-request run goes through the
 real LeaseManager and placement (best fit) on the sim backend; first-fit and one server per
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tms_core.gctune import tune_gc  # noqa: E402
-from tms_core.sim_trace import (  # noqa: E402
+from tms_core.sim.trace import (  # noqa: E402
     GiB,
     Trace,
     TraceSpec,

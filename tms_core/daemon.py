@@ -19,35 +19,20 @@ from typing import IO, Any
 
 import grpc
 
-from tms_core import aiotasks, gctune, modelrepo
+from tms_core import aiotasks, gctune
 from tms_core.api.interceptor import ErrorInterceptor
 from tms_core.api.servicer import add_servicers
-from tms_core.backends.local import LocalBackend, free_ports
+from tms_core.backends.local import LocalBackend
 from tms_core.clock import Clock, SystemClock
 from tms_core.config import Settings
-from tms_core.errors import ConfigError, InvalidArgument
+from tms_core.errors import ConfigError
 from tms_core.inventory import read_node
-from tms_core.leases import LeaseManager
+from tms_core.manager.facade import LeaseManager
 from tms_core.routing import RouterProcess
 from tms_core.store import Store
 from tms_core.triton.locate import locate
 
 log = logging.getLogger(__name__)
-
-# Process health is checked at least this often, whatever the next deadline.
-HEALTH_INTERVAL_S = 0.5
-
-
-async def reconcile_loop(manager: LeaseManager, clock: Clock) -> None:
-    while True:
-        manager.deadlines_changed.clear()
-        await manager.tick()
-        now = clock.now()
-        deadline = manager.next_deadline()
-        wake_at = (
-            now + HEALTH_INTERVAL_S if deadline is None else min(deadline, now + HEALTH_INTERVAL_S)
-        )
-        await clock.sleep_until(wake_at, manager.deadlines_changed)
 
 
 def _lock_state(state: Path) -> IO[str]:
@@ -68,14 +53,6 @@ def _lock_state(state: Path) -> IO[str]:
 async def _recorded_router(store: Store) -> int | None:
     value = (await store.load_extras()).meta.get("router_pid")
     return int(value) if value and value.isdigit() else None
-
-
-def _check_tritonserver(binary: str) -> None:
-    path = Path(binary)
-    if not path.is_absolute():
-        raise InvalidArgument("tritonserver", f"{binary} is not an absolute path")
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise InvalidArgument("tritonserver", f"{binary} is not an executable file")
 
 
 def _sidecar_address(listen: str) -> str:
@@ -127,16 +104,9 @@ class _Wiring:
     always_leave_serving: bool = False
 
 
-def _refuse_autoscale() -> None:
-    raise InvalidArgument(
-        "autoscale",
-        "this daemon runs servers as local processes, which do not autoscale; autoscaling "
-        "leases need the kubernetes backend (daemon.backend: kubernetes)",
-    )
-
-
 def _local(settings: Settings, clock: Clock, store: Store, state: Path, listen: str) -> _Wiring:
     work_dir = settings.local.work_dir or state.parent / "servers"
+    router = RouterProcess(state.parent)
     install = locate(
         settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent
     )
@@ -145,20 +115,13 @@ def _local(settings: Settings, clock: Clock, store: Store, state: Path, listen: 
         work_dir=work_dir,
         daemon_address=_sidecar_address(listen),
         locate_other=lambda binary: locate(binary, None, work_dir=state.parent),
+        router=router,
     )
-    router = RouterProcess(state.parent)
     manager = LeaseManager(
         store=store,
         backend=backend,
         clock=clock,
         settings=settings,
-        check_model=modelrepo.check_model,
-        check_tritonserver=_check_tritonserver,
-        check_autoscale=_refuse_autoscale,
-        default_tritonserver=str(install.binary),
-        publish_routes=router.update,
-        allocate_ports=free_ports,
-        routes_settled=router.settled,
         nodes=[
             read_node(
                 declared_gpus=settings.local.gpus,
@@ -189,7 +152,7 @@ async def _kubernetes(settings: Settings, clock: Clock, store: Store) -> _Wiring
 
     api, namespace = connect(settings.kubernetes)
     backend = KubernetesBackend(settings.kubernetes, api, namespace)
-    manager = LeaseManager(store=store, clock=clock, settings=settings, **backend.manager_hooks())
+    manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
     backend.attach(manager.note_reason, manager.set_nodes)
     return _Wiring(
         manager,
@@ -250,9 +213,7 @@ async def serve(
         await server.start()
         log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)
         # Expires leases on time and notices dead or idle servers.
-        tasks.append(
-            aiotasks.create_guarded_task(reconcile_loop(manager, clock), name="reconciler")
-        )
+        tasks.append(aiotasks.create_guarded_task(manager.reconciler.run(), name="reconciler"))
         for name, loop_of in wiring.loops.items():
             tasks.append(aiotasks.create_guarded_task(loop_of(), name=name))
         if ready is not None:

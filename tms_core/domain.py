@@ -6,6 +6,7 @@ These are plain dataclasses; the store persists them and the lease manager chang
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tms_core.ids import LeaseId, ModelName, ServerId
@@ -205,3 +206,21 @@ class Server:
     @property
     def metrics_endpoint(self) -> str:
         return f"{self.host}:{self.metrics_port}"
+
+
+@dataclass(frozen=True)
+class PublishedState:
+    """The live leases, the names and the servers, as just committed (read, never change):
+    what the stable addresses (the router's routes, Kubernetes Services) are made from."""
+
+    leases: Mapping[LeaseId, Lease]
+    names: Mapping[str, LeaseNameRecord]
+    servers: Mapping[ServerId, Server]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The models a server should hold, numbered so that a sidecar can tell news apart."""
+
+    generation: int
+    models: list[tuple[ModelName, str]]

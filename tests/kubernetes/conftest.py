@@ -20,7 +20,7 @@ from tms_core.clock import ManualClock
 from tms_core.config import Settings, load_settings
 from tms_core.domain import Lease, ModelState, ServedModel
 from tms_core.ids import ModelName
-from tms_core.leases import LeaseManager
+from tms_core.manager.facade import LeaseManager
 from tms_core.store import Store
 
 GiB = 1024**3
@@ -107,7 +107,7 @@ async def open_kube(cluster: Cluster, state: Path, settings: Settings) -> Kube:
     backend = KubernetesBackend(settings.kubernetes, api, namespace, settle_within=0.0)
     store = await Store.open(state)
     clock = ManualClock()
-    manager = LeaseManager(store=store, clock=clock, settings=settings, **backend.manager_hooks())
+    manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
 
     backend.attach(manager.note_reason, manager.set_nodes)
     await backend.prepare()

@@ -17,7 +17,9 @@ from tms_core.clock import ManualClock
 from tms_core.config import Settings, load_settings
 from tms_core.domain import Lease, ModelState, ServedModel, Server, ServerState
 from tms_core.ids import ModelName, ServerId
-from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.backends.base import BackendDefaults
+from tms_core.lease_request import ModelRequest
+from tms_core.manager.facade import LeaseManager
 from tms_core.store import Store
 
 GiB = 1024**3
@@ -34,8 +36,10 @@ def _no_tms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 FAKE_TRITON = "/fake/tritonserver"
 
 
-class FakeBackend:
+class FakeBackend(BackendDefaults):
     """A `Backend` that runs nothing: servers get made-up ports and pids, and die on request."""
+
+    default_tritonserver = FAKE_TRITON
 
     def __init__(self) -> None:
         self.created: list[ServerId] = []
@@ -150,12 +154,11 @@ class Harness:
             backend=self.backend,
             clock=self.clock,
             settings=self.settings,
-            default_tritonserver=FAKE_TRITON,
         )
         return self.manager
 
     def desired(self, server_id: str) -> list[tuple[ModelName, str]]:
-        return self.manager._desired(self.manager.servers[ServerId(server_id)])
+        return self.manager.desired(server_id)
 
 
 async def open_harness(tmp_path: Path, settings: Settings | None = None) -> Harness:
@@ -169,7 +172,6 @@ async def open_harness(tmp_path: Path, settings: Settings | None = None) -> Harn
         backend=backend,
         clock=clock,
         settings=settings,
-        default_tritonserver=FAKE_TRITON,
     )
     return Harness(path, backend, clock, settings, store, manager)
 

@@ -15,7 +15,7 @@ from tms_core.api.client import _acquire_request
 from tms_core.api.convert import autoscale_from_pb, lease_to_pb
 from tms_core.cli.lease import spec_from_flags
 from tms_core.cli.spec import load_spec, parse_replicas
-from tms_core.daemon import _refuse_autoscale
+from tms_core.backends.local import refuse_autoscale
 from tms_core.domain import LeaseAutoscale
 from tms_core.errors import InvalidArgument
 from tms_core.store import Store
@@ -105,7 +105,7 @@ async def test_the_store_keeps_it(tmp_path: Path) -> None:
 
 
 async def test_the_local_backend_refuses_autoscaling(harness: Harness) -> None:
-    harness.manager._check_autoscale = _refuse_autoscale
+    harness.backend.check_autoscale = refuse_autoscale  # type: ignore[method-assign]
     with pytest.raises(InvalidArgument) as info:
         await harness.manager.acquire(
             [request("a")], autoscale=LeaseAutoscale(min_replicas=1, max_replicas=2)

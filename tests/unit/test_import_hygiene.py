@@ -13,7 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ["textual", "IPython", "ipywidgets", "tms_console", "kubernetes"]
 MODULES = [
     "tms_core.daemon",
-    "tms_core.leases",
+    "tms_core.manager.facade",
+    "tms_core.sim.fleet",
     "tms_core.api.client",
     "sidecar.agent",
     "tms_core.cli.main",
@@ -35,3 +36,20 @@ def test_import_loads_no_ui_or_cluster_library(module: str) -> None:
     assert module in loaded
     leaked = sorted(name for name in loaded if name.split(".")[0] in FORBIDDEN)
     assert leaked == [], f"importing {module} loads {', '.join(leaked)}"
+
+
+def test_no_import_cycles_anywhere() -> None:
+    """No module reaches itself through imports, TYPE_CHECKING ones included (grimp reads
+    every import statement): the layers a newcomer reads in pyproject.toml are the real ones."""
+    import grimp
+
+    graph = grimp.build_graph("tms_core", "sidecar", "tms_console")
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported == module or imported.startswith(module + "."):
+                continue  # a package importing its own submodule is not a cycle
+            back = graph.find_shortest_chain(importer=imported, imported=module)
+            if back is not None and not module.startswith(imported + "."):
+                cycles.append(" -> ".join([module, *back]))
+    assert cycles == []

@@ -15,8 +15,10 @@ import pytest
 from tests.unit.conftest import GiB, Harness, MakeHarness, pairs, request, served
 from tms_core.domain import Lease, LeaseState, ModelState, ServerState
 from tms_core.errors import CapacityExceeded, InvalidArgument, LeaseEnded, LeaseNotFound
+from tms_core.domain import Assignment
 from tms_core.ids import ModelName, ServerId
-from tms_core.leases import Assignment, LeaseManager, ModelRequest
+from tms_core.lease_request import ModelRequest
+from tms_core.manager.facade import LeaseManager
 
 
 def assignment_stream(manager: LeaseManager, server_id: str) -> AsyncGenerator[Assignment, None]:
@@ -519,9 +521,8 @@ async def test_the_model_check_is_asked_with_the_field(make_harness: MakeHarness
         if name == "missing":
             raise InvalidArgument(f"{field}.uri", "model directory /m/missing does not exist")
 
-    m = LeaseManager(
-        store=h.store, backend=h.backend, clock=h.clock, settings=h.settings, check_model=check
-    )
+    h.backend.check_model = check  # type: ignore[method-assign,assignment]
+    m = h.manager
     with pytest.raises(InvalidArgument) as info:
         await m.acquire([request("ok"), request("missing")])
     assert info.value.field == "models[1].uri"

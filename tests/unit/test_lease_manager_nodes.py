@@ -6,7 +6,7 @@ from __future__ import annotations
 from tests.unit.conftest import FAKE_TRITON, GiB, MakeHarness, request
 from tms_core.domain import LeaseState
 from tms_core.inventory import Gpu, Node
-from tms_core.leases import LeaseManager
+from tms_core.manager.facade import LeaseManager
 
 
 def node(name: str, gpus: int, *, labels: dict[str, str] | None = None) -> Node:
@@ -27,7 +27,6 @@ async def manager(make_harness: MakeHarness, *nodes: Node) -> LeaseManager:
         backend=h.backend,
         clock=h.clock,
         settings=h.settings,
-        default_tritonserver=FAKE_TRITON,
         nodes=nodes,
     )
 

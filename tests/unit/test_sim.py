@@ -6,10 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from tms_core.backends.sim import SimFleet, parse_fleet
 from tms_core.domain import LeaseState
 from tms_core.placement import FleetIndex
-from tms_core.sim_trace import (
+from tms_core.sim.backend import parse_fleet
+from tms_core.sim.fleet import SimFleet
+from tms_core.sim.trace import (
     GiB,
     Played,
     TraceSpec,
@@ -39,9 +40,9 @@ def watch(fleet: SimFleet, every: float, problems: list[str]) -> None:
         for gpu, used in fleet.gpu_memory().items():
             if used > SMALL.gpu_gib * GiB:
                 problems.append(f"{gpu} holds {used / GiB:.1f} GiB at {fleet.now}")
-        kept = fleet.manager._fleet_now()
-        views = fleet.manager._views()
-        fresh = FleetIndex(views, fleet.manager._node_views(views))
+        kept = fleet.manager.fleet()
+        views = fleet.manager.views.views()
+        fresh = FleetIndex(views, fleet.manager.views.node_views(views))
         if sorted(kept.servers, key=lambda v: v.id) != sorted(fresh.servers, key=lambda v: v.id):
             problems.append(f"the kept fleet index has other servers at {fleet.now}")
         if kept.nodes != fresh.nodes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from tms_core.api import tms_pb2 as pb
 from tms_core.domain import Lease, Server
 from tms_core.inventory import read_nvml
-from tms_core.leases import LeaseManager
+from tms_core.manager.facade import LeaseManager
 
 
 def _holders(manager: LeaseManager, server: Server) -> list[Lease]:

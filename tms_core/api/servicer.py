@@ -22,7 +22,8 @@ from tms_core.api.convert import (
 )
 from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
-from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.lease_request import LeaseOptions, ModelRequest
+from tms_core.manager.facade import LeaseManager
 
 # grpc ships no type hints for its aio context.
 Context: TypeAlias = Any
@@ -72,7 +73,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         self, request: pb.AcquireRequest, context: Context
     ) -> AsyncIterator[pb.Lease]:
         models, options = _lease_request(request)
-        lease = await self._manager.acquire(models, **options)
+        lease = await self._manager.acquire(models, LeaseOptions(**options))
         last = None
         async for current in self._manager.follow(
             lease.id,
@@ -85,7 +86,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
 
     async def Plan(self, request: pb.AcquireRequest, context: Context) -> pb.PlanResponse:
         models, options = _lease_request(request)
-        decision = await self._manager.plan(models, **options)
+        decision = await self._manager.plan(models, LeaseOptions(**options))
         if isinstance(decision, placement.JoinServer):
             return pb.PlanResponse(
                 decision="join", server_id=decision.server_id, reason=decision.why

@@ -1,14 +1,28 @@
-"""The interface between the lease manager and whatever runs Triton servers."""
+"""The interface between the lease manager and whatever runs Triton servers.
+
+`Backend` is everything a backend offers the manager: running servers (the only I/O the
+manager's server lifecycle does), checking what a request names before a lease is made,
+and serving the stable addresses of what was committed. `BackendDefaults` gives the answers
+of a backend that checks nothing and serves no addresses of its own (the simulator, tests);
+real backends override what they do.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from tms_core.domain import Server
+from tms_core.domain import PublishedState, Server
 from tms_core.ids import ServerId
 
 
 class Backend(Protocol):
+    # ---- running servers
+
+    @property
+    def default_tritonserver(self) -> str:
+        """The Triton binary (or image) that leases run unless they name another."""
+        ...
+
     def new_server(
         self, server_id: ServerId, *, capacity_bytes: int, now: float, binary: str = ""
     ) -> Server:
@@ -31,3 +45,69 @@ class Backend(Protocol):
     def adopt(self, server: Server) -> bool:
         """Whether a server recorded by an earlier daemon still runs and can be kept."""
         ...
+
+    def assignment_changed(self, server_id: ServerId) -> None:
+        """Told, after the commit, that a server should now hold other models (a backend
+        whose sidecars watch their assignment through the API has nothing to do)."""
+        ...
+
+    # ---- checking requests
+
+    def check_model(self, field: str, name: str, uri: str) -> str | None:
+        """Raises InvalidArgument (naming `field`) for a model this backend cannot serve;
+        returns the model's framework when it can tell, else None."""
+        ...
+
+    def check_tritonserver(self, binary: str) -> None:
+        """Raises InvalidArgument for a Triton that may not go on the allowlist."""
+        ...
+
+    def check_autoscale(self) -> None:
+        """Raises InvalidArgument if this backend cannot autoscale a lease."""
+        ...
+
+    def allocate_ports(self, count: int) -> list[int]:
+        """Ports for a new lease's or name's stable address (HTTP, then gRPC)."""
+        ...
+
+    # ---- stable addresses
+
+    def service_host(self, key: str) -> str:
+        """The host of the stable address of a lease (its id) or a lease name."""
+        ...
+
+    def publish(self, state: PublishedState) -> None:
+        """Hears the live state after every commit that changed what addresses lead to."""
+        ...
+
+    async def settled(self) -> None:
+        """Returns once what was last published is served (a READY lease answers)."""
+        ...
+
+
+class BackendDefaults:
+    """What a backend that checks nothing and serves no addresses answers."""
+
+    def assignment_changed(self, server_id: ServerId) -> None:
+        return None
+
+    def check_model(self, field: str, name: str, uri: str) -> str | None:
+        return None
+
+    def check_tritonserver(self, binary: str) -> None:
+        return None
+
+    def check_autoscale(self) -> None:
+        return None
+
+    def allocate_ports(self, count: int) -> list[int]:
+        return [0] * count
+
+    def service_host(self, key: str) -> str:
+        return "127.0.0.1"
+
+    def publish(self, state: PublishedState) -> None:
+        return None
+
+    async def settled(self) -> None:
+        return None

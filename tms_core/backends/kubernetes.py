@@ -31,11 +31,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from tms_core.backends import kubernetes_objects as objects
+from tms_core.backends.base import BackendDefaults
 from tms_core.config import KubernetesSettings
-from tms_core.domain import Server, ServerState
+from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.ids import LeaseId, ServerId
 from tms_core.inventory import Gpu, Node
-from tms_core.leases import PublishedState
 from tms_core.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def pod_problem(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-class KubernetesBackend:
+class KubernetesBackend(BackendDefaults):
     def __init__(
         self,
         settings: KubernetesSettings,
@@ -179,6 +179,7 @@ class KubernetesBackend:
         settle_within: float = 5.0,
     ) -> None:
         self._settings = settings
+        self._check_model = objects.check_model_uri(settings)
         self.namespace = namespace
         self._apps = k8s.AppsV1Api(api)
         self._core = k8s.CoreV1Api(api)
@@ -302,19 +303,19 @@ class KubernetesBackend:
         """The DNS name of the Service of a lease (its id) or of a lease name."""
         return f"{key}.{self.namespace}.{self._settings.service_domain}"
 
-    def manager_hooks(self) -> dict[str, Any]:
-        """The LeaseManager arguments that make it drive this backend."""
-        return {
-            "backend": self,
-            "publish_state": self.publish,
-            "routes_settled": self.settled,
-            # Every Service has its own address: lease and name ports are Triton's own.
-            "allocate_ports": lambda count: [objects.HTTP_PORT, objects.GRPC_PORT][:count],
-            "service_host": self.service_host,
-            "check_tritonserver": objects.check_image,
-            "check_model": objects.check_model_uri(self._settings),
-            "default_tritonserver": self._settings.triton_image,
-        }
+    @property
+    def default_tritonserver(self) -> str:
+        return self._settings.triton_image
+
+    def allocate_ports(self, count: int) -> list[int]:
+        # Every Service has its own address: lease and name ports are Triton's own.
+        return [objects.HTTP_PORT, objects.GRPC_PORT][:count]
+
+    def check_tritonserver(self, binary: str) -> None:
+        objects.check_image(binary)
+
+    def check_model(self, field: str, name: str, uri: str) -> str | None:
+        return self._check_model(field, name, uri)
 
     def attach(
         self,

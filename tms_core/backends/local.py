@@ -17,10 +17,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tms_core.domain import Server, ServerState
-from tms_core.errors import TritonNotFound
+from tms_core import modelrepo
+from tms_core.backends.base import BackendDefaults
+from tms_core.domain import PublishedState, Server, ServerState
+from tms_core.errors import InvalidArgument, TritonNotFound
 from tms_core.ids import ServerId
 from tms_core.procs import cmdline
+from tms_core.routing import RouterProcess, compute_routes
 from tms_core.triton.locate import TritonInstall
 
 log = logging.getLogger(__name__)
@@ -71,7 +74,26 @@ def _running(pid: int | None, marker: str) -> bool:
     return marker in cmdline(pid)
 
 
-class LocalBackend:
+def refuse_autoscale() -> None:
+    raise InvalidArgument(
+        "autoscale",
+        "this daemon runs servers as local processes, which do not autoscale; autoscaling "
+        "leases need the kubernetes backend (daemon.backend: kubernetes)",
+    )
+
+
+def check_tritonserver(binary: str) -> None:
+    """A Triton for the allowlist: an absolute path to an executable file."""
+    path = Path(binary)
+    if not path.is_absolute():
+        raise InvalidArgument("tritonserver", f"{binary} is not an absolute path")
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise InvalidArgument("tritonserver", f"{binary} is not an executable file")
+
+
+class LocalBackend(BackendDefaults):
+    """Servers as child processes on this machine; stable addresses served by the router."""
+
     def __init__(
         self,
         *,
@@ -79,7 +101,9 @@ class LocalBackend:
         work_dir: Path,
         daemon_address: str,
         locate_other: Callable[[Path], TritonInstall] | None = None,
+        router: RouterProcess | None = None,
     ) -> None:
+        self._router = router
         self._install = install
         self._installs = {str(install.binary): install}
         self._locate_other = locate_other
@@ -87,6 +111,30 @@ class LocalBackend:
         self._daemon_address = daemon_address
         # Our own children, so they can be reaped; adopted servers are not in here.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def default_tritonserver(self) -> str:
+        return str(self._install.binary)
+
+    def check_model(self, field: str, name: str, uri: str) -> str | None:
+        return modelrepo.check_model(field, name, uri)
+
+    def check_tritonserver(self, binary: str) -> None:
+        check_tritonserver(binary)
+
+    def check_autoscale(self) -> None:
+        refuse_autoscale()
+
+    def allocate_ports(self, count: int) -> list[int]:
+        return free_ports(count)
+
+    def publish(self, state: PublishedState) -> None:
+        if self._router is not None:
+            self._router.update(compute_routes(state.leases, state.names.values(), state.servers))
+
+    async def settled(self) -> None:
+        if self._router is not None:
+            await self._router.settled()
 
     def _install_for(self, binary: str) -> TritonInstall:
         if not binary:

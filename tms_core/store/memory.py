@@ -1,4 +1,4 @@
-"""A store that keeps the state in memory, for the simulator (`tms_core.backends.sim`).
+"""A store that keeps the state in memory, for the simulator (`tms_core.sim`).
 
 It takes the same transactions as the SQLite store, so the lease manager runs unchanged, but
 nothing reaches a disk and no commit can fail. It keeps the objects it is given rather than

@@ -1,4 +1,4 @@
-"""The simulator backend: a virtual fleet driven by the real lease manager and placement.
+"""The simulator: a virtual fleet driven by the real lease manager and placement.
 
 Servers exist only as records. Starting one takes `start_s` of simulated time, loading a
 model `load_s(name, uri)`; unloading is immediate. A simulated sidecar per server loads what
@@ -14,88 +14,17 @@ import dataclasses
 import heapq
 import itertools
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from tms_core import placement
 from tms_core.clock import ManualClock
 from tms_core.config import Settings
-from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, Server, ServerState
+from tms_core.domain import Lease, LeaseState, ModelState, ServedModel
 from tms_core.ids import LeaseId, ModelName, ServerId
-from tms_core.inventory import Gpu, Node
-from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.inventory import Node
+from tms_core.lease_request import LeaseOptions, ModelRequest
+from tms_core.manager.facade import LeaseManager
+from tms_core.sim.backend import SimBackend, SimServer
 from tms_core.store.memory import MemoryStore
-from tms_core.units import parse_size
-
-SIM_TRITON = "sim://tritonserver"
-
-
-def parse_fleet(text: str, *, product: str = "simulated GPU") -> list[Node]:
-    """`4x8x80GiB`: 4 nodes of 8 GPUs of 80 GiB each, named node-0 ... node-3."""
-    parts = text.lower().split("x", 2)
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
-        raise ValueError(f"{text!r} is not NODESxGPUSxSIZE (for example 4x8x80GiB)")
-    size = parse_size(text.split("x", 2)[2])
-    return [
-        Node(
-            name=f"node-{n}",
-            host_memory=0,
-            gpus=tuple(
-                Gpu(index=i, product=product, total_bytes=size) for i in range(int(parts[1]))
-            ),
-            source="simulated",
-        )
-        for n in range(int(parts[0]))
-    ]
-
-
-@dataclass
-class SimServer:
-    """A simulated Triton and its sidecar."""
-
-    started: bool = False
-    models: dict[ModelName, ServedModel] = field(default_factory=dict)
-
-
-class SimBackend:
-    """The `Backend` of the simulator: records, start delays, and the simulated sidecars."""
-
-    def __init__(self, fleet: SimFleet) -> None:
-        self._fleet = fleet
-        self.servers: dict[ServerId, SimServer] = {}
-        self.started = 0
-
-    def new_server(
-        self, server_id: ServerId, *, capacity_bytes: int, now: float, binary: str = ""
-    ) -> Server:
-        return Server(
-            id=server_id,
-            state=ServerState.STARTING,
-            host="sim",
-            http_port=0,
-            grpc_port=0,
-            metrics_port=0,
-            work_dir="",
-            capacity_bytes=capacity_bytes,
-            created_at=now,
-            binary=binary or SIM_TRITON,
-        )
-
-    async def start(self, server: Server) -> None:
-        self.servers[server.id] = SimServer()
-        self.started += 1
-        self._fleet.after(self._fleet.start_s, lambda: self._fleet.triton_ready(server.id))
-
-    async def stop(self, server: Server) -> None:
-        self.servers.pop(server.id, None)
-
-    def exit_reason(self, server: Server) -> str | None:
-        return None
-
-    def adopt(self, server: Server) -> bool:
-        return False
 
 
 class SimFleet:
@@ -121,16 +50,18 @@ class SimFleet:
         self.load_s = load_s
         self.tick_s = tick_s
         self.store = MemoryStore()
-        self.backend = SimBackend(self)
         self._dirty: dict[ServerId, None] = {}
+        self.backend = SimBackend(
+            started=lambda server_id: self.after(start_s, lambda: self.triton_ready(server_id)),
+            assignment_changed=self._dirty.setdefault,
+        )
         self.manager = LeaseManager(
             store=self.store,
             backend=self.backend,
             clock=self.clock,
             settings=settings,
-            default_tritonserver=SIM_TRITON,
             nodes=nodes,
-            assignment_changed=self._dirty.setdefault,
+            probe=self,
         )
         self._queue: list[tuple[float, int, Callable[[], Awaitable[object] | None]]] = []
         self._order = itertools.count()
@@ -143,33 +74,19 @@ class SimFleet:
         """How long each lease acquired through `acquire` waited in PENDING."""
         self._waiting: dict[LeaseId, float] = {}
         self._timing = False
-        decide = self.manager._decide
-
-        def timed(lease: Lease, **kwargs: object) -> placement.Decision:
-            # The decision latency the benchmark reports: bringing the fleet index up to
-            # date and placing, for each new lease.
-            if not self._timing:
-                return decide(lease, **kwargs)  # type: ignore[arg-type]
-            began, began_cpu = time.perf_counter(), time.thread_time()
-            try:
-                return decide(lease, **kwargs)  # type: ignore[arg-type]
-            finally:
-                self.decision_s.append(time.perf_counter() - began)
-                self.decision_cpu_s.append(time.thread_time() - began_cpu)
-
-        self.manager._decide = timed  # type: ignore[method-assign]
         self.consolidate_s: list[float] = []
         """Wall time of each consolidation pass (it holds the manager's lock throughout)."""
-        consolidate = self.manager._consolidate
 
-        async def timed_pass(*args: Any) -> None:
-            began = time.perf_counter()
-            try:
-                await consolidate(*args)
-            finally:
-                self.consolidate_s.append(time.perf_counter() - began)
+    # -- the manager's probe: the decision latency the benchmark reports is bringing the
+    # fleet index up to date and placing, for each new lease
 
-        self.manager._consolidate = timed_pass  # type: ignore[method-assign,assignment]
+    def decided(self, wall_s: float, cpu_s: float) -> None:
+        if self._timing:
+            self.decision_s.append(wall_s)
+            self.decision_cpu_s.append(cpu_s)
+
+    def consolidated(self, wall_s: float) -> None:
+        self.consolidate_s.append(wall_s)
 
     @property
     def now(self) -> float:
@@ -184,10 +101,12 @@ class SimFleet:
     async def start(self) -> None:
         await self.manager.recover()
 
-    async def acquire(self, models: Sequence[ModelRequest], **options: object) -> Lease:
+    async def acquire(
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+    ) -> Lease:
         self._timing = True
         try:
-            lease = await self.manager.acquire(models, **options)
+            lease = await self.manager.acquire(models, options)
         finally:
             self._timing = False
         if lease.state is LeaseState.PENDING:
@@ -314,7 +233,7 @@ class SimFleet:
             if not server.state.alive or not server.gpus:
                 continue
             held: dict[tuple[str, str], int] = {}
-            for lease in self.manager._on(server.id):
+            for lease in self.manager.leases_on(server.id):
                 if lease.state.holds_models or lease.state is LeaseState.RELEASING:
                     for model in lease.models:
                         key = (str(model.name), model.uri)

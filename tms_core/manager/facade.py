@@ -1,0 +1,559 @@
+"""`LeaseManager`: the facade the API calls, assembling the manager's parts.
+
+States: PENDING → LOADING → READY → RELEASING → RELEASED, and EXPIRED or FAILED (with a
+reason). Each call takes the one lock, changes memory through the ledger inside a change,
+which commits it to the store before anyone hears of it, then lets the parts act: placement
+(`placing`), servers (`lifecycle`), sidecar reports (`settle`), consolidation (`moves`) and
+time (`reconciler`). See docs/architecture.md for how they fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+
+from tms_core import placement
+from tms_core.backends.base import Backend
+from tms_core.clock import Clock
+from tms_core.config import Settings
+from tms_core.domain import (
+    Assignment,
+    Lease,
+    LeaseModel,
+    LeaseNameRecord,
+    LeaseState,
+    ModelState,
+    Pool,
+    ServedModel,
+    Server,
+    ServerState,
+)
+from tms_core.errors import (
+    CapacityExceeded,
+    InvalidArgument,
+    LeaseEnded,
+    LeaseNotFound,
+    NameNotFound,
+    PoolInUse,
+    PoolNotFound,
+)
+from tms_core.events import EventLog
+from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id
+from tms_core.inventory import Node
+from tms_core.lease_request import LeaseOptions, ModelRequest
+from tms_core.manager import requests
+from tms_core.manager.index import counts_down
+from tms_core.manager.ledger import Ledger
+from tms_core.manager.lifecycle import ServerLifecycle
+from tms_core.manager.moves import Consolidator
+from tms_core.manager.outbox import Outbox
+from tms_core.manager.placing import Placer
+from tms_core.manager.probe import Probe
+from tms_core.manager.reconciler import Reconciler
+from tms_core.manager.settle import Settler
+from tms_core.manager.views import FleetViews
+from tms_core.store.protocol import StateStore
+
+log = logging.getLogger(__name__)
+
+
+class LeaseManager:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        backend: Backend,
+        clock: Clock,
+        settings: Settings,
+        nodes: Sequence[Node] = (),
+        events: EventLog | None = None,
+        probe: Probe | None = None,
+    ) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self.events = events or EventLog(clock)
+        self.outbox = Outbox(
+            self.events, publish=self._publish, assignment_changed=backend.assignment_changed
+        )
+        self.ledger = Ledger(
+            store=store, backend=backend, clock=clock, outbox=self.outbox, nodes=nodes
+        )
+        self.views = FleetViews(self.ledger, settings, probe)
+        self.settler = Settler(self.ledger, self.views)
+        self.lifecycle = ServerLifecycle(self.ledger, backend, self.views, settings, self._lock)
+        self.placer = Placer(self.ledger, self.views, self.lifecycle, self.settler, settings)
+        self.consolidator = Consolidator(self.ledger, self.views, self.settler, settings, probe)
+        self.reconciler = Reconciler(
+            ledger=self.ledger,
+            lifecycle=self.lifecycle,
+            settler=self.settler,
+            placer=self.placer,
+            consolidator=self.consolidator,
+            settings=settings,
+            clock=clock,
+            lock=self._lock,
+        )
+
+    def _publish(self) -> None:
+        self._backend.publish(self.ledger.published())
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def leases(self) -> Mapping[LeaseId, Lease]:
+        """Every lease, ended ones too (read-only for callers)."""
+        return self.ledger.leases
+
+    @property
+    def servers(self) -> Mapping[ServerId, Server]:
+        """The live servers (read-only for callers)."""
+        return self.ledger.servers
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.ledger.nodes
+
+    @property
+    def measured(self) -> Mapping[tuple[str, str], int]:
+        return self.ledger.measured
+
+    @property
+    def pools(self) -> Mapping[str, Pool]:
+        return self.ledger.pools.pools
+
+    @property
+    def allowlist(self) -> list[str]:
+        return list(self.ledger.pools.allowlist)
+
+    @property
+    def default_tritonserver(self) -> str:
+        return self._backend.default_tritonserver
+
+    @property
+    def deadlines_changed(self) -> asyncio.Event:
+        return self.outbox.deadlines_changed
+
+    def snapshot(self, lease_id: str) -> Lease:
+        return copy_lease(self._get(lease_id))
+
+    def list_leases(self, *, include_ended: bool = False) -> list[Lease]:
+        return [
+            copy.deepcopy(lease)
+            for lease in self.ledger.leases.values()
+            if include_ended or not lease.state.ended
+        ]
+
+    def fleet(self) -> placement.FleetIndex:
+        """The fleet as placement sees it now (read-only for callers)."""
+        return self.views.fleet()
+
+    def has_live_leases(self) -> bool:
+        return bool(self.ledger.index.live)
+
+    def live_count(self) -> int:
+        return len(self.ledger.index.live)
+
+    def leases_on(self, server_id: str) -> list[Lease]:
+        """The live leases a server holds (read-only for callers), from the per-server index."""
+        return self.ledger.on(ServerId(server_id))
+
+    def server_of(self, lease: Lease) -> Server | None:
+        return self.ledger.servers.get(lease.server_id) if lease.server_id else None
+
+    def service_host(self, key: str) -> str:
+        return self._backend.service_host(key)
+
+    def names_of(self, lease_id: str) -> list[str]:
+        """Names that point at the lease, or will once it is READY."""
+        return self.ledger.names.names_of(lease_id)
+
+    def list_names(self) -> list[LeaseNameRecord]:
+        return [copy.deepcopy(r) for r in sorted(self.ledger.names, key=lambda r: r.name)]
+
+    def list_pools(self) -> list[Pool]:
+        pools = self.ledger.pools.pools
+        return [copy.deepcopy(p) for p in sorted(pools.values(), key=lambda p: p.name)]
+
+    def pool_servers(self, name: str) -> list[tuple[Server, list[Lease]]]:
+        if name not in self.ledger.pools.pools:
+            raise PoolNotFound(name)
+        return [
+            (server, self.ledger.on(server.id))
+            for server in self.ledger.servers.values()
+            if server.pool == name and server.state.alive
+        ]
+
+    @property
+    def moves_done(self) -> int:
+        return self.consolidator.moves_done
+
+    @property
+    def move_reloads(self) -> int:
+        return self.consolidator.move_reloads
+
+    def _get(self, lease_id: str) -> Lease:
+        lease = self.ledger.leases.get(LeaseId(lease_id))
+        if lease is None:
+            raise LeaseNotFound(lease_id)
+        return lease
+
+    # ------------------------------------------------------------------ start-up
+
+    async def recover(self) -> None:
+        """Loads the state and makes it true again after a restart (or a crash).
+
+        A lease keeps its state where its server still runs: one caught LOADING loads on
+        (its duration counts from READY), one caught READY serves on. The expiry rule is the
+        reconciler's (`counts_down`): only leases whose expiry runs expire here.
+        """
+        ledger = self.ledger
+        servers = await ledger.load_stored()
+        now = self._clock.now()
+        async with self._lock, ledger.change():
+            default = self._backend.default_tritonserver
+            if not ledger.pools.allowlist and default:
+                # The allowlist starts with the configured Triton, as TMS's did.
+                ledger.pools.allowlist.append(default)
+                ledger.change_open.allowlist[default] = now
+            await self.lifecycle.recover(servers)
+            for lease in list(ledger.index.live.values()):
+                held = lease.server_id in ledger.servers
+                if lease.state is LeaseState.RELEASING and not held:
+                    ledger.set_state(lease, LeaseState.RELEASED, "", now)
+                elif counts_down(lease) and lease.expires_at <= now:
+                    ledger.set_state(
+                        lease, LeaseState.EXPIRED, "expired while the daemon was down", now
+                    )
+                elif lease.state.holds_models and not held:
+                    ledger.place(lease, None)
+                    for model in lease.models:
+                        model.state, model.error = ModelState.PENDING, ""
+                    ledger.set_state(
+                        lease,
+                        LeaseState.PENDING,
+                        "its server was gone when the daemon started",
+                        now,
+                    )
+            ledger.change_open.publish = True
+        async with self._lock:
+            await self.placer.place_pending()
+        self.outbox.deadline_moved()
+
+    async def set_nodes(self, nodes: Sequence[Node]) -> None:
+        """Replaces the nodes placement may use (a cluster backend calls this as its nodes
+        come and go). Servers on a node no longer listed keep their leases but take no new
+        ones; leases that wait are placed again, as the new nodes may have room."""
+        async with self._lock:
+            self.ledger.set_nodes(nodes)
+            await self.placer.place_pending()
+        self.outbox.deadline_moved()
+
+    async def shutdown(self, *, leave_serving: bool) -> None:
+        if not leave_serving:
+            await self.lifecycle.shutdown()
+
+    # ------------------------------------------------------------------ leases
+
+    def _new_lease(
+        self, models: Sequence[ModelRequest], options: LeaseOptions, *, allocate: bool
+    ) -> Lease:
+        """A validated lease, not yet placed or stored."""
+        requests.check_models(models)
+        if options.name:
+            requests.check_dns_label("name", options.name)
+        requests.duration(options.duration_s, "duration", self._settings)
+        binary = self.ledger.pools.binary_for(options, self._backend.default_tritonserver)
+        if options.autoscale is not None:
+            self._backend.check_autoscale()
+        frameworks = [
+            self._backend.check_model(f"models[{i}]", model.name, model.uri) or ""
+            for i, model in enumerate(models)
+        ]
+        ports = self._backend.allocate_ports(2) if allocate else [0, 0]
+        return requests.build_lease(
+            new_lease_id(),
+            models,
+            options,
+            requests.Resolved(binary, frameworks, (ports[0], ports[1])),
+            nodes=self.ledger.nodes,
+            settings=self._settings,
+            now=self._clock.now(),
+        )
+
+    async def acquire(
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+    ) -> Lease:
+        """Creates and places a lease: READY at once if it joins a server holding its
+        models, LOADING on a server, or PENDING with the reason it waits."""
+        lease = self._new_lease(models, options or LeaseOptions(), allocate=True)
+        now = lease.created_at
+        ledger = self.ledger
+        async with self._lock:
+            decision = self.views.decide(lease)
+            if isinstance(decision, placement.Reject):
+                raise CapacityExceeded(decision.reason)
+            if isinstance(decision, placement.Wait):
+                decision = await self.placer.preempt(lease) or decision
+            async with ledger.change():
+                ledger.add_lease(lease)
+                ledger.set_state(lease, LeaseState.PENDING, "", now)
+                if lease.name:
+                    ledger.point_name(lease.name, lease, now)
+                new_server = self.placer.commit(lease, decision)
+            await self.placer.act(lease, new_server)
+        self.outbox.deadline_moved()
+        log.info("lease %s acquired: %s", lease.id, lease.state)
+        return self.snapshot(lease.id)
+
+    async def plan(
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+    ) -> placement.Decision:
+        """What `acquire` would decide now, and why, changing nothing (`--dry-run`)."""
+        lease = self._new_lease(models, options or LeaseOptions(), allocate=False)
+        async with self._lock:
+            return self.views.decide(lease)
+
+    async def renew(self, lease_id: str, duration_s: float = 0.0) -> Lease:
+        async with self._lock:
+            lease = self._get(lease_id)
+            if lease.state.ended or lease.state is LeaseState.RELEASING:
+                raise LeaseEnded(f"lease {lease_id} is {lease.state.value} and cannot be renewed")
+            duration = requests.duration(duration_s or lease.duration_s, "duration", self._settings)
+            now = self._clock.now()
+            async with self.ledger.change():
+                lease.expires_at = max(lease.expires_at, now + duration)
+                lease.updated_at = now
+                self.ledger.save(lease)
+                self.settler.announce_renewal(lease, "renewed", now)
+                self.ledger.notify(lease)
+                self.outbox.deadline_moved()
+        return self.snapshot(lease.id)
+
+    async def release(self, lease_id: str) -> Lease:
+        async with self._lock:
+            lease = self._get(lease_id)
+            if lease.state.ended or lease.state is LeaseState.RELEASING:
+                return self.snapshot(lease.id)
+            ledger = self.ledger
+            now = self._clock.now()
+            async with ledger.change():
+                if lease.state is LeaseState.PENDING:
+                    ledger.set_state(lease, LeaseState.RELEASED, "", now)
+                else:
+                    ledger.set_state(lease, LeaseState.RELEASING, "", now)
+                if lease.server_id:
+                    self.settler.settle(ledger.servers[lease.server_id], now)
+                ledger.after_change(lease)
+            await self.placer.place_pending()
+        return self.snapshot(lease.id)
+
+    async def note_reason(self, lease_id: str, reason: str) -> None:
+        """Sets a live lease's reason without changing its state: a backend's problem with
+        what serves its address (a Kubernetes Service it could not create), or "" once fixed."""
+        async with self._lock:
+            lease = self.ledger.leases.get(LeaseId(lease_id))
+            if lease is None or lease.state.ended or lease.reason == reason:
+                return
+            async with self.ledger.change():
+                self.ledger.set_state(lease, lease.state, reason, self._clock.now())
+                self.ledger.notify(lease)
+
+    async def follow(
+        self, lease_id: str, *, until: Callable[[Lease], bool] | None = None
+    ) -> AsyncIterator[Lease]:
+        """The lease now and after each change, until it has ended (or `until` holds)."""
+        stop = until or (lambda lease: lease.state.ended)
+        while True:
+            if self._get(lease_id).state is LeaseState.READY:
+                # Whoever sees READY may call the lease's (or its name's) address at once.
+                await self._backend.settled()
+            # No await from the snapshot to taking the waiter: no change can slip between.
+            lease = self.snapshot(lease_id)
+            if stop(lease) or lease.state.ended:
+                yield lease
+                return
+            changed = self.outbox.lease_waiter(lease.id)
+            yield lease
+            await changed.wait()
+
+    # ------------------------------------------------------------------ sidecars
+
+    def has_server(self, server_id: str) -> bool:
+        return server_id in self.ledger.servers
+
+    def desired(self, server_id: str) -> list[tuple[ModelName, str]]:
+        """The models a server should hold now (what `assignments` yields next)."""
+        server = self.ledger.servers.get(ServerId(server_id))
+        if server is None or not server.state.alive:
+            return []
+        return self.ledger.desired(server.id)
+
+    async def assignments(self, server_id: str) -> AsyncIterator[Assignment]:
+        """The models a server should hold: now, then after every change, while it lives."""
+        sid = ServerId(server_id)
+        servers = self.ledger.servers
+        while sid in servers and servers[sid].state.alive:
+            changed = self.outbox.assignment_waiter(sid)
+            yield Assignment(self.outbox.generation(sid), self.ledger.desired(sid))
+            await changed.wait()
+
+    async def report(
+        self,
+        server_id: str,
+        *,
+        triton_ready: bool,
+        models: Iterable[ServedModel],
+        leak: str = "",
+    ) -> None:
+        """What a server's sidecar reports: Triton's readiness, its models, a leak."""
+        async with self._lock:
+            ledger = self.ledger
+            server = ledger.servers.get(ServerId(server_id))
+            if server is None or not server.state.alive:
+                return
+            now = self._clock.now()
+            reported = {m.name: m for m in models}
+            async with ledger.change():
+                active = self.settler.take_report(server, reported, triton_ready)
+                if leak and not server.leak:
+                    server.leak = leak
+                    ledger.save_server(server)
+                    self.outbox.event(
+                        "server",
+                        server.id,
+                        "LEAKING",
+                        f"{leak}; recycled once empty",
+                        server_id=server.id,
+                    )
+                    self.outbox.deadline_moved()
+                if triton_ready and server.state is ServerState.STARTING:
+                    ledger.server_state(server, ServerState.RUNNING, "")
+                    log.info("server %s is ready", server.id)
+                self.settler.note_memory(server, now)
+                self.settler.settle(server, now)
+                self.settler.note_activity(server, active, now)
+                if server.id in ledger.moving.incoming:
+                    self.consolidator.advance(server.id, now)
+            # A lease that ended here may have made room for one that waits.
+            await self.placer.place_pending()
+
+    # ------------------------------------------------------------------ names
+
+    async def set_name(self, name: str, lease_id: str) -> LeaseNameRecord:
+        """Points `name` at the lease: at once if it is READY, else as soon as it is."""
+        requests.check_dns_label("name", name)
+        async with self._lock:
+            lease = self._get(lease_id)
+            if lease.state.ended or lease.state is LeaseState.RELEASING:
+                raise LeaseEnded(f"lease {lease_id} is {lease.state.value}; name a live lease")
+            async with self.ledger.change():
+                record = self.ledger.point_name(name, lease, self._clock.now())
+            result = copy.deepcopy(record)
+        await self._backend.settled()
+        return result
+
+    async def delete_name(self, name: str) -> LeaseNameRecord:
+        async with self._lock, self.ledger.change():
+            record = self.ledger.delete_name(name)
+            if record is None:
+                raise NameNotFound(name)
+            return record
+
+    # ------------------------------------------------------------------ pools and allowlist
+
+    async def create_pool(self, pool: Pool) -> Pool:
+        self.ledger.pools.check_new(pool)
+        pool.tritonserver = self.ledger.pools.allowed(
+            pool.tritonserver, "tritonserver", self._backend.default_tritonserver
+        )
+        pool.created_at = self._clock.now()
+        async with self._lock, self.ledger.change() as change:
+            self.ledger.pools.pools[pool.name] = pool
+            change.pools[pool.name] = pool
+            self.outbox.event("pool", pool.name, "CREATED")
+            self.outbox.deadline_moved()
+        return copy.deepcopy(pool)
+
+    async def delete_pool(self, name: str) -> Pool:
+        ledger = self.ledger
+        async with self._lock:
+            pool = ledger.pools.pools.get(name)
+            if pool is None:
+                raise PoolNotFound(name)
+            holders = [lease.id for lease in ledger.index.live.values() if lease.pool == name]
+            if holders:
+                raise PoolInUse(
+                    f"pool {name!r} still holds leases {', '.join(holders)}; release them first"
+                )
+            async with ledger.change() as change:
+                del ledger.pools.pools[name]
+                change.pools[name] = None
+                doomed = [s for s in ledger.servers.values() if s.pool == name and s.state.alive]
+                for server in doomed:
+                    ledger.server_state(server, ServerState.STOPPING, f"pool {name} deleted")
+                self.outbox.event("pool", name, "DELETED")
+        for server in doomed:
+            await self.lifecycle.stop(server)
+        return pool
+
+    async def allow(self, tritonserver: str) -> list[str]:
+        if not tritonserver:
+            raise InvalidArgument("tritonserver", "is empty; expected the path of a tritonserver")
+        self._backend.check_tritonserver(tritonserver)
+        async with self._lock:
+            allowlist = self.ledger.pools.allowlist
+            if tritonserver not in allowlist:
+                async with self.ledger.change() as change:
+                    allowlist.append(tritonserver)
+                    change.allowlist[tritonserver] = self._clock.now()
+            return list(allowlist)
+
+    async def disallow(self, tritonserver: str) -> list[str]:
+        async with self._lock:
+            self.ledger.pools.check_disallow(tritonserver)
+            async with self.ledger.change() as change:
+                self.ledger.pools.allowlist.remove(tritonserver)
+                change.allowlist[tritonserver] = None
+            return list(self.ledger.pools.allowlist)
+
+    # ------------------------------------------------------------------ time
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which `tick` has something to do (the reconciler's)."""
+        return self.reconciler.next_deadline()
+
+    async def tick(self) -> None:
+        """One reconciler pass (the daemon runs `reconciler.run`; the simulator and tests
+        call this)."""
+        await self.reconciler.tick()
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def copy_lease(lease: Lease) -> Lease:
+    """A copy that shares nothing mutable with `lease` (as deepcopy, at a fraction of the
+    cost: every acquire and release returns one). Fields of plain values are shared; the
+    models are copied one level down (theirs are plain); anything else is deep-copied."""
+    copied = copy.copy(lease)
+    for item in dataclasses.fields(lease):
+        value = getattr(lease, item.name)
+        if item.name == "models":
+            copied.models = [_copy_model(model) for model in lease.models]
+        elif not isinstance(value, _PLAIN):
+            setattr(copied, item.name, copy.deepcopy(value))
+    return copied
+
+
+def _copy_model(model: LeaseModel) -> LeaseModel:
+    copied = copy.copy(model)
+    for item in dataclasses.fields(model):
+        value = getattr(model, item.name)
+        if not isinstance(value, _PLAIN):
+            setattr(copied, item.name, copy.deepcopy(value))
+    return copied

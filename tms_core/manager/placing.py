@@ -1,0 +1,151 @@
+"""Placing leases: acting on placement's decisions, preemption, and retrying the waiting.
+
+The decision itself is the pure `placement.place` over the fleet views; here it is committed
+(the lease LOADING on its server, or PENDING with the reason) and then acted on (a new server
+started, the server's sidecar told). The caller holds the manager's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tms_core import placement
+from tms_core.config import Settings
+from tms_core.domain import Lease, LeaseState, ModelState, Server
+from tms_core.manager.ledger import Ledger
+from tms_core.manager.lifecycle import ServerLifecycle
+from tms_core.manager.settle import Settler
+from tms_core.manager.views import FleetViews
+
+log = logging.getLogger(__name__)
+
+
+class Placer:
+    def __init__(
+        self,
+        ledger: Ledger,
+        views: FleetViews,
+        lifecycle: ServerLifecycle,
+        settler: Settler,
+        settings: Settings,
+    ) -> None:
+        self._ledger = ledger
+        self._views = views
+        self._lifecycle = lifecycle
+        self._settler = settler
+        self._settings = settings
+
+    async def apply(self, lease: Lease, decision: placement.Decision) -> None:
+        """Commits the decision for `lease`, then acts on it."""
+        async with self._ledger.change():
+            new_server = self.commit(lease, decision)
+        await self.act(lease, new_server)
+
+    def commit(self, lease: Lease, decision: placement.Decision) -> Server | None:
+        """Records the decision in the open change: the lease LOADING on its server (a new
+        one, returned, when it starts one) or PENDING with the reason it waits."""
+        ledger = self._ledger
+        now = ledger.clock.now()
+        new_server: Server | None = None
+        if isinstance(decision, placement.Wait | placement.Reject):
+            ledger.set_state(lease, LeaseState.PENDING, decision.reason, now)
+        else:
+            if isinstance(decision, placement.StartServer):
+                new_server = self._lifecycle.new_server(
+                    lease.pool, lease.tritonserver, now, decision
+                )
+                target = new_server.id
+            else:
+                assert isinstance(decision, placement.JoinServer)
+                target = decision.server_id
+            ledger.place(lease, target)
+            ledger.set_state(lease, LeaseState.LOADING, "", now)
+            server = ledger.servers[target]
+            server.idle_since = None
+            ledger.save_server(server)
+            self._settler.sync_models(lease, server)
+        ledger.notify(lease)
+        return new_server
+
+    async def act(self, lease: Lease, new_server: Server | None) -> None:
+        """Starts the server a committed decision asked for and tells the lease's server."""
+        ledger = self._ledger
+        if new_server is not None:
+            await self._lifecycle.start(new_server)
+        server_id = lease.server_id
+        if server_id is not None and server_id in ledger.servers:
+            # Joining a server that already holds every model makes the lease READY at once.
+            async with ledger.change():
+                ledger.bump(server_id)
+                self._settler.settle(ledger.servers[server_id], ledger.clock.now())
+
+    def _victims(self, lease: Lease) -> list[Lease]:
+        """The fewest lower-priority leases whose eviction lets `lease` join a server, lowest
+        priority and then newest first; [] when preemption is off or nothing would do."""
+        if not self._settings.placement.preemption:
+            return []
+        best: list[Lease] = []
+        for server in self._ledger.servers.values():
+            if not server.state.alive:
+                continue
+            lower = sorted(
+                (
+                    held
+                    for held in self._ledger.on(server.id)
+                    if held.state.holds_models and held.priority < lease.priority
+                ),
+                key=lambda held: (held.priority, -held.created_at),
+            )
+            victims: list[Lease] = []
+            for victim in lower:
+                victims.append(victim)
+                if best and len(victims) >= len(best):
+                    break
+                decision = self._views.decide(
+                    lease, without=frozenset(v.id for v in victims), only=server.id
+                )
+                if isinstance(decision, placement.JoinServer):
+                    best = list(victims)
+                    break
+        return best
+
+    async def preempt(self, lease: Lease) -> placement.Decision | None:
+        """Evicts lower-priority leases to make room for `lease`; the new decision, or None.
+
+        Evicted leases go back to PENDING (their models leave the server) and are placed
+        again, by priority and age, when room appears.
+        """
+        victims = self._victims(lease)
+        if not victims:
+            return None
+        ledger = self._ledger
+        now = ledger.clock.now()
+        async with ledger.change():
+            for victim in victims:
+                server_id = victim.server_id
+                ledger.place(victim, None)
+                for model in victim.models:
+                    model.state, model.error = ModelState.PENDING, ""
+                ledger.set_state(
+                    victim,
+                    LeaseState.PENDING,
+                    f"preempted by lease {lease.id} (priority {lease.priority})",
+                    now,
+                )
+                ledger.notify(victim)
+                if server_id:
+                    ledger.bump(server_id)
+        log.info("lease %s preempted %s", lease.id, ", ".join(v.id for v in victims))
+        return self._views.decide(lease)
+
+    async def place_pending(self) -> None:
+        """Tries the waiting leases again: higher priority first, then oldest first."""
+        waiting = list(self._ledger.index.pending.values())
+        for lease in sorted(waiting, key=lambda lease: (-lease.priority, lease.created_at)):
+            if lease.state is not LeaseState.PENDING:
+                continue
+            decision = self._views.decide(lease)
+            if isinstance(decision, placement.Wait):
+                decision = await self.preempt(lease) or decision
+            if isinstance(decision, placement.JoinServer | placement.StartServer):
+                await self.apply(lease, decision)

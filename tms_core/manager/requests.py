@@ -1,0 +1,186 @@
+"""Lease requests: validating what a caller asked for and building the lease from it.
+
+Pure: every bad field raises InvalidArgument naming it and what was expected. What needs
+I/O (reading a model's configuration, asking the backend whether it autoscales) is done by
+the caller and handed in.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tms_core.config import Settings
+from tms_core.domain import Lease, LeaseAutoscale, LeaseConstraints, LeaseModel, LeaseState
+from tms_core.errors import InvalidArgument
+from tms_core.ids import LeaseId, ModelName
+from tms_core.inventory import Node
+from tms_core.lease_request import LeaseOptions, ModelRequest
+from tms_core.units import format_duration
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
+LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$")
+
+
+def check_dns_label(field: str, value: str) -> None:
+    """Lease names and pool names become Kubernetes object names: DNS-1123 labels."""
+    if not DNS1123_LABEL.match(value):
+        raise InvalidArgument(
+            field,
+            f"{value!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)",
+        )
+
+
+def check_models(models: Sequence[ModelRequest]) -> None:
+    if not models:
+        raise InvalidArgument("models", "a lease needs at least one model")
+    seen: set[str] = set()
+    for i, model in enumerate(models):
+        field = f"models[{i}]"
+        if not MODEL_NAME.match(model.name):
+            raise InvalidArgument(
+                f"{field}.name",
+                f"{model.name!r} is not a Triton model name (letters, digits, '_', '.', '-')",
+            )
+        if model.name in seen:
+            raise InvalidArgument(f"{field}.name", f"{model.name!r} appears twice in the lease")
+        seen.add(model.name)
+        if not model.uri:
+            raise InvalidArgument(
+                f"{field}.uri", "is empty; expected a URI such as file:///models/x"
+            )
+        if model.memory_bytes < 0:
+            raise InvalidArgument(f"{field}.memory", "must not be negative")
+
+
+def duration(seconds: float, field: str, settings: Settings) -> float:
+    """A lease duration in seconds (0: the default), within `lease.max_duration`."""
+    if seconds < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if not math.isfinite(seconds):
+        raise InvalidArgument(field, f"{seconds} is not a duration; expected finite seconds")
+    chosen = seconds or settings.lease.default_duration
+    cap = settings.lease.max_duration
+    if chosen > cap:
+        raise InvalidArgument(
+            field,
+            f"{format_duration(chosen)} is over the maximum of {format_duration(cap)} "
+            "(lease.max_duration)",
+        )
+    return chosen
+
+
+def autoscale(options: LeaseOptions) -> LeaseAutoscale | None:
+    wanted = options.autoscale
+    if wanted is None:
+        return None
+    if options.pool:
+        raise InvalidArgument("autoscale", "pool leases do not autoscale; only bespoke ones do")
+    if wanted.min_replicas < 1:
+        raise InvalidArgument("autoscale.min_replicas", "must be at least 1")
+    if wanted.max_replicas < wanted.min_replicas:
+        raise InvalidArgument(
+            "autoscale.max_replicas", f"must be at least min_replicas ({wanted.min_replicas})"
+        )
+    if not METRIC.match(wanted.metric):
+        raise InvalidArgument(
+            "autoscale.metric",
+            f"{wanted.metric!r} is not a metric name (letters, digits and '_', such as "
+            "nv_inference_queue_duration_ms)",
+        )
+    if not (math.isfinite(wanted.target) and wanted.target > 0):
+        raise InvalidArgument("autoscale.target", "must be a number above 0")
+    return copy.copy(wanted)
+
+
+def constraints(options: LeaseOptions, nodes: Sequence[Node]) -> LeaseConstraints:
+    gpus = options.gpus
+    if gpus is None:
+        # On a machine with GPUs, a lease runs on one unless it asks otherwise.
+        gpus = 1 if any(node.gpus for node in nodes) else 0
+    if gpus < 0:
+        raise InvalidArgument("gpus", "must be 0 (CPU) or more")
+    if options.pool and gpus and not options.gpus:
+        gpus = 0
+    return LeaseConstraints(
+        gpus=gpus,
+        gpu_product=options.gpu_product,
+        node_selector=dict(options.node_selector),
+        exclusive=options.exclusive,
+        colocate_with=list(options.colocate_with),
+        avoid=list(options.avoid),
+    )
+
+
+def check_labels(options: LeaseOptions) -> None:
+    for key, value in {**options.labels, **options.node_selector}.items():
+        if not LABEL.match(key) or not LABEL.match(value):
+            raise InvalidArgument(
+                "labels", f"{key}={value} is not a label (letters, digits, '-', '_', '.')"
+            )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the caller looked up for a request: the pool's quota rules, the Triton binary,
+    each model's framework and the lease's ports."""
+
+    tritonserver: str
+    frameworks: Sequence[str]
+    ports: tuple[int, int]
+
+
+def build_lease(
+    lease_id: LeaseId,
+    models: Sequence[ModelRequest],
+    options: LeaseOptions,
+    resolved: Resolved,
+    *,
+    nodes: Sequence[Node],
+    settings: Settings,
+    now: float,
+) -> Lease:
+    """A validated lease, not yet placed or stored."""
+    lasts = duration(options.duration_s, "duration", settings)
+    if options.activity_window_s:
+        duration(options.activity_window_s, "activity_window", settings)
+    wanted = constraints(options, nodes)
+    scaling = autoscale(options)
+    if scaling is not None:
+        # An autoscaled server's replicas serve this lease alone (TMS: bespoke only).
+        wanted.exclusive = True
+    check_labels(options)
+    return Lease(
+        id=lease_id,
+        name=options.name,
+        state=LeaseState.PENDING,
+        models=[
+            LeaseModel(
+                name=ModelName(m.name),
+                uri=m.uri,
+                memory_bytes=m.memory_bytes,
+                framework=framework,
+            )
+            for m, framework in zip(models, resolved.frameworks, strict=True)
+        ],
+        duration_s=lasts,
+        created_at=now,
+        expires_at=now + lasts,
+        updated_at=now,
+        activity_window_s=options.activity_window_s,
+        pool=options.pool,
+        quota=options.quota,
+        tritonserver=resolved.tritonserver,
+        http_port=resolved.ports[0],
+        grpc_port=resolved.ports[1],
+        constraints=wanted,
+        labels=dict(options.labels),
+        priority=options.priority,
+        autoscale=scaling,
+    )
