@@ -19,7 +19,7 @@ from tms_core.backends.sim import SimFleet, parse_fleet
 from tms_core.config import Settings, load_settings
 from tms_core.domain import LeaseState
 from tms_core.ids import LeaseId
-from tms_core.leases import ModelRequest
+from tms_core.lease_request import ModelRequest
 
 GiB = 1024**3
 MiB = 1024**2

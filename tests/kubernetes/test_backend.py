@@ -11,7 +11,7 @@ from tests.kubernetes.standin import Cluster, api_request
 from tms_core.backends.kubernetes_objects import SERVER_LABEL
 from tms_core.domain import LeaseAutoscale, LeaseState, ServerState
 from tms_core.errors import InvalidArgument
-from tms_core.leases import ModelRequest
+from tms_core.lease_request import ModelRequest
 
 
 def models(*names: str) -> list[ModelRequest]:

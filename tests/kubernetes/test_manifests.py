@@ -32,7 +32,7 @@ from tms_core.domain import (
     ServerState,
 )
 from tms_core.ids import LeaseId, ModelName, ServerId
-from tms_core.leases import ModelRequest
+from tms_core.lease_request import ModelRequest
 
 VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"

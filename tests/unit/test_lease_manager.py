@@ -16,7 +16,8 @@ from tests.unit.conftest import GiB, Harness, MakeHarness, pairs, request, serve
 from tms_core.domain import Lease, LeaseState, ModelState, ServerState
 from tms_core.errors import CapacityExceeded, InvalidArgument, LeaseEnded, LeaseNotFound
 from tms_core.ids import ModelName, ServerId
-from tms_core.leases import Assignment, LeaseManager, ModelRequest
+from tms_core.lease_request import ModelRequest
+from tms_core.leases import Assignment, LeaseManager
 
 
 def assignment_stream(manager: LeaseManager, server_id: str) -> AsyncGenerator[Assignment, None]:

@@ -22,7 +22,8 @@ from tms_core.api.convert import (
 )
 from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
-from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.lease_request import ModelRequest
+from tms_core.leases import LeaseManager
 
 # grpc ships no type hints for its aio context.
 Context: TypeAlias = Any

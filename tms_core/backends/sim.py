@@ -25,7 +25,8 @@ from tms_core.config import Settings
 from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, Server, ServerState
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.inventory import Gpu, Node
-from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.lease_request import ModelRequest
+from tms_core.leases import LeaseManager
 from tms_core.store.memory import MemoryStore
 from tms_core.units import parse_size
 
