@@ -795,11 +795,11 @@ class LeaseManager:
         deadlines = [] if expiry is None else [expiry]
         for server in self.servers.values():
             if server.state is ServerState.STARTING:
-                deadlines.append(server.created_at + self._settings.local.start_timeout)
+                deadlines.append(server.created_at + self._settings.servers.start_timeout)
             if server.idle_since is not None:
-                deadlines.append(server.idle_since + self._settings.local.idle_grace)
+                deadlines.append(server.idle_since + self._settings.servers.idle_grace)
         for move in self._moves.values():
-            deadlines.append(move.started_at + self._settings.local.start_timeout)
+            deadlines.append(move.started_at + self._settings.servers.start_timeout)
         if self._settings.placement.consolidate:
             if self._next_consolidation is None:
                 self._next_consolidation = self._clock.now()
@@ -826,9 +826,9 @@ class LeaseManager:
                     if (
                         reason is None
                         and server.state is ServerState.STARTING
-                        and (now - server.created_at > self._settings.local.start_timeout)
+                        and (now - server.created_at > self._settings.servers.start_timeout)
                     ):
-                        limit = format_duration(self._settings.local.start_timeout)
+                        limit = format_duration(self._settings.servers.start_timeout)
                         reason = f"not ready within {limit}"
                     if reason is not None:
                         await self._fail_server(tx, server, reason, now)
@@ -843,7 +843,7 @@ class LeaseManager:
                         to_stop.append(server)
                     elif (
                         server.idle_since is not None
-                        and now >= server.idle_since + self._settings.local.idle_grace
+                        and now >= server.idle_since + self._settings.servers.idle_grace
                         and not self._pool_needs(server)
                     ):
                         self._server_state(server, ServerState.STOPPING, "idle")
@@ -975,7 +975,7 @@ class LeaseManager:
             sources,
             running,
             [node for node in fleet.nodes if node.name in on],
-            server_capacity=self._settings.local.server_memory,
+            server_capacity=self._settings.servers.memory,
             isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
             max_used=self._settings.placement.consolidate_max_used,
         )
@@ -1042,8 +1042,8 @@ class LeaseManager:
                     for m, served in zip(lease.models, states, strict=True)
                 ):
                     await self._switch(tx, lease, source, target, now)
-                elif now >= move.started_at + self._settings.local.start_timeout:
-                    limit = format_duration(self._settings.local.start_timeout)
+                elif now >= move.started_at + self._settings.servers.start_timeout:
+                    limit = format_duration(self._settings.servers.start_timeout)
                     self._abandon(lease_id, f"not loaded on {target_id} within {limit}")
 
     def _end_move(self, lease_id: LeaseId) -> _MoveState:
@@ -1596,8 +1596,8 @@ class LeaseManager:
         return placement.place(
             [placement.ModelNeed(m.name, m.uri, self._need(m), m.framework) for m in lease.models],
             index=fleet,
-            server_capacity=self._settings.local.server_memory,
-            max_servers=self._settings.local.max_servers,
+            server_capacity=self._settings.servers.memory,
+            max_servers=self._settings.servers.max_servers,
             binary=lease.tritonserver,
             isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
             constraints=placement.Constraints(
@@ -1620,7 +1620,7 @@ class LeaseManager:
         )
 
     def _pool_memory(self, pool: Pool) -> int:
-        return pool.server_memory or self._settings.local.server_memory
+        return pool.server_memory or self._settings.servers.memory
 
     def _allowed(self, tritonserver: str, field: str) -> str:
         """The Triton binary to use for `tritonserver` (default: the configured one)."""
@@ -1669,7 +1669,7 @@ class LeaseManager:
         where: placement.StartServer | None = None,
     ) -> Server:
         pool = self.pools.get(pool_name)
-        capacity = self._pool_memory(pool) if pool else self._settings.local.server_memory
+        capacity = self._pool_memory(pool) if pool else self._settings.servers.memory
         node = self._node(where.node) if where is not None else None
         if where is not None and where.gpus and node is not None:
             capacity = sum(g.total_bytes for g in node.gpus if g.index in where.gpus)

@@ -21,7 +21,7 @@ def node(name: str, gpus: int, *, labels: dict[str, str] | None = None) -> Node:
 
 
 async def manager(make_harness: MakeHarness, *nodes: Node) -> LeaseManager:
-    h = await make_harness(local={"max_servers": 16})
+    h = await make_harness(servers={"max_servers": 16})
     return LeaseManager(
         store=h.store,
         backend=h.backend,
