@@ -1,27 +1,41 @@
 """The daemon's settings: one typed root of small sections.
 
 Who reads what: `tms daemon` builds `Settings` from (highest first) its command-line flags,
-`TMS_*` environment variables (`TMS_LOCAL__IDLE_GRACE=30s`), the YAML file named by
+`TMS_*` environment variables (`TMS_SERVERS__IDLE_GRACE=30s`), the YAML file named by
 `--config` or `TMS_CONFIG_FILE`, then the defaults below. Unknown keys in the file are
 rejected with the closest valid key suggested.
+
+The settings of servers under every backend were once `local.*` keys; those keys
+(`DEPRECATED_KEYS`) still work, moved onto their `servers.*` keys with a warning.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tms_core.errors import ConfigError
 from tms_core.inventory import parse_gpus
 from tms_core.units import parse_duration, parse_size
 
 DEFAULT_LISTEN = "127.0.0.1:30345"
+
+log = logging.getLogger(__name__)
 
 
 def default_state_dir() -> Path:
@@ -80,6 +94,25 @@ class LeaseSettings(_Section):
     _parse = field_validator("default_duration", "max_duration", mode="before")(_duration)
 
 
+class ServerSettings(_Section):
+    """Servers under every backend (local processes, Kubernetes pods, the simulator's)."""
+
+    idle_grace: float = 60.0
+    """Seconds a server with no lease keeps running before it is stopped."""
+
+    start_timeout: float = 60.0
+    """Seconds a new server has to become ready before its leases fail."""
+
+    memory: int = Field(default_factory=lambda: _host_memory(), gt=0)
+    """Memory one server offers to the models placed on it (declared sizes are counted)."""
+
+    max_servers: int = Field(default=8, ge=1)
+    """Servers this daemon may run at once; further leases wait PENDING."""
+
+    _parse_d = field_validator("idle_grace", "start_timeout", mode="before")(_duration)
+    _parse_s = field_validator("memory", mode="before")(_size)
+
+
 class LocalSettings(_Section):
     tritonserver: Path | None = None
     """The tritonserver binary; defaults to the one in the nvidia-pytriton wheel.
@@ -91,18 +124,6 @@ class LocalSettings(_Section):
 
     work_dir: Path | None = None
     """Where each server gets its private model directory and logs; defaults beside the state."""
-
-    idle_grace: float = 60.0
-    """Seconds a server with no lease keeps running before it is stopped."""
-
-    server_memory: int = Field(default_factory=lambda: _host_memory(), gt=0)
-    """Memory one server offers to the models placed on it (declared sizes are counted)."""
-
-    max_servers: int = Field(default=8, ge=1)
-    """Servers this daemon may run at once; further leases wait PENDING."""
-
-    start_timeout: float = 60.0
-    """Seconds a new server has to become ready before its leases fail."""
 
     gpus: list[str] = Field(default_factory=list)
     """GPUs to place on when NVML finds none, as sizes (`["80GiB", "80GiB"]`; `--gpus 2x80GiB`)."""
@@ -126,9 +147,6 @@ class LocalSettings(_Section):
                 parse_size(str(size))
             return [str(size) for size in value]
         return value
-
-    _parse_d = field_validator("idle_grace", "start_timeout", mode="before")(_duration)
-    _parse_s = field_validator("server_memory", mode="before")(_size)
 
 
 def _host_memory() -> int:
@@ -229,6 +247,51 @@ class KubernetesSettings(_Section):
     _parse_s = field_validator("gpu_server_memory", mode="before")(_size)
 
 
+# Keys that moved, old (section, key) -> new (section, key). The old ones still work: a file,
+# a TMS_* variable or an explicit value under the old key sets the new one, with a warning.
+DEPRECATED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("local", "idle_grace"): ("servers", "idle_grace"),
+    ("local", "start_timeout"): ("servers", "start_timeout"),
+    ("local", "server_memory"): ("servers", "memory"),
+    ("local", "max_servers"): ("servers", "max_servers"),
+}
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"TMS_{section}__{key}".upper()
+
+
+def _move_deprecated(data: Any, where: str = "") -> Any:
+    """`data` (sections -> values) with each deprecated key moved onto its new key, warning
+    (a log line and a DeprecationWarning) for each; where both are given, the new key wins.
+    `where` prefixes the warnings (`config file x.yaml: `). `data` itself is not changed."""
+    if not isinstance(data, dict):
+        return data
+    moved = dict(data)
+    for (old_section, old_key), (new_section, new_key) in DEPRECATED_KEYS.items():
+        old_values = moved.get(old_section)
+        new_values = moved.get(new_section, {})
+        if not isinstance(old_values, dict) or old_key not in old_values:
+            continue
+        if not isinstance(new_values, dict):
+            continue  # validation says what is wrong with the new section
+        old_values, new_values = dict(old_values), dict(new_values)
+        value = old_values.pop(old_key)
+        old, new = f"{old_section}.{old_key}", f"{new_section}.{new_key}"
+        message = (
+            f"{where}{old} is deprecated; use {new} (in the environment:"
+            f" {_env_name(new_section, new_key)}, not {_env_name(old_section, old_key)})"
+        )
+        if new_key in new_values:
+            message += f"; both are given, so {new} is used and {old} ignored"
+        else:
+            new_values[new_key] = value
+        moved[old_section], moved[new_section] = old_values, new_values
+        log.warning("%s", message)
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+    return moved
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TMS_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
@@ -236,9 +299,33 @@ class Settings(BaseSettings):
 
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
+    servers: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_keys(cls, data: Any) -> Any:
+        # Explicit values and TMS_* variables arrive here merged; load_settings moves each of
+        # its layers first, so that a layer's old key still beats a lower layer's new one.
+        return _move_deprecated(data)
+
+
+class _Merged(Settings):
+    """load_settings' last step: its merged layers alone. The environment is one of them
+    already; read again, its deprecated keys would meet their new ones a second time."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -258,20 +345,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         for section, values in loaded.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{section}: expected a mapping of settings, got {values!r}")
-        data = loaded
+        data = _move_deprecated(loaded, where=f"config file {path}: ")
     try:
-        # Lowest first: the file, then TMS_* variables, then the caller's explicit values.
+        # Lowest first: the file, then TMS_* variables, then the caller's explicit values,
+        # each with its deprecated keys already moved (Settings() moves the variables').
         layers = [data, Settings().model_dump(exclude_unset=True)]
         if binary := os.environ.get("TMS_TRITONSERVER"):
             layers.append({"local": {"tritonserver": binary}})
-        layers.append(
-            {s: {k: v for k, v in vals.items() if v is not None} for s, vals in overrides.items()}
-        )
+        explicit = {
+            s: {k: v for k, v in vals.items() if v is not None} for s, vals in overrides.items()
+        }
+        layers.append(_move_deprecated(explicit))
         merged: dict[str, Any] = {}
         for layer in layers:
             for section, values in layer.items():
                 merged.setdefault(section, {}).update(values)
-        return Settings(**merged)
+        resolved = _Merged(**merged)
+        return Settings.model_construct(resolved.model_fields_set, **dict(resolved))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 
@@ -281,8 +371,14 @@ def _describe(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         section_fields = _known_keys(first["loc"][:-1])
-        hint = difflib.get_close_matches(str(first["loc"][-1]), section_fields, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        # A key that moved is suggested under its new name (`servers.idle_grace`).
+        moved = {
+            old_key: f"{new_section}.{new_key}"
+            for (old_section, old_key), (new_section, new_key) in DEPRECATED_KEYS.items()
+            if first["loc"][:-1] == (old_section,)
+        }
+        hint = difflib.get_close_matches(str(first["loc"][-1]), [*section_fields, *moved], n=1)
+        suggestion = f"; did you mean {moved.get(hint[0], hint[0])!r}?" if hint else ""
         return f"{where}: unknown setting{suggestion}"
     return f"{where}: {first['msg']}"
 

@@ -24,7 +24,7 @@ def test_an_idle_lease_moves_and_its_address_keeps_answering(
 ) -> None:
     config = tmp_path / "tms.yaml"
     config.write_text(
-        "local:\n  server_memory: 1000MiB\n  idle_grace: 1s\n"
+        "servers:\n  memory: 1000MiB\n  idle_grace: 1s\n"
         "placement:\n  consolidate: true\n  consolidate_idle_s: 2s\n"
         "  consolidate_interval_s: 1s\n"
     )

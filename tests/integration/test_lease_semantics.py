@@ -27,7 +27,7 @@ A = np.array([1, 2, 3, 4], dtype=np.float32)
 def small_servers(tmp_path: Path) -> str:
     """A config where one server holds one 64 MiB lease, so a second lease needs another."""
     config = tmp_path / "tms.yaml"
-    config.write_text("local:\n  server_memory: 100MiB\n  idle_grace: 1s\n")
+    config.write_text("servers:\n  memory: 100MiB\n  idle_grace: 1s\n")
     return f"--config={config}"
 
 

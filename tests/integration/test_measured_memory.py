@@ -20,7 +20,7 @@ def test_measured_memory_is_recorded_and_used_for_placement(
     make_daemon: Callable[..., Daemon], tmp_path: Path
 ) -> None:
     config = tmp_path / "tms.yaml"
-    config.write_text("local:\n  server_memory: 100MiB\n  idle_grace: 1s\n")
+    config.write_text("servers:\n  memory: 100MiB\n  idle_grace: 1s\n")
     daemon = make_daemon(f"--config={config}")
 
     # First time nothing better is known: blob_classifier under-declares (1 MiB) and joins

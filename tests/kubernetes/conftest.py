@@ -85,7 +85,7 @@ def kube_settings(cluster: Cluster, tmp_path: Path, **kubernetes: object) -> Set
     kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig", NAMESPACE)
     return load_settings(
         daemon={"backend": "kubernetes"},
-        local={"server_memory": 8 * GiB, "max_servers": 4, "idle_grace": 30.0},
+        servers={"memory": 8 * GiB, "max_servers": 4, "idle_grace": 30.0},
         lease={"default_duration": 600.0},
         kubernetes={
             "kubeconfig": kubeconfig,

@@ -22,7 +22,7 @@ def config(cluster: Cluster, tmp_path: Path) -> Path:
         yaml.safe_dump(
             {
                 "daemon": {"backend": "kubernetes"},
-                "local": {"server_memory": "4GiB", "idle_grace": "1s"},
+                "servers": {"memory": "4GiB", "idle_grace": "1s"},
                 "kubernetes": {
                     "kubeconfig": str(cluster.kubeconfig(tmp_path / "kubeconfig", NAMESPACE)),
                     "model_volume": {"persistentVolumeClaim": {"claimName": "models"}},

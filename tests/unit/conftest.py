@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from tms_core.backends.base import BackendDefaults
 from tms_core.clock import ManualClock
 from tms_core.config import Settings, load_settings
 from tms_core.domain import Lease, ModelState, ServedModel, Server, ServerState
 from tms_core.ids import ModelName, ServerId
-from tms_core.backends.base import BackendDefaults
 from tms_core.lease_request import ModelRequest
 from tms_core.manager.facade import LeaseManager
 from tms_core.store import Store
@@ -89,19 +89,21 @@ class FakeBackend(BackendDefaults):
 
 def make_settings(
     *,
+    servers: dict[str, Any] | None = None,
     local: dict[str, Any] | None = None,
     lease: dict[str, Any] | None = None,
     placement: dict[str, Any] | None = None,
 ) -> Settings:
-    """Settings for a small, fast fleet; `local`/`lease` override single values."""
+    """Settings for a small, fast fleet; each section's dict overrides single values."""
     return load_settings(
-        local={
-            "server_memory": 8 * GiB,
+        servers={
+            "memory": 8 * GiB,
             "max_servers": 4,
             "idle_grace": 30.0,
             "start_timeout": 60.0,
-            **(local or {}),
+            **(servers or {}),
         },
+        local=local or {},
         lease={"default_duration": 600.0, "max_duration": 3600.0, **(lease or {})},
         placement=placement or {},
     )
@@ -186,11 +188,12 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
 
     async def make(
         *,
+        servers: dict[str, Any] | None = None,
         local: dict[str, Any] | None = None,
         lease: dict[str, Any] | None = None,
         placement: dict[str, Any] | None = None,
     ) -> Harness:
-        settings = make_settings(local=local, lease=lease, placement=placement)
+        settings = make_settings(servers=servers, local=local, lease=lease, placement=placement)
         h = await open_harness(tmp_path / f"h{len(made)}", settings)
         made.append(h)
         return h

@@ -13,9 +13,9 @@ from tests.unit.test_store import a_lease
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import _acquire_request
 from tms_core.api.convert import autoscale_from_pb, lease_to_pb
+from tms_core.backends.local import refuse_autoscale
 from tms_core.cli.lease import spec_from_flags
 from tms_core.cli.spec import load_spec, parse_replicas
-from tms_core.backends.local import refuse_autoscale
 from tms_core.domain import LeaseAutoscale
 from tms_core.errors import InvalidArgument
 from tms_core.store import Store

@@ -13,9 +13,8 @@ from typing import cast
 import pytest
 
 from tests.unit.conftest import GiB, Harness, MakeHarness, pairs, request, served
-from tms_core.domain import Lease, LeaseState, ModelState, ServerState
+from tms_core.domain import Assignment, Lease, LeaseState, ModelState, ServerState
 from tms_core.errors import CapacityExceeded, InvalidArgument, LeaseEnded, LeaseNotFound
-from tms_core.domain import Assignment
 from tms_core.ids import ModelName, ServerId
 from tms_core.lease_request import ModelRequest
 from tms_core.manager.facade import LeaseManager
@@ -551,7 +550,7 @@ async def test_an_unknown_lease_is_not_found(harness: Harness, call: str) -> Non
 async def test_at_max_servers_a_lease_waits_then_takes_the_freed_server(
     make_harness: MakeHarness,
 ) -> None:
-    h = await make_harness(local={"max_servers": 1, "server_memory": 2 * GiB})
+    h = await make_harness(servers={"max_servers": 1, "memory": 2 * GiB})
     m = h.manager
     first = await ready_lease(h, request("a", 2 * GiB))
     waiting = await m.acquire([request("b", 2 * GiB)])
@@ -581,7 +580,7 @@ async def test_at_max_servers_a_lease_waits_then_takes_the_freed_server(
 async def test_at_max_servers_a_lease_waits_for_a_server_to_go(make_harness: MakeHarness) -> None:
     # The waiting lease cannot join the running server (a different model of the same name),
     # so it starts a server of its own once the first one has been stopped.
-    h = await make_harness(local={"max_servers": 1})
+    h = await make_harness(servers={"max_servers": 1})
     m = h.manager
     first = await ready_lease(h, request("a", GiB, uri="file:///one/a"))
     waiting = await m.acquire([request("a", GiB, uri="file:///two/a")])
@@ -599,7 +598,7 @@ async def test_at_max_servers_a_lease_waits_for_a_server_to_go(make_harness: Mak
 
 
 async def test_releasing_a_waiting_lease_ends_it_at_once(make_harness: MakeHarness) -> None:
-    h = await make_harness(local={"max_servers": 1, "server_memory": GiB})
+    h = await make_harness(servers={"max_servers": 1, "memory": GiB})
     await ready_lease(h, request("a", GiB))
     waiting = await h.manager.acquire([request("b", GiB)])
     assert waiting.state is LeaseState.PENDING
@@ -607,7 +606,7 @@ async def test_releasing_a_waiting_lease_ends_it_at_once(make_harness: MakeHarne
 
 
 async def test_a_waiting_lease_can_expire(make_harness: MakeHarness) -> None:
-    h = await make_harness(local={"max_servers": 1, "server_memory": GiB})
+    h = await make_harness(servers={"max_servers": 1, "memory": GiB})
     await ready_lease(h, request("a", GiB), duration_s=3600)
     waiting = await h.manager.acquire([request("b", GiB)], duration_s=60)
     h.clock.advance(60)
@@ -762,7 +761,7 @@ async def test_assignments_follow_the_server(harness: Harness) -> None:
 
 
 async def test_waiting_leases_are_placed_by_priority_then_age(make_harness: MakeHarness) -> None:
-    h = await make_harness(local={"max_servers": 1, "server_memory": 2 * GiB})
+    h = await make_harness(servers={"max_servers": 1, "memory": 2 * GiB})
     m = h.manager
     first = await ready_lease(h, request("a", 2 * GiB))
     older_low = await m.acquire([request("b", 2 * GiB)])
@@ -791,7 +790,7 @@ async def test_plan_decides_without_creating_anything(harness: Harness) -> None:
 
 
 async def test_preemption_is_off_by_default(make_harness: MakeHarness) -> None:
-    h = await make_harness(local={"max_servers": 1, "server_memory": 2 * GiB})
+    h = await make_harness(servers={"max_servers": 1, "memory": 2 * GiB})
     low = await ready_lease(h, request("a", 2 * GiB))
     high = await h.manager.acquire([request("b", 2 * GiB)], priority=5)
     assert high.state is LeaseState.PENDING
@@ -802,7 +801,7 @@ async def test_preemption_evicts_the_fewest_lower_priority_leases(
     make_harness: MakeHarness,
 ) -> None:
     h = await make_harness(
-        local={"max_servers": 1, "server_memory": 3 * GiB}, placement={"preemption": True}
+        servers={"max_servers": 1, "memory": 3 * GiB}, placement={"preemption": True}
     )
     m = h.manager
     keep = await ready_lease(h, request("a", GiB))
@@ -836,7 +835,7 @@ async def test_preemption_never_evicts_equal_or_higher_priority(
     make_harness: MakeHarness,
 ) -> None:
     h = await make_harness(
-        local={"max_servers": 1, "server_memory": 2 * GiB}, placement={"preemption": True}
+        servers={"max_servers": 1, "memory": 2 * GiB}, placement={"preemption": True}
     )
     first = await ready_lease(h, request("a", 2 * GiB))
     waiting = await h.manager.acquire([request("b", 2 * GiB)])

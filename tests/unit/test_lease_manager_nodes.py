@@ -3,7 +3,7 @@ list can be replaced while the manager runs (as a cluster backend does)."""
 
 from __future__ import annotations
 
-from tests.unit.conftest import FAKE_TRITON, GiB, MakeHarness, request
+from tests.unit.conftest import GiB, MakeHarness, request
 from tms_core.domain import LeaseState
 from tms_core.inventory import Gpu, Node
 from tms_core.manager.facade import LeaseManager
@@ -21,7 +21,7 @@ def node(name: str, gpus: int, *, labels: dict[str, str] | None = None) -> Node:
 
 
 async def manager(make_harness: MakeHarness, *nodes: Node) -> LeaseManager:
-    h = await make_harness(local={"max_servers": 16})
+    h = await make_harness(servers={"max_servers": 16})
     return LeaseManager(
         store=h.store,
         backend=h.backend,

@@ -33,9 +33,7 @@ async def test_a_lease_loading_at_a_restart_loads_on_and_becomes_ready(harness: 
     caught = m.snapshot(lease.id)
     assert caught.state is LeaseState.LOADING
     assert caught.server_id == lease.server_id
-    await m.report(
-        lease.server_id, triton_ready=True, models=served([("a", "file:///models/a")])
-    )
+    await m.report(lease.server_id, triton_ready=True, models=served([("a", "file:///models/a")]))
     ready = m.snapshot(lease.id)
     assert ready.state is LeaseState.READY
     # Its duration counts from READY, as it would have without the restart.
@@ -120,7 +118,7 @@ def test_the_simulator_drives_the_manager_through_public_names_only() -> None:
 
 
 async def test_a_model_reported_failed_fails_its_lease_and_says_which(harness: Harness) -> None:
-    h, m = harness, harness.manager
+    m = harness.manager
     lease = await m.acquire([request("a"), request("b")])
     assert lease.server_id is not None
     await m.report(

@@ -147,7 +147,8 @@ def daemon(
     settings = load_settings(
         config,
         daemon={"listen": listen, "state": state, "leave_serving": leave_serving},
-        local={"tritonserver": tritonserver, "idle_grace": idle_grace, "gpus": gpus},
+        servers={"idle_grace": idle_grace},
+        local={"tritonserver": tritonserver, "gpus": gpus},
         lease={"default_duration": default_duration},
     )
     asyncio.run(serve(settings))

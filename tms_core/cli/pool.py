@@ -63,7 +63,7 @@ def _show(ctx: Context, record: pb.Pool, fmt: str | None) -> None:
     show_default=True,
     help="Keep at least this many servers running.",
 )
-@click.option("--memory", help="Memory each server offers (e.g. 8GiB) [local.server_memory].")
+@click.option("--memory", help="Memory each server offers (e.g. 8GiB) [servers.memory].")
 @click.option(
     "--tritonserver",
     "--triton-image",

@@ -101,8 +101,8 @@ def sim_settings(spec: TraceSpec, *, consolidate: bool = False) -> Settings:
     """The manager's settings for a trace; `consolidate` turns consolidation on (moves after
     10 minutes without an inference, a pass every 5 minutes: the defaults)."""
     return load_settings(
-        local={
-            "server_memory": spec.gpu_gib * GiB,
+        servers={
+            "memory": spec.gpu_gib * GiB,
             "max_servers": spec.nodes * spec.gpus_per_node * 4,
             "idle_grace": 60.0,
             "start_timeout": 600.0,

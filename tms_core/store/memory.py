@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from tms_core.domain import Lease, LeaseNameRecord, Pool, Server
 from tms_core.ids import LeaseId, ServerId
-from tms_core.store.sqlite import StoredExtras
+from tms_core.store.protocol import StoredExtras
 
 
 class MemoryTransaction:

@@ -4,12 +4,22 @@ for the simulator. Every change goes through one transaction; the state is read 
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from tms_core.domain import Lease, LeaseNameRecord, Pool, Server
 
-if TYPE_CHECKING:
-    from tms_core.store.sqlite import StoredExtras
+
+@dataclass
+class StoredExtras:
+    """What a store holds besides leases and servers, read once at start-up."""
+
+    names: list[LeaseNameRecord] = field(default_factory=list)
+    pools: list[Pool] = field(default_factory=list)
+    allowlist: list[str] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+    measured: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Measured model memory by (model name, URI)."""
 
 
 class StateTransaction(Protocol):

@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import aiosqlite
@@ -30,15 +30,7 @@ from tms_core.domain import (
 )
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.store.migrations import MIGRATIONS
-
-
-@dataclass
-class StoredExtras:
-    names: list[LeaseNameRecord] = field(default_factory=list)
-    pools: list[Pool] = field(default_factory=list)
-    allowlist: list[str] = field(default_factory=list)
-    meta: dict[str, str] = field(default_factory=dict)
-    measured: dict[tuple[str, str], int] = field(default_factory=dict)
+from tms_core.store.protocol import StoredExtras
 
 
 class Transaction:
