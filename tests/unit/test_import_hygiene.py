@@ -22,7 +22,7 @@ MODULES = [
 ]
 # The in-memory store and the simulator built on it run without a database.
 SQLITE = ["aiosqlite", "sqlite3", "tms_core.store.sqlite"]
-SQLITE_FREE = ["tms_core.store.memory", "tms_core.store.protocol", "tms_core.backends.sim"]
+SQLITE_FREE = ["tms_core.store.memory", "tms_core.store.protocol", "tms_core.sim.fleet"]
 
 
 def loaded_by(module: str) -> set[str]:
