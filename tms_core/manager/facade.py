@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
@@ -22,7 +21,6 @@ from tms_core.config import Settings
 from tms_core.domain import (
     Assignment,
     Lease,
-    LeaseModel,
     LeaseNameRecord,
     LeaseState,
     ModelState,
@@ -30,6 +28,7 @@ from tms_core.domain import (
     ServedModel,
     Server,
     ServerState,
+    copy_lease,
 )
 from tms_core.errors import (
     CapacityExceeded,
@@ -160,7 +159,7 @@ class LeaseManager:
 
     def leases_on(self, server_id: str) -> list[Lease]:
         """The live leases a server holds (read-only for callers), from the per-server index."""
-        return self.ledger.on(ServerId(server_id))
+        return self.ledger.leases_on(ServerId(server_id))
 
     def server_of(self, lease: Lease) -> Server | None:
         return self.ledger.servers.get(lease.server_id) if lease.server_id else None
@@ -183,7 +182,7 @@ class LeaseManager:
         if name not in self.ledger.pools.pools:
             raise PoolNotFound(name)
         return [
-            (server, self.ledger.on(server.id))
+            (server, self.ledger.leases_on(server.id))
             for server in self.ledger.servers.values()
             if server.pool == name and server.state.alive
         ]
@@ -531,29 +530,3 @@ class LeaseManager:
         """One reconciler pass (the daemon runs `reconciler.run`; the simulator and tests
         call this)."""
         await self.reconciler.tick()
-
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def copy_lease(lease: Lease) -> Lease:
-    """A copy that shares nothing mutable with `lease` (as deepcopy, at a fraction of the
-    cost: every acquire and release returns one). Fields of plain values are shared; the
-    models are copied one level down (theirs are plain); anything else is deep-copied."""
-    copied = copy.copy(lease)
-    for item in dataclasses.fields(lease):
-        value = getattr(lease, item.name)
-        if item.name == "models":
-            copied.models = [_copy_model(model) for model in lease.models]
-        elif not isinstance(value, _PLAIN):
-            setattr(copied, item.name, copy.deepcopy(value))
-    return copied
-
-
-def _copy_model(model: LeaseModel) -> LeaseModel:
-    copied = copy.copy(model)
-    for item in dataclasses.fields(model):
-        value = getattr(model, item.name)
-        if not isinstance(value, _PLAIN):
-            setattr(copied, item.name, copy.deepcopy(value))
-    return copied

@@ -132,10 +132,10 @@ class LeaseIndex:
             else (lease.server_id, lease.state is LeaseState.READY, lease.state.holds_models)
         )
         if lease.server_id is not None:
-            self.touch(lease.server_id)
+            self.mark_changed(lease.server_id)
         if before != placed:
             if before is not None:
-                self._unload(lease, before)
+                self._uncount(lease, before)
             if placed is not None:
                 self.loads.setdefault(placed[0], ServerLoad()).add(lease, placed[1], placed[2])
                 self._placed[lease.id] = placed
@@ -144,7 +144,7 @@ class LeaseIndex:
         """Puts `lease` on `server_id` (None: on no server)."""
         before = self._placed.pop(lease.id, None)
         if before is not None:
-            self._unload(lease, before)
+            self._uncount(lease, before)
         lease.server_id = server_id
         if lease.id in self.live:
             self.update(lease)
@@ -153,26 +153,26 @@ class LeaseIndex:
         self.live.pop(lease.id, None)
         self.pending.pop(lease.id, None)
         if lease.server_id is not None:
-            self.touch(lease.server_id)
+            self.mark_changed(lease.server_id)
         before = self._placed.pop(lease.id, None)
         if before is not None:
-            self._unload(lease, before)
+            self._uncount(lease, before)
 
-    def _unload(self, lease: Lease, placed: _Placed) -> None:
+    def _uncount(self, lease: Lease, placed: _Placed) -> None:
         server_id, ready, holds = placed
-        self.touch(server_id)
+        self.mark_changed(server_id)
         load = self.loads.get(server_id)
         if load is not None:
             load.add(lease, ready, holds, sign=-1)
             if not load.leases:
                 del self.loads[server_id]
 
-    def touch(self, server_id: ServerId) -> None:
+    def mark_changed(self, server_id: ServerId) -> None:
         """Marks a server whose view, or whose leases' states, may have changed."""
         self.fleet_dirty.add(server_id)
         self.unsettled.add(server_id)
 
-    def on(self, server_id: ServerId) -> list[Lease]:
+    def leases_on(self, server_id: ServerId) -> list[Lease]:
         """The live leases on a server (a copy: callers may end some as they go)."""
         load = self.loads.get(server_id)
         return list(load.leases.values()) if load is not None else []

@@ -119,8 +119,8 @@ class Ledger:
     def leases(self) -> dict[LeaseId, Lease]:
         return self.index.all
 
-    def on(self, server_id: ServerId) -> list[Lease]:
-        return self.index.on(server_id)
+    def leases_on(self, server_id: ServerId) -> list[Lease]:
+        return self.index.leases_on(server_id)
 
     def load(self, server_id: ServerId) -> ServerLoad | None:
         return self.index.loads.get(server_id)
@@ -191,17 +191,17 @@ class Ledger:
 
     def add_server(self, server: Server) -> None:
         self.servers[server.id] = server
-        self.index.touch(server.id)
+        self.index.mark_changed(server.id)
         self.save_server(server)
 
     def drop_server(self, server: Server) -> None:
         self.servers.pop(server.id, None)
-        self.index.touch(server.id)
+        self.index.mark_changed(server.id)
         self.outbox.forget_server(server.id)
         self.change_open.publish = True
 
     def server_state(self, server: Server, state: ServerState, reason: str) -> None:
-        self.index.touch(server.id)
+        self.index.mark_changed(server.id)
         server.state = state
         server.reason = reason
         self.outbox.event("server", server.id, state.value, reason, server_id=server.id)

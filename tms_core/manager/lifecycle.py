@@ -105,7 +105,7 @@ class ServerLifecycle:
             ledger.drop_server(server)
             # Leases still releasing on a stopped server have nothing left to unload.
             now = ledger.clock.now()
-            for lease in ledger.on(server.id):
+            for lease in ledger.leases_on(server.id):
                 if lease.state is LeaseState.RELEASING:
                     ledger.set_state(lease, LeaseState.RELEASED, "", now)
                     ledger.notify(lease)
@@ -120,7 +120,7 @@ class ServerLifecycle:
         log.warning("server %s failed: %s", server.id, reason)
         ledger = self._ledger
         ledger.server_state(server, ServerState.FAILED, reason)
-        for lease in ledger.on(server.id):
+        for lease in ledger.leases_on(server.id):
             if lease.state is LeaseState.RELEASING:
                 ledger.set_state(lease, LeaseState.RELEASED, "", now)
             else:

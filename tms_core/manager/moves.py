@@ -89,7 +89,7 @@ class Consolidator:
                 or server.id in ledger.moving.draining
             ):
                 continue
-            leases = ledger.on(server.id)
+            leases = ledger.leases_on(server.id)
             if not leases or not all(self._movable(lease, server, now) for lease in leases):
                 continue
             load = ledger.index.loads[server.id]
@@ -165,8 +165,8 @@ class Consolidator:
             wanted = set(ledger.desired(move.target))
             self.move_reloads += sum((m.name, m.uri) not in wanted for m in lease.models)
             ledger.moving.begin(lease, move.source, move.target, now)
-            ledger.index.touch(move.source)
-            ledger.index.touch(move.target)
+            ledger.index.mark_changed(move.source)
+            ledger.index.mark_changed(move.target)
             ledger.outbox.event(
                 "lease",
                 lease.id,
@@ -233,8 +233,8 @@ class Consolidator:
 
     def _end(self, lease_id: LeaseId) -> ServerId:
         move = self._ledger.moving.end(lease_id)
-        self._ledger.index.touch(move.source)
-        self._ledger.index.touch(move.target)
+        self._ledger.index.mark_changed(move.source)
+        self._ledger.index.mark_changed(move.target)
         return move.target
 
     def _abandon(self, lease_id: LeaseId, why: str) -> None:

@@ -91,7 +91,7 @@ class Placer:
             lower = sorted(
                 (
                     held
-                    for held in self._ledger.on(server.id)
+                    for held in self._ledger.leases_on(server.id)
                     if held.state.holds_models and held.priority < lease.priority
                 ),
                 key=lambda held: (held.priority, -held.created_at),

@@ -46,7 +46,7 @@ class Settler:
         }
         server.models = reported
         server.triton_ready = triton_ready
-        self._ledger.index.touch(server.id)
+        self._ledger.index.mark_changed(server.id)
         return active
 
     def note_memory(self, server: Server, now: float) -> None:
@@ -71,7 +71,7 @@ class Settler:
                     if key in load.declared
                 }
             )
-            for lease in ledger.on(server.id):
+            for lease in ledger.leases_on(server.id):
                 for model in lease.models:
                     if (model.name, model.uri) != key:
                         continue
@@ -156,7 +156,7 @@ class Settler:
             for name in changed:
                 visit.update(load.by_model.get(name, {}))
         for lease in list(visit.values()):
-            if lease.state is LeaseState.READY and self._in_step(lease, server):
+            if lease.state is LeaseState.READY and self._nothing_new(lease, server):
                 continue
             before = (lease.state, [(m.state, m.error) for m in lease.models])
             if lease.state is LeaseState.LOADING:
@@ -205,7 +205,7 @@ class Settler:
                 ledger.outbox.deadline_moved()
         ledger.index.unsettled.discard(server.id)
 
-    def _in_step(self, lease: Lease, server: Server) -> bool:
+    def _nothing_new(self, lease: Lease, server: Server) -> bool:
         """Whether `sync_models` would change nothing on the lease."""
         measured = self._ledger.measured
         for model in lease.models:

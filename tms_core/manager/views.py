@@ -43,7 +43,7 @@ class FleetViews:
             if not server.state.alive:
                 continue
             load = ServerLoad()
-            for lease in self._ledger.on(server.id):
+            for lease in self._ledger.leases_on(server.id):
                 if lease.id not in without:
                     load.add(lease, ready=True, holds=True)
             views.append(self.load_view(server, load))
