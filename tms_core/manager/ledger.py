@@ -54,6 +54,16 @@ class Change:
     """Leases whose state changed: names waiting for them follow at the commit."""
     publish: bool = False
 
+    def writes_nothing(self) -> bool:
+        return not (
+            self.leases
+            or self.servers
+            or self.names
+            or self.pools
+            or self.allowlist
+            or self.measured
+        )
+
     async def write(self, tx: StateTransaction) -> None:
         for server in self.servers.values():
             await tx.put_server(server)
@@ -307,8 +317,9 @@ class Ledger:
             self._names_follow(change)
             if change.leases or change.servers or change.names:
                 change.publish = True
-            async with self._store.transaction() as tx:
-                await change.write(tx)
+            if not change.writes_nothing():
+                async with self._store.transaction() as tx:
+                    await change.write(tx)
         except BaseException:
             self._open = None
             self.outbox.release(committed=False)
