@@ -375,11 +375,11 @@ class LeaseManager:
 
     # ------------------------------------------------------------------ lease API
 
-    async def acquire(self, models: Sequence[ModelRequest], **options: Any) -> Lease:
-        """Creates and places a lease. `options` are `LeaseOptions` fields (name, duration_s,
-        activity_window_s, pool, quota, tritonserver, gpus, gpu_product, node_selector,
-        exclusive, colocate_with, avoid, labels, priority, autoscale)."""
-        lease = self._new_lease(models, LeaseOptions(**options), allocate=True)
+    async def acquire(
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+    ) -> Lease:
+        """Creates and places a lease of `models`, as `options` ask (None: every default)."""
+        lease = self._new_lease(models, options or LeaseOptions(), allocate=True)
         now = lease.created_at
         name = lease.name
         async with self._lock:
@@ -399,9 +399,11 @@ class LeaseManager:
         log.info("lease %s acquired: %s", lease.id, lease.state)
         return self.snapshot(lease.id)
 
-    async def plan(self, models: Sequence[ModelRequest], **options: Any) -> placement.Decision:
+    async def plan(
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+    ) -> placement.Decision:
         """What `acquire` would decide now, and why, changing nothing (`--dry-run`)."""
-        lease = self._new_lease(models, LeaseOptions(**options), allocate=False)
+        lease = self._new_lease(models, options or LeaseOptions(), allocate=False)
         async with self._lock:
             return self._decide(lease)
 

@@ -19,7 +19,7 @@ from tms_core.backends.sim import SimFleet, parse_fleet
 from tms_core.config import Settings, load_settings
 from tms_core.domain import LeaseState
 from tms_core.ids import LeaseId
-from tms_core.leases import ModelRequest
+from tms_core.lease_request import LeaseOptions, ModelRequest
 
 GiB = 1024**3
 MiB = 1024**2
@@ -184,7 +184,8 @@ async def play_per_request(
     def arrive(request: Request) -> object:
         async def act() -> None:
             lease = await fleet.acquire(
-                [trace.model_request(request.model)], duration_s=request.hold_s + 3600
+                [trace.model_request(request.model)],
+                LeaseOptions(duration_s=request.hold_s + 3600),
             )
             played.lease_ids.append(lease.id)
             fleet.at(fleet.now + request.hold_s, lambda: fleet.manager.release(lease.id))
@@ -235,8 +236,7 @@ async def play_activity(trace: Trace, *, window_s: float = 600.0, sample_s: floa
             if lease is None or lease.state.ended or lease.state is LeaseState.RELEASING:
                 lease = await fleet.acquire(
                     [trace.model_request(model)],
-                    duration_s=window_s,
-                    activity_window_s=window_s,
+                    LeaseOptions(duration_s=window_s, activity_window_s=window_s),
                 )
                 live[model] = lease.id
                 played.lease_ids.append(lease.id)

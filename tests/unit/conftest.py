@@ -17,7 +17,8 @@ from tms_core.clock import ManualClock
 from tms_core.config import Settings, load_settings
 from tms_core.domain import Lease, ModelState, ServedModel, Server, ServerState
 from tms_core.ids import ModelName, ServerId
-from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.lease_request import ModelRequest
+from tms_core.leases import LeaseManager
 from tms_core.store import Store
 
 GiB = 1024**3

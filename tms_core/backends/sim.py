@@ -25,7 +25,8 @@ from tms_core.config import Settings
 from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, Server, ServerState
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.inventory import Gpu, Node
-from tms_core.leases import LeaseManager, ModelRequest
+from tms_core.lease_request import LeaseOptions, ModelRequest
+from tms_core.leases import LeaseManager
 from tms_core.store.memory import MemoryStore
 from tms_core.units import parse_size
 
@@ -184,10 +185,12 @@ class SimFleet:
     async def start(self) -> None:
         await self.manager.recover()
 
-    async def acquire(self, models: Sequence[ModelRequest], **options: object) -> Lease:
+    async def acquire(
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+    ) -> Lease:
         self._timing = True
         try:
-            lease = await self.manager.acquire(models, **options)
+            lease = await self.manager.acquire(models, options)
         finally:
             self._timing = False
         if lease.state is LeaseState.PENDING:
