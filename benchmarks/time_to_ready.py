@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tms_core.api import tms_pb2 as pb  # noqa: E402
-from tms_core.api.client import ModelArg, TmsClient  # noqa: E402
+from tms_core.api.client import TmsClient  # noqa: E402
 from tms_core.backends.local import free_ports  # noqa: E402
+from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 from tms_core.triton.locate import locate  # noqa: E402
 
 MODEL = ROOT / "examples" / "models" / "add_sub"
@@ -92,8 +93,8 @@ def unload_fully(client: httpclient.InferenceServerClient, name: str) -> None:
         time.sleep(0.02)
 
 
-def until_ready(client: TmsClient, models: list[ModelArg]) -> pb.Lease:
-    *_, lease = client.acquire(models, duration_s=600)
+def until_ready(client: TmsClient, models: list[ModelRequest]) -> pb.Lease:
+    *_, lease = client.acquire(models, LeaseOptions(duration_s=600))
     assert lease is not None and lease.state == pb.LEASE_READY, lease
     return lease
 
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    model = ModelArg("add_sub", MODEL.as_uri(), 64 * 1024**2)
-    holder = ModelArg("blob_classifier", HOLDER.as_uri(), 64 * 1024**2)
+    model = ModelRequest("add_sub", MODEL.as_uri(), 64 * 1024**2)
+    holder = ModelRequest("blob_classifier", HOLDER.as_uri(), 64 * 1024**2)
     times: dict[str, list[float]] = {
         k: [] for k in ("raw_cold", "tms_cold", "raw_warm", "tms_warm")
     }

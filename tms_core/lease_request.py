@@ -24,7 +24,11 @@ class ModelRequest:
 
 @dataclass(frozen=True)
 class LeaseOptions:
-    """Everything a lease asks for besides its models (every field optional)."""
+    """Everything a lease asks for besides its models (every field optional).
+
+    A new field needs its place in `tms_core.api.convert` (the wire), `tms_core.cli.spec`
+    (spec files and flags) and the proto; tests/unit/test_lease_options.py checks both.
+    """
 
     name: str = ""
     """A stable name (a DNS-1123 label) whose address follows this lease once READY."""
@@ -33,6 +37,7 @@ class LeaseOptions:
     activity_window_s: float = 0.0
     """Renewed while a model served an inference within this window; 0: renewed by hand."""
     pool: str = ""
+    """Join this Triton pool instead of getting a server of its own; "": a bespoke server."""
     quota: int = 0
     """A pool lease's share of a pool server (pool leases only)."""
     tritonserver: str = ""
@@ -40,10 +45,37 @@ class LeaseOptions:
     gpus: int | None = None
     """GPUs the server needs; None: 1 on a machine with GPUs, else 0."""
     gpu_product: str = ""
+    """Only GPUs whose product name contains this (such as A100); "": any."""
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    """Only nodes with all these labels."""
     exclusive: bool = False
+    """A server of its own, shared with no other lease."""
     colocate_with: Sequence[str] = ()
+    """Join only a server holding a lease with one of these ids, names or key=value labels
+    (never start one)."""
     avoid: Sequence[str] = ()
+    """Never join a server holding a lease with one of these ids, names or key=value labels."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    """The lease's own labels, for `colocate_with` and `avoid` of later leases."""
     priority: int = 0
+    """Higher is placed first when leases wait."""
     autoscale: LeaseAutoscale | None = None
+    """The (bespoke) server's replicas follow a metric (kubernetes backend); None: one."""
+
+
+def autoscale_request(
+    min_replicas: int = 0, max_replicas: int = 0, metric: str = "", target: float = 0.0
+) -> LeaseAutoscale:
+    """An autoscale request with the documented defaults for what is left at 0 or "": one
+    replica at least, at most `min_replicas`, and `LeaseAutoscale`'s metric and target.
+
+    The API applies it to what arrives on the wire; spec files and the console's form to the
+    fields they were given."""
+    default = LeaseAutoscale()
+    minimum = min_replicas or default.min_replicas
+    return LeaseAutoscale(
+        min_replicas=minimum,
+        max_replicas=max_replicas or minimum,
+        metric=metric or default.metric,
+        target=target or default.target,
+    )

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import Daemon, wait_for
 from tests.integration.helpers import example
+from tms_core.lease_request import LeaseOptions
 
 # .ci/run installs tmux and sets TMS_REQUIRE_TMUX: there the test fails rather than skips.
 pytestmark = [
@@ -35,7 +36,7 @@ def tmux(*args: str) -> str:
 
 def test_console_in_tmux(daemon: Daemon) -> None:
     lease = daemon.client.wait_until_ready(
-        next(iter(daemon.client.acquire([example("add_sub")], name="smoke"))).id
+        next(iter(daemon.client.acquire([example("add_sub")], LeaseOptions(name="smoke")))).id
     )
     session = f"tms-console-{uuid.uuid4().hex[:8]}"
     # COLUMNS and LINES from the test's environment would override the terminal's own size.

@@ -11,11 +11,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.conftest import EXAMPLES
-from tms_core.api.client import ModelArg
+from tms_core.lease_request import ModelRequest
 
 
-def example(name: str, memory: int = 0) -> ModelArg:
-    return ModelArg(name, (EXAMPLES / name).as_uri(), memory)
+def example(name: str, memory: int = 0) -> ModelRequest:
+    return ModelRequest(name, (EXAMPLES / name).as_uri(), memory)
 
 
 def index(http_endpoint: str) -> dict[str, str]:
@@ -64,7 +64,7 @@ def add_sub_grpc(endpoint: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarra
     return _add_sub(grpcclient, endpoint, a, b)
 
 
-def broken_model(root: Path, name: str = "broken") -> ModelArg:
+def broken_model(root: Path, name: str = "broken") -> ModelRequest:
     """A Python-backend model whose initialize() raises: Triton accepts it and fails the load."""
     model = root / name
     shutil.copytree(EXAMPLES / "add_sub", model)
@@ -76,13 +76,13 @@ def broken_model(root: Path, name: str = "broken") -> ModelArg:
         "    def initialize(self, args):\n"
         "        raise RuntimeError('weights are corrupt')\n"
     )
-    return ModelArg(name, model.as_uri())
+    return ModelRequest(name, model.as_uri())
 
 
-def copied_model(root: Path, name: str, memory: int) -> ModelArg:
+def copied_model(root: Path, name: str, memory: int) -> ModelRequest:
     """`add_sub` under another name: a model no lease holds yet."""
     model = root / name
     shutil.copytree(EXAMPLES / "add_sub", model)
     config = (model / "config.pbtxt").read_text()
     (model / "config.pbtxt").write_text(config.replace('name: "add_sub"', f'name: "{name}"'))
-    return ModelArg(name, model.as_uri(), memory)
+    return ModelRequest(name, model.as_uri(), memory)

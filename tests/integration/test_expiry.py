@@ -9,13 +9,16 @@ import pytest
 from tests.conftest import Daemon, wait_for
 from tests.integration.helpers import example, index
 from tms_core.api import tms_pb2 as pb
+from tms_core.lease_request import LeaseOptions
 
 pytestmark = pytest.mark.triton
 
 
 def test_unrenewed_lease_expires_and_renewed_lease_stays(daemon: Daemon) -> None:
-    renewed = list(daemon.client.acquire([example("add_sub")], duration_s=3))[-1]
-    expiring = list(daemon.client.acquire([example("blob_classifier")], duration_s=3))[-1]
+    renewed = list(daemon.client.acquire([example("add_sub")], LeaseOptions(duration_s=3)))[-1]
+    expiring = list(
+        daemon.client.acquire([example("blob_classifier")], LeaseOptions(duration_s=3))
+    )[-1]
     assert renewed.state == expiring.state == pb.LEASE_READY
     assert renewed.expires_at <= expiring.expires_at
     http = expiring.endpoints.servers[0].http

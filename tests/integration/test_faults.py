@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import Daemon, processes_under, wait_for
 from tests.integration.helpers import add_sub_http, example, index
 from tms_core.api import tms_pb2 as pb
+from tms_core.lease_request import LeaseOptions
 
 pytestmark = pytest.mark.triton
 
@@ -62,7 +63,7 @@ def assert_consistent(daemon: Daemon) -> None:
 
 def test_sigkill_during_acquire(make_daemon: Callable[..., Daemon]) -> None:
     first = make_daemon("--idle-grace=1s")
-    updates = first.client.acquire([example("add_sub")], duration_s=600)
+    updates = first.client.acquire([example("add_sub")], LeaseOptions(duration_s=600))
     started = next(updates)
     assert started.state in (pb.LEASE_PENDING, pb.LEASE_LOADING)
     first.stop(signal.SIGKILL)  # while Triton is loading the model
@@ -79,8 +80,8 @@ def test_sigkill_during_acquire(make_daemon: Callable[..., Daemon]) -> None:
 
 def test_sigkill_during_release(make_daemon: Callable[..., Daemon]) -> None:
     first = make_daemon("--idle-grace=1s")
-    kept = list(first.client.acquire([example("blob_classifier")], duration_s=600))[-1]
-    going = list(first.client.acquire([example("add_sub")], duration_s=600))[-1]
+    *_, kept = first.client.acquire([example("blob_classifier")], LeaseOptions(duration_s=600))
+    going = list(first.client.acquire([example("add_sub")], LeaseOptions(duration_s=600)))[-1]
     assert going.server_id == kept.server_id
     releasing = first.client.release(going.id, wait=False)
     assert releasing.state == pb.LEASE_RELEASING
@@ -96,7 +97,9 @@ def test_sigkill_during_release(make_daemon: Callable[..., Daemon]) -> None:
 
 def test_sigkill_while_idle_keeps_leases_and_expiry(make_daemon: Callable[..., Daemon]) -> None:
     first = make_daemon("--idle-grace=1s")
-    lease = list(first.client.acquire([example("add_sub")], name="steady", duration_s=600))[-1]
+    lease = list(
+        first.client.acquire([example("add_sub")], LeaseOptions(name="steady", duration_s=600))
+    )[-1]
     servers_before = tritonservers(first)
     first.stop(signal.SIGKILL)
     # Clients keep working with no daemon at all.

@@ -16,12 +16,15 @@ from tests.integration.helpers import (
     refuses,
 )
 from tms_core.api import tms_pb2 as pb
+from tms_core.lease_request import LeaseOptions
 
 pytestmark = pytest.mark.triton
 
 
 def test_acquire_infer_release_and_idle_stop(daemon: Daemon) -> None:
-    updates = list(daemon.client.acquire([example("add_sub", 64 * 1024**2)], duration_s=600))
+    updates = list(
+        daemon.client.acquire([example("add_sub", 64 * 1024**2)], LeaseOptions(duration_s=600))
+    )
     states = [u.state for u in updates]
     assert states[-1] == pb.LEASE_READY, updates[-1].reason
     assert pb.LEASE_LOADING in states

@@ -17,6 +17,7 @@ from tests.conftest import Daemon, wait_for
 from tests.integration.helpers import add_sub_http, example, index
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ClientError
+from tms_core.lease_request import LeaseOptions
 
 pytestmark = pytest.mark.triton
 
@@ -71,7 +72,7 @@ def test_name_repointed_while_a_client_calls_it(
     make_daemon: Callable[..., Daemon], tmp_path: Path
 ) -> None:
     daemon = make_daemon(small_servers(tmp_path))
-    old = list(daemon.client.acquire([example("add_sub", 64 * MiB)], name="adder"))[-1]
+    *_, old = daemon.client.acquire([example("add_sub", 64 * MiB)], LeaseOptions(name="adder"))
     assert old.state == pb.LEASE_READY and old.name == "adder"
     (record,) = daemon.client.list_names()
     assert record.lease_id == old.id
@@ -91,7 +92,9 @@ def test_name_repointed_while_a_client_calls_it(
         wait_for(lambda: len(results) > 20, timeout=10, what="the client loop to get going")
         # Exclusive: a lease for the same model would otherwise share the old lease's copy.
         new = list(
-            daemon.client.acquire([example("add_sub", 64 * MiB)], name="adder", exclusive=True)
+            daemon.client.acquire(
+                [example("add_sub", 64 * MiB)], LeaseOptions(name="adder", exclusive=True)
+            )
         )[-1]
         assert new.state == pb.LEASE_READY
         assert new.server_id != old.server_id
@@ -137,9 +140,13 @@ def test_name_rules_and_missing_names(daemon: Daemon) -> None:
 
 
 def test_activity_keeps_a_used_lease_and_ends_an_idle_one(daemon: Daemon) -> None:
-    used = list(daemon.client.acquire([example("add_sub")], duration_s=2, activity_window_s=2))[-1]
+    used = list(
+        daemon.client.acquire([example("add_sub")], LeaseOptions(duration_s=2, activity_window_s=2))
+    )[-1]
     idle = list(
-        daemon.client.acquire([example("blob_classifier")], duration_s=2, activity_window_s=2)
+        daemon.client.acquire(
+            [example("blob_classifier")], LeaseOptions(duration_s=2, activity_window_s=2)
+        )
     )[-1]
     assert used.state == idle.state == pb.LEASE_READY
     assert used.activity_window_s == 2
@@ -166,14 +173,16 @@ def test_activity_keeps_a_used_lease_and_ends_an_idle_one(daemon: Daemon) -> Non
 
 def test_pool_quota_placement_and_waiting(daemon: Daemon) -> None:
     daemon.client.create_pool("shared", quota_per_server=2, max_servers=1)
-    first = list(daemon.client.acquire([example("add_sub")], pool="shared", quota=2))[-1]
+    *_, first = daemon.client.acquire([example("add_sub")], LeaseOptions(pool="shared", quota=2))
     assert first.state == pb.LEASE_READY and first.pool == "shared"
     status = daemon.client.pool_status("shared")
     assert [s.server_id for s in status.servers] == [first.server_id]
     assert status.servers[0].quota_used == 2 and status.servers[0].quota_free == 0
 
     # The pool is full: the next lease waits, saying why, and its stream stays open.
-    updates = daemon.client.acquire([example("blob_classifier")], pool="shared", quota=1)
+    updates = daemon.client.acquire(
+        [example("blob_classifier")], LeaseOptions(pool="shared", quota=1)
+    )
     waiting = next(updates)
     assert waiting.state == pb.LEASE_PENDING
     assert "pool shared is full" in waiting.reason
@@ -182,9 +191,9 @@ def test_pool_quota_placement_and_waiting(daemon: Daemon) -> None:
     assert placed.state == pb.LEASE_READY and placed.pool == "shared"
 
     with pytest.raises(ClientError, match="needs 3 quota"):
-        list(daemon.client.acquire([example("add_sub")], pool="shared", quota=3))
+        list(daemon.client.acquire([example("add_sub")], LeaseOptions(pool="shared", quota=3)))
     with pytest.raises(ClientError, match=r"^pool: no pool named 'missing'"):
-        list(daemon.client.acquire([example("add_sub")], pool="missing", quota=1))
+        list(daemon.client.acquire([example("add_sub")], LeaseOptions(pool="missing", quota=1)))
     with pytest.raises(ClientError, match="still holds leases"):
         daemon.client.delete_pool("shared")
     daemon.client.release(placed.id)
@@ -200,7 +209,7 @@ def test_pool_minimum_servers_are_kept_running(daemon: Daemon) -> None:
         what="the pool's minimum server to start",
     )
     (server,) = daemon.client.pool_status("warm").servers
-    lease = list(daemon.client.acquire([example("add_sub")], pool="warm", quota=1))[-1]
+    *_, lease = daemon.client.acquire([example("add_sub")], LeaseOptions(pool="warm", quota=1))
     # A lease joins the warm server instead of starting one.
     assert lease.server_id == server.server_id
     daemon.client.release(lease.id)
@@ -219,7 +228,9 @@ def test_allowlist_guards_the_triton_binary(daemon: Daemon, tmp_path: Path) -> N
     with pytest.raises(
         ClientError, match=r"^tritonserver: /usr/bin/true is not on the Triton allowlist"
     ):
-        list(daemon.client.acquire([example("add_sub")], tritonserver="/usr/bin/true"))
+        list(
+            daemon.client.acquire([example("add_sub")], LeaseOptions(tritonserver="/usr/bin/true"))
+        )
     with pytest.raises(ClientError, match=r"^tritonserver: .* is not on the Triton allowlist"):
         daemon.client.create_pool(
             "p", quota_per_server=1, max_servers=1, tritonserver="/usr/bin/true"

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import EXAMPLES, Daemon, processes_under
 from tests.integration.helpers import copied_model, example
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ModelArg
+from tms_core.lease_request import LeaseOptions, ModelRequest
 
 pytestmark = pytest.mark.triton
 
@@ -34,14 +34,14 @@ def visible_devices(daemon: Daemon, server_http: str) -> str:
     raise AssertionError(f"no tritonserver serves {server_http}")
 
 
-def pytorch_model(root: Path) -> ModelArg:
+def pytorch_model(root: Path) -> ModelRequest:
     model = root / "torchy"
     shutil.copytree(EXAMPLES / "add_sub", model)
     config = (model / "config.pbtxt").read_text()
     (model / "config.pbtxt").write_text(
         config.replace('name: "add_sub"', 'name: "torchy"').replace('"python"', '"pytorch"')
     )
-    return ModelArg("torchy", model.as_uri(), GiB)
+    return ModelRequest("torchy", model.as_uri(), GiB)
 
 
 def test_gpu_placement_end_to_end(make_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
@@ -64,11 +64,11 @@ def test_gpu_placement_end_to_end(make_daemon: Callable[..., Daemon], tmp_path: 
     assert plan.decision == "join" and plan.server_id == big.server_id
 
     # Constraints: exclusive starts its own server; avoid keeps away from a lease.
-    plan = client.plan([example("add_sub", 1 * GiB)], exclusive=True)
+    plan = client.plan([example("add_sub", 1 * GiB)], LeaseOptions(exclusive=True))
     assert plan.decision == "start"
-    plan = client.plan([example("add_sub", 1 * GiB)], avoid=[big.id])
+    plan = client.plan([example("add_sub", 1 * GiB)], LeaseOptions(avoid=[big.id]))
     assert plan.decision == "join" and plan.server_id == other.server_id
-    plan = client.plan([example("add_sub", 1 * GiB)], gpus=0)
+    plan = client.plan([example("add_sub", 1 * GiB)], LeaseOptions(gpus=0))
     assert plan.decision == "start" and list(plan.gpus) == []
     plan = client.plan([example("add_sub", 20 * GiB)])
     assert plan.decision == "reject" and "the largest GPUs offer 16.0 GiB" in plan.reason

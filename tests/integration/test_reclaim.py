@@ -12,12 +12,12 @@ import pytest
 from tests.conftest import EXAMPLES, Daemon, wait_for
 from tests.integration.helpers import example, refuses
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ModelArg
+from tms_core.lease_request import ModelRequest
 
 pytestmark = pytest.mark.triton
 
 
-def leaky_model(root: Path) -> ModelArg:
+def leaky_model(root: Path) -> ModelRequest:
     """add_sub, except that unloading it leaves a process (and its memory) behind."""
     model = root / "leaky"
     shutil.copytree(EXAMPLES / "add_sub", model)
@@ -32,7 +32,7 @@ def leaky_model(root: Path) -> ModelArg:
         "            os._exit(0)\n"
     )
     (model / "1" / "model.py").write_text(code)
-    return ModelArg("leaky", model.as_uri())
+    return ModelRequest("leaky", model.as_uri())
 
 
 def test_a_leaking_server_is_avoided_then_recycled(

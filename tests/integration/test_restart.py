@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import Daemon, processes_under, wait_for
 from tests.integration.helpers import add_sub_http, example, index
 from tms_core.api import tms_pb2 as pb
+from tms_core.lease_request import LeaseOptions
 
 pytestmark = pytest.mark.triton
 
@@ -19,7 +20,9 @@ A = np.array([1, 2, 3, 4], dtype=np.float32)
 
 def test_graceful_restart_lists_leases_and_reloads_them(make_daemon: Callable[..., Daemon]) -> None:
     first = make_daemon()
-    ready = list(first.client.acquire([example("add_sub")], name="kept", duration_s=600))[-1]
+    ready = list(
+        first.client.acquire([example("add_sub")], LeaseOptions(name="kept", duration_s=600))
+    )[-1]
     released = list(first.client.acquire([example("add_sub")]))[-1]
     first.client.release(released.id)
     assert first.stop() == 0
@@ -41,7 +44,7 @@ def test_graceful_restart_lists_leases_and_reloads_them(make_daemon: Callable[..
 
 def test_sigkill_then_restart_adopts_running_servers(make_daemon: Callable[..., Daemon]) -> None:
     first = make_daemon()
-    lease = list(first.client.acquire([example("add_sub")], duration_s=600))[-1]
+    lease = list(first.client.acquire([example("add_sub")], LeaseOptions(duration_s=600)))[-1]
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     # Inference does not go through the daemon: the lease's address (the router) keeps
     # answering while the daemon is down.
@@ -61,7 +64,7 @@ def test_leave_serving_keeps_servers_for_the_next_daemon(
     make_daemon: Callable[..., Daemon],
 ) -> None:
     first = make_daemon("--leave-serving")
-    lease = list(first.client.acquire([example("add_sub")], duration_s=600))[-1]
+    lease = list(first.client.acquire([example("add_sub")], LeaseOptions(duration_s=600)))[-1]
     assert first.stop() == 0
     assert index(lease.endpoints.servers[0].http) == {"add_sub": "READY"}
 

@@ -20,8 +20,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from tests.conftest import EXAMPLES, Daemon, wait_for
 from tests.jupyter.conftest import KERNEL_NAME, artifacts_dir
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ModelArg
 from tms_core.backends.local import free_ports
+from tms_core.lease_request import LeaseOptions, ModelRequest
 
 pytestmark = pytest.mark.triton
 
@@ -186,7 +186,8 @@ def test_dashboard_renders_in_jupyterlab(
         model = renamed_add_sub(tmp_path / "models", name)
         final = list(
             daemon.client.acquire(
-                [ModelArg(name, model.as_uri(), memory)], name=name, duration_s=1800
+                [ModelRequest(name, model.as_uri(), memory)],
+                LeaseOptions(name=name, duration_s=1800),
             )
         )[-1]
         assert final.state == pb.LEASE_READY, final.reason

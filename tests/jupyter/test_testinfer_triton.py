@@ -9,13 +9,16 @@ from tests.conftest import Daemon
 from tests.integration.helpers import example
 from tms_console.testinfer import TestInferError, read_signature, run_test_inference
 from tms_core.api import tms_pb2 as pb
+from tms_core.lease_request import LeaseOptions
 
 pytestmark = pytest.mark.triton
 
 
 def test_signature_typed_and_random_inference_on_add_sub(daemon: Daemon) -> None:
     lease = daemon.client.wait_until_ready(
-        list(daemon.client.acquire([example("add_sub", 64 * 1024**2)], duration_s=600))[-1].id
+        list(
+            daemon.client.acquire([example("add_sub", 64 * 1024**2)], LeaseOptions(duration_s=600))
+        )[-1].id
     )
     assert lease.state == pb.LEASE_READY, lease.reason
 

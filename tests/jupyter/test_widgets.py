@@ -18,6 +18,7 @@ from tms_console.jupyter.dashboard import Dashboard, SlotBars
 from tms_console.jupyter.infer_widget import InferWidget
 from tms_core.api import tms_pb2 as pb
 from tms_core.backends.local import free_ports
+from tms_core.lease_request import LeaseOptions
 
 GiB = 1024**3
 
@@ -190,7 +191,9 @@ def test_dashboard_buttons_and_live_updates_against_a_real_daemon(
         assert renewed.expires_at > renewed.created_at + 3600
 
         # A lease made elsewhere (here: by the client, as the CLI would) shows up by itself.
-        other = list(daemon.client.acquire([example("add_sub", GiB)], name="elsewhere"))[-1]
+        other = list(
+            daemon.client.acquire([example("add_sub", GiB)], LeaseOptions(name="elsewhere"))
+        )[-1]
         wait_for(
             lambda: "elsewhere" in dashboard.table.value,
             timeout=10,

@@ -11,7 +11,7 @@ from tests.kubernetes.standin import Cluster, api_request
 from tms_core.backends.kubernetes_objects import SERVER_LABEL
 from tms_core.domain import LeaseAutoscale, LeaseState, ServerState
 from tms_core.errors import InvalidArgument
-from tms_core.lease_request import ModelRequest
+from tms_core.lease_request import LeaseOptions, ModelRequest
 
 
 def models(*names: str) -> list[ModelRequest]:
@@ -107,8 +107,10 @@ async def test_autoscaling_lease_gets_an_hpa_on_its_deployment(kube: Kube) -> No
     await kube.sync()
     lease = await kube.manager.acquire(
         models("add_sub"),
-        autoscale=LeaseAutoscale(min_replicas=2, max_replicas=4, target=0.5),
-        node_selector={"pool": "a100"},
+        LeaseOptions(
+            autoscale=LeaseAutoscale(min_replicas=2, max_replicas=4, target=0.5),
+            node_selector={"pool": "a100"},
+        ),
     )
     assert lease.constraints.exclusive
     await kube.sync()
@@ -133,17 +135,19 @@ async def test_autoscaling_lease_gets_an_hpa_on_its_deployment(kube: Kube) -> No
 async def test_autoscale_values_are_checked(kube: Kube) -> None:
     with pytest.raises(InvalidArgument, match=r"autoscale\.max_replicas: must be at least"):
         await kube.manager.acquire(
-            models("add_sub"), autoscale=LeaseAutoscale(min_replicas=3, max_replicas=2)
+            models("add_sub"),
+            LeaseOptions(autoscale=LeaseAutoscale(min_replicas=3, max_replicas=2)),
         )
     with pytest.raises(InvalidArgument, match=r"autoscale\.metric"):
         await kube.manager.acquire(
-            models("add_sub"), autoscale=LeaseAutoscale(metric="queue time", max_replicas=2)
+            models("add_sub"),
+            LeaseOptions(autoscale=LeaseAutoscale(metric="queue time", max_replicas=2)),
         )
 
 
 async def test_release_deletes_the_service_then_the_idle_server(kube: Kube) -> None:
     lease = await kube.manager.acquire(
-        models("add_sub"), autoscale=LeaseAutoscale(min_replicas=1, max_replicas=3)
+        models("add_sub"), LeaseOptions(autoscale=LeaseAutoscale(min_replicas=1, max_replicas=3))
     )
     lease = await kube.report(lease)
     assert lease.state is LeaseState.READY
@@ -164,9 +168,9 @@ async def test_release_deletes_the_service_then_the_idle_server(kube: Kube) -> N
 
 
 async def test_repointing_a_name_changes_its_service_selector(kube: Kube) -> None:
-    first = await kube.manager.acquire(models("add_sub"), name="web")
+    first = await kube.manager.acquire(models("add_sub"), LeaseOptions(name="web"))
     await kube.report(first)
-    second = await kube.manager.acquire(models("add_sub"), exclusive=True)
+    second = await kube.manager.acquire(models("add_sub"), LeaseOptions(exclusive=True))
     await kube.report(second)
     assert first.server_id != second.server_id
     await kube.sync()
@@ -342,7 +346,7 @@ async def test_nodes_feed_placement_with_their_gpus(kube: Kube) -> None:
     assert [(g.product, g.total_bytes) for g in seen.gpus] == [
         ("NVIDIA-A100-SXM4-80GB", 80 * GiB)
     ] * 2
-    lease = await kube.manager.acquire(models("add_sub"), gpus=1, gpu_product="A100")
+    lease = await kube.manager.acquire(models("add_sub"), LeaseOptions(gpus=1, gpu_product="A100"))
     deployment = kube.cluster.objects("deployments", NAMESPACE)[f"tms-{lease.server_id}"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"

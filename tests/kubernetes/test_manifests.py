@@ -32,7 +32,7 @@ from tms_core.domain import (
     ServerState,
 )
 from tms_core.ids import LeaseId, ModelName, ServerId
-from tms_core.lease_request import ModelRequest
+from tms_core.lease_request import LeaseOptions, ModelRequest
 
 VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -213,8 +213,7 @@ async def test_the_backend_makes_no_call_outside_the_role(kube: Kube) -> None:
     await kube.sync()
     lease = await kube.manager.acquire(
         [ModelRequest("m", "file:///model-store/m", GiB)],
-        name="web",
-        autoscale=LeaseAutoscale(max_replicas=2),
+        LeaseOptions(name="web", autoscale=LeaseAutoscale(max_replicas=2)),
     )
     await kube.report(lease)
     await kube.sync()

@@ -11,13 +11,13 @@ import pytest
 from tests.unit.conftest import Harness, request
 from tests.unit.test_store import a_lease
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import _acquire_request
-from tms_core.api.convert import autoscale_from_pb, lease_to_pb
+from tms_core.api.convert import acquire_request_to_pb, autoscale_from_pb, lease_to_pb
 from tms_core.backends.local import refuse_autoscale
 from tms_core.cli.lease import spec_from_flags
 from tms_core.cli.spec import load_spec, parse_replicas
 from tms_core.domain import LeaseAutoscale
 from tms_core.errors import InvalidArgument
+from tms_core.lease_request import LeaseOptions
 from tms_core.store import Store
 
 
@@ -35,12 +35,9 @@ def test_spec_file_and_flags(tmp_path: Path) -> None:
             (), None, None, None, None, None, None, autoscale_metric="nv_pending_requests"
         )
     )
-    assert merged.placement_options()["autoscale"] == {
-        "min_replicas": 2,
-        "max_replicas": 6,
-        "target": 150,
-        "metric": "nv_pending_requests",
-    }
+    assert merged.options().autoscale == LeaseAutoscale(
+        min_replicas=2, max_replicas=6, metric="nv_pending_requests", target=150
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,12 +69,23 @@ def test_replicas_flag() -> None:
 
 
 def test_the_request_carries_it_and_defaults_fill_in() -> None:
-    message = _acquire_request([], autoscale={"max_replicas": 3})
+    message = acquire_request_to_pb([], LeaseOptions(autoscale=LeaseAutoscale(2, 4, "m", 1.5)))
     assert message.HasField("autoscale")
-    assert autoscale_from_pb(message.autoscale) == LeaseAutoscale(
+    assert autoscale_from_pb(message.autoscale) == LeaseAutoscale(2, 4, "m", 1.5)
+    assert not acquire_request_to_pb([]).HasField("autoscale")
+    # What arrives at 0 or "" (from another client, say) takes the documented defaults.
+    assert autoscale_from_pb(pb.Autoscale(max_replicas=3)) == LeaseAutoscale(
         min_replicas=1, max_replicas=3, metric="nv_inference_queue_duration_ms", target=200.0
     )
-    assert not _acquire_request([]).HasField("autoscale")
+    assert autoscale_from_pb(pb.Autoscale(min_replicas=2)).max_replicas == 2
+
+
+def test_a_partial_spec_takes_the_same_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "lease.yaml"
+    path.write_text("models: [{name: a, uri: /m/a}]\nautoscale: {min_replicas: 3}\n")
+    assert load_spec(path).options().autoscale == LeaseAutoscale(
+        min_replicas=3, max_replicas=3, metric="nv_inference_queue_duration_ms", target=200.0
+    )
 
 
 def test_the_lease_message_shows_it() -> None:
@@ -108,7 +116,7 @@ async def test_the_local_backend_refuses_autoscaling(harness: Harness) -> None:
     harness.backend.check_autoscale = refuse_autoscale  # type: ignore[method-assign]
     with pytest.raises(InvalidArgument) as info:
         await harness.manager.acquire(
-            [request("a")], autoscale=LeaseAutoscale(min_replicas=1, max_replicas=2)
+            [request("a")], LeaseOptions(autoscale=LeaseAutoscale(min_replicas=1, max_replicas=2))
         )
     assert info.value.field == "autoscale"
     assert "need the kubernetes backend (daemon.backend: kubernetes)" in str(info.value)
@@ -118,5 +126,6 @@ async def test_the_local_backend_refuses_autoscaling(harness: Harness) -> None:
 async def test_pool_leases_do_not_autoscale(harness: Harness) -> None:
     with pytest.raises(InvalidArgument, match="pool"):
         await harness.manager.acquire(
-            [request("a")], pool="p", quota=1, autoscale=LeaseAutoscale(max_replicas=2)
+            [request("a")],
+            LeaseOptions(pool="p", quota=1, autoscale=LeaseAutoscale(max_replicas=2)),
         )

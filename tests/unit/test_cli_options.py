@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ModelArg
 from tms_core.cli import common
 from tms_core.cli.main import cli
+from tms_core.lease_request import LeaseOptions, ModelRequest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "models" / "add_sub"
 
@@ -182,26 +182,17 @@ def test_acquire_flags_reach_the_client(fake: type[FakeClient], tmp_path: Path) 
     )
     assert code == 0, err
     [(_, args, kwargs)] = fake.made[0].calls
-    assert args == ((ModelArg("add_sub", EXAMPLE.as_uri(), 1024**3),),)
-    assert kwargs == {
-        "name": "adder",
-        "duration_s": 600.0,
-        "activity_window_s": 60.0,
-        "pool": "shared",
-        "quota": 2,
-        "tritonserver": "",
-        "gpus": None,
-        "gpu_product": "",
-        "node_selector": {},
-        "exclusive": False,
-        "colocate_with": [],
-        "avoid": [],
-        "labels": {},
-        "priority": 0,
-    }
+    assert args == (
+        (ModelRequest("add_sub", EXAMPLE.as_uri(), 1024**3),),
+        LeaseOptions(
+            name="adder", duration_s=600.0, activity_window_s=60.0, pool="shared", quota=2
+        ),
+    )
+    assert kwargs == {}
     code, _, err = run("lease", "acquire", "-m", MODEL, "--triton-image", "rel/tritonserver")
     assert code == 0, err
-    assert fake.made[1].calls[0][2]["tritonserver"] == str(Path.cwd() / "rel" / "tritonserver")
+    options = fake.made[1].calls[0][1][1]
+    assert options.tritonserver == str(Path.cwd() / "rel" / "tritonserver")
 
 
 def test_spec_file_with_flags_over_it(fake: type[FakeClient], tmp_path: Path) -> None:
@@ -212,15 +203,15 @@ def test_spec_file_with_flags_over_it(fake: type[FakeClient], tmp_path: Path) ->
     )
     code, _, err = run("lease", "create", "-f", str(spec), "--duration", "2m")
     assert code == 0, err
-    [(_, args, kwargs)] = fake.made[0].calls
-    assert args == ((ModelArg("add_sub", (tmp_path / "add_sub").as_uri(), 0),),)
-    assert kwargs["name"] == "from-file"
-    assert (kwargs["duration_s"], kwargs["activity_window_s"]) == (120.0, 300.0)
+    [(_, (models, options), _)] = fake.made[0].calls
+    assert models == (ModelRequest("add_sub", (tmp_path / "add_sub").as_uri(), 0),)
+    assert options.name == "from-file"
+    assert (options.duration_s, options.activity_window_s) == (120.0, 300.0)
 
     code, _, err = run("lease", "create", "-f", str(spec), "-m", MODEL, "--name", "flag")
     assert code == 0, err
-    _, args, kwargs = fake.made[1].calls[0]
-    assert args == ((ModelArg("add_sub", EXAMPLE.as_uri(), 0),),) and kwargs["name"] == "flag"
+    _, (models, options), _ = fake.made[1].calls[0]
+    assert models == (ModelRequest("add_sub", EXAMPLE.as_uri(), 0),) and options.name == "flag"
 
     spec.write_text("models: [{name: a, uri: /a}]\nqouta: 1\n")
     code, _, err = run("lease", "create", "-f", str(spec))
@@ -295,10 +286,10 @@ def test_placement_flags_reach_the_client(fake: type[FakeClient]) -> None:
         "5",
     )
     assert code == 0, err
-    [(_, _, kwargs)] = fake.made[0].calls
-    assert kwargs["gpus"] == 2 and kwargs["gpu_product"] == "A100"
-    assert kwargs["node_selector"] == {"zone": "lab"} and kwargs["exclusive"] is True
-    assert kwargs["colocate_with"] == ["adder"] and kwargs["avoid"] == ["team=b"]
-    assert kwargs["labels"] == {"team": "a"} and kwargs["priority"] == 5
+    [(_, (_, options), _)] = fake.made[0].calls
+    assert options.gpus == 2 and options.gpu_product == "A100"
+    assert options.node_selector == {"zone": "lab"} and options.exclusive is True
+    assert options.colocate_with == ("adder",) and options.avoid == ("team=b",)
+    assert options.labels == {"team": "a"} and options.priority == 5
     code, _, err = run("lease", "acquire", "-m", MODEL, "--label", "no-equals")
     assert code == 1 and err == "error: --label: 'no-equals' is not KEY=VALUE\n"

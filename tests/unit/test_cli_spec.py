@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tms_core.api.client import ModelArg
 from tms_core.cli.spec import LeaseSpec, load_spec
+from tms_core.lease_request import ModelRequest
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -35,9 +35,9 @@ def test_every_key(tmp_path: Path) -> None:
     here = path.parent
     assert spec == LeaseSpec(
         models=(
-            ModelArg("add_sub", (here / "models" / "add_sub").as_uri(), 64 * 1024**2),
-            ModelArg("other", "file:///srv/other", 1000),
-            ModelArg("home", "file:///abs/home", 0),
+            ModelRequest("add_sub", (here / "models" / "add_sub").as_uri(), 64 * 1024**2),
+            ModelRequest("other", "file:///srv/other", 1000),
+            ModelRequest("home", "file:///abs/home", 0),
         ),
         name="adder",
         duration_s=600.0,
@@ -50,9 +50,9 @@ def test_every_key(tmp_path: Path) -> None:
 
 def test_flags_override_the_file(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, "models: [{name: a, uri: /a}]\nname: x\nduration: 1m\n"))
-    flags = LeaseSpec(models=(ModelArg("b", "file:///b"),), duration_s=5.0)
+    flags = LeaseSpec(models=(ModelRequest("b", "file:///b"),), duration_s=5.0)
     merged = spec.overridden_by(flags)
-    assert merged.models == (ModelArg("b", "file:///b"),)
+    assert merged.models == (ModelRequest("b", "file:///b"),)
     assert (merged.name, merged.duration_s) == ("x", 5.0)
 
 

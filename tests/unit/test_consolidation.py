@@ -10,6 +10,7 @@ from tests.unit.conftest import GiB, Harness, MakeHarness, pairs, request, serve
 from tms_core.consolidation import MovableLease, Source, plan_moves
 from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, ServerState
 from tms_core.ids import ModelName, ServerId
+from tms_core.lease_request import LeaseOptions
 from tms_core.placement import ModelNeed, ServerView
 
 CONSOLIDATE = {"consolidate": True, "consolidate_idle_s": 60, "consolidate_interval_s": 30}
@@ -265,7 +266,9 @@ async def test_an_exclusive_lease_is_not_moved(make_harness: MakeHarness) -> Non
     h = await make_harness(placement=CONSOLIDATE)
     m = h.manager
     big = await h.make_ready(await m.acquire([request("big", 3 * GiB)]))
-    alone = await h.make_ready(await m.acquire([request("alone", GiB)], exclusive=True))
+    alone = await h.make_ready(
+        await m.acquire([request("alone", GiB)], LeaseOptions(exclusive=True))
+    )
     assert alone.server_id != big.server_id
     h.clock.advance(61)
     await m.tick()

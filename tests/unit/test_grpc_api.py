@@ -13,10 +13,11 @@ import pytest
 from tests.unit.conftest import GiB, Harness, served
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
-from tms_core.api.client import ModelArg, parse_model_arg
+from tms_core.api.client import parse_model_arg
 from tms_core.api.interceptor import ErrorInterceptor
 from tms_core.api.servicer import LeaseServicer, SidecarServicer
 from tms_core.domain import ModelState
+from tms_core.lease_request import ModelRequest
 
 RPC_TIMEOUT = 5.0
 
@@ -202,10 +203,10 @@ async def test_an_unexpected_error_is_internal_and_the_server_keeps_serving(
 
 
 def test_parse_model_arg() -> None:
-    assert parse_model_arg("name=resnet,uri=file:///models/resnet,memory=2GiB") == ModelArg(
+    assert parse_model_arg("name=resnet,uri=file:///models/resnet,memory=2GiB") == ModelRequest(
         "resnet", "file:///models/resnet", 2 * GiB
     )
-    assert parse_model_arg(" name = a , uri = file:///m/a ") == ModelArg("a", "file:///m/a", 0)
+    assert parse_model_arg(" name = a , uri = file:///m/a ") == ModelRequest("a", "file:///m/a", 0)
 
 
 def test_parse_model_arg_makes_a_path_an_absolute_file_uri(

@@ -16,7 +16,7 @@ from tests.unit.conftest import GiB, Harness, MakeHarness, pairs, request, serve
 from tms_core.domain import Assignment, Lease, LeaseState, ModelState, ServerState
 from tms_core.errors import CapacityExceeded, InvalidArgument, LeaseEnded, LeaseNotFound
 from tms_core.ids import ModelName, ServerId
-from tms_core.lease_request import ModelRequest
+from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.manager.facade import LeaseManager
 
 
@@ -37,7 +37,9 @@ async def stored(h: Harness, lease_id: str) -> Lease:
 
 
 async def ready_lease(h: Harness, *models: ModelRequest, duration_s: float = 0.0) -> Lease:
-    lease = await h.manager.acquire(models or [request("resnet")], duration_s=duration_s)
+    lease = await h.manager.acquire(
+        models or [request("resnet")], LeaseOptions(duration_s=duration_s)
+    )
     lease = await h.make_ready(lease)
     assert lease.state is LeaseState.READY
     return lease
@@ -54,7 +56,9 @@ async def unload_all(h: Harness, server_id: str | None) -> None:
 
 async def test_acquire_starts_a_server_and_loads(harness: Harness) -> None:
     h, m = harness, harness.manager
-    lease = await m.acquire([request("resnet", 2 * GiB)], name="my-lease", duration_s=120)
+    lease = await m.acquire(
+        [request("resnet", 2 * GiB)], LeaseOptions(name="my-lease", duration_s=120)
+    )
 
     assert lease.state is LeaseState.LOADING
     assert lease.name == "my-lease"
@@ -77,7 +81,7 @@ async def test_acquire_starts_a_server_and_loads(harness: Harness) -> None:
 
 async def test_lease_is_ready_once_every_model_is_ready(harness: Harness) -> None:
     h, m = harness, harness.manager
-    lease = await m.acquire([request("a"), request("b")], duration_s=120)
+    lease = await m.acquire([request("a"), request("b")], LeaseOptions(duration_s=120))
     sid = lease.server_id
     assert sid is not None
     h.clock.advance(5)
@@ -145,7 +149,7 @@ async def test_a_second_lease_joins_the_server_when_it_fits(harness: Harness) ->
 async def test_a_lease_for_loaded_models_is_ready_at_once(harness: Harness) -> None:
     h, m = harness, harness.manager
     first = await ready_lease(h, request("a"))
-    second = await m.acquire([request("a")], duration_s=60)
+    second = await m.acquire([request("a")], LeaseOptions(duration_s=60))
     assert second.state is LeaseState.READY
     assert second.server_id == first.server_id
     assert second.expires_at == h.clock.now() + 60
@@ -413,7 +417,7 @@ async def test_activity_renewals_are_announced_at_most_once_per_quarter_window(
     harness: Harness,
 ) -> None:
     h, m = harness, harness.manager
-    lease = await m.acquire([request("a")], duration_s=20, activity_window_s=40)
+    lease = await m.acquire([request("a")], LeaseOptions(duration_s=20, activity_window_s=40))
     lease = await h.make_ready(lease)
     assert lease.server_id is not None
 
@@ -432,7 +436,7 @@ async def test_activity_renewals_are_announced_at_most_once_per_quarter_window(
 
 async def test_a_renewal_while_loading_is_kept(harness: Harness) -> None:
     h, m = harness, harness.manager
-    lease = await m.acquire([request("a")], duration_s=60)
+    lease = await m.acquire([request("a")], LeaseOptions(duration_s=60))
     renewed = await m.renew(lease.id, 3000)
     h.clock.advance(1)
     lease = await h.make_ready(lease)
@@ -442,7 +446,7 @@ async def test_a_renewal_while_loading_is_kept(harness: Harness) -> None:
 async def test_durations_over_the_maximum_are_refused(harness: Harness) -> None:
     h, m = harness, harness.manager
     with pytest.raises(InvalidArgument) as info:
-        await m.acquire([request("a")], duration_s=3601)
+        await m.acquire([request("a")], LeaseOptions(duration_s=3601))
     assert info.value.field == "duration"
     assert "lease.max_duration" in info.value.message
     assert "1h00m" in info.value.message
@@ -467,7 +471,7 @@ async def test_the_default_duration_applies(harness: Harness) -> None:
 async def test_a_nan_duration_is_an_invalid_argument(harness: Harness) -> None:
     m = harness.manager
     with pytest.raises(InvalidArgument):
-        await m.acquire([request("a")], duration_s=float("nan"))
+        await m.acquire([request("a")], LeaseOptions(duration_s=float("nan")))
     assert m.list_leases() == []
 
 
@@ -498,7 +502,7 @@ async def test_invalid_requests_name_the_field(
 ) -> None:
     h, m = harness, harness.manager
     with pytest.raises(InvalidArgument) as info:
-        await m.acquire(models, name=name)
+        await m.acquire(models, LeaseOptions(name=name))
     assert info.value.field == field
     assert info.value.message.startswith(f"{field}: ")
     assert words in info.value.message
@@ -507,7 +511,7 @@ async def test_invalid_requests_name_the_field(
 
 
 async def test_a_good_name_is_kept(harness: Harness) -> None:
-    lease = await harness.manager.acquire([request("a")], name="team-a-1")
+    lease = await harness.manager.acquire([request("a")], LeaseOptions(name="team-a-1"))
     assert lease.name == "team-a-1"
 
 
@@ -608,7 +612,7 @@ async def test_releasing_a_waiting_lease_ends_it_at_once(make_harness: MakeHarne
 async def test_a_waiting_lease_can_expire(make_harness: MakeHarness) -> None:
     h = await make_harness(servers={"max_servers": 1, "memory": GiB})
     await ready_lease(h, request("a", GiB), duration_s=3600)
-    waiting = await h.manager.acquire([request("b", GiB)], duration_s=60)
+    waiting = await h.manager.acquire([request("b", GiB)], LeaseOptions(duration_s=60))
     h.clock.advance(60)
     await h.manager.tick()
     assert h.manager.snapshot(waiting.id).state is LeaseState.EXPIRED
@@ -766,9 +770,9 @@ async def test_waiting_leases_are_placed_by_priority_then_age(make_harness: Make
     first = await ready_lease(h, request("a", 2 * GiB))
     older_low = await m.acquire([request("b", 2 * GiB)])
     h.clock.advance(1)
-    newer_high = await m.acquire([request("c", 2 * GiB)], priority=10)
+    newer_high = await m.acquire([request("c", 2 * GiB)], LeaseOptions(priority=10))
     h.clock.advance(1)
-    newest_high = await m.acquire([request("d", 2 * GiB)], priority=10)
+    newest_high = await m.acquire([request("d", 2 * GiB)], LeaseOptions(priority=10))
     assert {m.snapshot(x.id).state for x in (older_low, newer_high, newest_high)} == {
         LeaseState.PENDING
     }
@@ -792,7 +796,7 @@ async def test_plan_decides_without_creating_anything(harness: Harness) -> None:
 async def test_preemption_is_off_by_default(make_harness: MakeHarness) -> None:
     h = await make_harness(servers={"max_servers": 1, "memory": 2 * GiB})
     low = await ready_lease(h, request("a", 2 * GiB))
-    high = await h.manager.acquire([request("b", 2 * GiB)], priority=5)
+    high = await h.manager.acquire([request("b", 2 * GiB)], LeaseOptions(priority=5))
     assert high.state is LeaseState.PENDING
     assert h.manager.snapshot(low.id).state is LeaseState.READY
 
@@ -806,13 +810,13 @@ async def test_preemption_evicts_the_fewest_lower_priority_leases(
     m = h.manager
     keep = await ready_lease(h, request("a", GiB))
     h.clock.advance(1)
-    older = await m.acquire([request("b", GiB)], priority=1)
+    older = await m.acquire([request("b", GiB)], LeaseOptions(priority=1))
     h.clock.advance(1)
-    newer = await m.acquire([request("c", GiB)], priority=1)
+    newer = await m.acquire([request("c", GiB)], LeaseOptions(priority=1))
     sid = keep.server_id
     assert older.server_id == newer.server_id == sid
 
-    high = await m.acquire([request("d", GiB)], priority=5)
+    high = await m.acquire([request("d", GiB)], LeaseOptions(priority=5))
     # One eviction frees enough: the lowest priority goes first, the newest among equals
     # (but `keep`, priority 0, is lower still).
     assert high.state is LeaseState.LOADING and high.server_id == sid
@@ -848,7 +852,7 @@ async def test_a_lease_that_loads_longer_than_its_duration_lives_its_duration_fr
 ) -> None:
     """Loading time is not the holder's to pay: a slow load does not expire the lease."""
     h, m = harness, harness.manager
-    lease = await m.acquire([request("a")], duration_s=60)
+    lease = await m.acquire([request("a")], LeaseOptions(duration_s=60))
     assert lease.state is LeaseState.LOADING and lease.server_id is not None
     # The server is up; the model takes 90 s to load.
     await m.report(
@@ -872,7 +876,8 @@ async def test_a_lease_that_loads_longer_than_its_duration_lives_its_duration_fr
 async def test_a_snapshot_shares_nothing_that_can_change_with_the_lease(harness: Harness) -> None:
     m = harness.manager
     lease = await m.acquire(
-        [request("a")], labels={"team": "ml"}, node_selector={}, avoid=["x"], colocate_with=[]
+        [request("a")],
+        LeaseOptions(labels={"team": "ml"}, node_selector={}, avoid=["x"], colocate_with=[]),
     )
     live = m.leases[lease.id]
     snap = m.snapshot(lease.id)

@@ -27,6 +27,7 @@ from tms_console.console.render import one_line
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ClientError, ModelArg, TmsClient, model_state_name, state_name
 from tms_core.cli.spec import parse_replicas
+from tms_core.lease_request import LeaseOptions, ModelRequest, autoscale_request
 from tms_core.units import parse_duration, parse_size
 
 
@@ -58,15 +59,16 @@ class LeaseForm:
     autoscale: dict[str, Any] | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
-    def acquire_args(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "duration_s": self.duration_s,
-            "activity_window_s": self.activity_window_s,
-            "pool": self.pool,
-            "quota": self.quota,
-            **({"autoscale": self.autoscale} if self.autoscale else {}),
-        }
+    def acquire_args(self) -> tuple[list[ModelRequest], LeaseOptions]:
+        """`TmsClient.acquire`'s arguments: the models and the options the form was given."""
+        return list(self.models), LeaseOptions(
+            name=self.name,
+            duration_s=self.duration_s,
+            activity_window_s=self.activity_window_s,
+            pool=self.pool,
+            quota=self.quota,
+            autoscale=autoscale_request(**self.autoscale) if self.autoscale else None,
+        )
 
 
 def check_form(
@@ -314,7 +316,7 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
     def create(self, form: LeaseForm) -> None:
         try:
             lease = None
-            for lease in self.client.acquire(form.models, **form.acquire_args()):
+            for lease in self.client.acquire(*form.acquire_args()):
                 self.app.call_from_thread(self._progress, lease)
             self.app.call_from_thread(self._finished, lease, None)
         except Exception as exc:  # shown, never a traceback

@@ -28,9 +28,10 @@ from tms_console.jupyter.views import (
     slot_usage,
 )
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ClientError, ModelArg, TmsClient, parse_model_arg, state_name
+from tms_core.api.client import ClientError, TmsClient, parse_model_arg, state_name
 from tms_core.cli.spec import parse_duration_field
 from tms_core.errors import TmsError
+from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import format_duration, parse_size
 
 TABLE_COLUMNS = ("id", "name", "state", "models", "server", "expires in", "activity")
@@ -318,7 +319,7 @@ class Dashboard(w.VBox):
             return
         self._say(f"releasing {lease_id}: {state_name(lease.state)}")
 
-    def form_models(self) -> list[ModelArg]:
+    def form_models(self) -> list[ModelRequest]:
         """The form's model, checked; raises `ValueError` naming the field."""
         name = self.form_model.value.strip()
         uri = self.form_uri.value.strip()
@@ -357,12 +358,12 @@ class Dashboard(w.VBox):
         worker.start()
         return worker
 
-    def _acquire(self, models: list[ModelArg], name: str, duration: float) -> None:
+    def _acquire(self, models: list[ModelRequest], name: str, duration: float) -> None:
         client = self._client_factory(self.target)
         lease: pb.Lease | None = None
         try:
             tied = False
-            for lease in client.acquire(models, name=name, duration_s=duration):
+            for lease in client.acquire(models, LeaseOptions(name=name, duration_s=duration)):
                 if not tied:
                     self._on_acquired(lease)
                     tied = True

@@ -393,14 +393,14 @@ class TmsMagics(Magics):
             raise ValueError(
                 "no models to lease: give -m name=NAME,uri=URI, or models: in the spec"
             )
-        request = spec.acquire_request()
+        options = spec.options()
         client = self.client(target)
         if dry_run:
-            output.print_plan(client.plan(spec.models, **request), mode)
+            output.print_plan(client.plan(spec.models, options), mode)
             return None
         address = self.resolve_target(target)
         started = time.monotonic()
-        updates = client.acquire(spec.models, **request)
+        updates = client.acquire(spec.models, options)
         final: pb.Lease | None = None
         last_state = ""
         try:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -17,7 +16,9 @@ import grpc
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.api.convert import acquire_request_to_pb
 from tms_core.config import DEFAULT_LISTEN
+from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import parse_size, rfc3339
 
 T = TypeVar("T")
@@ -37,14 +38,11 @@ def default_target() -> str:
     return os.environ.get("TMS_TARGET") or DEFAULT_LISTEN
 
 
-@dataclass(frozen=True)
-class ModelArg:
-    name: str
-    uri: str
-    memory_bytes: int = 0
+# The name the console's form still uses for `ModelRequest`; the same type.
+ModelArg = ModelRequest
 
 
-def parse_model_arg(text: str) -> ModelArg:
+def parse_model_arg(text: str) -> ModelRequest:
     """`name=NAME,uri=URI[,memory=2GiB]`; a URI without a scheme is a local path."""
     fields: dict[str, str] = {}
     for part in text.split(","):
@@ -70,7 +68,7 @@ def parse_model_arg(text: str) -> ModelArg:
             memory = parse_size(fields["memory"])
         except ValueError as exc:
             raise ValueError(f"memory: {exc}") from None
-    return ModelArg(fields["name"], uri, memory)
+    return ModelRequest(fields["name"], uri, memory)
 
 
 def state_name(state: int) -> str:
@@ -118,50 +116,6 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
         "created_at": rfc3339(lease.created_at),
         "expires_at": rfc3339(lease.expires_at),
     }
-
-
-def _acquire_request(
-    models: Sequence[ModelArg],
-    *,
-    name: str = "",
-    duration_s: float = 0.0,
-    activity_window_s: float = 0.0,
-    pool: str = "",
-    quota: int = 0,
-    tritonserver: str = "",
-    gpus: int | None = None,
-    gpu_product: str = "",
-    node_selector: dict[str, str] | None = None,
-    exclusive: bool = False,
-    colocate_with: Sequence[str] = (),
-    avoid: Sequence[str] = (),
-    labels: dict[str, str] | None = None,
-    priority: int = 0,
-    autoscale: pb.Autoscale | Mapping[str, Any] | None = None,
-) -> pb.AcquireRequest:
-    request = pb.AcquireRequest(
-        models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
-        name=name,
-        duration_s=duration_s,
-        activity_window_s=activity_window_s,
-        pool=pool,
-        quota=quota,
-        tritonserver=tritonserver,
-        gpu_product=gpu_product,
-        node_selector=node_selector or {},
-        exclusive=exclusive,
-        colocate_with=list(colocate_with),
-        avoid=list(avoid),
-        labels=labels or {},
-        priority=priority,
-    )
-    if gpus is not None:
-        request.gpus = gpus
-    if autoscale is not None:
-        request.autoscale.CopyFrom(
-            autoscale if isinstance(autoscale, pb.Autoscale) else pb.Autoscale(**autoscale)
-        )
-    return request
 
 
 class _CallDetails(
@@ -253,33 +207,13 @@ class TmsClient:
         return ClientError(exc.details() or code.name, code)
 
     def acquire(
-        self,
-        models: Sequence[ModelArg],
-        *,
-        name: str = "",
-        duration_s: float = 0.0,
-        activity_window_s: float = 0.0,
-        pool: str = "",
-        quota: int = 0,
-        tritonserver: str = "",
-        **placement: Any,
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
     ) -> Generator[pb.Lease, None, None]:
         """The new lease, once now and again on each change until READY or FAILED.
 
-        `placement` takes gpus, gpu_product, node_selector, exclusive, colocate_with, avoid,
-        labels and priority (see docs/placement.md), and autoscale (min_replicas,
-        max_replicas, metric, target; docs/leases.md)."""
-        request = _acquire_request(
-            models,
-            name=name,
-            duration_s=duration_s,
-            activity_window_s=activity_window_s,
-            pool=pool,
-            quota=quota,
-            tritonserver=tritonserver,
-            **placement,
-        )
-        stream = self._stub.Acquire(request)
+        `options` (None: every default) are described on `LeaseOptions`, docs/placement.md
+        and docs/leases.md."""
+        stream = self._stub.Acquire(acquire_request_to_pb(models, options))
         try:
             yield from stream
         except grpc.RpcError as exc:
@@ -287,9 +221,11 @@ class TmsClient:
         finally:
             stream.cancel()
 
-    def plan(self, models: Sequence[ModelArg], **options: Any) -> pb.PlanResponse:
+    def plan(
+        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+    ) -> pb.PlanResponse:
         """Where `acquire` with the same arguments would put the lease now, and why."""
-        return self._call(self._stub.Plan, _acquire_request(models, **options))
+        return self._call(self._stub.Plan, acquire_request_to_pb(models, options))
 
     def cluster(self) -> pb.ClusterStatus:
         return self._call(self._cluster.Cluster, pb.Empty())

@@ -1,6 +1,9 @@
-"""Between domain objects and their protobuf messages."""
+"""Between domain objects and their protobuf messages; the acquire request both ways, used by
+the servicer and the client alike."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.domain import (
@@ -15,6 +18,7 @@ from tms_core.domain import (
 )
 from tms_core.events import Event
 from tms_core.ids import ModelName
+from tms_core.lease_request import LeaseOptions, ModelRequest, autoscale_request
 
 LEASE_STATES = {
     LeaseState.PENDING: pb.LEASE_PENDING,
@@ -42,13 +46,11 @@ ROUTER_HOST = "127.0.0.1"
 
 def autoscale_from_pb(message: pb.Autoscale) -> LeaseAutoscale:
     """The lease's autoscaling, with the documented defaults for fields left at 0 or ""."""
-    default = LeaseAutoscale()
-    minimum = message.min_replicas or default.min_replicas
-    return LeaseAutoscale(
-        min_replicas=minimum,
-        max_replicas=message.max_replicas or minimum,
-        metric=message.metric or default.metric,
-        target=message.target or default.target,
+    return autoscale_request(
+        min_replicas=message.min_replicas,
+        max_replicas=message.max_replicas,
+        metric=message.metric,
+        target=message.target,
     )
 
 
@@ -59,6 +61,61 @@ def autoscale_to_pb(autoscale: LeaseAutoscale) -> pb.Autoscale:
         metric=autoscale.metric,
         target=autoscale.target,
     )
+
+
+def acquire_request_to_pb(
+    models: Sequence[ModelRequest], options: LeaseOptions | None = None
+) -> pb.AcquireRequest:
+    """The `Acquire` (and `Plan`) request for these models and options."""
+    options = options or LeaseOptions()
+    request = pb.AcquireRequest(
+        models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
+        name=options.name,
+        duration_s=options.duration_s,
+        activity_window_s=options.activity_window_s,
+        pool=options.pool,
+        quota=options.quota,
+        tritonserver=options.tritonserver,
+        gpu_product=options.gpu_product,
+        node_selector=dict(options.node_selector),
+        exclusive=options.exclusive,
+        colocate_with=list(options.colocate_with),
+        avoid=list(options.avoid),
+        labels=dict(options.labels),
+        priority=options.priority,
+    )
+    # Unset, not 0: the daemon picks (1 GPU on a machine with GPUs, else 0).
+    if options.gpus is not None:
+        request.gpus = options.gpus
+    if options.autoscale is not None:
+        request.autoscale.CopyFrom(autoscale_to_pb(options.autoscale))
+    return request
+
+
+def acquire_request_from_pb(
+    request: pb.AcquireRequest,
+) -> tuple[list[ModelRequest], LeaseOptions]:
+    """The models and options of an `Acquire` (or `Plan`) request, as sent: the lease manager
+    checks them, naming the field it refuses."""
+    models = [ModelRequest(m.name, m.uri, m.memory_bytes) for m in request.models]
+    options = LeaseOptions(
+        name=request.name,
+        duration_s=request.duration_s,
+        activity_window_s=request.activity_window_s,
+        pool=request.pool,
+        quota=request.quota,
+        tritonserver=request.tritonserver,
+        gpus=request.gpus if request.HasField("gpus") else None,
+        gpu_product=request.gpu_product,
+        node_selector=dict(request.node_selector),
+        exclusive=request.exclusive,
+        colocate_with=tuple(request.colocate_with),
+        avoid=tuple(request.avoid),
+        labels=dict(request.labels),
+        priority=request.priority,
+        autoscale=(autoscale_from_pb(request.autoscale) if request.HasField("autoscale") else None),
+    )
+    return models, options
 
 
 def endpoints_pb(

@@ -12,7 +12,7 @@ from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.cluster import cluster_status, models_status
 from tms_core.api.convert import (
-    autoscale_from_pb,
+    acquire_request_from_pb,
     event_to_pb,
     lease_to_pb,
     name_to_pb,
@@ -22,7 +22,6 @@ from tms_core.api.convert import (
 )
 from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
-from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.manager.facade import LeaseManager
 
 # grpc ships no type hints for its aio context.
@@ -31,30 +30,6 @@ Context: TypeAlias = Any
 
 class ServerUnknown(TmsError):
     code = grpc.StatusCode.NOT_FOUND
-
-
-def _lease_request(request: pb.AcquireRequest) -> tuple[list[ModelRequest], dict[str, Any]]:
-    models = [ModelRequest(m.name, m.uri, m.memory_bytes) for m in request.models]
-    options: dict[str, Any] = {
-        "name": request.name,
-        "duration_s": request.duration_s,
-        "activity_window_s": request.activity_window_s,
-        "pool": request.pool,
-        "quota": request.quota,
-        "tritonserver": request.tritonserver,
-        "gpus": request.gpus if request.HasField("gpus") else None,
-        "gpu_product": request.gpu_product,
-        "node_selector": dict(request.node_selector),
-        "exclusive": request.exclusive,
-        "colocate_with": list(request.colocate_with),
-        "avoid": list(request.avoid),
-        "labels": dict(request.labels),
-        "priority": request.priority,
-        "autoscale": autoscale_from_pb(request.autoscale)
-        if request.HasField("autoscale")
-        else None,
-    }
-    return models, options
 
 
 class LeaseServicer(pb_grpc.LeaseServiceServicer):
@@ -72,8 +47,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     async def Acquire(
         self, request: pb.AcquireRequest, context: Context
     ) -> AsyncIterator[pb.Lease]:
-        models, options = _lease_request(request)
-        lease = await self._manager.acquire(models, LeaseOptions(**options))
+        models, options = acquire_request_from_pb(request)
+        lease = await self._manager.acquire(models, options)
         last = None
         async for current in self._manager.follow(
             lease.id,
@@ -85,8 +60,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 last = message
 
     async def Plan(self, request: pb.AcquireRequest, context: Context) -> pb.PlanResponse:
-        models, options = _lease_request(request)
-        decision = await self._manager.plan(models, LeaseOptions(**options))
+        models, options = acquire_request_from_pb(request)
+        decision = await self._manager.plan(models, options)
         if isinstance(decision, placement.JoinServer):
             return pb.PlanResponse(
                 decision="join", server_id=decision.server_id, reason=decision.why

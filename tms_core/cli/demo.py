@@ -19,10 +19,11 @@ import click
 import numpy as np
 
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ClientError, ModelArg, TmsClient, state_name
+from tms_core.api.client import ClientError, TmsClient, state_name
 from tms_core.backends.local import free_ports
 from tms_core.cli import output
 from tms_core.cli.common import one_line_errors
+from tms_core.lease_request import LeaseOptions, ModelRequest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
 
@@ -81,10 +82,14 @@ def demo(examples: Path) -> None:
             wait_for_daemon(client, proc, timeout=30)
             say("[bold]2.[/] acquiring a lease on add_sub and blob_classifier")
             models = [
-                ModelArg("add_sub", (examples / "add_sub").as_uri(), 64 * 1024**2),
-                ModelArg("blob_classifier", (examples / "blob_classifier").as_uri(), 128 * 1024**2),
+                ModelRequest("add_sub", (examples / "add_sub").as_uri(), 64 * 1024**2),
+                ModelRequest(
+                    "blob_classifier", (examples / "blob_classifier").as_uri(), 128 * 1024**2
+                ),
             ]
-            lease = output.follow_with_progress(client.acquire(models, duration_s=600), show=True)
+            lease = output.follow_with_progress(
+                client.acquire(models, LeaseOptions(duration_s=600)), show=True
+            )
             output.print_lease(lease)
             if lease.state != pb.LEASE_READY:
                 raise ClientError(

@@ -21,6 +21,7 @@ from tms_core.cli.common import (
     pass_context,
 )
 from tms_core.cli.spec import (
+    AutoscaleFields,
     LeaseSpec,
     load_spec,
     local_path,
@@ -200,8 +201,8 @@ def spec_from_flags(
 
 def _autoscale_flags(
     replicas: str | None, metric: str | None, target: float | None
-) -> dict[str, Any] | None:
-    given: dict[str, Any] = parse_replicas(replicas) if replicas else {}
+) -> AutoscaleFields | None:
+    given: AutoscaleFields = parse_replicas(replicas) if replicas else {}
     if metric is not None:
         given["metric"] = metric
     if target is not None:
@@ -239,11 +240,11 @@ def _acquire(
     if not spec.models:
         raise ValueError("no models to lease: give -m name=NAME,uri=URI, or models: in a -f file")
     mode = ctx.mode(fmt)
-    request = spec.acquire_request()
+    options = spec.options()
     if dry_run:
-        output.print_plan(ctx.client.plan(spec.models, **request), mode)
+        output.print_plan(ctx.client.plan(spec.models, options), mode)
         return
-    updates = ctx.client.acquire(spec.models, **request)
+    updates = ctx.client.acquire(spec.models, options)
     if no_wait:
         final = next(updates)
         updates.close()

@@ -10,11 +10,11 @@ import difflib
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlparse
 
-from tms_core.api.client import ModelArg
 from tms_core.cli.yamlfile import load_yaml
+from tms_core.lease_request import LeaseOptions, ModelRequest, autoscale_request
 from tms_core.units import parse_duration, parse_size
 
 SPEC_KEYS = (
@@ -39,11 +39,21 @@ AUTOSCALE_KEYS = ("min_replicas", "max_replicas", "metric", "target")
 MODEL_KEYS = ("name", "uri", "memory")
 
 
+class AutoscaleFields(TypedDict, total=False):
+    """The `autoscale` keys given (a flag may give one and the file the others); those left
+    out take `autoscale_request`'s defaults."""
+
+    min_replicas: int
+    max_replicas: int
+    metric: str
+    target: float
+
+
 @dataclass(frozen=True)
 class LeaseSpec:
     """What to acquire; `None` means not given (the daemon's default, or the file's)."""
 
-    models: tuple[ModelArg, ...] | None = None
+    models: tuple[ModelRequest, ...] | None = None
     name: str | None = None
     duration_s: float | None = None
     activity_window_s: float | None = None
@@ -58,35 +68,27 @@ class LeaseSpec:
     avoid: tuple[str, ...] | None = None
     labels: dict[str, str] | None = None
     priority: int | None = None
-    autoscale: dict[str, Any] | None = None
+    autoscale: AutoscaleFields | None = None
 
-    def acquire_request(self) -> dict[str, Any]:
-        """`TmsClient.acquire`'s keyword arguments (besides the models) for this spec."""
-        return {
-            "name": self.name or "",
-            "duration_s": self.duration_s or 0.0,
-            "activity_window_s": self.activity_window_s or 0.0,
-            "pool": self.pool or "",
-            "quota": self.quota or 0,
-            "tritonserver": self.tritonserver or "",
-            **self.placement_options(),
-        }
-
-    def placement_options(self) -> dict[str, Any]:
-        """The client's keyword arguments for the placement constraints that were given."""
-        options: dict[str, Any] = {
-            "gpus": self.gpus,
-            "gpu_product": self.gpu_product or "",
-            "node_selector": self.node_selector or {},
-            "exclusive": bool(self.exclusive),
-            "colocate_with": list(self.colocate_with or ()),
-            "avoid": list(self.avoid or ()),
-            "labels": self.labels or {},
-            "priority": self.priority or 0,
-        }
-        if self.autoscale:
-            options["autoscale"] = dict(self.autoscale)
-        return options
+    def options(self) -> LeaseOptions:
+        """The lease options this spec asks for; what it leaves out is the daemon's default."""
+        return LeaseOptions(
+            name=self.name or "",
+            duration_s=self.duration_s or 0.0,
+            activity_window_s=self.activity_window_s or 0.0,
+            pool=self.pool or "",
+            quota=self.quota or 0,
+            tritonserver=self.tritonserver or "",
+            gpus=self.gpus,
+            gpu_product=self.gpu_product or "",
+            node_selector=dict(self.node_selector or {}),
+            exclusive=bool(self.exclusive),
+            colocate_with=tuple(self.colocate_with or ()),
+            avoid=tuple(self.avoid or ()),
+            labels=dict(self.labels or {}),
+            priority=self.priority or 0,
+            autoscale=autoscale_request(**self.autoscale) if self.autoscale else None,
+        )
 
     def overridden_by(self, other: LeaseSpec) -> LeaseSpec:
         """This spec with every field that `other` gives replaced (`-m` replaces all models)."""
@@ -202,28 +204,34 @@ def spec_from_data(data: Any, *, base: Path, where: str = "") -> LeaseSpec:
     )
 
 
-def _autoscale(value: Any, where: str) -> dict[str, Any] | None:
+def _autoscale(value: Any, where: str) -> AutoscaleFields | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ValueError(f"{where}: expected a mapping of {', '.join(AUTOSCALE_KEYS)}")
-    result: dict[str, Any] = {}
+    result: AutoscaleFields = {}
     for key, item in value.items():
         if key not in AUTOSCALE_KEYS:
             raise unknown_key(f"{where}: ", key, AUTOSCALE_KEYS)
         if key in ("min_replicas", "max_replicas"):
             if isinstance(item, bool) or not isinstance(item, int) or item < 1:
                 raise ValueError(f"{where}.{key}: expected a whole number of at least 1")
+            if key == "min_replicas":
+                result["min_replicas"] = item
+            else:
+                result["max_replicas"] = item
         elif key == "metric":
             if not isinstance(item, str):
                 raise ValueError(f"{where}.metric: expected a metric name")
-        elif isinstance(item, bool) or not isinstance(item, int | float) or item <= 0:
-            raise ValueError(f"{where}.target: expected a number above 0")
-        result[str(key)] = item
+            result["metric"] = item
+        else:
+            if isinstance(item, bool) or not isinstance(item, int | float) or item <= 0:
+                raise ValueError(f"{where}.target: expected a number above 0")
+            result["target"] = item
     return result
 
 
-def parse_replicas(text: str, flag: str = "--autoscale") -> dict[str, int]:
+def parse_replicas(text: str, flag: str = "--autoscale") -> AutoscaleFields:
     """`2:8` (or `8`, meaning 1 to 8) as min and max replicas."""
     low, sep, high = text.partition(":")
     try:
@@ -235,7 +243,7 @@ def parse_replicas(text: str, flag: str = "--autoscale") -> dict[str, int]:
     return {"min_replicas": minimum, "max_replicas": maximum}
 
 
-def _models(value: Any, base: Path, where: str) -> tuple[ModelArg, ...]:
+def _models(value: Any, base: Path, where: str) -> tuple[ModelRequest, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{where}models: expected a list of {{name, uri, memory}}")
     models = []
@@ -261,5 +269,5 @@ def _models(value: Any, base: Path, where: str) -> tuple[ModelArg, ...]:
                 memory = parse_size(str(raw))
             except ValueError as exc:
                 raise ValueError(f"{at}memory: {exc}") from None
-        models.append(ModelArg(entry["name"], uri, memory))
+        models.append(ModelRequest(entry["name"], uri, memory))
     return tuple(models)
