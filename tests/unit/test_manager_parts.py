@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import Harness, request, served
-from tms_core.domain import LeaseState, ModelState
+from tms_core.domain import LeaseState, ModelState, Pool
 from tms_core.lease_request import LeaseOptions
 from tms_core.manager.facade import LeaseManager
 from tms_core.store.protocol import StateTransaction
@@ -133,3 +133,20 @@ async def test_a_model_reported_failed_fails_its_lease_and_says_which(harness: H
     assert failed.state is LeaseState.FAILED
     assert failed.reason == "model 'b': bad config"
     assert m.desired(lease.server_id) == []
+
+
+async def test_no_deadline_is_left_in_the_past_by_a_pass(harness: Harness) -> None:
+    """An idle server its pool keeps for the minimum has no idle deadline: a deadline a pass
+    cannot move would spin the reconciler and starve the API."""
+    h, m = harness, harness.manager
+    await m.create_pool(
+        Pool("warm", "", 0, min_servers=1, max_servers=2, quota_per_server=4, created_at=0)
+    )
+    await m.tick()
+    (server_id,) = list(m.servers)
+    await m.report(server_id, triton_ready=True, models=[])
+    h.clock.advance(h.settings.servers.idle_grace + 1)
+    await m.tick()
+    assert list(m.servers) == [server_id], "the pool's minimum server stays"
+    deadline = m.next_deadline()
+    assert deadline is None or deadline > h.clock.now()

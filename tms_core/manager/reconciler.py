@@ -61,7 +61,8 @@ class Reconciler:
         for server in ledger.servers.values():
             if server.state is ServerState.STARTING:
                 deadlines.append(server.created_at + servers.start_timeout)
-            if server.idle_since is not None:
+            if server.idle_since is not None and not ledger.pools.needs(server, ledger.servers):
+                # (An idle server its pool needs for its minimum has no deadline: it stays.)
                 deadlines.append(server.idle_since + servers.idle_grace)
         for move in ledger.moving.moves.values():
             deadlines.append(move.started_at + servers.start_timeout)
@@ -146,3 +147,6 @@ class Reconciler:
             if deadline is not None:
                 wake_at = min(deadline, wake_at)
             await self._clock.sleep_until(wake_at, changed)
+            # A pass that found work due at once goes again, but never without letting the
+            # API and the sidecars in: a deadline that a pass cannot move must not starve them.
+            await asyncio.sleep(0)
