@@ -5,8 +5,9 @@ The standard AWS configuration works with no setting of ours (AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_REGION, AWS_PROFILE, the
 shared config files and, on Kubernetes, the pod's web identity); a repository's own settings
 (endpoint, region, addressing style, profile, credentials, anonymous access) win over it.
-Downloads go through boto3's TransferManager (parallel ranged GETs, all files at once), with
-the store's checksums validated where the object has them.
+Downloads go through boto3's TransferManager (parallel ranged GETs, all files at once);
+botocore validates the store's checksums where a response carries them (its default,
+`response_checksum_validation: when_supported`).
 """
 
 from __future__ import annotations
@@ -194,7 +195,6 @@ class S3Source:
                             bucket,
                             key,
                             str(path),
-                            extra_args={"ChecksumMode": "ENABLED"},
                             subscribers=[_Progress(transfer)],
                         )
                     )
