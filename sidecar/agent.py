@@ -10,11 +10,12 @@ from pathlib import Path
 
 import grpc
 
-from sidecar.fetch import FetchError, fetch, remove
+from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_http import IndexEntry, TritonError, TritonHttp
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.repos.settings import RepositorySettings
 
 log = logging.getLogger("sidecar")
 
@@ -51,7 +52,9 @@ class Agent:
         triton: TritonHttp,
         model_dir: Path,
         stats_interval: float = 1.0,
+        fetcher: Fetcher | None = None,
     ) -> None:
+        self._fetcher = fetcher or Fetcher(RepositorySettings(), model_dir, None)
         self._stats_interval = stats_interval
         self._gpu = GpuReader()
         self._daemon = daemon
@@ -194,8 +197,8 @@ class Agent:
     async def _load(self, name: str, uri: str) -> None:
         self._set(name, uri, pb.MODEL_FETCHING)
         try:
-            await asyncio.to_thread(fetch, uri, name, self._model_dir)
-        except (FetchError, OSError) as exc:
+            await asyncio.to_thread(self._fetcher.fetch, name, uri)
+        except (RepositoryError, OSError) as exc:
             self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
             return
         self._set(name, uri, pb.MODEL_LOADING)
@@ -228,7 +231,7 @@ class Agent:
                     break
                 await asyncio.sleep(0.05)
         # Removing the directory takes the model out of Triton's repository index too.
-        await asyncio.to_thread(remove, self._model_dir / name)
+        await asyncio.to_thread(self._fetcher.remove, name)
         await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
         log.info("unloaded %s", name)

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from tms_core.errors import ConfigError
 from tms_core.inventory import parse_gpus
+from tms_core.repos.settings import RepositorySettings
 from tms_core.units import parse_duration, parse_size
 
 DEFAULT_LISTEN = "127.0.0.1:30345"
@@ -219,6 +220,16 @@ class KubernetesSettings(_Section):
     model_volume_path: str = "/model-store"
     """Where the model volume is mounted (read-only) in the sidecar."""
 
+    repository_secret: str = ""
+    """A Secret with the model repositories' credentials, given to every sidecar: its keys
+    as environment variables (`AWS_ACCESS_KEY_ID`, … and the variables `credentials_env`
+    names) and as files under /etc/tms/repositories (`secrets.yaml`, which becomes
+    `repositories.secrets_file`). "": none (web identity or public stores)."""
+
+    model_cache_path: str = ""
+    """A directory on each node (hostPath) holding the node's model cache, shared by its
+    server pods; "": each pod downloads into its own scratch volume."""
+
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels added to every object the daemon creates (and its pods)."""
 
@@ -303,6 +314,7 @@ class Settings(BaseSettings):
     local: LocalSettings = Field(default_factory=LocalSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    repositories: RepositorySettings = Field(default_factory=RepositorySettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -116,6 +116,8 @@ def _local(settings: Settings, clock: Clock, store: Store, state: Path, listen: 
         daemon_address=_sidecar_address(listen),
         locate_other=lambda binary: locate(binary, None, work_dir=state.parent),
         router=router,
+        repositories=settings.repositories,
+        cache_dir=settings.repositories.cache_dir or state.parent / "model-cache",
     )
     manager = LeaseManager(
         store=store,
@@ -151,7 +153,9 @@ async def _kubernetes(settings: Settings, clock: Clock, store: Store) -> _Wiring
     from tms_core.backends.kubernetes import KubernetesBackend, connect
 
     api, namespace = connect(settings.kubernetes)
-    backend = KubernetesBackend(settings.kubernetes, api, namespace)
+    backend = KubernetesBackend(
+        settings.kubernetes, api, namespace, repositories=settings.repositories
+    )
     manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
     backend.attach(manager.note_reason, manager.set_nodes)
     return _Wiring(

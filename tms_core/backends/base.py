@@ -58,6 +58,12 @@ class Backend(Protocol):
         returns the model's framework when it can tell, else None."""
         ...
 
+    async def check_present(self, field: str, name: str, uri: str) -> None:
+        """Raises InvalidArgument (naming `field` and the model) unless the model at `uri`
+        exists and is readable with the configured credentials (a HEAD or a listing; the
+        download is the sidecar's)."""
+        ...
+
     def check_tritonserver(self, binary: str) -> None:
         """Raises InvalidArgument for a Triton that may not go on the allowlist."""
         ...
@@ -92,6 +98,9 @@ class BackendDefaults:
         return None
 
     def check_model(self, field: str, name: str, uri: str) -> str | None:
+        return None
+
+    async def check_present(self, field: str, name: str, uri: str) -> None:
         return None
 
     def check_tritonserver(self, binary: str) -> None:

@@ -30,12 +30,15 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from tms_core import modelrepo
 from tms_core.backends import kubernetes_objects as objects
 from tms_core.backends.base import BackendDefaults
 from tms_core.config import KubernetesSettings
 from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.ids import LeaseId, ServerId
 from tms_core.inventory import Gpu, Node
+from tms_core.repos.fetcher import Repositories
+from tms_core.repos.settings import RepositorySettings
 from tms_core.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -177,8 +180,10 @@ class KubernetesBackend(BackendDefaults):
         lease_problem: Callable[[LeaseId, str], Awaitable[None]] | None = None,
         nodes_changed: Callable[[list[Node]], Awaitable[None]] | None = None,
         settle_within: float = 5.0,
+        repositories: RepositorySettings | None = None,
     ) -> None:
         self._settings = settings
+        self._repositories = Repositories(repositories or RepositorySettings())
         self._check_model = objects.check_model_uri(settings)
         self.namespace = namespace
         self._apps = k8s.AppsV1Api(api)
@@ -262,7 +267,11 @@ class KubernetesBackend(BackendDefaults):
     async def start(self, server: Server) -> None:
         plan = self._plans.get(server.id) or objects.ServerPlan(image=server.binary)
         manifest = objects.server_deployment(
-            server, plan, namespace=self.namespace, settings=self._settings
+            server,
+            plan,
+            namespace=self.namespace,
+            settings=self._settings,
+            repositories=self._repositories.settings,
         )
         created = await self._call(
             f"creating Deployment {manifest['metadata']['name']}",
@@ -316,6 +325,10 @@ class KubernetesBackend(BackendDefaults):
 
     def check_model(self, field: str, name: str, uri: str) -> str | None:
         return self._check_model(field, name, uri)
+
+    async def check_present(self, field: str, name: str, uri: str) -> None:
+        # The daemon's pod reaches the stores with the same Secret as the sidecars.
+        await modelrepo.check_present(field, name, uri, self._repositories)
 
     def attach(
         self,

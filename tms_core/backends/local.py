@@ -23,6 +23,8 @@ from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.errors import InvalidArgument, TritonNotFound
 from tms_core.ids import ServerId
 from tms_core.procs import cmdline
+from tms_core.repos.fetcher import Repositories
+from tms_core.repos.settings import RepositorySettings
 from tms_core.routing import RouterProcess, compute_routes
 from tms_core.triton.locate import TritonInstall
 
@@ -102,8 +104,12 @@ class LocalBackend(BackendDefaults):
         daemon_address: str,
         locate_other: Callable[[Path], TritonInstall] | None = None,
         router: RouterProcess | None = None,
+        repositories: RepositorySettings | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self._router = router
+        self._repositories = Repositories(repositories or RepositorySettings())
+        self._cache_dir = cache_dir
         self._install = install
         self._installs = {str(install.binary): install}
         self._locate_other = locate_other
@@ -117,7 +123,10 @@ class LocalBackend(BackendDefaults):
         return str(self._install.binary)
 
     def check_model(self, field: str, name: str, uri: str) -> str | None:
-        return modelrepo.check_model(field, name, uri)
+        return modelrepo.check_model(field, name, uri, self._repositories)
+
+    async def check_present(self, field: str, name: str, uri: str) -> None:
+        await modelrepo.check_present(field, name, uri, self._repositories)
 
     def check_tritonserver(self, binary: str) -> None:
         check_tritonserver(binary)
@@ -216,7 +225,10 @@ class LocalBackend(BackendDefaults):
             f"--server-id={server.id}",
             f"--triton-http={server.http_endpoint}",
             f"--model-dir={work / 'models'}",
+            f"--repositories={self._repositories_file()}",
         ]
+        if self._cache_dir is not None:
+            sidecar_cmd.append(f"--cache-dir={self._cache_dir}")
         with open(work / "sidecar.log", "ab") as sidecar_log:
             sidecar = subprocess.Popen(
                 sidecar_cmd,
@@ -228,6 +240,18 @@ class LocalBackend(BackendDefaults):
             )
         self._children[sidecar.pid] = sidecar
         server.sidecar_pid = sidecar.pid
+
+    def _repositories_file(self) -> Path:
+        """The repository settings for the sidecars, readable by the daemon's user alone.
+        They name where credentials are (the secrets file, variables), never hold them."""
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        path = self._work_dir / "repositories.json"
+        staged = path.with_name(f".repositories.{os.getpid()}.json")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self._repositories.settings.to_sidecar_json())
+        staged.rename(path)
+        return path
 
     def _alive(self, pid: int | None, marker: str) -> bool:
         if pid is None:

@@ -290,6 +290,14 @@ class LeaseManager:
         """Creates and places a lease: READY at once if it joins a server holding its
         models, LOADING on a server, or PENDING with the reason it waits."""
         lease = self._new_lease(models, options or LeaseOptions(), allocate=True)
+        # Every model exists and is readable, or the lease is refused now, naming it (checked
+        # outside the lock: a store's answer takes a network round trip).
+        await asyncio.gather(
+            *(
+                self._backend.check_present(f"models[{i}]", m.name, m.uri)
+                for i, m in enumerate(models)
+            )
+        )
         now = lease.created_at
         ledger = self.ledger
         async with self._lock:
