@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         server_id=args.server_id,
         triton=TritonHttp(args.triton_http),
         model_dir=args.model_dir,
+        # Given by the daemon in the environment: good only for this server's reports.
+        credential=os.environ.get("TMS_SIDECAR_TOKEN", ""),
     )
 
     async def run() -> None:
