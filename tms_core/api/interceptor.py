@@ -48,8 +48,12 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) ->
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def _code(exc: BaseException | None) -> str:
+def _code(exc: BaseException | None, *, answered: bool = False) -> str:
     if exc is None:
+        return "OK"
+    if answered and not isinstance(exc, Exception):
+        # The caller stopped reading a stream after its answer (Acquire's lease, say):
+        # what the call does was done.
         return "OK"
     if isinstance(exc, TmsError):
         return str(exc.code.name)
@@ -69,7 +73,7 @@ def _target(message: Any) -> str:
 class _Call:
     """One call as it passes: its principal, outcome and what to record."""
 
-    __slots__ = ("method", "principal", "rule", "started", "target")
+    __slots__ = ("answered", "method", "principal", "rule", "started", "target")
 
     def __init__(self, method: str, rule: policy.Rule) -> None:
         self.method = method
@@ -77,12 +81,13 @@ class _Call:
         self.principal: Principal | None = None
         self.started = time.perf_counter()
         self.target = ""
+        self.answered = False
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authentication, authorisation, error mapping, audit and metrics (see the module).
 
-    Without an `authority` (unit tests of servicers), every caller is an admin."""
+    Without an `authority` (unit tests of servicers), nothing is checked."""
 
     def __init__(
         self,
@@ -111,12 +116,12 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     # ------------------------------------------------------------------ checks
 
     def _admit(self, call: _Call, metadata: Any, request: Any) -> Principal:
-        if self._authority is None:
-            principal = Principal("unchecked", Role.ADMIN)
-        else:
-            principal = self._authority.authenticate(metadata)
-        call.principal = principal
         call.target = _target(request)
+        if self._authority is None:
+            call.principal = Principal("unchecked", Role.ADMIN)
+            return call.principal
+        principal = self._authority.authenticate(metadata)
+        call.principal = principal
         policy.authorize(principal, call.method, call.rule)
         if call.rule.access is policy.Access.SIDECAR:
             policy.authorize_server(principal, call.method, request.server_id)
@@ -143,7 +148,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 policy.authorize_tenant(principal, method, what, tenant)
 
     def _finish(self, call: _Call, exc: BaseException | None, *, unary: bool) -> None:
-        code = _code(exc)
+        code = _code(exc, answered=call.answered)
         name = policy.short(call.method)
         metrics.API_REQUESTS.labels(name, code).inc()
         if unary:
@@ -218,6 +223,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     async for item in inner_us(request, context):
                         if not call.target:
                             call.target = _target(item)
+                        call.answered = True
                         yield item
                 except Exception as exc:
                     failure = exc

@@ -83,7 +83,13 @@ class TenantTable:
     def usage(self, tenant: str, live: Iterable[Lease]) -> TenantUsage:
         used = TenantUsage()
         for lease in live:
-            if lease.tenant == tenant and lease.id not in self.waiting:
+            # A released lease's memory is still counted by placement until it is unloaded,
+            # but its holder has given it up: it no longer takes the tenant's quota.
+            if (
+                lease.tenant == tenant
+                and lease.id not in self.waiting
+                and lease.state is not LeaseState.RELEASING
+            ):
                 used.add(lease)
         return used
 
