@@ -147,7 +147,7 @@ class _Identity:
     authority: Authority
     audit: AuditLog
     token_file: Path | None = None
-    pointer: Path | None = None
+    pointers: list[Path | None] = field(default_factory=list)
 
 
 async def _identity(settings: Settings, clock: Clock, store: Store, state: Path) -> _Identity:
@@ -162,12 +162,7 @@ async def _identity(settings: Settings, clock: Clock, store: Store, state: Path)
     registry = TokenRegistry(await store.load_tokens(), clock=clock, persist=persist)
     sidecars = SidecarKeys.in_state_dir(state.parent)
     authority = Authority(registry, sidecars, tokens_required=settings.identity.tokens)
-    found = _Identity(registry, sidecars, authority, AuditLog(write_audit))
-    if settings.identity.local_admin_token:
-        found.token_file = await local_identity.ensure_admin_token(registry, state.parent)
-    if not settings.identity.tokens:
-        log.warning("identity.tokens is off: every API caller is an admin")
-    return found
+    return _Identity(registry, sidecars, authority, AuditLog(write_audit))
 
 
 def _state_gauges(manager: LeaseManager) -> Callable[[], dict[str, Any]]:
@@ -318,6 +313,12 @@ async def serve(
         await wiring.before_recover()
         await manager.recover()
         gctune.tune_gc()
+        if settings.identity.local_admin_token:
+            identity.token_file = await local_identity.ensure_admin_token(
+                identity.registry, state.parent
+            )
+        if not settings.identity.tokens:
+            log.warning("identity.tokens is off: every API caller is an admin")
         interceptor.attach(identity.authority, ownership=manager, audit=identity.audit, clock=clock)
         add_servicers(server, manager)
         pb_grpc.add_IdentityServiceServicer_to_server(
@@ -328,7 +329,10 @@ async def serve(
             await metrics_server.start(settings.daemon.metrics_listen)
         await server.start()
         if identity.token_file is not None:
-            identity.pointer = local_identity.register(listen, identity.token_file)
+            for address in (listen, settings.daemon.tls_listen):
+                if address:
+                    pointer = local_identity.register(address, identity.token_file)
+                    identity.pointers.append(pointer)
         log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)
         # Writes the audit log's records in batches.
         tasks.append(aiotasks.create_guarded_task(identity.audit.run(), name="audit"))
@@ -357,7 +361,8 @@ async def serve(
             wiring.after_servers_stopped()
         await server.stop(grace=2.0)
         if identity.token_file is not None:
-            local_identity.unregister(identity.pointer, identity.token_file)
+            for pointer in identity.pointers:
+                local_identity.unregister(pointer, identity.token_file)
         if metrics_server is not None:
             await metrics_server.close()
         await identity.audit.flush()

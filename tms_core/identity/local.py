@@ -29,7 +29,7 @@ def _pointers() -> Path:
 
 
 def _port(address: str) -> str | None:
-    host, sep, port = address.rpartition(":")
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
     if not sep or not port.isdigit() or (host not in LOOPBACK and not host.startswith("127.")):
         return None
     return port
