@@ -62,17 +62,6 @@ DECISION_LATENCY = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
-MODEL_LOAD = Histogram(
-    "tms_model_load_seconds",
-    "Model load times reported by sidecars.",
-    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-    registry=REGISTRY,
-)
-MODEL_LOAD_FAILURES = PromCounter(
-    "tms_model_load_failures", "Models that failed to load.", registry=REGISTRY
-)
-
-
 STREAMS = Gauge(
     "tms_api_streams",
     "Open streaming calls (Watch, Follow, Acquire, sidecars' Connect), by method.",

@@ -65,9 +65,10 @@ class TokenRegistry:
         """The principal of a token, or Unauthenticated saying why not (never echoing it)."""
         if len(secret) > MAX_TOKEN_LENGTH:
             raise Unauthenticated("the token is not one this daemon issued")
-        record = self._by_hash.get(hash_token(secret))
-        # The dictionary lookup found it by hash; compare again in constant time anyway.
-        if record is None or not hmac.compare_digest(record.hash, hash_token(secret)):
+        hashed = hash_token(secret)
+        record = self._by_hash.get(hashed)
+        # Found by its hash: only a 256-bit preimage could match a token it was not made from.
+        if record is None or not hmac.compare_digest(record.hash, hashed):
             raise Unauthenticated("the token is not one this daemon issued")
         if record.revoked_at is not None:
             raise Unauthenticated(f"token {record.name!r} was revoked")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
-from tms_core import placement
+from tms_core import metrics, placement
 from tms_core.backends.base import Backend
 from tms_core.clock import Clock
 from tms_core.config import Settings
@@ -61,6 +62,16 @@ from tms_core.manager.views import FleetViews
 from tms_core.store.protocol import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def _decision_name(decision: placement.Decision, over_quota: str | None) -> str:
+    if over_quota is not None:
+        return "quota"
+    return {
+        placement.JoinServer: "join",
+        placement.StartServer: "start",
+        placement.Wait: "wait",
+    }.get(type(decision), "reject")
 
 
 class LeaseManager:
@@ -309,11 +320,15 @@ class LeaseManager:
             decision: placement.Decision
             if over is not None:
                 if ledger.tenants.tenants[tenant].over_quota != "wait":
+                    metrics.DECISIONS.labels("quota").inc()
                     raise QuotaExceeded(over)
                 decision = placement.Wait(QUOTA_WAIT + over)
                 ledger.tenants.waiting.add(lease.id)
             else:
+                started = time.perf_counter()
                 decision = self.views.decide(lease)
+                metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
+            metrics.DECISIONS.labels(_decision_name(decision, over)).inc()
             if isinstance(decision, placement.Reject):
                 raise CapacityExceeded(decision.reason)
             if isinstance(decision, placement.Wait) and over is None:

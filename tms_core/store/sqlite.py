@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from tms_core import metrics
 from tms_core.domain import (
     ApiToken,
     AuditRecord,
@@ -238,6 +240,7 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._lock:
+            started = time.perf_counter()
             if await _to_the_end(self._db.execute("BEGIN IMMEDIATE")):
                 await _to_the_end(self._db.execute("ROLLBACK"))
                 raise asyncio.CancelledError
@@ -248,6 +251,7 @@ class Store:
                 raise
             if await _to_the_end(self._db.execute("COMMIT")):
                 raise asyncio.CancelledError
+            metrics.STORE_COMMIT.observe(time.perf_counter() - started)
 
     async def load(self) -> tuple[list[Lease], list[Server]]:
         leases: list[Lease] = []
