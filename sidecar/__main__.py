@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         triton=TritonHttp(args.triton_http),
         model_dir=args.model_dir,
         fetcher=Fetcher(read_settings(args.repositories), args.model_dir, args.cache_dir),
+        # Given by the daemon in the environment: good only for this server's reports.
+        credential=os.environ.get("TMS_SIDECAR_TOKEN", ""),
     )
 
     async def run() -> None:

@@ -53,9 +53,12 @@ class Agent:
         model_dir: Path,
         stats_interval: float = 1.0,
         fetcher: Fetcher | None = None,
+        credential: str = "",
     ) -> None:
         self._fetcher = fetcher or Fetcher(RepositorySettings(), model_dir, None)
         self._stats_interval = stats_interval
+        # The daemon accepts this server's Connect and Report only with its credential.
+        self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
         self._gpu = GpuReader()
         self._daemon = daemon
         self._server_id = server_id
@@ -95,7 +98,9 @@ class Agent:
         backoff = 0.05
         while True:
             try:
-                stream = stub.Connect(pb.SidecarHello(server_id=self._server_id))
+                stream = stub.Connect(
+                    pb.SidecarHello(server_id=self._server_id), metadata=self._metadata
+                )
                 async for assignment in stream:
                     backoff = 0.05
                     self._desired = {m.name: m.uri for m in assignment.models}
@@ -317,7 +322,7 @@ class Agent:
             )
             sent = {n for n, s in self._status.items() if s.state == pb.MODEL_UNLOADED}
             try:
-                await stub.Report(report, timeout=5.0)
+                await stub.Report(report, timeout=5.0, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise ServerGone(exc.details()) from None

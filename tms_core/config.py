@@ -81,8 +81,36 @@ class DaemonSettings(_Section):
     leave_serving: bool = False
     """On shutdown, leave servers running so a restarted daemon adopts them."""
 
+    allow_insecure_listen: bool = False
+    """Let `listen` (plain text, no TLS) be an address beyond loopback, or let any listener
+    run with `identity.tokens` off beyond loopback. Logged as a warning at every start: only
+    for a network nobody else can reach (a pod's own network, a lab)."""
+
+    metrics_listen: str = ""
+    """host:port of the daemon's Prometheus metrics over HTTP ("": none)."""
+
+    max_message_bytes: int = Field(default=4 * 1024**2, ge=64 * 1024)
+    """The largest gRPC message the API accepts or sends (`4MiB`)."""
+
+    _parse_m = field_validator("max_message_bytes", mode="before")(_size)
+
     def state_path(self) -> Path:
         return self.state or default_state_dir() / "state.db"
+
+
+class IdentitySettings(_Section):
+    """Who may call the API (docs/security.md)."""
+
+    tokens: bool = True
+    """Check an API token on every call. Off: every caller is an admin (sidecars still need
+    their credentials); beyond loopback that needs `daemon.allow_insecure_listen`."""
+
+    local_admin_token: bool = True
+    """Keep a working admin token in `<state dir>/admin.token` (mode 0600), which clients of
+    the same user on this machine find by themselves."""
+
+    audit_keep: int = Field(default=100_000, ge=1)
+    """How many audit records the state keeps (the oldest go first)."""
 
 
 class LeaseSettings(_Section):
@@ -309,6 +337,7 @@ class Settings(BaseSettings):
     )
 
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
     servers: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)

@@ -18,6 +18,7 @@ from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.convert import acquire_request_to_pb
 from tms_core.config import DEFAULT_LISTEN
+from tms_core.identity.local import local_token
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import parse_size, rfc3339
 
@@ -36,6 +37,12 @@ class ClientError(Exception):
 
 def default_target() -> str:
     return os.environ.get("TMS_TARGET") or DEFAULT_LISTEN
+
+
+def resolve_token(target: str, token: str | None = None) -> str | None:
+    """The API token for `target`: the one given, else `$TMS_TOKEN`, else — for a daemon on
+    this machine started by this user — its own admin token (docs/security.md)."""
+    return token or os.environ.get("TMS_TOKEN") or local_token(target)
 
 
 # The name the console's form still uses for `ModelRequest`; the same type.
@@ -132,17 +139,23 @@ class _BearerToken(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc ships no annotations
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
 ):
-    """Adds `authorization: Bearer TOKEN` to every call, for a daemon behind an
-    authenticating proxy (the daemon itself does not check it)."""
+    """Adds `authorization: Bearer TOKEN` to every call (the daemon checks it on each).
 
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+    `token` is called on each call: the local daemon's token is found once it has started
+    (a client may be made before its daemon is up), and is found again after a restart."""
+
+    def __init__(self, token: Callable[[], str | None]) -> None:
+        self._token = token
 
     def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        token = self._token()
+        metadata = [*(details.metadata or ())]
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
         return _CallDetails(
             details.method,
             details.timeout,
-            [*(details.metadata or ()), self._header],
+            metadata,
             details.credentials,
             getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),
@@ -176,14 +189,20 @@ class TmsClient:
         self.target = target or default_target()
         self._timeout = timeout
         self._channel = _channel(self.target)
-        if token:
-            self._channel = grpc.intercept_channel(self._channel, _BearerToken(token))
+        given = token or os.environ.get("TMS_TOKEN")
+        target = self.target
+
+        def current_token() -> str | None:
+            return given or local_token(target)
+
+        self._channel = grpc.intercept_channel(self._channel, _BearerToken(current_token))
         self._stub = pb_grpc.LeaseServiceStub(self._channel)
         self._names = pb_grpc.LeaseNameServiceStub(self._channel)
         self._pools = pb_grpc.PoolServiceStub(self._channel)
         self._allowlist = pb_grpc.AllowlistServiceStub(self._channel)
         self._events = pb_grpc.EventServiceStub(self._channel)
         self._cluster = pb_grpc.ClusterServiceStub(self._channel)
+        self._identity = pb_grpc.IdentityServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -343,6 +362,41 @@ class TmsClient:
 
     def allowlist(self) -> list[str]:
         return list(self._call(self._allowlist.AllowlistList, pb.Empty()).tritonservers)
+
+    # Identity: tokens, tenants, the audit log
+
+    def create_token(
+        self, name: str, role: str, *, tenant: str = "", expires_in_s: float = 0.0
+    ) -> pb.ApiToken:
+        """A new token; its `secret` is in this answer only."""
+        request = pb.TokenRequest(name=name, role=role, tenant=tenant, expires_in_s=expires_in_s)
+        return self._call(self._identity.CreateToken, request)
+
+    def list_tokens(self) -> list[pb.ApiToken]:
+        return list(self._call(self._identity.ListTokens, pb.Empty()).tokens)
+
+    def revoke_token(self, name: str) -> pb.ApiToken:
+        return self._call(self._identity.RevokeToken, pb.TokenRef(name=name))
+
+    def put_tenant(self, tenant: pb.Tenant) -> pb.Tenant:
+        return self._call(self._identity.PutTenant, tenant)
+
+    def list_tenants(self) -> list[pb.Tenant]:
+        return list(self._call(self._identity.ListTenants, pb.Empty()).tenants)
+
+    def tenant_status(self, name: str) -> pb.Tenant:
+        return self._call(self._identity.TenantStatus, pb.TenantRef(name=name))
+
+    def audit(
+        self, *, since: float = 0.0, tenant: str | None = None, limit: int = 0
+    ) -> list[pb.AuditEntry]:
+        request = pb.AuditRequest(since=since, limit=limit)
+        if tenant is not None:
+            request.tenant = tenant
+        return list(self._call(self._identity.Audit, request).entries)
+
+    def whoami(self) -> pb.WhoAmIResponse:
+        return self._call(self._identity.WhoAmI, pb.Empty())
 
     # Events
 

@@ -91,6 +91,28 @@ def deployment_name(server_id: str) -> str:
     return f"tms-{server_id}"
 
 
+def secret_name(server_id: str) -> str:
+    return f"tms-{server_id}-sidecar"
+
+
+SIDECAR_TOKEN_KEY = "token"
+
+
+def sidecar_secret(
+    server: Server, credential: str, *, namespace: str, settings: KubernetesSettings
+) -> Manifest:
+    """The server's sidecar credential, good only for that server's reports to the daemon."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(
+            secret_name(server.id), namespace, settings, "server", **{SERVER_LABEL: server.id}
+        ),
+        "type": "Opaque",
+        "stringData": {SIDECAR_TOKEN_KEY: credential},
+    }
+
+
 def managed_selector(kind: str) -> str:
     """The label selector that finds every object of `kind` the daemon made."""
     return f"{MANAGED_BY}={MANAGER},{KIND_LABEL}={kind}"
@@ -260,7 +282,15 @@ def server_deployment(
             f"--model-dir={MODEL_DIR}",
             *sidecar_args,
         ],
-        "env": sidecar_env,
+        "env": [
+            *sidecar_env,
+            {
+                "name": "TMS_SIDECAR_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": secret_name(server.id), "key": SIDECAR_TOKEN_KEY}
+                },
+            },
+        ],
         **({"envFrom": sidecar_env_from} if sidecar_env_from else {}),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},

@@ -93,6 +93,14 @@ def check_tritonserver(binary: str) -> None:
         raise InvalidArgument("tritonserver", f"{binary} is not an executable file")
 
 
+SIDECAR_TOKEN_ENV = "TMS_SIDECAR_TOKEN"
+
+
+def _environment() -> dict[str, str]:
+    """The daemon's environment for its children, less any credential of its own."""
+    return {k: v for k, v in os.environ.items() if k not in ("TMS_TOKEN", SIDECAR_TOKEN_ENV)}
+
+
 class LocalBackend(BackendDefaults):
     """Servers as child processes on this machine; stable addresses served by the router."""
 
@@ -106,10 +114,12 @@ class LocalBackend(BackendDefaults):
         router: RouterProcess | None = None,
         repositories: RepositorySettings | None = None,
         cache_dir: Path | None = None,
+        sidecar_credential: Callable[[str], str] | None = None,
     ) -> None:
         self._router = router
         self._repositories = Repositories(repositories or RepositorySettings())
         self._cache_dir = cache_dir
+        self._sidecar_credential = sidecar_credential
         self._install = install
         self._installs = {str(install.binary): install}
         self._locate_other = locate_other
@@ -177,7 +187,7 @@ class LocalBackend(BackendDefaults):
         models = work / "models"
         models.mkdir(parents=True, exist_ok=True)
         install = self._install_for(server.binary)
-        env = {**os.environ, **install.env}
+        env = {**_environment(), **install.env}
         if server.gpus:
             # The server sees only the GPUs placement gave it.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in server.gpus)
@@ -229,13 +239,17 @@ class LocalBackend(BackendDefaults):
         ]
         if self._cache_dir is not None:
             sidecar_cmd.append(f"--cache-dir={self._cache_dir}")
+        env = {**_environment(), "PYTHONUNBUFFERED": "1"}
+        if self._sidecar_credential is not None:
+            # In the environment, not the command line: other users can read command lines.
+            env[SIDECAR_TOKEN_ENV] = self._sidecar_credential(server.id)
         with open(work / "sidecar.log", "ab") as sidecar_log:
             sidecar = subprocess.Popen(
                 sidecar_cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=sidecar_log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=env,
                 start_new_session=True,
             )
         self._children[sidecar.pid] = sidecar

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from tms_core.cli import allowlist, cluster, demo, events, lease, pool, target
+from tms_core.cli import allowlist, cluster, demo, events, identity, lease, pool, target
 from tms_core.cli.common import Context, daemon_options, fail, one_line_errors
 
 PLUGIN_GROUP = "tms.cli_plugins"
@@ -162,6 +162,10 @@ cli.add_command(target.target)
 cli.add_command(demo.demo)
 cli.add_command(cluster.cluster)
 cli.add_command(cluster.models)
+cli.add_command(identity.token)
+cli.add_command(identity.tenant)
+cli.add_command(identity.audit)
+cli.add_command(identity.whoami)
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
-from tms_core import placement
+from tms_core import metrics, placement
 from tms_core.backends.base import Backend
 from tms_core.clock import Clock
 from tms_core.config import Settings
@@ -28,6 +29,7 @@ from tms_core.domain import (
     ServedModel,
     Server,
     ServerState,
+    Tenant,
     copy_lease,
 )
 from tms_core.errors import (
@@ -38,6 +40,8 @@ from tms_core.errors import (
     NameNotFound,
     PoolInUse,
     PoolNotFound,
+    QuotaExceeded,
+    TenantNotFound,
 )
 from tms_core.events import EventLog
 from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id
@@ -53,10 +57,21 @@ from tms_core.manager.placing import Placer
 from tms_core.manager.probe import Probe
 from tms_core.manager.reconciler import Reconciler
 from tms_core.manager.settle import Settler
+from tms_core.manager.tenants import QUOTA_WAIT, TenantUsage, check_tenant, check_tenant_name
 from tms_core.manager.views import FleetViews
 from tms_core.store.protocol import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def _decision_name(decision: placement.Decision, over_quota: str | None) -> str:
+    if over_quota is not None:
+        return "quota"
+    return {
+        placement.JoinServer: "join",
+        placement.StartServer: "start",
+        placement.Wait: "wait",
+    }.get(type(decision), "reject")
 
 
 class LeaseManager:
@@ -285,10 +300,15 @@ class LeaseManager:
         )
 
     async def acquire(
-        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+        self,
+        models: Sequence[ModelRequest],
+        options: LeaseOptions | None = None,
+        *,
+        tenant: str = "",
     ) -> Lease:
         """Creates and places a lease: READY at once if it joins a server holding its
-        models, LOADING on a server, or PENDING with the reason it waits."""
+        models, LOADING on a server, or PENDING with the reason it waits. It counts against
+        `tenant`'s quota (checked and taken under the lock, in the change that records it)."""
         lease = self._new_lease(models, options or LeaseOptions(), allocate=True)
         # Every model exists and is readable, or the lease is refused now, naming it (checked
         # outside the lock: a store's answer takes a network round trip).
@@ -298,13 +318,28 @@ class LeaseManager:
                 for i, m in enumerate(models)
             )
         )
+        lease.tenant = tenant
         now = lease.created_at
         ledger = self.ledger
         async with self._lock:
-            decision = self.views.decide(lease)
+            # Nothing changes state without this lock, so the quota cannot move between
+            # this check and the change below that records the lease.
+            over = ledger.tenants.over(lease, ledger.index.live.values())
+            decision: placement.Decision
+            if over is not None:
+                if ledger.tenants.tenants[tenant].over_quota != "wait":
+                    metrics.DECISIONS.labels("quota").inc()
+                    raise QuotaExceeded(over)
+                decision = placement.Wait(QUOTA_WAIT + over)
+                ledger.tenants.waiting.add(lease.id)
+            else:
+                started = time.perf_counter()
+                decision = self.views.decide(lease)
+                metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
+            metrics.DECISIONS.labels(_decision_name(decision, over)).inc()
             if isinstance(decision, placement.Reject):
                 raise CapacityExceeded(decision.reason)
-            if isinstance(decision, placement.Wait):
+            if isinstance(decision, placement.Wait) and over is None:
                 decision = await self.placer.preempt(lease) or decision
             async with ledger.change():
                 ledger.add_lease(lease)
@@ -527,6 +562,52 @@ class LeaseManager:
                 self.ledger.pools.allowlist.remove(tritonserver)
                 change.allowlist[tritonserver] = None
             return list(self.ledger.pools.allowlist)
+
+    # ------------------------------------------------------------------ tenants
+
+    def tenant_of(self, lease_id: str) -> str | None:
+        """The tenant of a lease ("" for none), or None when there is no such lease."""
+        lease = self.ledger.leases.get(LeaseId(lease_id))
+        return None if lease is None else lease.tenant
+
+    def tenant_of_name(self, name: str) -> str | None:
+        """The tenant of the lease a name points at (or will), or None when there is none."""
+        record = self.ledger.names.get(name)
+        if record is None:
+            return None
+        for lease_id in (record.lease_id, record.next_lease_id):
+            if lease_id is not None and (tenant := self.tenant_of(lease_id)) is not None:
+                return tenant
+        return None
+
+    def list_tenants(self) -> list[Tenant]:
+        tenants = self.ledger.tenants.tenants
+        return [copy.deepcopy(tenants[name]) for name in sorted(tenants)]
+
+    def tenant_usage(self, name: str) -> tuple[Tenant, TenantUsage]:
+        tenant = self.ledger.tenants.tenants.get(name)
+        if tenant is None:
+            raise TenantNotFound(name)
+        used = self.ledger.tenants.usage(name, self.ledger.index.live.values())
+        return copy.deepcopy(tenant), used
+
+    async def put_tenant(self, tenant: Tenant) -> Tenant:
+        """Creates the tenant, or replaces its quotas; leases waiting for it are tried."""
+        check_tenant(tenant)
+        async with self._lock:
+            existing = self.ledger.tenants.tenants.get(tenant.name)
+            tenant.created_at = existing.created_at if existing else self._clock.now()
+            async with self.ledger.change() as change:
+                self.ledger.tenants.tenants[tenant.name] = tenant
+                change.tenants[tenant.name] = tenant
+            # A larger quota may admit leases that wait for it.
+            await self.placer.place_pending()
+        return copy.deepcopy(tenant)
+
+    def check_tenant_exists(self, name: str) -> None:
+        check_tenant_name(name)
+        if name not in self.ledger.tenants.tenants:
+            raise TenantNotFound(name)
 
     # ------------------------------------------------------------------ time
 

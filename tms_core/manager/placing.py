@@ -138,11 +138,26 @@ class Placer:
         log.info("lease %s preempted %s", lease.id, ", ".join(v.id for v in victims))
         return self._views.decide(lease)
 
+    async def _admit(self, lease: Lease) -> bool:
+        """Whether a lease waiting for its tenant's quota fits it now; it then counts
+        against the quota (in this change) and waits for room like any other."""
+        ledger = self._ledger
+        over = ledger.tenants.over(lease, ledger.index.live.values())
+        if over is not None:
+            return False
+        async with ledger.change():
+            ledger.tenants.waiting.discard(lease.id)
+            ledger.set_state(lease, LeaseState.PENDING, "", ledger.clock.now())
+            ledger.notify(lease)
+        return True
+
     async def place_pending(self) -> None:
         """Tries the waiting leases again: higher priority first, then oldest first."""
         waiting = list(self._ledger.index.pending.values())
         for lease in sorted(waiting, key=lambda lease: (-lease.priority, lease.created_at)):
             if lease.state is not LeaseState.PENDING:
+                continue
+            if lease.id in self._ledger.tenants.waiting and not await self._admit(lease):
                 continue
             decision = self._views.decide(lease)
             if isinstance(decision, placement.Wait):
