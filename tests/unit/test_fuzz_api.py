@@ -157,10 +157,18 @@ async def test_malformed_requests_get_clean_errors(
     await api.leases(api.admin).List(pb.ListRequest(), timeout=5)
 
 
-async def test_the_state_file_passes_integrity_check_after_fuzzing(api: SecureApi) -> None:
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_the_state_file_passes_integrity_check_after_fuzzing(
+    api: SecureApi, data: st.DataObject
+) -> None:
     # A burst of everything at once, then SQLite's own check of the file.
     requests = [
-        (service, method, message(method.input_type).example())
+        (service, method, data.draw(message(method.input_type)))
         for service, method in METHODS
         for _ in range(5)
     ]
