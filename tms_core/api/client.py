@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -144,8 +145,12 @@ class _BearerToken(
     `token` is called on each call: the local daemon's token is found once it has started
     (a client may be made before its daemon is up), and is found again after a restart."""
 
-    def __init__(self, token: Callable[[], str | None]) -> None:
+    def __init__(self, token: Callable[[], str | None], opening: threading.Lock) -> None:
         self._token = token
+        # Held while a call starts and while the channel closes: a call started on a channel
+        # being closed by another thread (the console's feed reconnecting) crashes grpc.
+        self._opening = opening
+        self.closed = False
 
     def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
         token = self._token()
@@ -165,7 +170,11 @@ class _BearerToken(
         return continuation(self._details(details), request)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        # A stream's call is started here and returns at once: hold the lock over its start.
+        with self._opening:
+            if self.closed:
+                raise ClientError("the client was closed")
+            return continuation(self._details(details), request)
 
 
 def _channel(target: str) -> grpc.Channel:
@@ -195,7 +204,9 @@ class TmsClient:
         def current_token() -> str | None:
             return given or local_token(target)
 
-        self._channel = grpc.intercept_channel(self._channel, _BearerToken(current_token))
+        self._opening = threading.Lock()
+        self._bearer = _BearerToken(current_token, self._opening)
+        self._channel = grpc.intercept_channel(self._channel, self._bearer)
         self._stub = pb_grpc.LeaseServiceStub(self._channel)
         self._names = pb_grpc.LeaseNameServiceStub(self._channel)
         self._pools = pb_grpc.PoolServiceStub(self._channel)
@@ -205,7 +216,9 @@ class TmsClient:
         self._identity = pb_grpc.IdentityServiceStub(self._channel)
 
     def close(self) -> None:
-        self._channel.close()
+        with self._opening:
+            self._bearer.closed = True
+            self._channel.close()
 
     def __enter__(self) -> TmsClient:
         return self
