@@ -37,6 +37,21 @@ def check_dns_label(field: str, value: str) -> None:
         )
 
 
+LEASE_ID_SHAPE = re.compile(r"^l-[0-9a-f]{12}$")
+
+
+def check_lease_name(field: str, value: str) -> None:
+    """A lease name is a DNS-1123 label that cannot be mistaken for a lease id, since
+    wherever a lease id is accepted a name is too."""
+    check_dns_label(field, value)
+    if LEASE_ID_SHAPE.match(value):
+        raise InvalidArgument(
+            field,
+            f"{value!r} has the shape of a lease id (l- and 12 hex digits); "
+            "choose a name that cannot be mistaken for one",
+        )
+
+
 def check_models(models: Sequence[ModelRequest]) -> None:
     if not models:
         raise InvalidArgument("models", "a lease needs at least one model")
