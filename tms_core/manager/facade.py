@@ -421,12 +421,17 @@ class LeaseManager:
         triton_ready: bool,
         models: Iterable[ServedModel],
         leak: str = "",
+        generation: int | None = None,
     ) -> None:
-        """What a server's sidecar reports: Triton's readiness, its models, a leak."""
+        """What a server's sidecar reports: Triton's readiness, its models, a leak.
+        `generation` is the last assignment it had (a report from a sidecar of before a
+        restart is ignored)."""
         async with self._lock:
             ledger = self.ledger
             server = ledger.servers.get(ServerId(server_id))
             if server is None or not server.state.alive:
+                return
+            if self.lifecycle.stale_report(server.id, generation):
                 return
             now = self._clock.now()
             reported = {m.name: m for m in models}

@@ -59,8 +59,11 @@ class Reconciler:
         expiry = ledger.index.next_expiry()
         deadlines = [] if expiry is None else [expiry]
         for server in ledger.servers.values():
-            if server.state is ServerState.STARTING:
-                deadlines.append(server.created_at + servers.start_timeout)
+            restart_at = self._lifecycle.restart_at(server)
+            if restart_at is not None:
+                deadlines.append(restart_at)
+            elif server.state is ServerState.STARTING:
+                deadlines.append(self._lifecycle.started_at(server) + servers.start_timeout)
             if server.idle_since is not None and not ledger.pools.needs(server, ledger.servers):
                 # (An idle server its pool needs for its minimum has no deadline: it stays.)
                 deadlines.append(server.idle_since + servers.idle_grace)
@@ -75,6 +78,7 @@ class Reconciler:
         ledger = self._ledger
         to_stop: list[Server] = []
         to_start: list[Server] = []
+        to_restart: list[Server] = []
         async with self._lock:
             now = self._clock.now()
             async with ledger.change():
@@ -83,8 +87,14 @@ class Reconciler:
                     ledger.after_change(lease)
                     log.info("lease %s expired", lease.id)
                 for server in list(ledger.servers.values()):
-                    if server.state.alive and self._stop_or_fail(server, now):
-                        to_stop.append(server)
+                    if self._lifecycle.restart_at(server) is None:
+                        if server.state.alive and self._stop_or_fail(server, now):
+                            to_stop.append(server)
+                            continue
+                    # A restart due now (a first one is due at once) happens in this pass.
+                    restart_at = self._lifecycle.restart_at(server)
+                    if restart_at is not None and now >= restart_at:
+                        to_restart.append(server)
                 for pool in ledger.pools.shortfall(ledger.servers):
                     to_start.append(self._lifecycle.new_server(pool.name, pool.tritonserver, now))
                 self._consolidator.advance_all(now)
@@ -94,6 +104,10 @@ class Reconciler:
                     self._consolidator.run_pass(now)
                 for server in to_stop:
                     ledger.outbox.forget_server(server.id)
+            for server in to_restart:
+                await self._lifecycle.restart(server)
+                if not server.state.alive:
+                    to_stop.append(server)
             for server in to_start:
                 if await self._lifecycle.start(server):
                     async with ledger.change():
@@ -111,14 +125,17 @@ class Reconciler:
         ledger = self._ledger
         servers = self._settings.servers
         reason = self._lifecycle.exit_reason(server)
+        died = reason is not None
         if (
             reason is None
             and server.state is ServerState.STARTING
-            and now - server.created_at > servers.start_timeout
+            and now - self._lifecycle.started_at(server) > servers.start_timeout
         ):
             reason = f"not ready within {format_duration(servers.start_timeout)}"
         if reason is not None:
-            self._lifecycle.fail(server, reason, now)
+            if self._lifecycle.crashed(server, reason, now, died=died):
+                return False
+            self._lifecycle.give_up(server, reason, now)
             return True
         if server.id in ledger.index.unsettled:
             self._settler.settle(server, now)
