@@ -34,7 +34,8 @@ async def ready(h: Harness, lease: Lease) -> Lease:
 
 
 def events_of(h: Harness, kind: str, ident: str) -> list[tuple[str, str]]:
-    return [(e.state, e.reason) for e in h.manager.events.kept() if e.kind == kind and e.id == ident]
+    kept = h.manager.events.kept()
+    return [(e.state, e.reason) for e in kept if e.kind == kind and e.id == ident]
 
 
 async def test_a_dead_tritonserver_is_restarted_and_its_lease_is_ready_again(h: Harness) -> None:
@@ -53,7 +54,9 @@ async def test_a_dead_tritonserver_is_restarted_and_its_lease_is_ready_again(h: 
     assert server.state is ServerState.STARTING and server.http_port != old_port
     lease = m.snapshot(lease.id)
     assert lease.state is LeaseState.LOADING
-    assert lease.reason == "server restarting after tritonserver exited with code -9 (restart 1 of 2)"
+    assert lease.reason == (
+        "server restarting after tritonserver exited with code -9 (restart 1 of 2)"
+    )
     # The old sidecar's last words (an earlier generation) change nothing.
     await m.report(sid, triton_ready=False, models=[], generation=old_generation)
     assert m.snapshot(lease.id).state is LeaseState.LOADING
