@@ -456,6 +456,9 @@ class LeaseManager:
                 self.settler.note_activity(server, active, now)
                 if server.id in ledger.moving.incoming:
                     self.consolidator.advance(server.id, now)
+                if self.reconciler.awaits_report(server.id):
+                    # A lease there waited for this report to end, or to live on.
+                    self.reconciler.check_idle(now, server.id)
             # A lease that ended here may have made room for one that waits.
             await self.placer.place_pending()
 

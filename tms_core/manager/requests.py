@@ -37,6 +37,10 @@ def check_dns_label(field: str, value: str) -> None:
         )
 
 
+MIN_ACTIVITY_WINDOW_S = 1.0
+"""Sidecars read Triton's inference statistics every second: a shorter activity window
+could not be honoured."""
+
 LEASE_ID_SHAPE = re.compile(r"^l-[0-9a-f]{12}$")
 
 
@@ -165,6 +169,12 @@ def build_lease(
     lasts = duration(options.duration_s, "duration", settings)
     if options.activity_window_s:
         duration(options.activity_window_s, "activity_window", settings)
+        if options.activity_window_s < MIN_ACTIVITY_WINDOW_S:
+            raise InvalidArgument(
+                "activity_window",
+                f"{options.activity_window_s:g}s is shorter than {MIN_ACTIVITY_WINDOW_S:g}s, "
+                "the period at which servers read their inference statistics",
+            )
     wanted = constraints(options, nodes)
     scaling = autoscale(options)
     if scaling is not None:
