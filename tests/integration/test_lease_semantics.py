@@ -162,8 +162,12 @@ def test_activity_keeps_a_used_lease_and_ends_an_idle_one(daemon: Daemon) -> Non
 
     # The idle one ended at its minimum duration, once a report read after it showed that
     # no inference ever renewed it.
+    wait_for(
+        lambda: daemon.client.status(idle.id).state == pb.LEASE_EXPIRED,
+        timeout=ACTIVITY_FRESH_S + 5.0,
+        what="the idle lease to expire",
+    )
     ended_idle = daemon.client.status(idle.id)
-    assert ended_idle.state == pb.LEASE_EXPIRED
     assert 0 <= ended_idle.updated_at - idle.expires_at < ACTIVITY_FRESH_S + 1.0
 
     # Once calls stop, the used one ends one window after its last inference (and the wait
