@@ -138,7 +138,21 @@ class ServerSettings(_Section):
     max_servers: int = Field(default=8, ge=1)
     """Servers this daemon may run at once; further leases wait PENDING."""
 
-    _parse_d = field_validator("idle_grace", "start_timeout", mode="before")(_duration)
+    max_restarts: int = Field(default=3, ge=0)
+    """Times a server whose tritonserver or sidecar died is restarted (its leases' models
+    loaded again) within `restart_window`; at the next crash its leases are placed elsewhere
+    once, and failed with the crash history when they crash there too (docs/reliability.md)."""
+
+    restart_backoff: float = 1.0
+    """Wait before a server's second restart, doubled before each further one (the first
+    restart is at once)."""
+
+    restart_window: float = 600.0
+    """Crashes older than this are forgotten: a server that ran this long is healthy again."""
+
+    _parse_d = field_validator(
+        "idle_grace", "start_timeout", "restart_backoff", "restart_window", mode="before"
+    )(_duration)
     _parse_s = field_validator("memory", mode="before")(_size)
 
 

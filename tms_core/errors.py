@@ -36,7 +36,7 @@ class LeaseNotFound(TmsError):
     title = "not found"
 
     def __init__(self, lease_id: str) -> None:
-        super().__init__(f"lease {lease_id!r} not found")
+        super().__init__(f"no lease with id or name {lease_id!r}")
 
 
 class NameNotFound(TmsError):

@@ -298,12 +298,15 @@ class TmsClient:
             raise self._error(exc) from None
 
     def release(self, lease_id: str, *, wait: bool = True) -> pb.Lease:
-        """Releases the lease; with `wait`, returns once its models are unloaded."""
+        """Releases the lease (an id or a lease name); with `wait`, returns once its models
+        are unloaded."""
         try:
             lease = self._stub.Release(pb.LeaseRef(id=lease_id), timeout=self._timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         if wait and lease.state not in ENDED:
+            # Followed by id: a name may move to another lease meanwhile.
+            lease_id = lease.id
             for lease in self.follow(lease_id):  # noqa: B007 - the last one is returned
                 pass
         return lease

@@ -121,6 +121,7 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
             triton_ready=request.triton_ready,
             models=[served_from_pb(m) for m in request.models],
             leak=request.leak,
+            generation=request.generation,
         )
         return pb.ReportAck()
 

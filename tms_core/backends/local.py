@@ -302,6 +302,39 @@ class LocalBackend(BackendDefaults):
         self._start_sidecar(server, Path(server.work_dir))
         return True
 
+    revives_servers = True
+
+    def restart_sidecar(self, server: Server) -> bool:
+        """A dead sidecar is replaced while Triton serves on: the new one reads what is
+        loaded from Triton's repository index, so nothing reloads (as at adoption)."""
+        if not self._alive(server.pid, server.work_dir):
+            return False
+        if server.sidecar_pid:
+            self._reap(server.sidecar_pid)
+        self._start_sidecar(server, Path(server.work_dir))
+        return True
+
+    async def restart(self, server: Server) -> bool:
+        """Kills what is left of a crashed server, then starts it again on new ports (the
+        old ones may still be held by a dying process); its models are copied afresh, as
+        a crash may have left them half-written. The logs are kept (appended to)."""
+        for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
+            if pid:
+                _signal_group(pid, signal.SIGKILL)
+                await self._wait_gone(pid, marker, grace=8.0)
+        for pid in _pids_mentioning(server.work_dir):
+            _signal_group(pid, signal.SIGKILL)
+        _clear_keeping_logs(Path(server.work_dir))
+        server.http_port, server.grpc_port, server.metrics_port = free_ports(3)
+        await self.start(server)
+        return True
+
+    def _reap(self, pid: int) -> None:
+        _signal_group(pid, signal.SIGKILL)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait()
+
     async def stop(self, server: Server) -> None:
         # Each process leads its own group: signalling the group also reaches the
         # Python-backend stubs that tritonserver started.
@@ -331,6 +364,16 @@ class LocalBackend(BackendDefaults):
         child = self._children.pop(pid, None)
         if child is not None:
             child.wait()
+
+
+def _clear_keeping_logs(work: Path) -> None:
+    for entry in work.iterdir() if work.exists() else ():
+        if entry.name.endswith(".log"):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

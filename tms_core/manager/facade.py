@@ -210,11 +210,22 @@ class LeaseManager:
     def move_reloads(self) -> int:
         return self.consolidator.move_reloads
 
-    def _get(self, lease_id: str) -> Lease:
-        lease = self.ledger.leases.get(LeaseId(lease_id))
+    def _get(self, ref: str) -> Lease:
+        """The lease `ref` addresses: a lease id, or a lease name (the lease it points at,
+        else the one it will point at once READY). Names that look like ids are refused
+        (`requests.check_lease_name`), so the two never collide."""
+        lease = self.ledger.leases.get(LeaseId(ref))
         if lease is None:
-            raise LeaseNotFound(lease_id)
+            record = self.ledger.names.get(ref)
+            target = (record.lease_id or record.next_lease_id) if record else None
+            lease = self.ledger.leases.get(target) if target else None
+        if lease is None:
+            raise LeaseNotFound(ref)
         return lease
+
+    def resolve(self, ref: str) -> LeaseId:
+        """The id of the lease a lease id or name addresses now."""
+        return self._get(ref).id
 
     # ------------------------------------------------------------------ start-up
 
@@ -279,7 +290,7 @@ class LeaseManager:
         """A validated lease, not yet placed or stored."""
         requests.check_models(models)
         if options.name:
-            requests.check_dns_label("name", options.name)
+            requests.check_lease_name("name", options.name)
         requests.duration(options.duration_s, "duration", self._settings)
         binary = self.ledger.pools.binary_for(options, self._backend.default_tritonserver)
         if options.autoscale is not None:
@@ -364,7 +375,7 @@ class LeaseManager:
         async with self._lock:
             lease = self._get(lease_id)
             if lease.state.ended or lease.state is LeaseState.RELEASING:
-                raise LeaseEnded(f"lease {lease_id} is {lease.state.value} and cannot be renewed")
+                raise LeaseEnded(f"lease {lease.id} is {lease.state.value} and cannot be renewed")
             duration = requests.duration(duration_s or lease.duration_s, "duration", self._settings)
             now = self._clock.now()
             async with self.ledger.change():
@@ -410,6 +421,8 @@ class LeaseManager:
     ) -> AsyncIterator[Lease]:
         """The lease now and after each change, until it has ended (or `until` holds)."""
         stop = until or (lambda lease: lease.state.ended)
+        # A name is resolved once: the follower watches that lease even if the name moves.
+        lease_id = self.resolve(lease_id)
         while True:
             if self._get(lease_id).state is LeaseState.READY:
                 # Whoever sees READY may call the lease's (or its name's) address at once.
@@ -451,12 +464,17 @@ class LeaseManager:
         triton_ready: bool,
         models: Iterable[ServedModel],
         leak: str = "",
+        generation: int | None = None,
     ) -> None:
-        """What a server's sidecar reports: Triton's readiness, its models, a leak."""
+        """What a server's sidecar reports: Triton's readiness, its models, a leak.
+        `generation` is the last assignment it had (a report from a sidecar of before a
+        restart is ignored)."""
         async with self._lock:
             ledger = self.ledger
             server = ledger.servers.get(ServerId(server_id))
             if server is None or not server.state.alive:
+                return
+            if self.lifecycle.stale_report(server.id, generation):
                 return
             now = self._clock.now()
             reported = {m.name: m for m in models}
@@ -481,6 +499,9 @@ class LeaseManager:
                 self.settler.note_activity(server, active, now)
                 if server.id in ledger.moving.incoming:
                     self.consolidator.advance(server.id, now)
+                if self.reconciler.awaits_report(server.id):
+                    # A lease there waited for this report to end, or to live on.
+                    self.reconciler.check_idle(now, server.id)
             # A lease that ended here may have made room for one that waits.
             await self.placer.place_pending()
 
@@ -488,11 +509,11 @@ class LeaseManager:
 
     async def set_name(self, name: str, lease_id: str) -> LeaseNameRecord:
         """Points `name` at the lease: at once if it is READY, else as soon as it is."""
-        requests.check_dns_label("name", name)
+        requests.check_lease_name("name", name)
         async with self._lock:
             lease = self._get(lease_id)
             if lease.state.ended or lease.state is LeaseState.RELEASING:
-                raise LeaseEnded(f"lease {lease_id} is {lease.state.value}; name a live lease")
+                raise LeaseEnded(f"lease {lease.id} is {lease.state.value}; name a live lease")
             async with self.ledger.change():
                 record = self.ledger.point_name(name, lease, self._clock.now())
             result = copy.deepcopy(record)
