@@ -23,7 +23,9 @@ def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_bad_input_errors_and_daemon_keeps_serving(daemon: Daemon, tmp_path: Path) -> None:
-    assert "not found" in one_line_error(daemon.cli("lease", "status", "l-doesnotexist"))
+    assert "no lease with id or name 'l-doesnotexist'" in one_line_error(
+        daemon.cli("lease", "status", "l-doesnotexist")
+    )
     assert "l-doesnotexist" in one_line_error(daemon.cli("lease", "release", "l-doesnotexist"))
 
     line = one_line_error(daemon.cli("lease", "acquire", "-m", "name=add_sub"))
