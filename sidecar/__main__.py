@@ -12,14 +12,14 @@ import threading
 from pathlib import Path
 
 from sidecar.agent import Agent, ServerGone
-from sidecar.triton_http import TritonHttp
+from sidecar.triton_grpc import TritonGrpc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tms-sidecar", description=__doc__)
     parser.add_argument("--daemon", required=True, help="host:port of the daemon's gRPC API")
     parser.add_argument("--server-id", required=True)
-    parser.add_argument("--triton-http", required=True, help="host:port of Triton's HTTP API")
+    parser.add_argument("--triton-grpc", required=True, help="host:port of Triton's gRPC API")
     parser.add_argument("--model-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(
         daemon=args.daemon,
         server_id=args.server_id,
-        triton=TritonHttp(args.triton_http),
+        triton=TritonGrpc(args.triton_grpc),
         model_dir=args.model_dir,
     )
 

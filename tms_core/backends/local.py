@@ -214,7 +214,7 @@ class LocalBackend(BackendDefaults):
             "sidecar",
             f"--daemon={self._daemon_address}",
             f"--server-id={server.id}",
-            f"--triton-http={server.http_endpoint}",
+            f"--triton-grpc={server.grpc_endpoint}",
             f"--model-dir={work / 'models'}",
         ]
         with open(work / "sidecar.log", "ab") as sidecar_log:
