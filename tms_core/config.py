@@ -29,11 +29,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tms_core.defaults import DEFAULT_LISTEN
 from tms_core.errors import ConfigError
 from tms_core.inventory import parse_gpus
 from tms_core.units import parse_duration, parse_size
-
-DEFAULT_LISTEN = "127.0.0.1:30345"
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import grpc
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.convert import acquire_request_to_pb
-from tms_core.config import DEFAULT_LISTEN
+from tms_core.defaults import DEFAULT_LISTEN
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import parse_size, rfc3339
 

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
-
 from tms_core.cli.yamlfile import load_yaml
-from tms_core.config import DEFAULT_LISTEN
+from tms_core.defaults import DEFAULT_LISTEN
 
 DEFAULT_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -107,6 +105,8 @@ class Targets:
             "default": self.default,
             "targets": dict(sorted(self.targets.items())),
         }
+        import yaml
+
         text = "# Saved tms targets; edit with `tms target add|remove|set`.\n" + yaml.safe_dump(
             data, sort_keys=False
         )
