@@ -20,6 +20,7 @@ from typing import IO, Any
 import grpc
 
 from tms_core import aiotasks, gctune
+from tms_core.api.health import DaemonHealth
 from tms_core.api.interceptor import ErrorInterceptor
 from tms_core.api.servicer import add_servicers
 from tms_core.backends.local import LocalBackend
@@ -205,12 +206,15 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[None]] = []
+    health = DaemonHealth()
     try:
         await wiring.before_recover()
         await manager.recover()
         gctune.tune_gc()
         add_servicers(server, manager)
+        health.add_to(server)
         await server.start()
+        await health.serving()
         log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)
         # Expires leases on time and notices dead or idle servers.
         tasks.append(aiotasks.create_guarded_task(manager.reconciler.run(), name="reconciler"))
@@ -226,6 +230,7 @@ async def serve(
                 log.error("root task %s ended; shutting down", task.get_name())
     finally:
         log.info("shutting down")
+        await health.stopping()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await aiotasks.stop_tasks(tasks)
