@@ -7,10 +7,8 @@ overrides). `-t` and `$TMS_TARGET` take a saved name, `host:port` or `http(s)://
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +108,8 @@ class Targets:
         text = "# Saved tms targets; edit with `tms target add|remove|set`.\n" + yaml.safe_dump(
             data, sort_keys=False
         )
+        import tempfile  # only here: its import is a tenth of a short command's start
+
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".targets-", suffix=".yaml")
         try:
             with os.fdopen(fd, "w") as handle:
@@ -126,6 +126,8 @@ class Targets:
 
     def unknown(self, name: str) -> str:
         message = f"no saved target named {name!r}"
+        import difflib
+
         close = difflib.get_close_matches(name, list(self.targets), n=1)
         if close:
             return f"{message}; did you mean {close[0]!r}?"
