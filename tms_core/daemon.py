@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from tms_core.store import Store
 from tms_core.triton.locate import locate
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 def _lock_state(state: Path) -> IO[str]:
@@ -211,6 +214,9 @@ async def serve(
         await wiring.before_recover()
         await manager.recover()
         gctune.tune_gc()
+        # The store's writes run in a worker thread: under load the event loop holds the GIL
+        # and the default 5 ms switch interval delayed every commit by up to that much.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         add_servicers(server, manager)
         health.add_to(server)
         await server.start()
