@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from sidecar.agent import Agent, ServerGone
+from sidecar.fetch import Fetcher, read_settings
 from sidecar.triton_grpc import TritonGrpc
 
 
@@ -21,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-id", required=True)
     parser.add_argument("--triton-grpc", required=True, help="host:port of Triton's gRPC API")
     parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument(
+        "--repositories",
+        type=Path,
+        help="the daemon's repository settings as JSON (credentials are named, not held)",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="the machine's model cache")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -30,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         server_id=args.server_id,
         triton=TritonGrpc(args.triton_grpc),
         model_dir=args.model_dir,
+        fetcher=Fetcher(read_settings(args.repositories), args.model_dir, args.cache_dir),
+        # Given by the daemon in the environment: good only for this server's reports.
+        credential=os.environ.get("TMS_SIDECAR_TOKEN", ""),
     )
 
     async def run() -> None:

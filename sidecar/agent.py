@@ -10,11 +10,12 @@ from pathlib import Path
 
 import grpc
 
-from sidecar.fetch import FetchError, fetch, remove
+from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGrpc
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.repos.settings import RepositorySettings
 
 log = logging.getLogger("sidecar")
 
@@ -51,8 +52,13 @@ class Agent:
         triton: TritonGrpc,
         model_dir: Path,
         stats_interval: float = 1.0,
+        fetcher: Fetcher | None = None,
+        credential: str = "",
     ) -> None:
+        self._fetcher = fetcher or Fetcher(RepositorySettings(), model_dir, None)
         self._stats_interval = stats_interval
+        # The daemon accepts this server's Connect and Report only with its credential.
+        self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
         self._gpu = GpuReader()
         self._daemon = daemon
         self._server_id = server_id
@@ -92,7 +98,9 @@ class Agent:
         backoff = 0.05
         while True:
             try:
-                stream = stub.Connect(pb.SidecarHello(server_id=self._server_id))
+                stream = stub.Connect(
+                    pb.SidecarHello(server_id=self._server_id), metadata=self._metadata
+                )
                 async for assignment in stream:
                     backoff = 0.05
                     self._desired = {m.name: m.uri for m in assignment.models}
@@ -194,8 +202,8 @@ class Agent:
     async def _load(self, name: str, uri: str) -> None:
         self._set(name, uri, pb.MODEL_FETCHING)
         try:
-            await asyncio.to_thread(fetch, uri, name, self._model_dir)
-        except (FetchError, OSError) as exc:
+            await asyncio.to_thread(self._fetcher.fetch, name, uri)
+        except (RepositoryError, OSError) as exc:
             self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
             return
         self._set(name, uri, pb.MODEL_LOADING)
@@ -228,7 +236,7 @@ class Agent:
                     break
                 await asyncio.sleep(0.05)
         # Removing the directory takes the model out of Triton's repository index too.
-        await asyncio.to_thread(remove, self._model_dir / name)
+        await asyncio.to_thread(self._fetcher.remove, name)
         await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
         log.info("unloaded %s", name)
@@ -314,7 +322,7 @@ class Agent:
             )
             sent = {n for n, s in self._status.items() if s.state == pb.MODEL_UNLOADED}
             try:
-                await stub.Report(report, timeout=5.0)
+                await stub.Report(report, timeout=5.0, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise ServerGone(exc.details()) from None

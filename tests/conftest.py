@@ -15,6 +15,10 @@ import pytest
 from tms_core.api.client import ClientError, TmsClient
 from tms_core.backends.local import free_ports
 
+# Tests never reach a cloud metadata service: botocore asks 169.254.169.254 for credentials
+# when it finds none, and the daemons and sidecars the tests start inherit this.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "models"
 

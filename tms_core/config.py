@@ -29,17 +29,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from tms_core.defaults import DEFAULT_LISTEN
+from tms_core.defaults import DEFAULT_LISTEN, default_state_dir
 from tms_core.errors import ConfigError
 from tms_core.inventory import parse_gpus
+from tms_core.repos.settings import RepositorySettings
 from tms_core.units import parse_duration, parse_size
 
 log = logging.getLogger(__name__)
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tms"
 
 
 def _duration(value: Any) -> float:
@@ -79,8 +75,36 @@ class DaemonSettings(_Section):
     leave_serving: bool = False
     """On shutdown, leave servers running so a restarted daemon adopts them."""
 
+    allow_insecure_listen: bool = False
+    """Let `listen` (plain text, no TLS) be an address beyond loopback, or let any listener
+    run with `identity.tokens` off beyond loopback. Logged as a warning at every start: only
+    for a network nobody else can reach (a pod's own network, a lab)."""
+
+    metrics_listen: str = ""
+    """host:port of the daemon's Prometheus metrics over HTTP ("": none)."""
+
+    max_message_bytes: int = Field(default=4 * 1024**2, ge=64 * 1024)
+    """The largest gRPC message the API accepts or sends (`4MiB`)."""
+
+    _parse_m = field_validator("max_message_bytes", mode="before")(_size)
+
     def state_path(self) -> Path:
         return self.state or default_state_dir() / "state.db"
+
+
+class IdentitySettings(_Section):
+    """Who may call the API (docs/security.md)."""
+
+    tokens: bool = True
+    """Check an API token on every call. Off: every caller is an admin (sidecars still need
+    their credentials); beyond loopback that needs `daemon.allow_insecure_listen`."""
+
+    local_admin_token: bool = True
+    """Keep a working admin token in `<state dir>/admin.token` (mode 0600), which clients of
+    the same user on this machine find by themselves."""
+
+    audit_keep: int = Field(default=100_000, ge=1)
+    """How many audit records the state keeps (the oldest go first)."""
 
 
 class LeaseSettings(_Section):
@@ -108,7 +132,21 @@ class ServerSettings(_Section):
     max_servers: int = Field(default=8, ge=1)
     """Servers this daemon may run at once; further leases wait PENDING."""
 
-    _parse_d = field_validator("idle_grace", "start_timeout", mode="before")(_duration)
+    max_restarts: int = Field(default=3, ge=0)
+    """Times a server whose tritonserver or sidecar died is restarted (its leases' models
+    loaded again) within `restart_window`; at the next crash its leases are placed elsewhere
+    once, and failed with the crash history when they crash there too (docs/reliability.md)."""
+
+    restart_backoff: float = 1.0
+    """Wait before a server's second restart, doubled before each further one (the first
+    restart is at once)."""
+
+    restart_window: float = 600.0
+    """Crashes older than this are forgotten: a server that ran this long is healthy again."""
+
+    _parse_d = field_validator(
+        "idle_grace", "start_timeout", "restart_backoff", "restart_window", mode="before"
+    )(_duration)
     _parse_s = field_validator("memory", mode="before")(_size)
 
 
@@ -218,6 +256,16 @@ class KubernetesSettings(_Section):
     model_volume_path: str = "/model-store"
     """Where the model volume is mounted (read-only) in the sidecar."""
 
+    repository_secret: str = ""
+    """A Secret with the model repositories' credentials, given to every sidecar: its keys
+    as environment variables (`AWS_ACCESS_KEY_ID`, … and the variables `credentials_env`
+    names) and as files under /etc/tms/repositories (`secrets.yaml`, which becomes
+    `repositories.secrets_file`). "": none (web identity or public stores)."""
+
+    model_cache_path: str = ""
+    """A directory on each node (hostPath) holding the node's model cache, shared by its
+    server pods; "": each pod downloads into its own scratch volume."""
+
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels added to every object the daemon creates (and its pods)."""
 
@@ -297,11 +345,13 @@ class Settings(BaseSettings):
     )
 
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     lease: LeaseSettings = Field(default_factory=LeaseSettings)
     servers: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    repositories: RepositorySettings = Field(default_factory=RepositorySettings)
 
     @model_validator(mode="before")
     @classmethod

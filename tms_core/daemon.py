@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +21,22 @@ from typing import IO, Any
 
 import grpc
 
-from tms_core import aiotasks, gctune
+from tms_core import aiotasks, gctune, metrics
+from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.api.cluster import cluster_status
 from tms_core.api.health import DaemonHealth
+from tms_core.api.identity_servicer import IdentityServicer
 from tms_core.api.interceptor import ErrorInterceptor
 from tms_core.api.servicer import add_servicers
 from tms_core.backends.local import LocalBackend
 from tms_core.clock import Clock, SystemClock
 from tms_core.config import Settings
 from tms_core.errors import ConfigError
+from tms_core.identity import local as local_identity
+from tms_core.identity.audit import AuditLog
+from tms_core.identity.authority import Authority
+from tms_core.identity.sidecar_keys import SidecarKeys
+from tms_core.identity.tokens import TokenRegistry
 from tms_core.inventory import read_node
 from tms_core.manager.facade import LeaseManager
 from tms_core.routing import RouterProcess
@@ -108,7 +117,86 @@ class _Wiring:
     always_leave_serving: bool = False
 
 
-def _local(settings: Settings, clock: Clock, store: Store, state: Path, listen: str) -> _Wiring:
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _check_exposure(settings: Settings) -> None:
+    """Plain text beyond loopback, or no tokens beyond loopback, only when asked for: loudly."""
+    daemon = settings.daemon
+    exposed = []
+    if not _loopback(daemon.listen):
+        exposed.append(f"daemon.listen {daemon.listen} is plain text (no TLS)")
+    if not settings.identity.tokens and (
+        not _loopback(daemon.listen) or (daemon.tls_listen and not _loopback(daemon.tls_listen))
+    ):
+        exposed.append("identity.tokens is off: every caller is an admin")
+    if not exposed:
+        return
+    if not daemon.allow_insecure_listen:
+        raise ConfigError(
+            f"{'; '.join(exposed)}, beyond loopback: anyone on the network could read tokens "
+            "or act as an admin. Listen on 127.0.0.1, use daemon.tls_listen, or set "
+            "daemon.allow_insecure_listen: true for a network nobody else can reach"
+        )
+    for problem in exposed:
+        log.warning("INSECURE: %s, beyond loopback (daemon.allow_insecure_listen is set)", problem)
+
+
+@dataclass
+class _Identity:
+    registry: TokenRegistry
+    sidecars: SidecarKeys
+    authority: Authority
+    audit: AuditLog
+    token_file: Path | None = None
+    pointers: list[Path | None] = field(default_factory=list)
+
+
+async def _identity(settings: Settings, clock: Clock, store: Store, state: Path) -> _Identity:
+    async def persist(token: Any) -> None:
+        async with store.transaction() as tx:
+            await tx.put_token(token)
+
+    async def write_audit(records: Any) -> None:
+        async with store.transaction() as tx:
+            await tx.add_audit(records, settings.identity.audit_keep)
+
+    registry = TokenRegistry(await store.load_tokens(), clock=clock, persist=persist)
+    sidecars = SidecarKeys.in_state_dir(state.parent)
+    authority = Authority(registry, sidecars, tokens_required=settings.identity.tokens)
+    return _Identity(registry, sidecars, authority, AuditLog(write_audit))
+
+
+def _state_gauges(manager: LeaseManager) -> Callable[[], dict[str, Any]]:
+    """What the metrics' state gauges read at each scrape."""
+
+    def read() -> dict[str, Any]:
+        leases = Counter((lease.state.value, lease.tenant) for lease in manager.leases.values())
+        servers = Counter(server.state.value for server in manager.servers.values())
+        memory: dict[tuple[str, str, str], int] = {}
+        for node in cluster_status(manager).nodes:
+            devices = [("host", node.cpu)] + [(f"gpu{g.index}", g.memory) for g in node.gpus]
+            for device, status in devices:
+                key = (node.name, device)
+                memory[(*key, "total")] = status.total_bytes
+                memory[(*key, "declared")] = status.declared_bytes
+                memory[(*key, "measured")] = status.measured_bytes
+                memory[(*key, "free")] = max(status.total_bytes - status.declared_bytes, 0)
+        return {"leases": leases, "servers": servers, "memory": memory}
+
+    return read
+
+
+def _local(
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    state: Path,
+    listen: str,
+    sidecars: SidecarKeys,
+) -> _Wiring:
     work_dir = settings.local.work_dir or state.parent / "servers"
     router = RouterProcess(state.parent)
     install = locate(
@@ -120,6 +208,9 @@ def _local(settings: Settings, clock: Clock, store: Store, state: Path, listen: 
         daemon_address=_sidecar_address(listen),
         locate_other=lambda binary: locate(binary, None, work_dir=state.parent),
         router=router,
+        repositories=settings.repositories,
+        cache_dir=settings.repositories.cache_dir or state.parent / "model-cache",
+        sidecar_credential=sidecars.credential,
     )
     manager = LeaseManager(
         store=store,
@@ -150,12 +241,20 @@ def _local(settings: Settings, clock: Clock, store: Store, state: Path, listen: 
     )
 
 
-async def _kubernetes(settings: Settings, clock: Clock, store: Store) -> _Wiring:
+async def _kubernetes(
+    settings: Settings, clock: Clock, store: Store, sidecars: SidecarKeys
+) -> _Wiring:
     # Imported here: only this backend needs the kubernetes client.
     from tms_core.backends.kubernetes import KubernetesBackend, connect
 
     api, namespace = connect(settings.kubernetes)
-    backend = KubernetesBackend(settings.kubernetes, api, namespace)
+    backend = KubernetesBackend(
+        settings.kubernetes,
+        api,
+        namespace,
+        repositories=settings.repositories,
+        sidecar_credential=sidecars.credential,
+    )
     manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
     backend.attach(manager.note_reason, manager.set_nodes)
     return _Wiring(
@@ -176,9 +275,18 @@ async def serve(
 ) -> None:
     """Runs the daemon until `stop` is set or a signal arrives."""
     clock = clock or SystemClock()
+    _check_exposure(settings)
     state = settings.daemon.state_path()
     lock = _lock_state(state)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    interceptor = ErrorInterceptor()
+    size = settings.daemon.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[interceptor],
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+        ],
+    )
     try:
         port = server.add_insecure_port(settings.daemon.listen)
     except RuntimeError:
@@ -194,10 +302,11 @@ async def serve(
     listen = f"{host}:{port}"
     store = await Store.open(state)
     try:
+        identity = await _identity(settings, clock, store, state)
         if settings.daemon.backend == "kubernetes":
-            wiring = await _kubernetes(settings, clock, store)
+            wiring = await _kubernetes(settings, clock, store, identity.sidecars)
         else:
-            wiring = _local(settings, clock, store, state, listen)
+            wiring = _local(settings, clock, store, state, listen, identity.sidecars)
     except BaseException:
         # Its worker thread would keep the process alive after the error.
         await store.close()
@@ -210,18 +319,39 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[None]] = []
     health = DaemonHealth()
+    metrics_server = None
     try:
         await wiring.before_recover()
         await manager.recover()
         gctune.tune_gc()
+        if settings.identity.local_admin_token:
+            identity.token_file = await local_identity.ensure_admin_token(
+                identity.registry, state.parent
+            )
+        if not settings.identity.tokens:
+            log.warning("identity.tokens is off: every API caller is an admin")
+        interceptor.attach(identity.authority, ownership=manager, audit=identity.audit, clock=clock)
         # The store's writes run in a worker thread: under load the event loop holds the GIL
         # and the default 5 ms switch interval delayed every commit by up to that much.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         add_servicers(server, manager)
+        pb_grpc.add_IdentityServiceServicer_to_server(
+            IdentityServicer(manager, identity.registry, identity.audit, store), server
+        )
+        if settings.daemon.metrics_listen:
+            metrics_server = metrics.MetricsServer(_state_gauges(manager))
+            await metrics_server.start(settings.daemon.metrics_listen)
         health.add_to(server)
         await server.start()
         await health.serving()
+        if identity.token_file is not None:
+            for address in (listen, settings.daemon.tls_listen):
+                if address:
+                    pointer = local_identity.register(address, identity.token_file)
+                    identity.pointers.append(pointer)
         log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)
+        # Writes the audit log's records in batches.
+        tasks.append(aiotasks.create_guarded_task(identity.audit.run(), name="audit"))
         # Expires leases on time and notices dead or idle servers.
         tasks.append(aiotasks.create_guarded_task(manager.reconciler.run(), name="reconciler"))
         for name, loop_of in wiring.loops.items():
@@ -247,6 +377,12 @@ async def serve(
         if not leave_serving:
             wiring.after_servers_stopped()
         await server.stop(grace=2.0)
+        if identity.token_file is not None:
+            for pointer in identity.pointers:
+                local_identity.unregister(pointer, identity.token_file)
+        if metrics_server is not None:
+            await metrics_server.close()
+        await identity.audit.flush()
         await store.close()
         lock.close()
         log.info("stopped")

@@ -116,6 +116,8 @@ class Lease:
     labels: dict[str, str] = field(default_factory=dict)
     priority: int = 0
     autoscale: LeaseAutoscale | None = None
+    tenant: str = ""
+    """The tenant whose quota the lease counts against ("": none, no quota)."""
 
     @property
     def tags(self) -> set[str]:
@@ -169,6 +171,55 @@ class Pool:
     max_servers: int
     quota_per_server: int
     created_at: float
+
+
+@dataclass
+class TenantQuota:
+    """What a tenant's live leases may add up to; 0 is no limit."""
+
+    leases: int = 0
+    gpus: int = 0
+    gpu_memory: int = 0
+    host_memory: int = 0
+    replicas: int = 0
+
+
+@dataclass
+class Tenant:
+    name: str
+    quota: TenantQuota
+    over_quota: str = "refuse"
+    """What a lease beyond the quota does: `refuse` (RESOURCE_EXHAUSTED) or `wait` (PENDING
+    until the tenant's other leases make room)."""
+    created_at: float = 0.0
+
+
+@dataclass
+class ApiToken:
+    """An API token as kept: its hash only (the token is shown once, at creation)."""
+
+    name: str
+    hash: str
+    role: str
+    tenant: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass
+class AuditRecord:
+    """One state-changing call (or a refused one): who, what, when, and the outcome."""
+
+    at: float
+    who: str
+    role: str
+    tenant: str
+    method: str
+    target: str
+    outcome: str
+    detail: str = ""
+    seq: int = 0
 
 
 @dataclass

@@ -36,7 +36,7 @@ class LeaseNotFound(TmsError):
     title = "not found"
 
     def __init__(self, lease_id: str) -> None:
-        super().__init__(f"lease {lease_id!r} not found")
+        super().__init__(f"no lease with id or name {lease_id!r}")
 
 
 class NameNotFound(TmsError):
@@ -89,3 +89,40 @@ class TritonNotFound(TmsError):
 class ConfigError(TmsError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     title = "configuration error"
+
+
+class Unauthenticated(TmsError):
+    """The call carries no credential, or one the daemon does not accept."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    title = "unauthenticated"
+
+
+class PermissionDenied(TmsError):
+    """The caller is known but may not do this; the message names what was missing."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    title = "permission denied"
+
+
+class QuotaExceeded(TmsError):
+    """A tenant's quota refuses the request; the message names the quota."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    title = "quota exceeded"
+
+
+class TenantNotFound(TmsError):
+    code = grpc.StatusCode.NOT_FOUND
+    title = "not found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"tenant {name!r} not found")
+
+
+class TokenNotFound(TmsError):
+    code = grpc.StatusCode.NOT_FOUND
+    title = "not found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"token {name!r} not found")

@@ -1,8 +1,10 @@
-"""Checks of a model's repository URI made when a lease is requested, so that a typo is a
-one-line error to the caller rather than a failed lease a few seconds later."""
+"""Checks of a model's repository URI made when a lease is requested, so that a typo, a
+missing object or a refused credential is a one-line error to the caller rather than a failed
+lease a few seconds later."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -10,8 +12,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tms_core.errors import InvalidArgument
+from tms_core.repos.fetcher import Repositories, split_spec
+from tms_core.repos.policy import RepositoryError
+from tms_core.repos.sources import SCHEMES
 
-SUPPORTED_SCHEMES = ("file",)
+SUPPORTED_SCHEMES = tuple(SCHEMES)
 
 
 def local_path(uri: str) -> Path | None:
@@ -44,11 +49,22 @@ def framework_of(config: model_config_pb2.ModelConfig) -> str:
     return _PLATFORMS.get(platform, platform)
 
 
-def check_model(field: str, name: str, uri: str) -> str:
-    """Raises InvalidArgument naming `field` if the model at `uri` cannot be loaded by name;
-    returns its framework ("" when its config does not say)."""
+def check_model(field: str, name: str, uri: str, repos: Repositories | None = None) -> str:
+    """Raises InvalidArgument naming `field` if the model at `uri` cannot be loaded by name
+    or is outside what `repos` allows; returns its framework ("" when its config does not
+    say, or the model is remote: its presence is `check_present`'s)."""
     parsed = urlparse(uri)
-    path = local_path(uri)
+    try:
+        base, _ = split_spec(uri)
+        if repos is not None:
+            repos.policy.check_allowed(base)
+    except RepositoryError as exc:
+        raise InvalidArgument(f"{field}.uri", f"model {name!r}: {exc}") from None
+    if parsed.scheme in SUPPORTED_SCHEMES and parsed.scheme != "file":
+        return ""
+    path = local_path(base)
+    if path is not None and path.is_file():
+        return ""  # an archive or a single file, unpacked by the sidecar
     if path is None:
         scheme = parsed.scheme or "(none)"
         raise InvalidArgument(
@@ -82,3 +98,14 @@ def check_model(field: str, name: str, uri: str) -> str:
             f"{field}.uri", f"{path} has no numbered version directory (such as {path}/1)"
         )
     return framework
+
+
+async def check_present(field: str, name: str, uri: str, repos: Repositories) -> None:
+    """Raises InvalidArgument naming `field` and the model unless the remote model at `uri`
+    exists and is readable (local paths were checked by `check_model`)."""
+    if urlparse(uri).scheme in ("", "file"):
+        return
+    try:
+        await asyncio.to_thread(repos.stat, uri)
+    except RepositoryError as exc:
+        raise InvalidArgument(f"{field}.uri", f"model {name!r}: {exc}") from None

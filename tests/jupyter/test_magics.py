@@ -108,10 +108,10 @@ def test_cell_magic_takes_a_yaml_spec_and_names_a_variable(shell: Shell, daemon:
         ("%tms acquire --gpus -1 -m x", "UsageError: %tms acquire: Invalid value for '--gpus'"),
         ("%tms acquire --colour red", "UsageError: %tms acquire: No such option '--colour'"),
         ("%tms status", "UsageError: %tms status: Missing argument 'LEASE'."),
-        ("%tms status l-000000000000", "UsageError: lease 'l-000000000000' not found"),
-        ("%tms release nobody", "UsageError: no live lease with id or name 'nobody'"),
+        ("%tms status l-000000000000", "UsageError: no lease with id or name 'l-000000000000'"),
+        ("%tms release nobody", "UsageError: no lease with id or name 'nobody'"),
         ("%tms renew l-000000000000 --duration soon", "UsageError: --duration: 'soon'"),
-        ("%tms infer l-000000000000", "UsageError: lease 'l-000000000000' not found"),
+        ("%tms infer l-000000000000", "UsageError: no lease with id or name 'l-000000000000'"),
         (
             "%tms target use host:99999",
             "UsageError: 'host:99999': the port is not a number from 1 to 65535",

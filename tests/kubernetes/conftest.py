@@ -19,6 +19,7 @@ from tms_core.backends.kubernetes import KubernetesBackend, connect
 from tms_core.clock import ManualClock
 from tms_core.config import Settings, load_settings
 from tms_core.domain import Lease, ModelState, ServedModel
+from tms_core.identity.sidecar_keys import SidecarKeys
 from tms_core.ids import ModelName
 from tms_core.manager.facade import LeaseManager
 from tms_core.store import Store
@@ -104,7 +105,14 @@ async def open_kube(cluster: Cluster, state: Path, settings: Settings) -> Kube:
     """The daemon's start-up, as `tms daemon` does it with `backend: kubernetes`."""
     api, namespace = connect(settings.kubernetes)
     # The tests run the backend's passes themselves (`sync`): nothing to wait for.
-    backend = KubernetesBackend(settings.kubernetes, api, namespace, settle_within=0.0)
+    backend = KubernetesBackend(
+        settings.kubernetes,
+        api,
+        namespace,
+        settle_within=0.0,
+        # Each server's sidecar credential goes into a Secret of its own, as in the daemon.
+        sidecar_credential=SidecarKeys(b"k" * 32).credential,
+    )
     store = await Store.open(state)
     clock = ManualClock()
     manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)

@@ -85,7 +85,14 @@ async def test_acquire_creates_a_deployment_and_a_service(kube: Kube) -> None:
 
 
 async def test_model_uris_must_be_on_the_model_volume(kube: Kube) -> None:
-    with pytest.raises(InvalidArgument, match=r"models\[0\]\.uri: 's3://b/x' cannot be read"):
+    with pytest.raises(InvalidArgument, match=r"models\[0\]\.uri: 'gs://b/x' cannot be read"):
+        await kube.manager.acquire([ModelRequest("x", "gs://b/x", GiB)])
+    assert kube.cluster.objects("deployments", NAMESPACE) == {}
+
+
+async def test_remote_models_are_checked_for_presence_by_the_daemon(kube: Kube) -> None:
+    # No credentials anywhere: refused at once, naming the model, and nothing is created.
+    with pytest.raises(InvalidArgument, match=r"models\[0\]\.uri: model 'x': s3://b/x"):
         await kube.manager.acquire([ModelRequest("x", "s3://b/x", GiB)])
     assert kube.cluster.objects("deployments", NAMESPACE) == {}
 

@@ -33,6 +33,7 @@ from tms_core.domain import (
 )
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.lease_request import LeaseOptions, ModelRequest
+from tms_core.repos.settings import Repository, RepositorySettings
 
 VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -113,12 +114,46 @@ def generated() -> list[dict[str, Any]]:
             **KW,
         ),
     ]
+    with_repositories = SETTINGS.model_copy(
+        update={"repository_secret": "tms-repositories", "model_cache_path": "/var/cache/tms"}
+    )
+    deployments.append(
+        server_deployment(
+            cpu,
+            ServerPlan("nvcr.io/nvidia/tritonserver:24.10-py3"),
+            namespace=NAMESPACE,
+            settings=with_repositories,
+            repositories=REPOSITORIES,
+        )
+    )
     objects = [*deployments, *desired.services.values(), *desired.autoscalers.values()]
     assert len(desired.services) == 4 and len(desired.autoscalers) == 1
     return objects
 
 
 KW: dict[str, Any] = {"namespace": NAMESPACE, "settings": SETTINGS}
+
+REPOSITORIES = RepositorySettings(
+    repositories=[
+        Repository(prefix="s3://models/", endpoint_url="http://minio:9000", credentials="minio")
+    ],
+    secrets_file=Path("/etc/tms/secrets.yaml"),
+)
+
+
+def test_sidecars_get_the_repository_secret_and_the_node_cache_never_a_credential() -> None:
+    pod = generated()[-1 - 4 - 1]["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "sidecar")
+    assert {"secretRef": {"name": "tms-repositories", "optional": True}} in sidecar["envFrom"]
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert mounts["repository-secret"] == "/etc/tms/repositories"
+    assert mounts["model-cache"] == "/var/cache/tms/models"
+    assert "--cache-dir=/var/cache/tms/models" in sidecar["args"]
+    [settings] = [e["value"] for e in sidecar["env"] if e["name"] == "TMS_REPOSITORIES"]
+    given = RepositorySettings.model_validate_json(settings)
+    # The sidecar reads the Secret's file where the pod mounts it.
+    assert given.secrets_file == Path("/etc/tms/repositories/secrets.yaml")
+    assert given.repositories[0].credentials == "minio"
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -48,6 +48,8 @@ class FakeBackend(BackendDefaults):
         self.adopt_calls: list[ServerId] = []
         self.adopt_result = True
         self.dead: dict[ServerId, str] = {}
+        self.restarted: list[ServerId] = []
+        self.sidecars_restarted: list[ServerId] = []
         self._next_port = 41000
         self._next_pid = 5000
 
@@ -85,6 +87,27 @@ class FakeBackend(BackendDefaults):
     def adopt(self, server: Server) -> bool:
         self.adopt_calls.append(server.id)
         return self.adopt_result
+
+    revives_servers = False
+    """Set by the revival tests (the others see a backend whose crashed servers fail)."""
+
+    def restart_sidecar(self, server: Server) -> bool:
+        """A dead sidecar (a `dead` reason starting "sidecar") is replaced."""
+        if not self.dead.get(server.id, "").startswith("sidecar"):
+            return False
+        del self.dead[server.id]
+        server.sidecar_pid = self._next_pid
+        self._next_pid += 1
+        self.sidecars_restarted.append(server.id)
+        return True
+
+    async def restart(self, server: Server) -> bool:
+        self.dead.pop(server.id, None)
+        server.http_port = self._next_port
+        self._next_port += 3
+        await self.start(server)
+        self.restarted.append(server.id)
+        return True
 
 
 def make_settings(

@@ -40,8 +40,9 @@ class FakeClient:
 
     made: list[FakeClient] = []
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, token: str | None = None) -> None:
         self.target = target
+        self.token = token
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         FakeClient.made.append(self)
 

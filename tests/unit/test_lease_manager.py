@@ -545,7 +545,7 @@ async def test_an_unknown_lease_is_not_found(harness: Harness, call: str) -> Non
             await m.renew("l-nope")
         else:
             await m.release("l-nope")
-    assert info.value.message == "lease 'l-nope' not found"
+    assert info.value.message == "no lease with id or name 'l-nope'"
 
 
 # ---------------------------------------------------------------------- max_servers

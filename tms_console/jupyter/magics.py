@@ -450,12 +450,8 @@ class TmsMagics(Magics):
         held = self.shell.user_ns.get(ref) if self.shell is not None else None
         if isinstance(held, NotebookLease):
             return held.id
-        if ref.startswith("l-"):
-            return ref
-        for lease in client.list_leases():
-            if lease.name == ref:
-                return lease.id
-        raise UsageError(f"no live lease with id or name {ref!r} (see %tms leases)")
+        # The daemon resolves ids and names alike (and reports one it does not know).
+        return client.status(ref).id
 
     def _cell_lease(self, args: list[str], cell: str) -> Any:
         command = self._cell_command()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import grpc
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.defaults import DEFAULT_LISTEN
+from tms_core.identity.local import local_token
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import parse_size, rfc3339
 
@@ -35,6 +37,12 @@ class ClientError(Exception):
 
 def default_target() -> str:
     return os.environ.get("TMS_TARGET") or DEFAULT_LISTEN
+
+
+def resolve_token(target: str, token: str | None = None) -> str | None:
+    """The API token for `target`: the one given, else `$TMS_TOKEN`, else — for a daemon on
+    this machine started by this user — its own admin token (docs/security.md)."""
+    return token or os.environ.get("TMS_TOKEN") or local_token(target)
 
 
 # The name the console's form still uses for `ModelRequest`; the same type.
@@ -131,17 +139,27 @@ class _BearerToken(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc ships no annotations
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
 ):
-    """Adds `authorization: Bearer TOKEN` to every call, for a daemon behind an
-    authenticating proxy (the daemon itself does not check it)."""
+    """Adds `authorization: Bearer TOKEN` to every call (the daemon checks it on each).
 
-    def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+    `token` is called on each call: the local daemon's token is found once it has started
+    (a client may be made before its daemon is up), and is found again after a restart."""
+
+    def __init__(self, token: Callable[[], str | None], opening: threading.Lock) -> None:
+        self._token = token
+        # Held while a call starts and while the channel closes: a call started on a channel
+        # being closed by another thread (the console's feed reconnecting) crashes grpc.
+        self._opening = opening
+        self.closed = False
 
     def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        token = self._token()
+        metadata = [*(details.metadata or ())]
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
         return _CallDetails(
             details.method,
             details.timeout,
-            [*(details.metadata or ()), self._header],
+            metadata,
             details.credentials,
             getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),
@@ -151,7 +169,11 @@ class _BearerToken(
         return continuation(self._details(details), request)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        # A stream's call is started here and returns at once: hold the lock over its start.
+        with self._opening:
+            if self.closed:
+                raise ClientError("the client was closed")
+            return continuation(self._details(details), request)
 
 
 def _channel(target: str) -> grpc.Channel:
@@ -175,17 +197,27 @@ class TmsClient:
         self.target = target or default_target()
         self._timeout = timeout
         self._channel = _channel(self.target)
-        if token:
-            self._channel = grpc.intercept_channel(self._channel, _BearerToken(token))
+        given = token or os.environ.get("TMS_TOKEN")
+        target = self.target
+
+        def current_token() -> str | None:
+            return given or local_token(target)
+
+        self._opening = threading.Lock()
+        self._bearer = _BearerToken(current_token, self._opening)
+        self._channel = grpc.intercept_channel(self._channel, self._bearer)
         self._stub = pb_grpc.LeaseServiceStub(self._channel)
         self._names = pb_grpc.LeaseNameServiceStub(self._channel)
         self._pools = pb_grpc.PoolServiceStub(self._channel)
         self._allowlist = pb_grpc.AllowlistServiceStub(self._channel)
         self._events = pb_grpc.EventServiceStub(self._channel)
         self._cluster = pb_grpc.ClusterServiceStub(self._channel)
+        self._identity = pb_grpc.IdentityServiceStub(self._channel)
 
     def close(self) -> None:
-        self._channel.close()
+        with self._opening:
+            self._bearer.closed = True
+            self._channel.close()
 
     def __enter__(self) -> TmsClient:
         return self
@@ -271,12 +303,15 @@ class TmsClient:
             raise self._error(exc) from None
 
     def release(self, lease_id: str, *, wait: bool = True) -> pb.Lease:
-        """Releases the lease; with `wait`, returns once its models are unloaded."""
+        """Releases the lease (an id or a lease name); with `wait`, returns once its models
+        are unloaded."""
         try:
             lease = self._stub.Release(pb.LeaseRef(id=lease_id), timeout=self._timeout)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
         if wait and lease.state not in ENDED:
+            # Followed by id: a name may move to another lease meanwhile.
+            lease_id = lease.id
             for lease in self.follow(lease_id):  # noqa: B007 - the last one is returned
                 pass
         return lease
@@ -348,6 +383,41 @@ class TmsClient:
 
     def allowlist(self) -> list[str]:
         return list(self._call(self._allowlist.AllowlistList, pb.Empty()).tritonservers)
+
+    # Identity: tokens, tenants, the audit log
+
+    def create_token(
+        self, name: str, role: str, *, tenant: str = "", expires_in_s: float = 0.0
+    ) -> pb.ApiToken:
+        """A new token; its `secret` is in this answer only."""
+        request = pb.TokenRequest(name=name, role=role, tenant=tenant, expires_in_s=expires_in_s)
+        return self._call(self._identity.CreateToken, request)
+
+    def list_tokens(self) -> list[pb.ApiToken]:
+        return list(self._call(self._identity.ListTokens, pb.Empty()).tokens)
+
+    def revoke_token(self, name: str) -> pb.ApiToken:
+        return self._call(self._identity.RevokeToken, pb.TokenRef(name=name))
+
+    def put_tenant(self, tenant: pb.Tenant) -> pb.Tenant:
+        return self._call(self._identity.PutTenant, tenant)
+
+    def list_tenants(self) -> list[pb.Tenant]:
+        return list(self._call(self._identity.ListTenants, pb.Empty()).tenants)
+
+    def tenant_status(self, name: str) -> pb.Tenant:
+        return self._call(self._identity.TenantStatus, pb.TenantRef(name=name))
+
+    def audit(
+        self, *, since: float = 0.0, tenant: str | None = None, limit: int = 0
+    ) -> list[pb.AuditEntry]:
+        request = pb.AuditRequest(since=since, limit=limit)
+        if tenant is not None:
+            request.tenant = tenant
+        return list(self._call(self._identity.Audit, request).entries)
+
+    def whoami(self) -> pb.WhoAmIResponse:
+        return self._call(self._identity.WhoAmI, pb.Empty())
 
     # Events
 

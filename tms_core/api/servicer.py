@@ -22,6 +22,7 @@ from tms_core.api.convert import (
 )
 from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
+from tms_core.identity import principal
 from tms_core.manager.facade import LeaseManager
 
 # grpc ships no type hints for its aio context.
@@ -48,7 +49,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         self, request: pb.AcquireRequest, context: Context
     ) -> AsyncIterator[pb.Lease]:
         models, options = acquire_request_from_pb(request)
-        lease = await self._manager.acquire(models, options)
+        caller = principal.current()
+        lease = await self._manager.acquire(models, options, tenant=caller.tenant if caller else "")
         last = None
         async for current in self._manager.follow(
             lease.id,
@@ -119,6 +121,7 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
             triton_ready=request.triton_ready,
             models=[served_from_pb(m) for m in request.models],
             leak=request.leak,
+            generation=request.generation,
         )
         return pb.ReportAck()
 

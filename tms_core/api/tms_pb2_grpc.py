@@ -1182,3 +1182,379 @@ class SidecarService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class IdentityServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateToken = channel.unary_unary(
+                '/tms.v1.IdentityService/CreateToken',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.TokenRequest.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ApiToken.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/tms.v1.IdentityService/ListTokens',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/tms.v1.IdentityService/RevokeToken',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.TokenRef.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ApiToken.FromString,
+                _registered_method=True)
+        self.PutTenant = channel.unary_unary(
+                '/tms.v1.IdentityService/PutTenant',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Tenant.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/tms.v1.IdentityService/ListTenants',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.TenantStatus = channel.unary_unary(
+                '/tms.v1.IdentityService/TenantStatus',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.TenantRef.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.Audit = channel.unary_unary(
+                '/tms.v1.IdentityService/Audit',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.AuditRequest.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.AuditResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/tms.v1.IdentityService/WhoAmI',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
+
+
+class IdentityServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Takes effect on the token's next call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutTenant(self, request, context):
+        """Creates the tenant or replaces its quota.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TenantStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Audit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """The caller's identity as the daemon sees it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IdentityServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.TokenRequest.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ApiToken.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.TokenRef.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ApiToken.SerializeToString,
+            ),
+            'PutTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutTenant,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Tenant.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Tenant.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'TenantStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.TenantStatus,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.TenantRef.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Tenant.SerializeToString,
+            ),
+            'Audit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.AuditRequest.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.AuditResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.Empty.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.WhoAmIResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tms.v1.IdentityService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tms.v1.IdentityService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class IdentityService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/CreateToken',
+            tms__core_dot_api_dot_tms__pb2.TokenRequest.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ApiToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/ListTokens',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/RevokeToken',
+            tms__core_dot_api_dot_tms__pb2.TokenRef.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ApiToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/PutTenant',
+            tms__core_dot_api_dot_tms__pb2.Tenant.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/ListTenants',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TenantStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/TenantStatus',
+            tms__core_dot_api_dot_tms__pb2.TenantRef.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/Audit',
+            tms__core_dot_api_dot_tms__pb2.AuditRequest.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.AuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.IdentityService/WhoAmI',
+            tms__core_dot_api_dot_tms__pb2.Empty.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

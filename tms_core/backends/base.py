@@ -46,6 +46,24 @@ class Backend(Protocol):
         """Whether a server recorded by an earlier daemon still runs and can be kept."""
         ...
 
+    @property
+    def revives_servers(self) -> bool:
+        """Whether the manager restarts this backend's crashed servers (`restart`); False
+        where something else does (Kubernetes) or nothing does (the simulator)."""
+        ...
+
+    def restart_sidecar(self, server: Server) -> bool:
+        """Starts a new sidecar for a server whose Triton still runs but whose sidecar died;
+        False if the Triton is gone too, or this backend does not restart processes."""
+        ...
+
+    async def restart(self, server: Server) -> bool:
+        """Starts a server whose processes died again, on the same record: what is left of
+        it is killed, then it starts afresh (on new ports where the old may linger). False
+        where the backend restarts servers by itself or not at all (Kubernetes: the
+        Deployment; the simulator)."""
+        ...
+
     def assignment_changed(self, server_id: ServerId) -> None:
         """Told, after the commit, that a server should now hold other models (a backend
         whose sidecars watch their assignment through the API has nothing to do)."""
@@ -56,6 +74,12 @@ class Backend(Protocol):
     def check_model(self, field: str, name: str, uri: str) -> str | None:
         """Raises InvalidArgument (naming `field`) for a model this backend cannot serve;
         returns the model's framework when it can tell, else None."""
+        ...
+
+    async def check_present(self, field: str, name: str, uri: str) -> None:
+        """Raises InvalidArgument (naming `field` and the model) unless the model at `uri`
+        exists and is readable with the configured credentials (a HEAD or a listing; the
+        download is the sidecar's)."""
         ...
 
     def check_tritonserver(self, binary: str) -> None:
@@ -94,6 +118,9 @@ class BackendDefaults:
     def check_model(self, field: str, name: str, uri: str) -> str | None:
         return None
 
+    async def check_present(self, field: str, name: str, uri: str) -> None:
+        return None
+
     def check_tritonserver(self, binary: str) -> None:
         return None
 
@@ -102,6 +129,14 @@ class BackendDefaults:
 
     def allocate_ports(self, count: int) -> list[int]:
         return [0] * count
+
+    revives_servers = False
+
+    def restart_sidecar(self, server: Server) -> bool:
+        return False
+
+    async def restart(self, server: Server) -> bool:
+        return False
 
     def service_host(self, key: str) -> str:
         return "127.0.0.1"

@@ -30,12 +30,15 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from tms_core import modelrepo
 from tms_core.backends import kubernetes_objects as objects
 from tms_core.backends.base import BackendDefaults
 from tms_core.config import KubernetesSettings
 from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.ids import LeaseId, ServerId
 from tms_core.inventory import Gpu, Node
+from tms_core.repos.fetcher import Repositories
+from tms_core.repos.settings import RepositorySettings
 from tms_core.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
         ("autoscaling", "horizontalpodautoscalers", "delete"),
         ("", "pods", "list"),
         ("", "nodes", "list"),
+        ("", "secrets", "create"),
+        ("", "secrets", "delete"),
     }
 )
 
@@ -177,8 +182,12 @@ class KubernetesBackend(BackendDefaults):
         lease_problem: Callable[[LeaseId, str], Awaitable[None]] | None = None,
         nodes_changed: Callable[[list[Node]], Awaitable[None]] | None = None,
         settle_within: float = 5.0,
+        repositories: RepositorySettings | None = None,
+        sidecar_credential: Callable[[str], str] | None = None,
     ) -> None:
         self._settings = settings
+        self._repositories = Repositories(repositories or RepositorySettings())
+        self._sidecar_credential = sidecar_credential
         self._check_model = objects.check_model_uri(settings)
         self.namespace = namespace
         self._apps = k8s.AppsV1Api(api)
@@ -259,10 +268,36 @@ class KubernetesBackend(BackendDefaults):
             binary=binary or self._settings.triton_image,
         )
 
+    async def _create_secret(self, server: Server) -> None:
+        if self._sidecar_credential is None:
+            return
+        secret = objects.sidecar_secret(
+            server,
+            self._sidecar_credential(server.id),
+            namespace=self.namespace,
+            settings=self._settings,
+        )
+        try:
+            await self._call(
+                f"creating Secret {secret['metadata']['name']}",
+                self._core.create_namespaced_secret,
+                namespace=self.namespace,
+                body=secret,
+            )
+        except KubernetesApiError as exc:
+            # Left by an earlier start of this server: the credential is the same.
+            if exc.status != 409:
+                raise
+
     async def start(self, server: Server) -> None:
+        await self._create_secret(server)
         plan = self._plans.get(server.id) or objects.ServerPlan(image=server.binary)
         manifest = objects.server_deployment(
-            server, plan, namespace=self.namespace, settings=self._settings
+            server,
+            plan,
+            namespace=self.namespace,
+            settings=self._settings,
+            repositories=self._repositories.settings,
         )
         created = await self._call(
             f"creating Deployment {manifest['metadata']['name']}",
@@ -293,6 +328,12 @@ class KubernetesBackend(BackendDefaults):
             # Its pods end on their own; the scheduler gives their GPUs to a new pod only then.
             await self._delete("Deployment", name, self._apps.delete_namespaced_deployment)
             self._deployments.pop(server.id, None)
+            if self._sidecar_credential is not None:
+                await self._delete(
+                    "Secret",
+                    objects.secret_name(server.id),
+                    self._core.delete_namespaced_secret,
+                )
         except KubernetesApiError as exc:
             # Stopping is retried: the reconciler deletes Deployments the state does not hold.
             log.warning("server %s: %s", server.id, exc)
@@ -316,6 +357,10 @@ class KubernetesBackend(BackendDefaults):
 
     def check_model(self, field: str, name: str, uri: str) -> str | None:
         return self._check_model(field, name, uri)
+
+    async def check_present(self, field: str, name: str, uri: str) -> None:
+        # The daemon's pod reaches the stores with the same Secret as the sidecars.
+        await modelrepo.check_present(field, name, uri, self._repositories)
 
     def attach(
         self,

@@ -25,6 +25,7 @@ from tms_core.config import KubernetesSettings
 from tms_core.domain import Lease, LeaseAutoscale, LeaseNameRecord, Server
 from tms_core.errors import InvalidArgument
 from tms_core.ids import LeaseId, ServerId
+from tms_core.repos.settings import RepositorySettings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 PART_OF = "app.kubernetes.io/part-of"
@@ -68,6 +69,8 @@ def check_model_uri(settings: KubernetesSettings) -> Callable[[str, str, str], s
 
     def check(field: str, name: str, uri: str) -> str | None:
         parsed = urlparse(uri)
+        if parsed.scheme in ("s3", "http", "https"):
+            return None  # the sidecars pull it themselves (the presence check is the daemon's)
         path = unquote(parsed.path) if parsed.scheme == "file" else ""
         root = settings.model_volume_path.rstrip("/") + "/"
         if not path.startswith(root) or not settings.model_volume:
@@ -86,6 +89,28 @@ def check_model_uri(settings: KubernetesSettings) -> Callable[[str, str, str], s
 
 def deployment_name(server_id: str) -> str:
     return f"tms-{server_id}"
+
+
+def secret_name(server_id: str) -> str:
+    return f"tms-{server_id}-sidecar"
+
+
+SIDECAR_TOKEN_KEY = "token"
+
+
+def sidecar_secret(
+    server: Server, credential: str, *, namespace: str, settings: KubernetesSettings
+) -> Manifest:
+    """The server's sidecar credential, good only for that server's reports to the daemon."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(
+            secret_name(server.id), namespace, settings, "server", **{SERVER_LABEL: server.id}
+        ),
+        "type": "Opaque",
+        "stringData": {SIDECAR_TOKEN_KEY: credential},
+    }
 
 
 def managed_selector(kind: str) -> str:
@@ -133,8 +158,17 @@ class ServerPlan:
     node_selector: Mapping[str, str] | None = None
 
 
+REPOSITORY_SECRET_DIR = "/etc/tms/repositories"
+MODEL_CACHE_DIR = "/var/cache/tms/models"
+
+
 def server_deployment(
-    server: Server, plan: ServerPlan, *, namespace: str, settings: KubernetesSettings
+    server: Server,
+    plan: ServerPlan,
+    *,
+    namespace: str,
+    settings: KubernetesSettings,
+    repositories: RepositorySettings | None = None,
 ) -> Manifest:
     name = deployment_name(server.id)
     gpus = len(server.gpus)
@@ -165,6 +199,41 @@ def server_deployment(
         volumes.append({"name": "model-store", **settings.model_volume})
         sidecar_mounts.append(
             {"name": "model-store", "mountPath": settings.model_volume_path, "readOnly": True}
+        )
+
+    sidecar_args: list[str] = []
+    sidecar_env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    sidecar_env_from: list[dict[str, Any]] = []
+    if settings.model_cache_path:
+        # The node's cache, shared by every server pod on it (hard links need it on the same
+        # file system as the models, so the model directory falls back to copies).
+        volumes.append(
+            {
+                "name": "model-cache",
+                "hostPath": {"path": settings.model_cache_path, "type": "DirectoryOrCreate"},
+            }
+        )
+        sidecar_mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR})
+        sidecar_args.append(f"--cache-dir={MODEL_CACHE_DIR}")
+    changes: dict[str, Any] = {"cache_dir": None}
+    if settings.repository_secret:
+        # Credentials only ever come from the Secret, never from this manifest.
+        volumes.append(
+            {
+                "name": "repository-secret",
+                "secret": {"secretName": settings.repository_secret, "optional": True},
+            }
+        )
+        sidecar_mounts.append(
+            {"name": "repository-secret", "mountPath": REPOSITORY_SECRET_DIR, "readOnly": True}
+        )
+        sidecar_env_from.append(
+            {"secretRef": {"name": settings.repository_secret, "optional": True}}
+        )
+        changes["secrets_file"] = f"{REPOSITORY_SECRET_DIR}/secrets.yaml"
+    if repositories is not None:
+        sidecar_env.append(
+            {"name": "TMS_REPOSITORIES", "value": repositories.to_sidecar_json(**changes)}
         )
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -211,8 +280,18 @@ def server_deployment(
             f"--server-id={server.id}",
             f"--triton-grpc=127.0.0.1:{GRPC_PORT}",
             f"--model-dir={MODEL_DIR}",
+            *sidecar_args,
         ],
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "env": [
+            *sidecar_env,
+            {
+                "name": "TMS_SIDECAR_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {"name": secret_name(server.id), "key": SIDECAR_TOKEN_KEY}
+                },
+            },
+        ],
+        **({"envFrom": sidecar_env_from} if sidecar_env_from else {}),
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "1Gi"},

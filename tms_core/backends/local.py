@@ -23,6 +23,8 @@ from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.errors import InvalidArgument, TritonNotFound
 from tms_core.ids import ServerId
 from tms_core.procs import cmdline
+from tms_core.repos.fetcher import Repositories
+from tms_core.repos.settings import RepositorySettings
 from tms_core.routing import RouterProcess, compute_routes
 from tms_core.triton.locate import TritonInstall
 
@@ -91,6 +93,14 @@ def check_tritonserver(binary: str) -> None:
         raise InvalidArgument("tritonserver", f"{binary} is not an executable file")
 
 
+SIDECAR_TOKEN_ENV = "TMS_SIDECAR_TOKEN"
+
+
+def _environment() -> dict[str, str]:
+    """The daemon's environment for its children, less any credential of its own."""
+    return {k: v for k, v in os.environ.items() if k not in ("TMS_TOKEN", SIDECAR_TOKEN_ENV)}
+
+
 class LocalBackend(BackendDefaults):
     """Servers as child processes on this machine; stable addresses served by the router."""
 
@@ -102,8 +112,14 @@ class LocalBackend(BackendDefaults):
         daemon_address: str,
         locate_other: Callable[[Path], TritonInstall] | None = None,
         router: RouterProcess | None = None,
+        repositories: RepositorySettings | None = None,
+        cache_dir: Path | None = None,
+        sidecar_credential: Callable[[str], str] | None = None,
     ) -> None:
         self._router = router
+        self._repositories = Repositories(repositories or RepositorySettings())
+        self._cache_dir = cache_dir
+        self._sidecar_credential = sidecar_credential
         self._install = install
         self._installs = {str(install.binary): install}
         self._locate_other = locate_other
@@ -117,7 +133,10 @@ class LocalBackend(BackendDefaults):
         return str(self._install.binary)
 
     def check_model(self, field: str, name: str, uri: str) -> str | None:
-        return modelrepo.check_model(field, name, uri)
+        return modelrepo.check_model(field, name, uri, self._repositories)
+
+    async def check_present(self, field: str, name: str, uri: str) -> None:
+        await modelrepo.check_present(field, name, uri, self._repositories)
 
     def check_tritonserver(self, binary: str) -> None:
         check_tritonserver(binary)
@@ -168,7 +187,7 @@ class LocalBackend(BackendDefaults):
         models = work / "models"
         models.mkdir(parents=True, exist_ok=True)
         install = self._install_for(server.binary)
-        env = {**os.environ, **install.env}
+        env = {**_environment(), **install.env}
         if server.gpus:
             # The server sees only the GPUs placement gave it.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in server.gpus)
@@ -216,18 +235,37 @@ class LocalBackend(BackendDefaults):
             f"--server-id={server.id}",
             f"--triton-grpc={server.grpc_endpoint}",
             f"--model-dir={work / 'models'}",
+            f"--repositories={self._repositories_file()}",
         ]
+        if self._cache_dir is not None:
+            sidecar_cmd.append(f"--cache-dir={self._cache_dir}")
+        env = {**_environment(), "PYTHONUNBUFFERED": "1"}
+        if self._sidecar_credential is not None:
+            # In the environment, not the command line: other users can read command lines.
+            env[SIDECAR_TOKEN_ENV] = self._sidecar_credential(server.id)
         with open(work / "sidecar.log", "ab") as sidecar_log:
             sidecar = subprocess.Popen(
                 sidecar_cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=sidecar_log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=env,
                 start_new_session=True,
             )
         self._children[sidecar.pid] = sidecar
         server.sidecar_pid = sidecar.pid
+
+    def _repositories_file(self) -> Path:
+        """The repository settings for the sidecars, readable by the daemon's user alone.
+        They name where credentials are (the secrets file, variables), never hold them."""
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        path = self._work_dir / "repositories.json"
+        staged = path.with_name(f".repositories.{os.getpid()}.json")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self._repositories.settings.to_sidecar_json())
+        staged.rename(path)
+        return path
 
     def _alive(self, pid: int | None, marker: str) -> bool:
         if pid is None:
@@ -264,6 +302,39 @@ class LocalBackend(BackendDefaults):
         self._start_sidecar(server, Path(server.work_dir))
         return True
 
+    revives_servers = True
+
+    def restart_sidecar(self, server: Server) -> bool:
+        """A dead sidecar is replaced while Triton serves on: the new one reads what is
+        loaded from Triton's repository index, so nothing reloads (as at adoption)."""
+        if not self._alive(server.pid, server.work_dir):
+            return False
+        if server.sidecar_pid:
+            self._reap(server.sidecar_pid)
+        self._start_sidecar(server, Path(server.work_dir))
+        return True
+
+    async def restart(self, server: Server) -> bool:
+        """Kills what is left of a crashed server, then starts it again on new ports (the
+        old ones may still be held by a dying process); its models are copied afresh, as
+        a crash may have left them half-written. The logs are kept (appended to)."""
+        for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
+            if pid:
+                _signal_group(pid, signal.SIGKILL)
+                await self._wait_gone(pid, marker, grace=8.0)
+        for pid in _pids_mentioning(server.work_dir):
+            _signal_group(pid, signal.SIGKILL)
+        _clear_keeping_logs(Path(server.work_dir))
+        server.http_port, server.grpc_port, server.metrics_port = free_ports(3)
+        await self.start(server)
+        return True
+
+    def _reap(self, pid: int) -> None:
+        _signal_group(pid, signal.SIGKILL)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait()
+
     async def stop(self, server: Server) -> None:
         # Each process leads its own group: signalling the group also reaches the
         # Python-backend stubs that tritonserver started.
@@ -293,6 +364,16 @@ class LocalBackend(BackendDefaults):
         child = self._children.pop(pid, None)
         if child is not None:
             child.wait()
+
+
+def _clear_keeping_logs(work: Path) -> None:
+    for entry in work.iterdir() if work.exists() else ():
+        if entry.name.endswith(".log"):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -62,6 +62,7 @@ class Context:
 
     def __init__(self, target: str | None = None, *, porcelain: bool = False) -> None:
         self.target_arg = target
+        self.token_arg: str | None = None
         self.porcelain = porcelain
         self._client: TmsClient | None = None
 
@@ -70,11 +71,18 @@ class Context:
         return target_store.resolve(self.target_arg)
 
     @property
+    def token(self) -> str | None:
+        """`--token`, else `$TMS_TOKEN`, else the token saved with the target; None leaves
+        the client to find a local daemon's own (docs/security.md)."""
+        saved = target_store.resolve_with_token(self.target_arg)[1]
+        return self.token_arg or os.environ.get("TMS_TOKEN") or saved
+
+    @property
     def client(self) -> TmsClient:
         if self._client is None:
             from tms_core.api.client import TmsClient
 
-            self._client = TmsClient(self.target)
+            self._client = TmsClient(self.target, token=self.token)
         return self._client
 
     def close(self) -> None:
@@ -100,6 +108,11 @@ def _set_target(ctx: click.Context, _param: click.Parameter, value: str | None) 
         ctx.ensure_object(Context).target_arg = value
 
 
+def _set_token(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Context).token_arg = value
+
+
 def _set_porcelain(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
         ctx.ensure_object(Context).porcelain = True
@@ -113,6 +126,13 @@ target_option = click.option(
     callback=_set_target,
     help=TARGET_HELP,
 )
+token_option = click.option(
+    "--token",
+    metavar="TOKEN",
+    expose_value=False,
+    callback=_set_token,
+    help="API token [$TMS_TOKEN, the target's saved token, or a local daemon's own].",
+)
 porcelain_option = click.option(
     "-z",
     "--porcelain",
@@ -124,8 +144,8 @@ porcelain_option = click.option(
 
 
 def daemon_options(func: F) -> F:
-    """`-t` and `-z` on a subcommand: the same as on the root, and they win over it."""
-    return target_option(porcelain_option(func))
+    """`-t`, `--token` and `-z` on a subcommand: the same as on the root, and they win."""
+    return target_option(token_option(porcelain_option(func)))
 
 
 output_option = click.option(

@@ -280,13 +280,13 @@ def create(ctx: Context, /, **options: Any) -> None:
 
 
 @lease.command()
-@click.argument("lease_id")
+@click.argument("lease_id", metavar="LEASE")
 @output_option
 @daemon_options
 @pass_context
 @one_line_errors
 def status(ctx: Context, lease_id: str, fmt: str | None) -> None:
-    """Show one lease."""
+    """Show one lease (LEASE: its id or a name pointing at it)."""
     _show(ctx, ctx.client.status(lease_id), fmt)
 
 
@@ -309,26 +309,27 @@ def list_(ctx: Context, include_ended: bool, fmt: str | None) -> None:
 
 
 @lease.command()
-@click.argument("lease_id")
+@click.argument("lease_id", metavar="LEASE")
 @click.option("--duration", help="Extend to this long from now [the lease's own duration].")
 @output_option
 @daemon_options
 @pass_context
 @one_line_errors
 def renew(ctx: Context, lease_id: str, duration: str | None, fmt: str | None) -> None:
-    """Renew a lease so it does not expire."""
+    """Renew a lease (by id or name) so it does not expire."""
     _show(ctx, ctx.client.renew(lease_id, _duration(duration, "--duration") or 0.0), fmt)
 
 
 @lease.command()
-@click.argument("lease_id")
+@click.argument("lease_id", metavar="LEASE")
 @click.option("--no-wait", is_flag=True, help="Return without waiting for the unload.")
 @output_option
 @daemon_options
 @pass_context
 @one_line_errors
 def release(ctx: Context, lease_id: str, no_wait: bool, fmt: str | None) -> None:
-    """Release a lease: its models are unloaded (unless another lease holds them)."""
+    """Release a lease (by id or name): its models are unloaded (unless another lease
+    holds them)."""
     _show(ctx, ctx.client.release(lease_id, wait=not no_wait), fmt)
 
 
@@ -350,13 +351,13 @@ def _show_name(ctx: Context, record: pb.LeaseName, fmt: str | None) -> None:
 
 @name_group.command(name="create")
 @click.argument("name")
-@click.argument("lease_id")
+@click.argument("lease_id", metavar="LEASE")
 @output_option
 @daemon_options
 @pass_context
 @one_line_errors
 def name_create(ctx: Context, name: str, lease_id: str, fmt: str | None) -> None:
-    """Point NAME at a lease (creating it); it moves once the lease is READY."""
+    """Point NAME at LEASE (an id or a name; creating NAME); it moves once LEASE is READY."""
     _show_name(ctx, ctx.client.set_name(name, lease_id), fmt)
 
 

@@ -29,6 +29,10 @@ BUILTIN = {
     "demo": "tms_core.cli.demo:demo",
     "cluster": "tms_core.cli.cluster:cluster",
     "models": "tms_core.cli.cluster:models",
+    "token": "tms_core.cli.identity:token",
+    "tenant": "tms_core.cli.identity:tenant",
+    "audit": "tms_core.cli.identity:audit",
+    "whoami": "tms_core.cli.identity:whoami",
 }
 
 

@@ -37,11 +37,17 @@ def _done(ctx: Context, name: str, message: str) -> None:
 @target.command()
 @click.argument("name")
 @click.argument("address", metavar="HOST:PORT|URL")
+@click.option(
+    "--token",
+    "api_token",
+    metavar="TOKEN",
+    help="Save this API token with the target (the file is then readable by you only).",
+)
 @porcelain_option
 @pass_context
 @one_line_errors
-def add(ctx: Context, name: str, address: str) -> None:
-    """Save a daemon's address under NAME."""
+def add(ctx: Context, name: str, address: str, api_token: str | None) -> None:
+    """Save a daemon's address (and its API token) under NAME."""
     check_name(name)
     saved = Targets.load()
     if name in saved.targets:
@@ -50,6 +56,8 @@ def add(ctx: Context, name: str, address: str) -> None:
             f"remove it first with `tms target remove {name}`"
         )
     saved.targets[name] = normalize_address(address)
+    if api_token:
+        saved.tokens[name] = api_token
     saved.save()
     _done(ctx, name, f"saved target [bold]{name}[/] = {saved.targets[name]}")
 
@@ -94,6 +102,7 @@ def remove(ctx: Context, name: str) -> None:
     if name not in saved.targets:
         raise ValueError(saved.unknown(name))
     del saved.targets[name]
+    saved.tokens.pop(name, None)
     if saved.default == name:
         saved.default = None
     saved.save()

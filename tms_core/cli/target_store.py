@@ -3,6 +3,8 @@
 Targets are saved on the client, TMS-style (`tms target add prod 10.0.0.5:30345`), in
 `$XDG_CONFIG_HOME/tms/targets.yaml` (`~/.config/tms/targets.yaml`; `$TMS_TARGETS_FILE`
 overrides). `-t` and `$TMS_TARGET` take a saved name, `host:port` or `http(s)://host:port`.
+A target may be saved with its API token (`tms target add prod HOST:PORT --token …`); the
+file is readable by its owner only.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Targets:
     path: Path
     targets: dict[str, str] = field(default_factory=dict)
     default: str | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+    """API tokens saved with targets, by target name."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Targets:
@@ -84,9 +88,16 @@ class Targets:
             return cls(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping with 'targets' and 'default'")
-        unknown = sorted(str(k) for k in data if k not in ("targets", "default"))
+        unknown = sorted(str(k) for k in data if k not in ("targets", "default", "tokens"))
         if unknown:
-            raise ValueError(f"{path}: unknown key {unknown[0]!r}; expected targets or default")
+            raise ValueError(
+                f"{path}: unknown key {unknown[0]!r}; expected targets, default or tokens"
+            )
+        tokens = data.get("tokens") or {}
+        if not isinstance(tokens, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
+        ):
+            raise ValueError(f"{path}: 'tokens' must map target names to API tokens")
         saved = data.get("targets") or {}
         if not isinstance(saved, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in saved.items()
@@ -95,7 +106,7 @@ class Targets:
         default = data.get("default")
         if default is not None and not isinstance(default, str):
             raise ValueError(f"{path}: 'default' must be a target name")
-        return cls(path, dict(saved), default or None)
+        return cls(path, dict(saved), default or None, dict(tokens))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +114,9 @@ class Targets:
             "default": self.default,
             "targets": dict(sorted(self.targets.items())),
         }
+        tokens = {k: v for k, v in sorted(self.tokens.items()) if k in self.targets}
+        if tokens:
+            data["tokens"] = tokens
         import yaml
 
         text = "# Saved tms targets; edit with `tms target add|remove|set`.\n" + yaml.safe_dump(
@@ -112,6 +126,8 @@ class Targets:
 
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".targets-", suffix=".yaml")
         try:
+            # It may hold API tokens: its owner's only.
+            os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
             os.replace(tmp, self.path)
@@ -138,16 +154,22 @@ class Targets:
 
 def resolve(flag: str | None) -> str:
     """host:port from `-t`, else `$TMS_TARGET`, else the saved default, else the local daemon."""
+    return resolve_with_token(flag)[0]
+
+
+def resolve_with_token(flag: str | None) -> tuple[str, str | None]:
+    """The address as `resolve` finds it, with the token saved with that target (if any)."""
     for given in (flag, os.environ.get("TMS_TARGET")):
         if given:
             if looks_like_address(given):
-                return normalize_address(given)
-            return Targets.load().address_of(given)
+                return normalize_address(given), None
+            saved = Targets.load()
+            return saved.address_of(given), saved.tokens.get(given)
     saved = Targets.load()
     if saved.default:
         if saved.default not in saved.targets:
             raise ValueError(
                 f"{saved.path}: the default target {saved.default!r} is not among the saved ones"
             )
-        return saved.address_of(saved.default)
-    return DEFAULT_LISTEN
+        return saved.address_of(saved.default), saved.tokens.get(saved.default)
+    return DEFAULT_LISTEN, None

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
-from tms_core import placement
+from tms_core import metrics, placement
 from tms_core.backends.base import Backend
 from tms_core.clock import Clock
 from tms_core.config import Settings
@@ -28,6 +29,7 @@ from tms_core.domain import (
     ServedModel,
     Server,
     ServerState,
+    Tenant,
     copy_lease,
 )
 from tms_core.errors import (
@@ -38,6 +40,8 @@ from tms_core.errors import (
     NameNotFound,
     PoolInUse,
     PoolNotFound,
+    QuotaExceeded,
+    TenantNotFound,
 )
 from tms_core.events import EventLog
 from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id
@@ -54,10 +58,21 @@ from tms_core.manager.probe import Probe
 from tms_core.manager.reconciler import Reconciler
 from tms_core.manager.renewals import RenewalWriter
 from tms_core.manager.settle import Settler
+from tms_core.manager.tenants import QUOTA_WAIT, TenantUsage, check_tenant, check_tenant_name
 from tms_core.manager.views import FleetViews
 from tms_core.store.protocol import StateStore
 
 log = logging.getLogger(__name__)
+
+
+def _decision_name(decision: placement.Decision, over_quota: str | None) -> str:
+    if over_quota is not None:
+        return "quota"
+    return {
+        placement.JoinServer: "join",
+        placement.StartServer: "start",
+        placement.Wait: "wait",
+    }.get(type(decision), "reject")
 
 
 class LeaseManager:
@@ -197,11 +212,22 @@ class LeaseManager:
     def move_reloads(self) -> int:
         return self.consolidator.move_reloads
 
-    def _get(self, lease_id: str) -> Lease:
-        lease = self.ledger.leases.get(LeaseId(lease_id))
+    def _get(self, ref: str) -> Lease:
+        """The lease `ref` addresses: a lease id, or a lease name (the lease it points at,
+        else the one it will point at once READY). Names that look like ids are refused
+        (`requests.check_lease_name`), so the two never collide."""
+        lease = self.ledger.leases.get(LeaseId(ref))
         if lease is None:
-            raise LeaseNotFound(lease_id)
+            record = self.ledger.names.get(ref)
+            target = (record.lease_id or record.next_lease_id) if record else None
+            lease = self.ledger.leases.get(target) if target else None
+        if lease is None:
+            raise LeaseNotFound(ref)
         return lease
+
+    def resolve(self, ref: str) -> LeaseId:
+        """The id of the lease a lease id or name addresses now."""
+        return self._get(ref).id
 
     # ------------------------------------------------------------------ start-up
 
@@ -267,7 +293,7 @@ class LeaseManager:
         """A validated lease, not yet placed or stored."""
         requests.check_models(models)
         if options.name:
-            requests.check_dns_label("name", options.name)
+            requests.check_lease_name("name", options.name)
         requests.duration(options.duration_s, "duration", self._settings)
         binary = self.ledger.pools.binary_for(options, self._backend.default_tritonserver)
         if options.autoscale is not None:
@@ -288,18 +314,46 @@ class LeaseManager:
         )
 
     async def acquire(
-        self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
+        self,
+        models: Sequence[ModelRequest],
+        options: LeaseOptions | None = None,
+        *,
+        tenant: str = "",
     ) -> Lease:
         """Creates and places a lease: READY at once if it joins a server holding its
-        models, LOADING on a server, or PENDING with the reason it waits."""
+        models, LOADING on a server, or PENDING with the reason it waits. It counts against
+        `tenant`'s quota (checked and taken under the lock, in the change that records it)."""
         lease = self._new_lease(models, options or LeaseOptions(), allocate=True)
+        # Every model exists and is readable, or the lease is refused now, naming it (checked
+        # outside the lock: a store's answer takes a network round trip).
+        await asyncio.gather(
+            *(
+                self._backend.check_present(f"models[{i}]", m.name, m.uri)
+                for i, m in enumerate(models)
+            )
+        )
+        lease.tenant = tenant
         now = lease.created_at
         ledger = self.ledger
         async with self._lock:
-            decision = self.views.decide(lease)
+            # Nothing changes state without this lock, so the quota cannot move between
+            # this check and the change below that records the lease.
+            over = ledger.tenants.over(lease, ledger.index.live.values())
+            decision: placement.Decision
+            if over is not None:
+                if ledger.tenants.tenants[tenant].over_quota != "wait":
+                    metrics.DECISIONS.labels("quota").inc()
+                    raise QuotaExceeded(over)
+                decision = placement.Wait(QUOTA_WAIT + over)
+                ledger.tenants.waiting.add(lease.id)
+            else:
+                started = time.perf_counter()
+                decision = self.views.decide(lease)
+                metrics.DECISION_LATENCY.observe(time.perf_counter() - started)
+            metrics.DECISIONS.labels(_decision_name(decision, over)).inc()
             if isinstance(decision, placement.Reject):
                 raise CapacityExceeded(decision.reason)
-            if isinstance(decision, placement.Wait):
+            if isinstance(decision, placement.Wait) and over is None:
                 decision = await self.placer.preempt(lease) or decision
             async with ledger.change():
                 ledger.add_lease(lease)
@@ -324,7 +378,7 @@ class LeaseManager:
         async with self._lock:
             lease = self._get(lease_id)
             if lease.state.ended or lease.state is LeaseState.RELEASING:
-                raise LeaseEnded(f"lease {lease_id} is {lease.state.value} and cannot be renewed")
+                raise LeaseEnded(f"lease {lease.id} is {lease.state.value} and cannot be renewed")
             duration = requests.duration(duration_s or lease.duration_s, "duration", self._settings)
             now = self._clock.now()
             # Only the expiry moves, forward: written in a group commit with the renewals
@@ -383,6 +437,8 @@ class LeaseManager:
     ) -> AsyncIterator[Lease]:
         """The lease now and after each change, until it has ended (or `until` holds)."""
         stop = until or (lambda lease: lease.state.ended)
+        # A name is resolved once: the follower watches that lease even if the name moves.
+        lease_id = self.resolve(lease_id)
         while True:
             if self._get(lease_id).state is LeaseState.READY:
                 # Whoever sees READY may call the lease's (or its name's) address at once.
@@ -424,12 +480,17 @@ class LeaseManager:
         triton_ready: bool,
         models: Iterable[ServedModel],
         leak: str = "",
+        generation: int | None = None,
     ) -> None:
-        """What a server's sidecar reports: Triton's readiness, its models, a leak."""
+        """What a server's sidecar reports: Triton's readiness, its models, a leak.
+        `generation` is the last assignment it had (a report from a sidecar of before a
+        restart is ignored)."""
         async with self._lock:
             ledger = self.ledger
             server = ledger.servers.get(ServerId(server_id))
             if server is None or not server.state.alive:
+                return
+            if self.lifecycle.stale_report(server.id, generation):
                 return
             now = self._clock.now()
             reported = {m.name: m for m in models}
@@ -454,6 +515,9 @@ class LeaseManager:
                 self.settler.note_activity(server, active, now)
                 if server.id in ledger.moving.incoming:
                     self.consolidator.advance(server.id, now)
+                if self.reconciler.awaits_report(server.id):
+                    # A lease there waited for this report to end, or to live on.
+                    self.reconciler.check_idle(now, server.id)
             # A lease that ended here may have made room for one that waits.
             await self.placer.place_pending()
 
@@ -461,11 +525,11 @@ class LeaseManager:
 
     async def set_name(self, name: str, lease_id: str) -> LeaseNameRecord:
         """Points `name` at the lease: at once if it is READY, else as soon as it is."""
-        requests.check_dns_label("name", name)
+        requests.check_lease_name("name", name)
         async with self._lock:
             lease = self._get(lease_id)
             if lease.state.ended or lease.state is LeaseState.RELEASING:
-                raise LeaseEnded(f"lease {lease_id} is {lease.state.value}; name a live lease")
+                raise LeaseEnded(f"lease {lease.id} is {lease.state.value}; name a live lease")
             async with self.ledger.change():
                 record = self.ledger.point_name(name, lease, self._clock.now())
             result = copy.deepcopy(record)
@@ -535,6 +599,52 @@ class LeaseManager:
                 self.ledger.pools.allowlist.remove(tritonserver)
                 change.allowlist[tritonserver] = None
             return list(self.ledger.pools.allowlist)
+
+    # ------------------------------------------------------------------ tenants
+
+    def tenant_of(self, lease_id: str) -> str | None:
+        """The tenant of a lease ("" for none), or None when there is no such lease."""
+        lease = self.ledger.leases.get(LeaseId(lease_id))
+        return None if lease is None else lease.tenant
+
+    def tenant_of_name(self, name: str) -> str | None:
+        """The tenant of the lease a name points at (or will), or None when there is none."""
+        record = self.ledger.names.get(name)
+        if record is None:
+            return None
+        for lease_id in (record.lease_id, record.next_lease_id):
+            if lease_id is not None and (tenant := self.tenant_of(lease_id)) is not None:
+                return tenant
+        return None
+
+    def list_tenants(self) -> list[Tenant]:
+        tenants = self.ledger.tenants.tenants
+        return [copy.deepcopy(tenants[name]) for name in sorted(tenants)]
+
+    def tenant_usage(self, name: str) -> tuple[Tenant, TenantUsage]:
+        tenant = self.ledger.tenants.tenants.get(name)
+        if tenant is None:
+            raise TenantNotFound(name)
+        used = self.ledger.tenants.usage(name, self.ledger.index.live.values())
+        return copy.deepcopy(tenant), used
+
+    async def put_tenant(self, tenant: Tenant) -> Tenant:
+        """Creates the tenant, or replaces its quotas; leases waiting for it are tried."""
+        check_tenant(tenant)
+        async with self._lock:
+            existing = self.ledger.tenants.tenants.get(tenant.name)
+            tenant.created_at = existing.created_at if existing else self._clock.now()
+            async with self.ledger.change() as change:
+                self.ledger.tenants.tenants[tenant.name] = tenant
+                change.tenants[tenant.name] = tenant
+            # A larger quota may admit leases that wait for it.
+            await self.placer.place_pending()
+        return copy.deepcopy(tenant)
+
+    def check_tenant_exists(self, name: str) -> None:
+        check_tenant_name(name)
+        if name not in self.ledger.tenants.tenants:
+            raise TenantNotFound(name)
 
     # ------------------------------------------------------------------ time
 

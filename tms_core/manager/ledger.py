@@ -26,6 +26,7 @@ from tms_core.domain import (
     PublishedState,
     Server,
     ServerState,
+    Tenant,
 )
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.inventory import Node
@@ -34,6 +35,7 @@ from tms_core.manager.inflight import MovesInFlight
 from tms_core.manager.names import NameTable
 from tms_core.manager.outbox import Outbox
 from tms_core.manager.pools import PoolTable
+from tms_core.manager.tenants import TenantTable
 from tms_core.store.protocol import StateStore, StateTransaction
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class Change:
     allowlist: dict[str, float | None] = field(default_factory=dict)
     """Triton binaries allowed (when) or disallowed (None)."""
     measured: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    tenants: dict[str, Tenant] = field(default_factory=dict)
     states: set[LeaseId] = field(default_factory=set)
     """Leases whose state changed: names waiting for them follow at the commit."""
     publish: bool = False
@@ -62,6 +65,7 @@ class Change:
             or self.pools
             or self.allowlist
             or self.measured
+            or self.tenants
         )
 
     async def write(self, tx: StateTransaction) -> None:
@@ -86,6 +90,8 @@ class Change:
                 await tx.allow(binary, at)
         for (name, uri), (measured, at) in self.measured.items():
             await tx.put_model_memory(name, uri, measured, at)
+        for tenant in self.tenants.values():
+            await tx.put_tenant(tenant)
 
 
 class Ledger:
@@ -106,6 +112,7 @@ class Ledger:
         self.servers: dict[ServerId, Server] = {}
         self.names = NameTable()
         self.pools = PoolTable()
+        self.tenants = TenantTable()
         self.measured: dict[tuple[str, str], int] = {}
         """(model name, uri) -> the most memory it was measured to take, on any server."""
         self.moving = MovesInFlight()
@@ -338,6 +345,7 @@ class Ledger:
         self.index.reset(leases)
         self.names = NameTable(extras.names)
         self.pools = PoolTable(extras.pools, extras.allowlist)
+        self.tenants.reset(extras.tenants, leases)
         self.measured = extras.measured
         self.stale = True
         return servers

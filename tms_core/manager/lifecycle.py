@@ -10,16 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass, field
 
 from tms_core import placement
 from tms_core.backends.base import Backend
 from tms_core.config import Settings
-from tms_core.domain import LeaseState, Server, ServerState
-from tms_core.ids import new_server_id
+from tms_core.domain import LeaseState, ModelState, Server, ServerState
+from tms_core.ids import LeaseId, ServerId, new_server_id
 from tms_core.manager.ledger import Ledger
 from tms_core.manager.views import FleetViews
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Crashes:
+    """A server's recent crashes (memory only: a restarted daemon starts counting afresh),
+    and where its revival stands."""
+
+    history: list[tuple[float, str]] = field(default_factory=list)
+    restart_at: float | None = None
+    """When the next restart is due; None once it has started (or none is planned)."""
+    started_at: float = 0.0
+    """When it was last restarted: its start timeout counts from here."""
+    report_floor: int = 0
+    """Reports from an assignment generation below this come from a sidecar of before the
+    restart (still in flight when it was killed) and are ignored."""
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{time.strftime('%H:%M:%S', time.localtime(at))} {reason}"
+            for at, reason in self.history
+        )
 
 
 class ServerLifecycle:
@@ -36,6 +59,12 @@ class ServerLifecycle:
         self._views = views
         self._settings = settings
         self._lock = lock
+        self.crashes: dict[ServerId, Crashes] = {}
+        # Leases already placed elsewhere after their server crashed too often, with the
+        # history of that server: a second such crash fails them.
+        self._relocated: dict[LeaseId, str] = {}
+        self.restarts = 0
+        """Servers restarted after a crash (their processes started again)."""
 
     def new_server(
         self,
@@ -97,6 +126,7 @@ class ServerLifecycle:
         backend has stopped it."""
         await self._backend.stop(server)
         ledger = self._ledger
+        self.crashes.pop(server.id, None)
         async with self._lock, ledger.change():
             if server.state is not ServerState.FAILED:
                 ledger.server_state(server, ServerState.STOPPED, server.reason)
@@ -125,6 +155,127 @@ class ServerLifecycle:
                 ledger.set_state(lease, LeaseState.RELEASED, "", now)
             else:
                 ledger.set_state(lease, LeaseState.FAILED, f"server {server.id}: {reason}", now)
+            ledger.notify(lease)
+
+    # ------------------------------------------------------------------ revival
+
+    def started_at(self, server: Server) -> float:
+        """When the server last started (its start timeout counts from here)."""
+        crashes = self.crashes.get(server.id)
+        return crashes.started_at if crashes and crashes.started_at else server.created_at
+
+    def restart_at(self, server: Server) -> float | None:
+        crashes = self.crashes.get(server.id)
+        return crashes.restart_at if crashes else None
+
+    def stale_report(self, server_id: ServerId, generation: int | None) -> bool:
+        """Whether a report comes from a sidecar of before the server's restart, or arrives
+        while the restart waits (the dead server's sidecar may still be talking)."""
+        crashes = self.crashes.get(server_id)
+        if crashes is None:
+            return False
+        if crashes.restart_at is not None:
+            return True
+        return generation is not None and generation < crashes.report_floor
+
+    def crashed(self, server: Server, reason: str, now: float, *, died: bool) -> bool:
+        """Handles a server whose process `died` (or that was not ready in time after a
+        restart), inside a change. Revives it when it may: a dead sidecar beside a running
+        Triton is replaced at once (its leases stay READY); otherwise a restart is planned,
+        after a backoff, and its leases go back to LOADING, saying why. Returns False when
+        the server is not to be revived (it never got ready, or it crashed too often): the
+        caller then fails it (`give_up`)."""
+        ledger = self._ledger
+        known = self.crashes.get(server.id)
+        if not self._backend.revives_servers or (
+            known is None and server.state is not ServerState.RUNNING
+        ):
+            return False  # never got ready: a start that fails is not retried
+        settings = self._settings.servers
+        crashes = known or self.crashes.setdefault(server.id, Crashes())
+        crashes.history = [c for c in crashes.history if c[0] > now - settings.restart_window]
+        crashes.history.append((now, reason))
+        restarts = len(crashes.history)
+        if restarts > settings.max_restarts:
+            return False
+        what = f"restart {restarts} of {settings.max_restarts}"
+        if died and self._backend.restart_sidecar(server):
+            log.warning("server %s: %s; sidecar restarted (%s)", server.id, reason, what)
+            ledger.save_server(server)
+            ledger.outbox.event(
+                "server", server.id, "SIDECAR_RESTARTED", f"{reason} ({what})", server_id=server.id
+            )
+            return True
+        delay = 0.0 if restarts == 1 else settings.restart_backoff * 2 ** (restarts - 2)
+        crashes.restart_at = now + delay
+        log.warning("server %s: %s; restarting in %.1fs (%s)", server.id, reason, delay, what)
+        server.models = {}
+        server.triton_ready = False
+        ledger.server_state(server, ServerState.STARTING, f"restarting after {reason} ({what})")
+        lease_reason = f"server restarting after {reason} ({what})"
+        for lease in ledger.leases_on(server.id):
+            if lease.state is LeaseState.RELEASING:
+                ledger.set_state(lease, LeaseState.RELEASED, "", now)
+            else:
+                for model in lease.models:
+                    model.state, model.error = ModelState.PENDING, ""
+                ledger.set_state(lease, LeaseState.LOADING, lease_reason, now)
+            ledger.notify(lease)
+        ledger.outbox.deadline_moved()
+        return True
+
+    async def restart(self, server: Server) -> None:
+        """Starts a server whose restart is due again (the caller holds the lock): its
+        sidecar then loads its leases' models as for a new server."""
+        ledger = self._ledger
+        crashes = self.crashes[server.id]
+        try:
+            restarted = await self._backend.restart(server)
+        except OSError as exc:
+            restarted = False
+            crashes.history.append((ledger.clock.now(), f"could not restart: {exc}"))
+        now = ledger.clock.now()
+        async with ledger.change():
+            crashes.restart_at = None
+            if not restarted:
+                self.give_up(server, server.reason, now)
+                return
+            self.restarts += 1
+            crashes.started_at = now
+            ledger.server_state(server, ServerState.STARTING, server.reason)
+            ledger.change_open.publish = True
+            ledger.bump(server.id)
+        # The bump was delivered with the commit: the new sidecar's reports carry this
+        # generation or a later one, the killed one's an earlier one.
+        crashes.report_floor = ledger.outbox.generation(server.id)
+        log.info("server %s restarted (pid %s)", server.id, server.pid)
+
+    def give_up(self, server: Server, reason: str, now: float) -> None:
+        """Fails a server that crashed too often (inside a change). Its leases are placed
+        elsewhere once (they wait PENDING for placement); a lease that comes back here a
+        second time is failed with both crash histories."""
+        crashes = self.crashes.pop(server.id, None)
+        if crashes is None:
+            self.fail(server, reason, now)
+            return
+        history = crashes.describe()
+        count = len(crashes.history)
+        summary = f"server {server.id} crashed {count} times: {history}"
+        log.warning("giving up on server %s: %s", server.id, summary)
+        ledger = self._ledger
+        ledger.server_state(server, ServerState.FAILED, f"crashed {count} times: {history}")
+        for lease in ledger.leases_on(server.id):
+            earlier = self._relocated.get(lease.id)
+            if lease.state is LeaseState.RELEASING:
+                ledger.set_state(lease, LeaseState.RELEASED, "", now)
+            elif earlier is None:
+                self._relocated[lease.id] = summary
+                ledger.place(lease, None)
+                for model in lease.models:
+                    model.state, model.error = ModelState.PENDING, ""
+                ledger.set_state(lease, LeaseState.PENDING, f"{summary}; placing it elsewhere", now)
+            else:
+                ledger.set_state(lease, LeaseState.FAILED, f"{summary}; before that {earlier}", now)
             ledger.notify(lease)
 
     async def recover(self, servers: list[Server]) -> None:

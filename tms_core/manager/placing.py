@@ -142,6 +142,19 @@ class Placer:
         log.info("lease %s preempted %s", lease.id, ", ".join(v.id for v in victims))
         return self._views.decide(lease)
 
+    async def _admit(self, lease: Lease) -> bool:
+        """Whether a lease waiting for its tenant's quota fits it now; it then counts
+        against the quota (in this change) and waits for room like any other."""
+        ledger = self._ledger
+        over = ledger.tenants.over(lease, ledger.index.live.values())
+        if over is not None:
+            return False
+        async with ledger.change():
+            ledger.tenants.waiting.discard(lease.id)
+            ledger.set_state(lease, LeaseState.PENDING, "", ledger.clock.now())
+            ledger.notify(lease)
+        return True
+
     async def place_pending(self, *, sweep: bool = False) -> None:
         """Tries again the waiting leases that could use the room there is now: higher
         priority first, then oldest first.
@@ -149,8 +162,9 @@ class Placer:
         Asked are the leases whose GPU share fits in the largest free GPU, those asking for
         a model a server has taken on since the last try (they may join it, adding less),
         and those no GPU bounds (manager/waiting.py); with `sweep` (the reconciler's
-        ticks), also those asking for any model a server holds. With preemption on, every
-        waiting lease is asked, as a higher-priority one may evict its way in."""
+        ticks), also those asking for any model a server holds. Leases waiting for their
+        tenant's quota are always asked. With preemption on, every waiting lease is asked,
+        as a higher-priority one may evict its way in."""
         index = self._ledger.index
         held, self._newly_held = self._newly_held, set()
         if not index.pending:
@@ -161,6 +175,9 @@ class Placer:
             fleet = self._views.fleet()
             room = index.waiting
             chosen = dict(room.unbounded)
+            for lease_id in self._ledger.tenants.waiting:
+                if lease_id in index.pending:
+                    chosen[lease_id] = index.pending[lease_id]
             for lease in room.within(fleet.largest_free_gpu()):
                 chosen[lease.id] = lease
             for key in room.models() if sweep else held:
@@ -174,6 +191,8 @@ class Placer:
         while queue:
             order, created, lease_id, lease = heapq.heappop(queue)
             if lease.state is not LeaseState.PENDING:
+                continue
+            if lease.id in self._ledger.tenants.waiting and not await self._admit(lease):
                 continue
             decision = self._views.decide(lease)
             if isinstance(decision, placement.Wait):

@@ -14,7 +14,8 @@ import logging
 
 from tms_core.clock import Clock
 from tms_core.config import Settings
-from tms_core.domain import LeaseState, Server, ServerState
+from tms_core.domain import Lease, LeaseState, Server, ServerState
+from tms_core.ids import LeaseId, ServerId
 from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
 from tms_core.manager.moves import Consolidator
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 0.5
 """Process health is checked at least this often, whatever the next deadline."""
+
+ACTIVITY_FRESH_S = 2.0
+"""A sidecar reads Triton's inference statistics every second and reports a change at once
+(a heartbeat every 2 s otherwise). A report received this long after an activity-renewed
+lease's expiry carries statistics read after it, even on a loaded machine: only such a
+report may end the lease for inactivity (the daemon asks for one then)."""
+
+ACTIVITY_GIVE_UP_S = 8.0
+"""An activity-renewed lease whose server sends no report for this long past its expiry
+ends anyway: its sidecar is dead or stuck (revival restarts it)."""
 
 
 class Reconciler:
@@ -51,6 +62,59 @@ class Reconciler:
         self._lock = lock
         # The first consolidation pass is due at once; each pass sets the next.
         self._next_consolidation = clock.now()
+        # Activity-renewed leases past their expiry, waiting for a fresh report from their
+        # server before ending: the expiry they had, and whether a report was asked for.
+        self._idle_checks: dict[LeaseId, tuple[float, bool]] = {}
+
+    def awaits_report(self, server_id: ServerId) -> bool:
+        """Whether a lease on the server waits for its next report to end or live on."""
+        leases = self._ledger.leases
+        return any(
+            leases[lease_id].server_id == server_id
+            for lease_id in self._idle_checks
+            if lease_id in leases
+        )
+
+    def _awaits_fresh_activity(self, lease: Lease, now: float) -> bool:
+        """Whether an activity-renewed lease due to expire must wait for a fresh report
+        (see ACTIVITY_FRESH_S); asks its sidecar for one once the report would be fresh."""
+        if not lease.activity_window_s or lease.state is not LeaseState.READY:
+            return False
+        if lease.server_id is None:
+            return False
+        due, asked = self._idle_checks.get(lease.id, (lease.expires_at, False))
+        reported = self._settler.reported_at.get(lease.server_id, 0.0)
+        if reported >= due + ACTIVITY_FRESH_S or now >= due + ACTIVITY_GIVE_UP_S:
+            self._idle_checks.pop(lease.id, None)
+            return False
+        if now >= due + ACTIVITY_FRESH_S and not asked:
+            # A new assignment generation wakes the sidecar, which reports at once.
+            self._ledger.bump(lease.server_id)
+            asked = True
+        self._idle_checks[lease.id] = (due, asked)
+        return True
+
+    def check_idle(self, now: float, server_id: ServerId | None = None) -> None:
+        """Ends the waiting activity-renewed leases (on `server_id`, or all) that a fresh
+        report showed idle, and lets those that it (or a renewal) moved live on. Inside a
+        change: the reconciler's pass, and a report from a server with such leases."""
+        ledger = self._ledger
+        for lease_id, (due, _) in list(self._idle_checks.items()):
+            lease = ledger.leases.get(lease_id)
+            if server_id is not None and lease is not None and lease.server_id != server_id:
+                continue
+            if lease is None or lease.state is not LeaseState.READY or lease.expires_at > due:
+                self._idle_checks.pop(lease_id, None)
+                if lease is not None:
+                    ledger.index.update(lease)  # back on the expiry heap
+                continue
+            if not self._awaits_fresh_activity(lease, now):
+                self._expire(lease, now)
+
+    def _expire(self, lease: Lease, now: float) -> None:
+        self._ledger.set_state(lease, LeaseState.EXPIRED, "not renewed in time", now)
+        self._ledger.after_change(lease)
+        log.info("lease %s expired", lease.id)
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` has something to do."""
@@ -59,11 +123,16 @@ class Reconciler:
         expiry = ledger.index.next_expiry()
         deadlines = [] if expiry is None else [expiry]
         for server in ledger.servers.values():
-            if server.state is ServerState.STARTING:
-                deadlines.append(server.created_at + servers.start_timeout)
+            restart_at = self._lifecycle.restart_at(server)
+            if restart_at is not None:
+                deadlines.append(restart_at)
+            elif server.state is ServerState.STARTING:
+                deadlines.append(self._lifecycle.started_at(server) + servers.start_timeout)
             if server.idle_since is not None and not ledger.pools.needs(server, ledger.servers):
                 # (An idle server its pool needs for its minimum has no deadline: it stays.)
                 deadlines.append(server.idle_since + servers.idle_grace)
+        for due, asked in self._idle_checks.values():
+            deadlines.append(due + (ACTIVITY_GIVE_UP_S if asked else ACTIVITY_FRESH_S))
         for move in ledger.moving.moves.values():
             deadlines.append(move.started_at + servers.start_timeout)
         if self._settings.placement.consolidate:
@@ -75,16 +144,23 @@ class Reconciler:
         ledger = self._ledger
         to_stop: list[Server] = []
         to_start: list[Server] = []
+        to_restart: list[Server] = []
         async with self._lock:
             now = self._clock.now()
             async with ledger.change():
                 while (lease := ledger.index.pop_expired(now)) is not None:
-                    ledger.set_state(lease, LeaseState.EXPIRED, "not renewed in time", now)
-                    ledger.after_change(lease)
-                    log.info("lease %s expired", lease.id)
+                    if not self._awaits_fresh_activity(lease, now):
+                        self._expire(lease, now)
+                self.check_idle(now)
                 for server in list(ledger.servers.values()):
-                    if server.state.alive and self._stop_or_fail(server, now):
-                        to_stop.append(server)
+                    if self._lifecycle.restart_at(server) is None:
+                        if server.state.alive and self._stop_or_fail(server, now):
+                            to_stop.append(server)
+                            continue
+                    # A restart due now (a first one is due at once) happens in this pass.
+                    restart_at = self._lifecycle.restart_at(server)
+                    if restart_at is not None and now >= restart_at:
+                        to_restart.append(server)
                 for pool in ledger.pools.shortfall(ledger.servers):
                     to_start.append(self._lifecycle.new_server(pool.name, pool.tritonserver, now))
                 self._consolidator.advance_all(now)
@@ -94,6 +170,10 @@ class Reconciler:
                     self._consolidator.run_pass(now)
                 for server in to_stop:
                     ledger.outbox.forget_server(server.id)
+            for server in to_restart:
+                await self._lifecycle.restart(server)
+                if not server.state.alive:
+                    to_stop.append(server)
             for server in to_start:
                 if await self._lifecycle.start(server):
                     async with ledger.change():
@@ -111,14 +191,17 @@ class Reconciler:
         ledger = self._ledger
         servers = self._settings.servers
         reason = self._lifecycle.exit_reason(server)
+        died = reason is not None
         if (
             reason is None
             and server.state is ServerState.STARTING
-            and now - server.created_at > servers.start_timeout
+            and now - self._lifecycle.started_at(server) > servers.start_timeout
         ):
             reason = f"not ready within {format_duration(servers.start_timeout)}"
         if reason is not None:
-            self._lifecycle.fail(server, reason, now)
+            if self._lifecycle.crashed(server, reason, now, died=died):
+                return False
+            self._lifecycle.give_up(server, reason, now)
             return True
         if server.id in ledger.index.unsettled:
             self._settler.settle(server, now)

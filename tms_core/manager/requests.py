@@ -37,6 +37,25 @@ def check_dns_label(field: str, value: str) -> None:
         )
 
 
+MIN_ACTIVITY_WINDOW_S = 1.0
+"""Sidecars read Triton's inference statistics every second: a shorter activity window
+could not be honoured."""
+
+LEASE_ID_SHAPE = re.compile(r"^l-[0-9a-f]{12}$")
+
+
+def check_lease_name(field: str, value: str) -> None:
+    """A lease name is a DNS-1123 label that cannot be mistaken for a lease id, since
+    wherever a lease id is accepted a name is too."""
+    check_dns_label(field, value)
+    if LEASE_ID_SHAPE.match(value):
+        raise InvalidArgument(
+            field,
+            f"{value!r} has the shape of a lease id (l- and 12 hex digits); "
+            "choose a name that cannot be mistaken for one",
+        )
+
+
 def check_models(models: Sequence[ModelRequest]) -> None:
     if not models:
         raise InvalidArgument("models", "a lease needs at least one model")
@@ -150,6 +169,12 @@ def build_lease(
     lasts = duration(options.duration_s, "duration", settings)
     if options.activity_window_s:
         duration(options.activity_window_s, "activity_window", settings)
+        if options.activity_window_s < MIN_ACTIVITY_WINDOW_S:
+            raise InvalidArgument(
+                "activity_window",
+                f"{options.activity_window_s:g}s is shorter than {MIN_ACTIVITY_WINDOW_S:g}s, "
+                "the period at which servers read their inference statistics",
+            )
     wanted = constraints(options, nodes)
     scaling = autoscale(options)
     if scaling is not None:

@@ -22,12 +22,15 @@ class Settler:
         self._views = views
         # Models whose reported state changed since the server was last settled.
         self._model_changes: dict[ServerId, set[ModelName]] = {}
+        self.reported_at: dict[ServerId, float] = {}
+        """When each server's sidecar last reported (memory only)."""
 
     def take_report(
         self, server: Server, reported: dict[ModelName, ServedModel], triton_ready: bool
     ) -> set[ModelName]:
         """Records a report on the server; returns the models that served an inference
         since the last one."""
+        self.reported_at[server.id] = self._ledger.clock.now()
         changes = self._model_changes.setdefault(server.id, set())
         for name, served in reported.items():
             old = server.models.get(name)

@@ -193,19 +193,18 @@ class SimFleet:
             if sim is None:
                 continue
             wanted = dict(self.manager.desired(server_id))
-            changed = False
             for name in list(sim.models):
                 if wanted.get(name) != sim.models[name].uri:
                     del sim.models[name]
-                    changed = True
             if sim.started:
                 for name, uri in wanted.items():
                     if name not in sim.models:
                         sim.models[name] = ServedModel(name, uri, ModelState.LOADING)
                         took = self.load_s(name, uri)
                         self.after(took, self._load_done(server_id, name, uri, took))
-            if changed or (sim.started and not self._reported_ready(server_id)):
-                await self._report(server_id, sim)
+            # A sidecar reports on every assignment it receives, changed or not: the daemon
+            # asks for a fresh report that way (before ending an activity-renewed lease).
+            await self._report(server_id, sim)
 
     def _left_pending(self, lease_id: str) -> None:
         since = self._waiting.pop(LeaseId(lease_id), None)
@@ -216,10 +215,6 @@ class SimFleet:
         self, server_id: ServerId, name: ModelName, uri: str, took: float
     ) -> Callable[[], Awaitable[None]]:
         return lambda: self.loaded(server_id, name, uri, took)
-
-    def _reported_ready(self, server_id: ServerId) -> bool:
-        server = self.manager.servers.get(server_id)
-        return server is not None and server.triton_ready
 
     async def _report(self, server_id: ServerId, sim: SimServer) -> None:
         await self.manager.report(

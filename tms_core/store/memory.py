@@ -12,7 +12,7 @@ import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from tms_core.domain import Lease, LeaseNameRecord, Pool, Server
+from tms_core.domain import Lease, LeaseNameRecord, Pool, Server, Tenant
 from tms_core.ids import LeaseId, ServerId
 from tms_core.store.protocol import StoredExtras
 
@@ -55,6 +55,10 @@ class MemoryTransaction:
 
     async def set_meta(self, key: str, value: str) -> None:
         self._store.extras.meta[key] = value
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        tenants = [t for t in self._store.extras.tenants if t.name != tenant.name]
+        self._store.extras.tenants = [*tenants, tenant]
 
 
 class MemoryStore:

@@ -95,4 +95,35 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE leases ADD COLUMN autoscale TEXT NOT NULL DEFAULT '';
     """,
+    # 6: identity: tenants with their quotas, API tokens (hashed), the audit log; lease tenant.
+    """
+    ALTER TABLE leases ADD COLUMN tenant TEXT NOT NULL DEFAULT '';
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        quota TEXT NOT NULL,
+        over_quota TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        tenant TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        who TEXT NOT NULL,
+        role TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        method TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit(at);
+    """,
 ]

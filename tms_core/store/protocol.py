@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tms_core.domain import Lease, LeaseNameRecord, Pool, Server
+from tms_core.domain import Lease, LeaseNameRecord, Pool, Server, Tenant
 from tms_core.ids import LeaseId
 
 
@@ -22,6 +22,7 @@ class StoredExtras:
     meta: dict[str, str] = field(default_factory=dict)
     measured: dict[tuple[str, str], int] = field(default_factory=dict)
     """Measured model memory by (model name, URI)."""
+    tenants: list[Tenant] = field(default_factory=list)
 
 
 class StateTransaction(Protocol):
@@ -35,6 +36,7 @@ class StateTransaction(Protocol):
     async def disallow(self, tritonserver: str) -> None: ...
     async def put_model_memory(self, name: str, uri: str, measured: int, now: float) -> None: ...
     async def set_meta(self, key: str, value: str) -> None: ...
+    async def put_tenant(self, tenant: Tenant) -> None: ...
 
 
 class StateStore(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import aiosqlite
 
+from tms_core import metrics
 from tms_core.domain import (
+    ApiToken,
+    AuditRecord,
     Lease,
     LeaseAutoscale,
     LeaseConstraints,
@@ -27,8 +31,10 @@ from tms_core.domain import (
     Pool,
     Server,
     ServerState,
+    Tenant,
 )
 from tms_core.ids import LeaseId, ModelName, ServerId
+from tms_core.store import identity_rows
 from tms_core.store.migrations import MIGRATIONS
 from tms_core.store.protocol import StoredExtras
 
@@ -43,8 +49,8 @@ class Transaction:
             "INSERT OR REPLACE INTO leases (id, name, state, reason, models, duration_s,"
             " created_at, expires_at, updated_at, server_id, activity_window_s,"
             " last_activity_at, pool, quota, tritonserver, ready_at, http_port, grpc_port,"
-            " constraints, labels, priority, autoscale)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " constraints, labels, priority, autoscale, tenant)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 lease.id,
                 lease.name,
@@ -68,6 +74,7 @@ class Transaction:
                 json.dumps(lease.labels),
                 lease.priority,
                 json.dumps(asdict(lease.autoscale)) if lease.autoscale else "",
+                lease.tenant,
             ),
         )
 
@@ -155,6 +162,15 @@ class Transaction:
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
         )
 
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await identity_rows.put_tenant(self._db, tenant)
+
+    async def put_token(self, token: ApiToken) -> None:
+        await identity_rows.put_token(self._db, token)
+
+    async def add_audit(self, records: Sequence[AuditRecord], keep: int) -> None:
+        await identity_rows.add_audit(self._db, records, keep)
+
 
 async def _to_the_end(statement: Awaitable[object]) -> bool:
     """Awaits `statement` until it has run, even if the caller is cancelled meanwhile.
@@ -228,6 +244,7 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._lock:
+            started = time.perf_counter()
             if await _to_the_end(self._db.execute("BEGIN IMMEDIATE")):
                 await _to_the_end(self._db.execute("ROLLBACK"))
                 raise asyncio.CancelledError
@@ -238,6 +255,7 @@ class Store:
                 raise
             if await _to_the_end(self._db.execute("COMMIT")):
                 raise asyncio.CancelledError
+            metrics.STORE_COMMIT.observe(time.perf_counter() - started)
 
     async def extend_leases(self, expiries: Sequence[tuple[LeaseId, float, float]]) -> None:
         # One statement is one implicit transaction: a group of renewals costs one trip to
@@ -261,7 +279,7 @@ class Store:
             "SELECT id, name, state, reason, models, duration_s, created_at, expires_at,"
             " updated_at, server_id, activity_window_s, last_activity_at, pool, quota,"
             " tritonserver, ready_at, http_port, grpc_port, constraints, labels, priority,"
-            " autoscale FROM leases ORDER BY created_at"
+            " autoscale, tenant FROM leases ORDER BY created_at"
         ) as cur:
             async for row in cur:
                 models = [
@@ -301,6 +319,7 @@ class Store:
                         labels=json.loads(row[19]),
                         priority=row[20],
                         autoscale=LeaseAutoscale(**json.loads(row[21])) if row[21] else None,
+                        tenant=row[22],
                     )
                 )
         servers: list[Server] = []
@@ -366,4 +385,14 @@ class Store:
             extras.meta = {row[0]: row[1] async for row in cur}
         async with self._db.execute("SELECT name, uri, measured_bytes FROM model_memory") as cur:
             extras.measured = {(row[0], row[1]): row[2] async for row in cur}
+        extras.tenants = await identity_rows.load_tenants(self._db)
         return extras
+
+    async def load_tokens(self) -> list[ApiToken]:
+        return await identity_rows.load_tokens(self._db)
+
+    async def audit(
+        self, *, since: float = 0.0, tenant: str | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        """The newest `limit` audit records at or after `since`, oldest first."""
+        return await identity_rows.audit(self._db, since=since, tenant=tenant, limit=limit)

@@ -1,0 +1,238 @@
+"""Real servers on 127.0.0.1 for the model repository tests: moto's S3 API (reached through
+boto3 like any store, never a stubbed client) and an HTTP server that can ask for auth,
+truncate, stall or redirect."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tms_core.backends.local import free_ports
+
+BOOTSTRAP_KEY = "AKIATMSBOOTSTRAP0000"
+BOOTSTRAP_SECRET = "bootstrap-before-auth-is-enforced"
+
+
+class MotoS3:
+    """moto's server in this process; its own credentials are required (IAM checks on)."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_ports(1)[0]
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoS3:
+        self.server.start()
+        self.access_key, self.secret_key = BOOTSTRAP_KEY, BOOTSTRAP_SECRET
+        return self
+
+    def enforce_auth(self) -> tuple[str, str]:
+        """Makes an IAM user allowed everything on S3, then has moto check every request's
+        signature from now on; returns the user's (access key id, secret key)."""
+        import json
+        import urllib.request
+
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=BOOTSTRAP_KEY,
+            aws_secret_access_key=BOOTSTRAP_SECRET,
+        )
+        iam.create_user(UserName="tms")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="tms", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="tms")["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=b"0",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+        return self.access_key, self.secret_key
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
+    def upload_dir(self, bucket: str, prefix: str, directory: Path) -> None:
+        client = self.client()
+        for file in sorted(directory.rglob("*")):
+            if file.is_file() and "__pycache__" not in file.parts:
+                key = f"{prefix}/{file.relative_to(directory).as_posix()}"
+                client.upload_file(str(file), bucket, key)
+
+
+def tar_gz(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for info, data in entries:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def tar_of_dir(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for file in sorted(directory.rglob("*")):
+            if "__pycache__" in file.parts:
+                continue
+            tar.add(file, arcname=file.relative_to(directory).as_posix(), recursive=False)
+    return buffer.getvalue()
+
+
+def zip_of_dir(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zipped:
+        for file in sorted(directory.rglob("*")):
+            if file.is_file() and "__pycache__" not in file.parts:
+                zipped.write(file, file.relative_to(directory).as_posix())
+    return buffer.getvalue()
+
+
+@dataclass
+class Served:
+    body: bytes
+    etag: str = ""
+    truncate_to: int = -1
+    """Send only this many bytes of the body (with the full Content-Length)."""
+    stall_after: int = -1
+    """Send this many bytes, then nothing until the client gives up."""
+    redirect: str = ""
+
+
+@dataclass
+class HttpRepo:
+    """A threaded HTTP server serving `files` (path -> Served), asking for `token` or
+    `basic` (user, password) when set."""
+
+    files: dict[str, Served] = field(default_factory=dict)
+    token: str = ""
+    basic: tuple[str, str] | None = None
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+    def start(self) -> HttpRepo:
+        repo = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _authorised(self) -> bool:
+                header = self.headers.get("Authorization", "")
+                if repo.token:
+                    return header == f"Bearer {repo.token}"
+                if repo.basic:
+                    pair = base64.b64encode(":".join(repo.basic).encode()).decode()
+                    return header == f"Basic {pair}"
+                return True
+
+            def _answer(self, body: bool) -> None:
+                repo.requests.append((self.command, self.path))
+                if not self._authorised():
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                served = repo.files.get(self.path)
+                if served is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if served.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", served.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(served.body)))
+                if served.etag:
+                    self.send_header("ETag", served.etag)
+                self.end_headers()
+                if not body:
+                    return
+                data = served.body
+                if served.truncate_to >= 0:
+                    self.wfile.write(data[: served.truncate_to])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if served.stall_after >= 0:
+                    self.wfile.write(data[: served.stall_after])
+                    self.wfile.flush()
+                    # Hold the connection open, sending nothing, until the client leaves.
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline and not repo._stopping.is_set():
+                        repo._stopping.wait(0.05)
+                    self.close_connection = True
+                    return
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+        self._stopping = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def gets(self, path: str) -> int:
+        return sum(1 for method, p in self.requests if method == "GET" and p == path)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def running(server: Any) -> Iterator[Any]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

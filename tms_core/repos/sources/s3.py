@@ -1,0 +1,234 @@
+"""`s3://bucket/prefix` URIs, through boto3: a prefix holding a model directory, or one
+archive or file object.
+
+The standard AWS configuration works with no setting of ours (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_REGION, AWS_PROFILE, the
+shared config files and, on Kubernetes, the pod's web identity); a repository's own settings
+(endpoint, region, addressing style, profile, credentials, anonymous access) win over it.
+Downloads go through boto3's TransferManager (parallel ranged GETs, all files at once);
+botocore validates the store's checksums where a response carries them (its default,
+`response_checksum_validation: when_supported`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore import UNSIGNED
+from botocore.config import Config
+from s3transfer.manager import TransferManager
+
+from tms_core.repos.archive import extract, is_archive
+from tms_core.repos.policy import RepositoryError, Resolved
+from tms_core.repos.settings import RepositorySettings
+from tms_core.repos.transfer import ObjectInfo, Transfer, with_retries
+
+_DENIED = {
+    "AccessDenied",
+    "403",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+}
+_MISSING = {"NoSuchKey", "404", "NoSuchBucket", "NotFound"}
+CONCURRENCY = 10
+
+
+def split(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    if not parts.netloc:
+        raise RepositoryError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
+    return parts.netloc, unquote(parts.path).lstrip("/")
+
+
+class S3Source:
+    def __init__(self, resolved: Resolved, settings: RepositorySettings) -> None:
+        repo = resolved.repository
+        creds = resolved.credentials
+        self._prefix = repo.prefix
+        self._explicit = not creds.empty
+        session = boto3.session.Session(profile_name=repo.profile or None)
+        config = Config(
+            connect_timeout=min(settings.stall_timeout, 10.0),
+            read_timeout=settings.stall_timeout,
+            retries={"max_attempts": settings.retries + 1, "mode": "standard"},
+            s3={"addressing_style": repo.addressing_style} if repo.addressing_style else None,
+            signature_version=UNSIGNED if repo.anonymous else None,
+            max_pool_connections=CONCURRENCY * 2,
+        )
+        kwargs: dict[str, Any] = {"config": config}
+        if repo.endpoint_url:
+            kwargs["endpoint_url"] = repo.endpoint_url
+        if repo.region:
+            kwargs["region_name"] = repo.region
+        if repo.ca_bundle:
+            kwargs["verify"] = repo.ca_bundle
+        if creds.access_key_id:
+            kwargs["aws_access_key_id"] = creds.access_key_id
+            kwargs["aws_secret_access_key"] = creds.secret_access_key
+            kwargs["aws_session_token"] = creds.session_token or None
+        self.client = session.client("s3", **kwargs)
+        self._settings = settings
+
+    def _error(self, uri: str, exc: Exception) -> RepositoryError:
+        if isinstance(exc, RepositoryError):
+            return exc
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in _DENIED or status == 403:
+                where = (
+                    f"the credentials of repository {self._prefix!r}"
+                    if self._explicit
+                    else "the AWS credentials in use (environment, profile or role)"
+                )
+                return RepositoryError(f"{uri}: access denied ({code or status}); check {where}")
+            if code in _MISSING or status == 404:
+                return RepositoryError(f"{uri} does not exist ({code or status})")
+            return RepositoryError(f"{uri}: S3 error {code or status}", transient=status >= 500)
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return RepositoryError(
+                f"{uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID, a profile, the "
+                "repository's credentials, or anonymous: true for a public bucket)"
+            )
+        if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+            return RepositoryError(
+                f"{uri}: transfer stalled (no byte for {self._settings.stall_timeout:g}s;"
+                " repositories.stall_timeout)",
+                transient=True,
+            )
+        if isinstance(exc, botocore.exceptions.BotoCoreError | OSError):
+            return RepositoryError(f"{uri}: {exc}", transient=True)
+        return RepositoryError(f"{uri}: {type(exc).__name__}: {exc}")
+
+    def _listing(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
+        objects: list[dict[str, Any]] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            objects.extend(o for o in page.get("Contents", []) if not o["Key"].endswith("/"))
+        return objects
+
+    def stat(self, uri: str) -> ObjectInfo:
+        bucket, key = split(uri)
+        try:
+            if key and not key.endswith("/"):
+                try:
+                    head = self.client.head_object(Bucket=bucket, Key=key)
+                except botocore.exceptions.ClientError as exc:
+                    if str(exc.response.get("Error", {}).get("Code")) not in _MISSING:
+                        raise
+                else:
+                    version = str(head.get("VersionId") or head.get("ETag", ""))
+                    kind = "archive" if is_archive(key) else "file"
+                    return ObjectInfo(int(head["ContentLength"]), version, kind)
+            prefix = key.rstrip("/") + "/" if key else ""
+            objects = self._listing(bucket, prefix)
+        except Exception as exc:
+            raise self._error(uri, exc) from None
+        if not objects:
+            raise RepositoryError(f"{uri} does not exist (no object under it)")
+        digest = hashlib.sha256()
+        for o in sorted(objects, key=lambda o: str(o["Key"])):
+            digest.update(f"{o['Key']}\0{o.get('ETag', '')}\0{o['Size']}\n".encode())
+        return ObjectInfo(sum(int(o["Size"]) for o in objects), digest.hexdigest(), "directory")
+
+    def download(self, uri: str, info: ObjectInfo, dest: Path, transfer: Transfer) -> None:
+        bucket, key = split(uri)
+        transfer.check_size(info.size)
+        transfer.total = info.size
+        if info.kind == "directory":
+            if transfer.sha256:
+                raise RepositoryError(
+                    "sha256= applies to an archive or a single file, not a directory"
+                )
+            prefix = key.rstrip("/") + "/" if key else ""
+            files = []
+            for o in self._listing(bucket, prefix):
+                relative = PurePosixPath(str(o["Key"])[len(prefix) :])
+                if relative.is_absolute() or ".." in relative.parts:
+                    raise RepositoryError(
+                        f"object key {o['Key']!r} leads outside the model directory"
+                    )
+                files.append((str(o["Key"]), dest.joinpath(*relative.parts)))
+        else:
+            name = PurePosixPath(key).name
+            target = (
+                dest.with_name(dest.name + ".download")
+                if info.kind == "archive"
+                else dest / "1" / name
+            )
+            files = [(key, target)]
+
+        def attempt() -> None:
+            self._get(bucket, files, transfer)
+
+        try:
+            try:
+                with_retries(uri, transfer, attempt)
+            except Exception as exc:
+                raise self._error(uri, exc) from None
+            if info.kind != "directory" and transfer.sha256:
+                transfer.verify(_sha256(files[0][1]))
+            if info.kind == "archive":
+                extract(files[0][1], dest, max_bytes=transfer.max_bytes)
+        finally:
+            if info.kind == "archive":
+                files[0][1].unlink(missing_ok=True)
+
+    def _get(self, bucket: str, files: list[tuple[str, Path]], transfer: Transfer) -> None:
+        config = TransferConfig(max_concurrency=CONCURRENCY)
+        try:
+            with TransferManager(self.client, config) as manager:
+                futures = []
+                for key, path in files:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    futures.append(
+                        manager.download(
+                            bucket,
+                            key,
+                            str(path),
+                            subscribers=[_Progress(transfer)],
+                        )
+                    )
+                for future in futures:
+                    future.result()
+        except RepositoryError:
+            raise
+        except Exception as exc:
+            raise self._error(f"s3://{bucket}", exc) from None
+
+
+class _Progress:
+    """An s3transfer subscriber counting bytes into the transfer (and its limit)."""
+
+    def __init__(self, transfer: Transfer) -> None:
+        self._transfer = transfer
+
+    def on_queued(self, **kwargs: Any) -> None:
+        pass
+
+    def on_progress(self, bytes_transferred: int, **kwargs: Any) -> None:
+        self._transfer.add(bytes_transferred)
+
+    def on_done(self, **kwargs: Any) -> None:
+        pass
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make(resolved: Resolved, settings: RepositorySettings) -> S3Source:
+    return S3Source(resolved, settings)
