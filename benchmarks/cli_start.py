@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         target = f"127.0.0.1:{port}"
         env["TMS_TARGET"] = target
         env["HOME"] = tmp  # no saved targets: the target comes from TMS_TARGET
+        # The daemon leaves its admin token's pointer under the state home; this process's
+        # client and the commands read it there (on the same machine they need no token).
+        os.environ["XDG_STATE_HOME"] = env["XDG_STATE_HOME"] = f"{tmp}/state-home"
         with open(Path(tmp) / "daemon.log", "wb") as log:
             daemon = subprocess.Popen(
                 [*TMS, "daemon", f"--listen={target}", f"--state={tmp}/state/state.db"],

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api import tms_pb2_grpc as pb_grpc  # noqa: E402
-from tms_core.api.client import TmsClient  # noqa: E402
+from tms_core.api.client import TmsClient, resolve_token  # noqa: E402
 from tms_core.backends.local import free_ports  # noqa: E402
 from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 
@@ -45,6 +45,10 @@ CLIENTS = 16
 async def drive(target: str, kind: str, leases: list[str], seconds: float) -> list[float]:
     """Milliseconds per call of every client, for `seconds`."""
     end = time.perf_counter() + seconds
+    # Each call carries the token, as any client's does (the health check needs none, but
+    # both pay the same for the header).
+    token = os.environ.get("TMS_TOKEN", "")
+    auth = (("authorization", f"Bearer {token}"),) if token else ()
 
     async def client(lease_id: str) -> list[float]:
         times = []
@@ -57,10 +61,10 @@ async def drive(target: str, kind: str, leases: list[str], seconds: float) -> li
                 stub = health_pb2_grpc.HealthStub(channel)
                 request = health_pb2.HealthCheckRequest(service="")
                 call = stub.Check
-            await call(request, timeout=10)  # connect before the clock starts
+            await call(request, timeout=10, metadata=auth)  # connect before the clock starts
             while time.perf_counter() < end:
                 start = time.perf_counter()
-                await call(request, timeout=10)
+                await call(request, timeout=10, metadata=auth)
                 times.append((time.perf_counter() - start) * 1000)
         return times
 
@@ -73,11 +77,13 @@ def p(values: list[float], q: int) -> float:
 
 
 def phase(target: str, kind: str, leases: list[str], seconds: float) -> list[float]:
+    token = resolve_token(target) or ""
     done = subprocess.run(
         [sys.executable, __file__, "--clients", target, kind, str(seconds), *leases],
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "TMS_TOKEN": token},
     )
     times: list[float] = json.loads(done.stdout)
     return times
