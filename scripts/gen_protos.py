@@ -1,4 +1,5 @@
-"""Regenerates the committed gRPC stubs from tms_core/api/tms.proto.
+"""Regenerates the committed gRPC stubs from tms_core/api/tms.proto, and the sidecar's
+messages of Triton's API from sidecar/triton_repository.proto.
 
 Run with `make protos`; tests/unit/test_protos_fresh.py fails when the committed stubs differ
 from what this produces.
@@ -26,6 +27,16 @@ def generate(out_dir: Path) -> None:
         str(ROOT / "tms_core" / "api" / "tms.proto"),
     ]
     if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    # Messages only: the sidecar names Triton's methods itself (sidecar/triton_grpc.py).
+    sidecar = [
+        "protoc",
+        f"-I{ROOT}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        str(ROOT / "sidecar" / "triton_repository.proto"),
+    ]
+    if protoc.main(sidecar) != 0:
         raise SystemExit("protoc failed")
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from sidecar.agent import Agent, ServerGone
 from sidecar.fetch import Fetcher, read_settings
-from sidecar.triton_http import TritonHttp
+from sidecar.triton_grpc import TritonGrpc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tms-sidecar", description=__doc__)
     parser.add_argument("--daemon", required=True, help="host:port of the daemon's gRPC API")
     parser.add_argument("--server-id", required=True)
-    parser.add_argument("--triton-http", required=True, help="host:port of Triton's HTTP API")
+    parser.add_argument("--triton-grpc", required=True, help="host:port of Triton's gRPC API")
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument(
         "--repositories",
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(
         daemon=args.daemon,
         server_id=args.server_id,
-        triton=TritonHttp(args.triton_http),
+        triton=TritonGrpc(args.triton_grpc),
         model_dir=args.model_dir,
         fetcher=Fetcher(read_settings(args.repositories), args.model_dir, args.cache_dir),
         # Given by the daemon in the environment: good only for this server's reports.

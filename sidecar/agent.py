@@ -12,7 +12,7 @@ import grpc
 
 from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
-from sidecar.triton_http import IndexEntry, TritonError, TritonHttp
+from sidecar.triton_grpc import IndexEntry, TritonError, TritonGrpc
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.repos.settings import RepositorySettings
@@ -49,7 +49,7 @@ class Agent:
         *,
         daemon: str,
         server_id: str,
-        triton: TritonHttp,
+        triton: TritonGrpc,
         model_dir: Path,
         stats_interval: float = 1.0,
         fetcher: Fetcher | None = None,

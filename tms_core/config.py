@@ -29,19 +29,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tms_core.defaults import DEFAULT_LISTEN, default_state_dir
 from tms_core.errors import ConfigError
 from tms_core.inventory import parse_gpus
 from tms_core.repos.settings import RepositorySettings
 from tms_core.units import parse_duration, parse_size
 
-DEFAULT_LISTEN = "127.0.0.1:30345"
-
 log = logging.getLogger(__name__)
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tms"
 
 
 def _duration(value: Any) -> float:

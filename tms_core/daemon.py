@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import grpc
 from tms_core import aiotasks, gctune, metrics
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.cluster import cluster_status
+from tms_core.api.health import DaemonHealth
 from tms_core.api.identity_servicer import IdentityServicer
 from tms_core.api.interceptor import ErrorInterceptor
 from tms_core.api.servicer import add_servicers
@@ -42,6 +44,8 @@ from tms_core.store import Store
 from tms_core.triton.locate import locate
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL_S = 0.0005
 
 
 def _lock_state(state: Path) -> IO[str]:
@@ -314,6 +318,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[None]] = []
+    health = DaemonHealth()
     metrics_server = None
     try:
         await wiring.before_recover()
@@ -326,6 +331,9 @@ async def serve(
         if not settings.identity.tokens:
             log.warning("identity.tokens is off: every API caller is an admin")
         interceptor.attach(identity.authority, ownership=manager, audit=identity.audit, clock=clock)
+        # The store's writes run in a worker thread: under load the event loop holds the GIL
+        # and the default 5 ms switch interval delayed every commit by up to that much.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         add_servicers(server, manager)
         pb_grpc.add_IdentityServiceServicer_to_server(
             IdentityServicer(manager, identity.registry, identity.audit, store), server
@@ -333,7 +341,9 @@ async def serve(
         if settings.daemon.metrics_listen:
             metrics_server = metrics.MetricsServer(_state_gauges(manager))
             await metrics_server.start(settings.daemon.metrics_listen)
+        health.add_to(server)
         await server.start()
+        await health.serving()
         if identity.token_file is not None:
             for address in (listen, settings.daemon.tls_listen):
                 if address:
@@ -356,6 +366,7 @@ async def serve(
                 log.error("root task %s ended; shutting down", task.get_name())
     finally:
         log.info("shutting down")
+        await health.stopping()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await aiotasks.stop_tasks(tasks)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tms_core.domain import LeaseAutoscale
+if TYPE_CHECKING:
+    # Imported where used: the CLI reads this module on `tms lease list`, which needs no
+    # domain model (its import is a good part of a short command's start).
+    from tms_core.domain import LeaseAutoscale
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ def autoscale_request(
 
     The API applies it to what arrives on the wire; spec files and the console's form to the
     fields they were given."""
+    from tms_core.domain import LeaseAutoscale
+
     default = LeaseAutoscale()
     minimum = min_replicas or default.min_replicas
     return LeaseAutoscale(

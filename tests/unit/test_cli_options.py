@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tms_core.api import client as api_client
 from tms_core.api import tms_pb2 as pb
-from tms_core.cli import common
 from tms_core.cli.main import cli
 from tms_core.lease_request import LeaseOptions, ModelRequest
 
@@ -88,7 +88,8 @@ class FakeClient:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeClient]:
-    monkeypatch.setattr(common, "TmsClient", FakeClient)
+    # The CLI imports the client when a command first needs it (tms_core/cli/common.py).
+    monkeypatch.setattr(api_client, "TmsClient", FakeClient)
     monkeypatch.setenv("TMS_TARGETS_FILE", str(tmp_path / "targets.yaml"))
     FakeClient.made = []
     FakeClient.final_lease = a_lease()

@@ -17,8 +17,7 @@ import grpc
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
-from tms_core.api.convert import acquire_request_to_pb
-from tms_core.config import DEFAULT_LISTEN
+from tms_core.defaults import DEFAULT_LISTEN
 from tms_core.identity.local import local_token
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import parse_size, rfc3339
@@ -245,6 +244,10 @@ class TmsClient:
 
         `options` (None: every default) are described on `LeaseOptions`, docs/placement.md
         and docs/leases.md."""
+        # Imported here: the conversion reads the domain models, which short commands
+        # (`tms lease list`) do without.
+        from tms_core.api.convert import acquire_request_to_pb
+
         stream = self._stub.Acquire(acquire_request_to_pb(models, options))
         try:
             yield from stream
@@ -257,6 +260,8 @@ class TmsClient:
         self, models: Sequence[ModelRequest], options: LeaseOptions | None = None
     ) -> pb.PlanResponse:
         """Where `acquire` with the same arguments would put the lease now, and why."""
+        from tms_core.api.convert import acquire_request_to_pb
+
         return self._call(self._stub.Plan, acquire_request_to_pb(models, options))
 
     def cluster(self) -> pb.ClusterStatus:

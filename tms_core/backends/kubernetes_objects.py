@@ -278,7 +278,7 @@ def server_deployment(
         "args": [
             f"--daemon={settings.daemon_address}",
             f"--server-id={server.id}",
-            f"--triton-http=127.0.0.1:{HTTP_PORT}",
+            f"--triton-grpc=127.0.0.1:{GRPC_PORT}",
             f"--model-dir={MODEL_DIR}",
             *sidecar_args,
         ],

@@ -233,7 +233,7 @@ class LocalBackend(BackendDefaults):
             "sidecar",
             f"--daemon={self._daemon_address}",
             f"--server-id={server.id}",
-            f"--triton-http={server.http_endpoint}",
+            f"--triton-grpc={server.grpc_endpoint}",
             f"--model-dir={work / 'models'}",
             f"--repositories={self._repositories_file()}",
         ]

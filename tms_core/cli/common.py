@@ -11,26 +11,34 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.markup import escape
 
-from tms_core.api.client import ClientError, TmsClient
-from tms_core.cli import output, target_store
-from tms_core.errors import TmsError
+from tms_core.cli import target_store
+
+if TYPE_CHECKING:
+    from tms_core.api.client import TmsClient
+
+# The client, grpc and the output module are imported when a command runs, not when the
+# root group is built: `tms --version` needs none of them.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str) -> None:
     """Prints `error: message` as one line on stderr."""
-    output.err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    from tms_core.cli import output
+
+    output.err.print(f"[red]error:[/] {output.escape(message)}", soft_wrap=True)
 
 
 def one_line_errors(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from tms_core.api.client import ClientError
+        from tms_core.errors import TmsError
+
         try:
             return func(*args, **kwargs)
         except (ClientError, TmsError, ValueError) as exc:
@@ -72,6 +80,8 @@ class Context:
     @property
     def client(self) -> TmsClient:
         if self._client is None:
+            from tms_core.api.client import TmsClient
+
             self._client = TmsClient(self.target, token=self.token)
         return self._client
 

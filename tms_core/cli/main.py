@@ -6,31 +6,49 @@ a command line the parser refuses.
 
 from __future__ import annotations
 
-import asyncio
-import importlib.metadata
-import logging
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from tms_core.cli import allowlist, cluster, demo, events, identity, lease, pool, target
+import tms_core
 from tms_core.cli.common import Context, daemon_options, fail, one_line_errors
 
 PLUGIN_GROUP = "tms.cli_plugins"
+# The built-in subcommands, imported only when named: `tms --version` and `tms lease list`
+# load what they run and nothing else (no numpy, settings models or table renderers).
+BUILTIN = {
+    "lease": "tms_core.cli.lease:lease",
+    "pool": "tms_core.cli.pool:pool",
+    "allowlist": "tms_core.cli.allowlist:allowlist",
+    "events": "tms_core.cli.events:events",
+    "target": "tms_core.cli.target:target",
+    "demo": "tms_core.cli.demo:demo",
+    "cluster": "tms_core.cli.cluster:cluster",
+    "models": "tms_core.cli.cluster:models",
+    "token": "tms_core.cli.identity:token",
+    "tenant": "tms_core.cli.identity:tenant",
+    "audit": "tms_core.cli.identity:audit",
+    "whoami": "tms_core.cli.identity:whoami",
+}
 
 
 def plugin_names() -> list[str]:
     """Commands other installed packages add to `tms` through the `tms.cli_plugins`
     entry-point group (`tms console` comes from tms_console)."""
+    import importlib.metadata
+
     return [entry.name for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)]
 
 
 def plugin_command(name: str) -> click.Command | None:
     """The plugin command `name`, imported only now: tms_core names no plugin, so it stays
     headless, and a plugin that fails to load breaks only its own command."""
+    import importlib.metadata
+
     for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP, name=name):
         try:
             command = entry.load()
@@ -57,12 +75,22 @@ class TmsGroup(click.Group):
     """Click's group, with usage errors on one line like every other error, and the plugin
     commands listed and loaded on demand."""
 
+    def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # name -> "module:attribute" of commands imported when first named.
+        self.lazy = dict(lazy or {})
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *plugin_names()})
+        return sorted({*super().list_commands(ctx), *self.lazy, *plugin_names()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
-        if command is None:
+        if command is None and cmd_name in self.lazy:
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command), self.lazy[cmd_name]
+            self.add_command(command, cmd_name)
+        elif command is None:
             command = plugin_command(cmd_name)
             if command is not None:
                 self.add_command(command, cmd_name)
@@ -95,9 +123,11 @@ class TmsGroup(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-@click.group(cls=TmsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TmsGroup, lazy=BUILTIN, context_settings={"help_option_names": ["-h", "--help"]})
 @daemon_options
-@click.version_option(package_name="tms")
+# The version from the package itself: reading the installed metadata costs a short command
+# a fifth of its start (tests/unit/test_cli_start.py checks the two agree).
+@click.version_option(version=tms_core.__version__, package_name="tms")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Leases on Triton models: acquire, renew, release, and the daemon that serves them.
@@ -138,6 +168,9 @@ def daemon(
     log_level: str,
 ) -> None:
     """Run the daemon: the API, the lease state and the local Triton servers."""
+    import asyncio
+    import logging
+
     from tms_core.config import load_settings
     from tms_core.daemon import serve
 
@@ -152,20 +185,6 @@ def daemon(
         lease={"default_duration": default_duration},
     )
     asyncio.run(serve(settings))
-
-
-cli.add_command(lease.lease)
-cli.add_command(pool.pool)
-cli.add_command(allowlist.allowlist)
-cli.add_command(events.events)
-cli.add_command(target.target)
-cli.add_command(demo.demo)
-cli.add_command(cluster.cluster)
-cli.add_command(cluster.models)
-cli.add_command(identity.token)
-cli.add_command(identity.tenant)
-cli.add_command(identity.audit)
-cli.add_command(identity.whoami)
 
 
 def main() -> None:

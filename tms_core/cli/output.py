@@ -10,19 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import (
@@ -36,10 +24,40 @@ from tms_core.api.client import (
 )
 from tms_core.units import format_duration, format_size, rfc3339
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+    from rich.table import Table
+
+
+class _LazyConsole:
+    """A rich `Console`, made (and rich imported) on first use: rich's import is a good part
+    of a short command's start, and `tms --version` or `tms lease list` print without it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
 # Piped into a file or another program, tables keep whole lines (ids, addresses) rather
 # than wrapping to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True, highlight=False)
+out: Any = _LazyConsole(highlight=False, width=None if sys.stdout.isatty() else 240)
+err: Any = _LazyConsole(stderr=True, highlight=False)
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported on first use."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 # How far along a model is, for its progress bar.
 _MODEL_STEPS = {
@@ -151,6 +169,8 @@ def print_event(event: pb.Event, mode: str) -> None:
 
 def _table(*columns: str, wrap: str = "") -> Table:
     """Columns never cut; only the `wrap` one (a long path) may fold onto more lines."""
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for column in columns:
         table.add_column(column, no_wrap=column != wrap, overflow="fold")
@@ -267,23 +287,40 @@ def print_lease(lease: pb.Lease) -> None:
 
 
 def print_table(leases: Iterable[pb.Lease]) -> None:
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "STATE", "MODELS", "HTTP", "GRPC", "EXPIRES IN"):
-        # Ids and addresses are copied by hand: never cut them.
-        table.add_column(column, no_wrap=column != "MODELS", overflow="fold")
     now = time.time()
+    rows = []
     for lease in leases:
         ended = lease.state in (pb.LEASE_RELEASED, pb.LEASE_EXPIRED, pb.LEASE_FAILED)
-        table.add_row(
-            lease.id,
-            lease.name or "-",
-            state_name(lease.state),
-            ",".join(m.name for m in lease.models),
-            lease.endpoints.http or "-",
-            lease.endpoints.grpc or "-",
-            "-" if ended else format_duration(lease.expires_at - now),
+        rows.append(
+            [
+                lease.id,
+                lease.name or "-",
+                state_name(lease.state),
+                ",".join(m.name for m in lease.models),
+                lease.endpoints.http or "-",
+                lease.endpoints.grpc or "-",
+                "-" if ended else format_duration(lease.expires_at - now),
+            ]
         )
-    out.print(table)
+    print_columns(["ID", "NAME", "STATE", "MODELS", "HTTP", "GRPC", "EXPIRES IN"], rows)
+
+
+def print_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Aligned columns two spaces apart, as a borderless rich table draws them, but without
+    rich (`tms lease list` is a short command). Cells are never cut: ids and addresses are
+    copied by hand."""
+    cells = [[" ".join(cell.split()) for cell in row] for row in rows]
+    widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(header)]
+
+    def line(row: Sequence[str]) -> str:
+        padded = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        return "  ".join(padded).rstrip()
+
+    title = line(header)
+    print(f"\x1b[1m{title}\x1b[0m" if sys.stdout.isatty() else title)
+    for row in cells:
+        print(line(row))
+    sys.stdout.flush()
 
 
 def follow_with_progress(updates: Iterator[pb.Lease], *, show: bool) -> pb.Lease:
@@ -294,6 +331,14 @@ def follow_with_progress(updates: Iterator[pb.Lease], *, show: bool) -> pb.Lease
             pass
         assert last is not None
         return last
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description:<24}"),

@@ -6,7 +6,6 @@ file, and relative paths in the file are relative to the file, not to where `tms
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -101,6 +100,8 @@ class LeaseSpec:
 
 def unknown_key(where: str, key: object, known: tuple[str, ...]) -> ValueError:
     text = str(key)
+    import difflib  # only on a misspelt field: the CLI's short commands do without it
+
     close = difflib.get_close_matches(text, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
     return ValueError(f"{where}unknown key {text!r}; {hint}")

@@ -9,19 +9,15 @@ file is readable by its owner only.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
-
 from tms_core.cli.yamlfile import load_yaml
-from tms_core.config import DEFAULT_LISTEN
+from tms_core.defaults import DEFAULT_LISTEN
 
 DEFAULT_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -121,9 +117,13 @@ class Targets:
         tokens = {k: v for k, v in sorted(self.tokens.items()) if k in self.targets}
         if tokens:
             data["tokens"] = tokens
+        import yaml
+
         text = "# Saved tms targets; edit with `tms target add|remove|set`.\n" + yaml.safe_dump(
             data, sort_keys=False
         )
+        import tempfile  # only here: its import is a tenth of a short command's start
+
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".targets-", suffix=".yaml")
         try:
             # It may hold API tokens: its owner's only.
@@ -142,6 +142,8 @@ class Targets:
 
     def unknown(self, name: str) -> str:
         message = f"no saved target named {name!r}"
+        import difflib
+
         close = difflib.get_close_matches(name, list(self.targets), n=1)
         if close:
             return f"{message}; did you mean {close[0]!r}?"

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 
 def load_yaml(path: Path) -> Any:
     """The parsed document; `FileNotFoundError` passes through, bad YAML is a `ValueError`."""
     text = path.read_text()
+    # Imported here: most commands read no YAML, and yaml's import is a tenth of a short
+    # command's start.
+    import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

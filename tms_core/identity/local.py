@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tms_core.config import default_state_dir
+from tms_core.defaults import default_state_dir
 from tms_core.identity.principal import Role
 from tms_core.identity.secret_files import read_secret, write_secret
-from tms_core.identity.tokens import TokenRegistry
+
+if TYPE_CHECKING:
+    # Every client reads this module (`local_token`); the registry is the daemon's.
+    from tms_core.identity.tokens import TokenRegistry
 
 ADMIN_TOKEN_FILE = "admin.token"
 LOCAL_ADMIN = "local-admin"

@@ -14,6 +14,7 @@ from typing import Any
 
 from tms_core.domain import Lease, LeaseState
 from tms_core.ids import LeaseId, ModelName, ServerId
+from tms_core.manager.waiting import WaitingRoom
 
 
 def counts_down(lease: Lease) -> bool:
@@ -88,6 +89,8 @@ class LeaseIndex:
         """Every lease this daemon knows, ended ones too (what `tms lease list -a` shows)."""
         self.live: dict[LeaseId, Lease] = {}
         self.pending: dict[LeaseId, Lease] = {}
+        self.waiting = WaitingRoom()
+        """The pending leases again, arranged by the room that would let them go."""
         self.loads: dict[ServerId, ServerLoad] = {}
         # What each live lease on a server counts in its load: (server, READY, holds models).
         self._placed: dict[LeaseId, _Placed] = {}
@@ -123,8 +126,10 @@ class LeaseIndex:
             self._in_heap.add(lease.id)
         if lease.state is LeaseState.PENDING:
             self.pending[lease.id] = lease
+            self.waiting.add(lease)
         else:
             self.pending.pop(lease.id, None)
+            self.waiting.remove(lease)
         before = self._placed.get(lease.id)
         placed = (
             None
@@ -152,6 +157,7 @@ class LeaseIndex:
     def _drop(self, lease: Lease) -> None:
         self.live.pop(lease.id, None)
         self.pending.pop(lease.id, None)
+        self.waiting.remove(lease)
         if lease.server_id is not None:
             self.mark_changed(lease.server_id)
         before = self._placed.pop(lease.id, None)

@@ -7,6 +7,7 @@ started, the server's sidecar told). The caller holds the manager's lock.
 
 from __future__ import annotations
 
+import heapq
 import logging
 
 from tms_core import placement
@@ -34,6 +35,8 @@ class Placer:
         self._lifecycle = lifecycle
         self._settler = settler
         self._settings = settings
+        self._newly_held: set[tuple[str, str]] = set()
+        """Models placed on a server since waiting leases were last tried."""
 
     async def apply(self, lease: Lease, decision: placement.Decision) -> None:
         """Commits the decision for `lease`, then acts on it."""
@@ -59,6 +62,7 @@ class Placer:
                 assert isinstance(decision, placement.JoinServer)
                 target = decision.server_id
             ledger.place(lease, target)
+            self._newly_held.update((str(m.name), m.uri) for m in lease.models)
             ledger.set_state(lease, LeaseState.LOADING, "", now)
             server = ledger.servers[target]
             server.idle_since = None
@@ -151,10 +155,41 @@ class Placer:
             ledger.notify(lease)
         return True
 
-    async def place_pending(self) -> None:
-        """Tries the waiting leases again: higher priority first, then oldest first."""
-        waiting = list(self._ledger.index.pending.values())
-        for lease in sorted(waiting, key=lambda lease: (-lease.priority, lease.created_at)):
+    async def place_pending(self, *, sweep: bool = False) -> None:
+        """Tries again the waiting leases that could use the room there is now: higher
+        priority first, then oldest first.
+
+        Asked are the leases whose GPU share fits in the largest free GPU, those asking for
+        a model a server has taken on since the last try (they may join it, adding less),
+        and those no GPU bounds (manager/waiting.py); with `sweep` (the reconciler's
+        ticks), also those asking for any model a server holds. Leases waiting for their
+        tenant's quota are always asked. With preemption on, every waiting lease is asked,
+        as a higher-priority one may evict its way in."""
+        index = self._ledger.index
+        held, self._newly_held = self._newly_held, set()
+        if not index.pending:
+            return
+        if self._settings.placement.preemption:
+            asked = list(index.pending.values())
+        else:
+            fleet = self._views.fleet()
+            room = index.waiting
+            chosen = dict(room.unbounded)
+            for lease_id in self._ledger.tenants.waiting:
+                if lease_id in index.pending:
+                    chosen[lease_id] = index.pending[lease_id]
+            for lease in room.within(fleet.largest_free_gpu()):
+                chosen[lease.id] = lease
+            for key in room.models() if sweep else held:
+                if fleet.holds(*key):
+                    for lease in room.wanting(key):
+                        chosen[lease.id] = lease
+            asked = list(chosen.values())
+        queue = [(-lease.priority, lease.created_at, lease.id, lease) for lease in asked]
+        heapq.heapify(queue)
+        seen = {lease.id for lease in asked}
+        while queue:
+            order, created, lease_id, lease = heapq.heappop(queue)
             if lease.state is not LeaseState.PENDING:
                 continue
             if lease.id in self._ledger.tenants.waiting and not await self._admit(lease):
@@ -164,3 +199,10 @@ class Placer:
                 decision = await self.preempt(lease) or decision
             if isinstance(decision, placement.JoinServer | placement.StartServer):
                 await self.apply(lease, decision)
+                # The leases after this one that ask for a model it brought may now join.
+                for model in lease.models:
+                    for other in index.waiting.wanting((str(model.name), model.uri)):
+                        entry = (-other.priority, other.created_at, other.id, other)
+                        if other.id not in seen and entry[:3] > (order, created, lease_id):
+                            seen.add(other.id)
+                            heapq.heappush(queue, entry)

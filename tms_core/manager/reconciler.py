@@ -178,7 +178,7 @@ class Reconciler:
                 if await self._lifecycle.start(server):
                     async with ledger.change():
                         ledger.bump(server.id)
-            await self._placer.place_pending()
+            await self._placer.place_pending(sweep=True)
         for server in to_stop:
             await self._lifecycle.stop(server)
         if to_stop:

@@ -307,6 +307,25 @@ def _start_on_gpus(
                 gpus=(gpu.index,),
                 framework_group=group,
             )
+        # Nothing fits. The wait names the largest free GPU, found in the same sorted lists
+        # rather than by a pass over every node: in a saturated fleet every waiting lease
+        # asks this again whenever room frees up.
+        top: tuple[int, int, int, str, int] | None = None
+        for (_, product), entries in fleet._free_gpus.items():
+            if want.gpu_product not in product:
+                continue
+            most = next((e for e in reversed(entries) if node_matches(e[3])), None)
+            if most is None:
+                continue
+            # The first of equals in node order, as a pass over the nodes meets them.
+            for entry in entries[bisect.bisect_left(entries, (most[0],)) :]:
+                if node_matches(entry[3]):
+                    most = entry
+                    break
+            if top is None or (-most[0], most[1:3]) < (-top[0], top[1:3]):
+                top = most
+        found = fleet.gpu(top[3], top[4]) if top is not None else None
+        return _gpu_wait(share, found)
     chosen_node: NodeView | None = None
     chosen: tuple[GpuView, ...] = ()
     least = 0.0
@@ -333,5 +352,9 @@ def _start_on_gpus(
             gpus=tuple(g.index for g in chosen),
             framework_group=group,
         )
+    return _gpu_wait(share, largest)
+
+
+def _gpu_wait(share: float, largest: GpuView | None) -> Wait:
     where = f"{format_size(largest.free_bytes)} on {largest.label}" if largest else "none"
     return Wait(f"needs {format_size(int(share))} GPU memory; largest free is {where}")

@@ -179,6 +179,14 @@ class FleetIndex:
         )
         bisect.insort(self._free_gpus.setdefault((gpu.capacity_bytes, gpu.product), []), entry)
 
+    def largest_free_gpu(self) -> int:
+        """The most memory free on any one GPU (0 where there are none)."""
+        return max((entries[-1][0] for entries in self._free_gpus.values() if entries), default=0)
+
+    def holds(self, name: str, uri: str) -> bool:
+        """Whether any server holds (or is loading) the model."""
+        return bool(self._holding.get((name, uri)))
+
     def _remove_gpu(self, gpu: GpuView) -> None:
         key = (gpu.node, gpu.index)
         entry = (

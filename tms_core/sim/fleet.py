@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from tms_core.clock import ManualClock
 from tms_core.config import Settings
 from tms_core.domain import Lease, LeaseState, ModelState, ServedModel
+from tms_core.events import Event, EventLog
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.inventory import Node
 from tms_core.lease_request import LeaseOptions, ModelRequest
@@ -55,6 +56,7 @@ class SimFleet:
             started=lambda server_id: self.after(start_s, lambda: self.triton_ready(server_id)),
             assignment_changed=self._dirty.setdefault,
         )
+        self._waiting: dict[LeaseId, float] = {}
         self.manager = LeaseManager(
             store=self.store,
             backend=self.backend,
@@ -62,6 +64,7 @@ class SimFleet:
             settings=settings,
             nodes=nodes,
             probe=self,
+            events=_LeavingPending(self.clock, self._left_pending),
         )
         self._queue: list[tuple[float, int, Callable[[], Awaitable[object] | None]]] = []
         self._order = itertools.count()
@@ -72,7 +75,6 @@ class SimFleet:
         """The same decisions' CPU time (what other processes on the machine do not add)."""
         self.pending_s: dict[LeaseId, float] = {}
         """How long each lease acquired through `acquire` waited in PENDING."""
-        self._waiting: dict[LeaseId, float] = {}
         self._timing = False
         self.consolidate_s: list[float] = []
         """Wall time of each consolidation pass (it holds the manager's lock throughout)."""
@@ -184,10 +186,6 @@ class SimFleet:
     async def _answer(self) -> None:
         """The simulated sidecars act on the assignments that changed: start loading what
         is new (once their Triton is up), unload what is no longer wanted, and report."""
-        for lease_id, since in list(self._waiting.items()):
-            if self.manager.leases[lease_id].state is not LeaseState.PENDING:
-                self.pending_s[lease_id] = self.now - since
-                del self._waiting[lease_id]
         while self._dirty:
             server_id = next(iter(self._dirty))
             del self._dirty[server_id]
@@ -207,6 +205,11 @@ class SimFleet:
             # A sidecar reports on every assignment it receives, changed or not: the daemon
             # asks for a fresh report that way (before ending an activity-renewed lease).
             await self._report(server_id, sim)
+
+    def _left_pending(self, lease_id: str) -> None:
+        since = self._waiting.pop(LeaseId(lease_id), None)
+        if since is not None:
+            self.pending_s[LeaseId(lease_id)] = self.now - since
 
     def _load_done(
         self, server_id: ServerId, name: ModelName, uri: str, took: float
@@ -250,3 +253,31 @@ class SimFleet:
 
     def lease(self, lease_id: LeaseId) -> Lease:
         return self.manager.leases[lease_id]
+
+
+# Lease events name states, or what happened to the lease (RENEWED) without a change.
+_NOT_PENDING = frozenset(s.value for s in LeaseState if s is not LeaseState.PENDING)
+
+
+class _LeavingPending(EventLog):
+    """The manager's event log, telling the fleet when a lease leaves PENDING (from its
+    events, rather than by reading every waiting lease after each simulated event)."""
+
+    def __init__(self, clock: ManualClock, left: Callable[[str], None]) -> None:
+        super().__init__(clock)
+        self._left = left
+
+    def emit(
+        self,
+        kind: str,
+        subject: str,
+        state: str,
+        reason: str = "",
+        *,
+        lease_id: str = "",
+        server_id: str = "",
+    ) -> Event:
+        event = super().emit(kind, subject, state, reason, lease_id=lease_id, server_id=server_id)
+        if kind == "lease" and state in _NOT_PENDING:
+            self._left(subject)
+        return event

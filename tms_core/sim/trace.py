@@ -48,6 +48,9 @@ class TraceSpec:
     load_s_per_gib: float = 0.5
     """Simulated model load: base + per GiB of the model."""
     seed: int = 7
+    priorities: int = 1
+    """Priority classes, drawn uniformly per request (0 to priorities - 1) from a generator
+    of their own, so that the rest of the trace is the same whatever their number."""
 
     @property
     def fleet(self) -> str:
@@ -59,6 +62,7 @@ class Request:
     at: float
     model: int
     hold_s: float
+    priority: int = 0
 
 
 @dataclass
@@ -90,10 +94,13 @@ def generate(spec: TraceSpec) -> Trace:
         cumulative.append(total)
     requests = []
     now = 0.0
+    ranks = random.Random(spec.seed + 1)
     for _ in range(spec.requests):
         now += rng.expovariate(spec.arrivals_per_s)
         model = min(bisect.bisect_left(cumulative, rng.random() * total), spec.models - 1)
-        requests.append(Request(now, model, rng.expovariate(1 / spec.mean_hold_s)))
+        hold = rng.expovariate(1 / spec.mean_hold_s)
+        priority = ranks.randrange(spec.priorities) if spec.priorities > 1 else 0
+        requests.append(Request(now, model, hold, priority))
     return Trace(spec, requests, memory)
 
 
@@ -186,7 +193,7 @@ async def play_per_request(
         async def act() -> None:
             lease = await fleet.acquire(
                 [trace.model_request(request.model)],
-                LeaseOptions(duration_s=request.hold_s + 3600),
+                LeaseOptions(duration_s=request.hold_s + 3600, priority=request.priority),
             )
             played.lease_ids.append(lease.id)
             fleet.at(fleet.now + request.hold_s, lambda: fleet.manager.release(lease.id))

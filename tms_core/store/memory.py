@@ -9,7 +9,7 @@ is a deep copy, as a restarted manager would read it back.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from tms_core.domain import Lease, LeaseNameRecord, Pool, Server, Tenant
@@ -72,6 +72,13 @@ class MemoryStore:
     async def transaction(self) -> AsyncIterator[MemoryTransaction]:
         yield MemoryTransaction(self)
         self.commits += 1
+
+    async def extend_leases(self, expiries: Sequence[tuple[LeaseId, float, float]]) -> None:
+        for lease_id, expires_at, updated_at in expiries:
+            stored = self.leases.get(lease_id)
+            if stored is not None:
+                stored.expires_at = max(stored.expires_at, expires_at)
+                stored.updated_at = max(stored.updated_at, updated_at)
 
     async def load(self) -> tuple[list[Lease], list[Server]]:
         leases = sorted(self.leases.values(), key=lambda lease: lease.created_at)

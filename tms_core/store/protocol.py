@@ -3,11 +3,13 @@ for the simulator. Every change goes through one transaction; the state is read 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from tms_core.domain import Lease, LeaseNameRecord, Pool, Server, Tenant
+from tms_core.ids import LeaseId
 
 
 @dataclass
@@ -39,6 +41,12 @@ class StateTransaction(Protocol):
 
 class StateStore(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[StateTransaction]: ...
+    async def extend_leases(self, expiries: Sequence[tuple[LeaseId, float, float]]) -> None:
+        """Renewals, committed on their own (never inside an open transaction): each (lease,
+        expires_at, updated_at) moves only those two fields, and only forward, so a renewal
+        written after a whole-row write never undoes it. Unknown leases are skipped."""
+        ...
+
     async def load(self) -> tuple[list[Lease], list[Server]]: ...
     async def load_extras(self) -> StoredExtras: ...
     async def close(self) -> None: ...
