@@ -29,25 +29,21 @@ from tms_core.domain import (
     ServedModel,
     Server,
     ServerState,
-    Tenant,
     copy_lease,
 )
 from tms_core.errors import (
     CapacityExceeded,
-    InvalidArgument,
     LeaseEnded,
     LeaseNotFound,
     NameNotFound,
-    PoolInUse,
-    PoolNotFound,
     QuotaExceeded,
-    TenantNotFound,
 )
 from tms_core.events import EventLog
 from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id
 from tms_core.inventory import Node
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.manager import requests
+from tms_core.manager.catalog import Catalog
 from tms_core.manager.index import counts_down
 from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
@@ -58,7 +54,7 @@ from tms_core.manager.probe import Probe
 from tms_core.manager.reconciler import Reconciler
 from tms_core.manager.renewals import RenewalWriter
 from tms_core.manager.settle import Settler
-from tms_core.manager.tenants import QUOTA_WAIT, TenantUsage, check_tenant, check_tenant_name
+from tms_core.manager.tenants import QUOTA_WAIT
 from tms_core.manager.views import FleetViews
 from tms_core.store.protocol import StateStore
 
@@ -75,7 +71,7 @@ def _decision_name(decision: placement.Decision, over_quota: str | None) -> str:
     }.get(type(decision), "reject")
 
 
-class LeaseManager:
+class LeaseManager(Catalog):
     def __init__(
         self,
         *,
@@ -190,19 +186,6 @@ class LeaseManager:
 
     def list_names(self) -> list[LeaseNameRecord]:
         return [copy.deepcopy(r) for r in sorted(self.ledger.names, key=lambda r: r.name)]
-
-    def list_pools(self) -> list[Pool]:
-        pools = self.ledger.pools.pools
-        return [copy.deepcopy(p) for p in sorted(pools.values(), key=lambda p: p.name)]
-
-    def pool_servers(self, name: str) -> list[tuple[Server, list[Lease]]]:
-        if name not in self.ledger.pools.pools:
-            raise PoolNotFound(name)
-        return [
-            (server, self.ledger.leases_on(server.id))
-            for server in self.ledger.servers.values()
-            if server.pool == name and server.state.alive
-        ]
 
     @property
     def moves_done(self) -> int:
@@ -542,109 +525,6 @@ class LeaseManager:
             if record is None:
                 raise NameNotFound(name)
             return record
-
-    # ------------------------------------------------------------------ pools and allowlist
-
-    async def create_pool(self, pool: Pool) -> Pool:
-        self.ledger.pools.check_new(pool)
-        pool.tritonserver = self.ledger.pools.allowed(
-            pool.tritonserver, "tritonserver", self._backend.default_tritonserver
-        )
-        pool.created_at = self._clock.now()
-        async with self._lock, self.ledger.change() as change:
-            self.ledger.pools.pools[pool.name] = pool
-            change.pools[pool.name] = pool
-            self.outbox.event("pool", pool.name, "CREATED")
-            self.outbox.deadline_moved()
-        return copy.deepcopy(pool)
-
-    async def delete_pool(self, name: str) -> Pool:
-        ledger = self.ledger
-        async with self._lock:
-            pool = ledger.pools.pools.get(name)
-            if pool is None:
-                raise PoolNotFound(name)
-            holders = [lease.id for lease in ledger.index.live.values() if lease.pool == name]
-            if holders:
-                raise PoolInUse(
-                    f"pool {name!r} still holds leases {', '.join(holders)}; release them first"
-                )
-            async with ledger.change() as change:
-                del ledger.pools.pools[name]
-                change.pools[name] = None
-                doomed = [s for s in ledger.servers.values() if s.pool == name and s.state.alive]
-                for server in doomed:
-                    ledger.server_state(server, ServerState.STOPPING, f"pool {name} deleted")
-                self.outbox.event("pool", name, "DELETED")
-        for server in doomed:
-            await self.lifecycle.stop(server)
-        return pool
-
-    async def allow(self, tritonserver: str) -> list[str]:
-        if not tritonserver:
-            raise InvalidArgument("tritonserver", "is empty; expected the path of a tritonserver")
-        self._backend.check_tritonserver(tritonserver)
-        async with self._lock:
-            allowlist = self.ledger.pools.allowlist
-            if tritonserver not in allowlist:
-                async with self.ledger.change() as change:
-                    allowlist.append(tritonserver)
-                    change.allowlist[tritonserver] = self._clock.now()
-            return list(allowlist)
-
-    async def disallow(self, tritonserver: str) -> list[str]:
-        async with self._lock:
-            self.ledger.pools.check_disallow(tritonserver)
-            async with self.ledger.change() as change:
-                self.ledger.pools.allowlist.remove(tritonserver)
-                change.allowlist[tritonserver] = None
-            return list(self.ledger.pools.allowlist)
-
-    # ------------------------------------------------------------------ tenants
-
-    def tenant_of(self, lease_id: str) -> str | None:
-        """The tenant of a lease ("" for none), or None when there is no such lease."""
-        lease = self.ledger.leases.get(LeaseId(lease_id))
-        return None if lease is None else lease.tenant
-
-    def tenant_of_name(self, name: str) -> str | None:
-        """The tenant of the lease a name points at (or will), or None when there is none."""
-        record = self.ledger.names.get(name)
-        if record is None:
-            return None
-        for lease_id in (record.lease_id, record.next_lease_id):
-            if lease_id is not None and (tenant := self.tenant_of(lease_id)) is not None:
-                return tenant
-        return None
-
-    def list_tenants(self) -> list[Tenant]:
-        tenants = self.ledger.tenants.tenants
-        return [copy.deepcopy(tenants[name]) for name in sorted(tenants)]
-
-    def tenant_usage(self, name: str) -> tuple[Tenant, TenantUsage]:
-        tenant = self.ledger.tenants.tenants.get(name)
-        if tenant is None:
-            raise TenantNotFound(name)
-        used = self.ledger.tenants.usage(name, self.ledger.index.live.values())
-        return copy.deepcopy(tenant), used
-
-    async def put_tenant(self, tenant: Tenant) -> Tenant:
-        """Creates the tenant, or replaces its quotas; leases waiting for it are tried."""
-        check_tenant(tenant)
-        async with self._lock:
-            existing = self.ledger.tenants.tenants.get(tenant.name)
-            tenant.created_at = existing.created_at if existing else self._clock.now()
-            async with self.ledger.change() as change:
-                self.ledger.tenants.tenants[tenant.name] = tenant
-                change.tenants[tenant.name] = tenant
-            # A larger quota may admit leases that wait for it.
-            await self.placer.place_pending()
-        return copy.deepcopy(tenant)
-
-    def check_tenant_exists(self, name: str) -> None:
-        check_tenant_name(name)
-        if name not in self.ledger.tenants.tenants:
-            raise TenantNotFound(name)
 
     # ------------------------------------------------------------------ time
 
