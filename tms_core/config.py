@@ -21,7 +21,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -33,25 +32,13 @@ from tms_core.defaults import DEFAULT_LISTEN, default_state_dir
 from tms_core.errors import ConfigError
 from tms_core.inventory import parse_gpus
 from tms_core.repos.settings import RepositorySettings
-from tms_core.units import parse_duration, parse_size
+from tms_core.settings_base import Section, duration, size
+from tms_core.units import parse_size
 
 log = logging.getLogger(__name__)
 
 
-def _duration(value: Any) -> float:
-    # Plain numbers go through the parser too, so -5, nan and inf are refused alike.
-    return parse_duration(str(value))
-
-
-def _size(value: Any) -> int:
-    return parse_size(str(value))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DaemonSettings(_Section):
+class DaemonSettings(Section):
     listen: str = DEFAULT_LISTEN
     """host:port of the gRPC API. Keep it on 127.0.0.1 unless the network is trusted."""
 
@@ -86,13 +73,13 @@ class DaemonSettings(_Section):
     max_message_bytes: int = Field(default=4 * 1024**2, ge=64 * 1024)
     """The largest gRPC message the API accepts or sends (`4MiB`)."""
 
-    _parse_m = field_validator("max_message_bytes", mode="before")(_size)
+    _parse_m = field_validator("max_message_bytes", mode="before")(size)
 
     def state_path(self) -> Path:
         return self.state or default_state_dir() / "state.db"
 
 
-class IdentitySettings(_Section):
+class IdentitySettings(Section):
     """Who may call the API (docs/security.md)."""
 
     tokens: bool = True
@@ -107,17 +94,17 @@ class IdentitySettings(_Section):
     """How many audit records the state keeps (the oldest go first)."""
 
 
-class LeaseSettings(_Section):
+class LeaseSettings(Section):
     default_duration: float = 3600.0
     """Seconds a lease lives when the request names no duration (`1h`, `30m`)."""
 
     max_duration: float = 7 * 86400.0
     """The longest duration a lease may ask for or be renewed by."""
 
-    _parse = field_validator("default_duration", "max_duration", mode="before")(_duration)
+    _parse = field_validator("default_duration", "max_duration", mode="before")(duration)
 
 
-class ServerSettings(_Section):
+class ServerSettings(Section):
     """Servers under every backend (local processes, Kubernetes pods, the simulator's)."""
 
     idle_grace: float = 60.0
@@ -146,11 +133,11 @@ class ServerSettings(_Section):
 
     _parse_d = field_validator(
         "idle_grace", "start_timeout", "restart_backoff", "restart_window", mode="before"
-    )(_duration)
-    _parse_s = field_validator("memory", mode="before")(_size)
+    )(duration)
+    _parse_s = field_validator("memory", mode="before")(size)
 
 
-class LocalSettings(_Section):
+class LocalSettings(Section):
     tritonserver: Path | None = None
     """The tritonserver binary; defaults to the one in the nvidia-pytriton wheel.
 
@@ -193,7 +180,7 @@ def _host_memory() -> int:
         return 16 * 1024**3
 
 
-class PlacementSettings(_Section):
+class PlacementSettings(Section):
     isolated_frameworks: list[str] = Field(default_factory=lambda: ["pytorch", "tensorflow"])
     """Frameworks (backend or platform in config.pbtxt) that keep memory after an unload and
     so get servers of their own, one framework per server."""
@@ -215,11 +202,11 @@ class PlacementSettings(_Section):
     """Only servers using at most this fraction of their memory are emptied."""
 
     _parse_c = field_validator("consolidate_idle_s", "consolidate_interval_s", mode="before")(
-        _duration
+        duration
     )
 
 
-class KubernetesSettings(_Section):
+class KubernetesSettings(Section):
     namespace: str = ""
     """Namespace of the servers' objects; defaults to the daemon's own (in a pod) or `tms`."""
 
@@ -290,8 +277,8 @@ class KubernetesSettings(_Section):
     poll_interval: float = 2.0
     """Seconds between reads of pods and nodes (server health and the GPU inventory)."""
 
-    _parse_d = field_validator("request_timeout", "poll_interval", mode="before")(_duration)
-    _parse_s = field_validator("gpu_server_memory", mode="before")(_size)
+    _parse_d = field_validator("request_timeout", "poll_interval", mode="before")(duration)
+    _parse_s = field_validator("gpu_server_memory", mode="before")(size)
 
 
 # Keys that moved, old (section, key) -> new (section, key). The old ones still work: a file,

@@ -12,24 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from tms_core.units import parse_duration, parse_size
-
-
-def _duration(value: Any) -> float:
-    return parse_duration(str(value))
+from tms_core.settings_base import Section, duration, size
 
 
-def _size(value: Any) -> int:
-    return parse_size(str(value))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Repository(_Section):
+class Repository(Section):
     """One repository: every model URI starting with `prefix` uses these settings (the
     longest matching prefix wins)."""
 
@@ -91,7 +79,7 @@ CREDENTIAL_FIELDS = (
 )
 
 
-class RepositorySettings(_Section):
+class RepositorySettings(Section):
     repositories: list[Repository] = Field(default_factory=list)
     """Per-prefix settings and credentials of the stores models come from."""
 
@@ -123,8 +111,8 @@ class RepositorySettings(_Section):
     cache_size: int = Field(default=100 * 1024**3, gt=0)
     """The cache's size cap: least recently used models no server holds are evicted past it."""
 
-    _parse_d = field_validator("stall_timeout", mode="before")(_duration)
-    _parse_s = field_validator("max_model_size", "cache_size", mode="before")(_size)
+    _parse_d = field_validator("stall_timeout", mode="before")(duration)
+    _parse_s = field_validator("max_model_size", "cache_size", mode="before")(size)
 
     def to_sidecar_json(self, **changes: Any) -> str:
         """These settings as the sidecar reads them (`--repositories`), with `changes`
