@@ -12,7 +12,7 @@ import grpc
 
 from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
-from sidecar.triton_grpc import IndexEntry, TritonError, TritonGrpc
+from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.repos.settings import RepositorySettings
@@ -210,6 +210,12 @@ class Agent:
         started = time.monotonic()
         try:
             await asyncio.to_thread(self._triton.load, name)
+        except TritonGone as exc:
+            # Triton died under the load (a model that crashes it, or a kill): the daemon sees
+            # the exit and revives the server, counting the crash against it; a model marked
+            # FAILED here would end the lease before that.
+            log.warning("triton went away while loading %s: %s", name, exc)
+            return
         except (TritonError, OSError) as exc:
             self._set(name, uri, pb.MODEL_FAILED, str(exc))
             return

@@ -41,6 +41,11 @@ class TritonError(Exception):
     pass
 
 
+class TritonGone(TritonError):
+    """Triton's connection broke (the process died or is restarting): nothing is known of
+    the model, which must not be reported failed for it."""
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     name: str
@@ -69,6 +74,9 @@ class TritonGrpc:
         try:
             result: Reply = call(request, timeout=timeout)
         except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            if code is grpc.StatusCode.UNAVAILABLE:
+                raise TritonGone(_error_text(exc)) from None
             raise TritonError(_error_text(exc)) from None
         return result
 
