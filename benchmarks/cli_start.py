@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from tms_core.api.client import TmsClient  # noqa: E402
 from tms_core.backends.local import free_ports  # noqa: E402
+from tms_core.cli.demo import wait_for_daemon  # noqa: E402
 
 TMS = [sys.executable, "-m", "tms_core.cli.main"]
 
@@ -57,15 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         try:
             with TmsClient(target) as client:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        client.list_leases()
-                        break
-                    except Exception:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.05)
+                wait_for_daemon(client, daemon, timeout=30)
             commands = {
                 "baseline": [sys.executable, "-c", "import grpc; import tms_core.api.tms_pb2_grpc"],
                 "version": [*TMS, "--version"],

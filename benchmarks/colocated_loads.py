@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api.client import TmsClient  # noqa: E402
 from tms_core.backends.local import free_ports  # noqa: E402
+from tms_core.cli.demo import wait_for_daemon  # noqa: E402
 from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 
 ADD_SUB = ModelRequest("add_sub", (ROOT / "examples/models/add_sub").as_uri(), 64 * 1024**2)
@@ -64,30 +66,11 @@ def churn(target: str, server_id: str) -> None:
             print("cycle", flush=True)
 
 
-def http_infer(address: str) -> Callable[[], None]:
-    client = httpclient.InferenceServerClient(address)
+def add_sub_call(module: Any, address: str) -> Callable[[], None]:
+    """One add_sub inference through `module` (tritonclient.http or .grpc), ready to repeat."""
+    client = module.InferenceServerClient(address)
     a = np.arange(4, dtype=np.float32)
-    inputs = [
-        httpclient.InferInput("INPUT0", [4], "FP32"),
-        httpclient.InferInput("INPUT1", [4], "FP32"),
-    ]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(a)
-
-    def call() -> None:
-        result = client.infer("add_sub", inputs)
-        assert result.as_numpy("OUTPUT0") is not None
-
-    return call
-
-
-def grpc_infer(address: str) -> Callable[[], None]:
-    client = grpcclient.InferenceServerClient(address)
-    a = np.arange(4, dtype=np.float32)
-    inputs = [
-        grpcclient.InferInput("INPUT0", [4], "FP32"),
-        grpcclient.InferInput("INPUT1", [4], "FP32"),
-    ]
+    inputs = [module.InferInput("INPUT0", [4], "FP32"), module.InferInput("INPUT1", [4], "FP32")]
     inputs[0].set_data_from_numpy(a)
     inputs[1].set_data_from_numpy(a)
 
@@ -144,19 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         client = TmsClient(target)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.list_leases()
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            wait_for_daemon(client, daemon, timeout=30)
             lease = until_ready(client, [ADD_SUB])
             calls = {
-                "http": http_infer(lease.endpoints.http),
-                "grpc": grpc_infer(lease.endpoints.grpc),
+                "http": add_sub_call(httpclient, lease.endpoints.http),
+                "grpc": add_sub_call(grpcclient, lease.endpoints.grpc),
             }
             for call in calls.values():
                 sample(call, 0.5)  # warm-up: connections, the model's first inferences

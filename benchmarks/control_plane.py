@@ -36,6 +36,7 @@ from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api import tms_pb2_grpc as pb_grpc  # noqa: E402
 from tms_core.api.client import TmsClient, resolve_token  # noqa: E402
 from tms_core.backends.local import free_ports  # noqa: E402
+from tms_core.cli.demo import wait_for_daemon  # noqa: E402
 from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 
 ADD_SUB = ModelRequest("add_sub", (ROOT / "examples/models/add_sub").as_uri(), 64 * 1024**2)
@@ -121,15 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         try:
             with TmsClient(target) as client:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        client.list_leases()
-                        break
-                    except Exception:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.05)
+                wait_for_daemon(client, daemon, timeout=30)
                 leases = []
                 for _ in range(CLIENTS):
                     *_, lease = client.acquire([ADD_SUB], LeaseOptions(duration_s=600))

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api.client import TmsClient  # noqa: E402
 from tms_core.backends.local import free_ports  # noqa: E402
+from tms_core.cli.demo import wait_for_daemon  # noqa: E402
 from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 from tms_core.triton.locate import locate  # noqa: E402
 
@@ -135,12 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         client = TmsClient(target)
         try:
-            while True:
-                try:
-                    client.list_leases()
-                    break
-                except Exception:
-                    time.sleep(0.05)
+            wait_for_daemon(client, daemon, timeout=30)
             # One unmeasured round each, so both paths start with warm page caches.
             for measured in [False] + [True] * args.rounds:
                 t0 = time.perf_counter()
