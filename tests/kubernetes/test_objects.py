@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tms_core.backends.kubernetes import node_from_manifest, pod_problem
 from tms_core.backends.kubernetes_objects import check_image, check_model_uri, quantity
+from tms_core.backends.kubernetes_status import node_from_manifest, pod_problem
 from tms_core.config import KubernetesSettings
 from tms_core.errors import InvalidArgument
 

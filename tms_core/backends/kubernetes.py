@@ -32,28 +32,19 @@ from kubernetes.config.config_exception import ConfigException
 
 from tms_core import modelrepo
 from tms_core.backends import kubernetes_objects as objects
+from tms_core.backends import kubernetes_status as kstatus
 from tms_core.backends.base import BackendDefaults
 from tms_core.config import KubernetesSettings
 from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.ids import LeaseId, ServerId
-from tms_core.inventory import Gpu, Node
+from tms_core.inventory import Node
 from tms_core.repos.fetcher import Repositories
 from tms_core.repos.settings import RepositorySettings
-from tms_core.units import parse_size
 
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MERGE_PATCH = "application/merge-patch+json"
-# Containers waiting for one of these will not get better by waiting longer (a first failed
-# pull, ErrImagePull, is retried by the kubelet: only its back-off counts).
-STUCK = {
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-}
 # The (API group, resource, verb) the backend calls: the Role in manifests/ grants exactly these
 # (a test compares them, and the integration tests check no other call is made).
 API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
@@ -125,51 +116,6 @@ def connect(settings: KubernetesSettings) -> tuple[k8s.ApiClient, str]:
     # One attempt per call: a timeout must become a reason promptly, not after retries.
     configuration.retries = 0
     return k8s.ApiClient(configuration), namespace or "tms"
-
-
-def node_from_manifest(node: Mapping[str, Any]) -> Node | None:
-    """A schedulable, ready node as placement sees it: GPUs from the device plugin's
-    allocatable `nvidia.com/gpu` and GPU Feature Discovery's product and memory labels."""
-    meta, spec, status = node.get("metadata", {}), node.get("spec", {}), node.get("status", {})
-    if spec.get("unschedulable"):
-        return None
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions", [])}
-    if conditions.get("Ready", "True") != "True":
-        return None
-    labels = dict(meta.get("labels") or {})
-    allocatable = status.get("allocatable") or {}
-    try:
-        count = int(allocatable.get(objects.GPU_RESOURCE, "0"))
-    except ValueError:
-        count = 0
-    memory_mib = labels.get("nvidia.com/gpu.memory", "0")
-    gpu_bytes = int(memory_mib) * 1024**2 if memory_mib.isdigit() else 0
-    product = labels.get("nvidia.com/gpu.product", "NVIDIA GPU")
-    try:
-        host_memory = parse_size(str(allocatable.get("memory", "0")).replace("i", "iB"))
-    except ValueError:
-        host_memory = 0
-    return Node(
-        name=str(meta.get("name", "")),
-        host_memory=host_memory,
-        gpus=tuple(Gpu(index=i, product=product, total_bytes=gpu_bytes) for i in range(count)),
-        labels=labels,
-        source="kubernetes",
-    )
-
-
-def pod_problem(pod: Mapping[str, Any]) -> str | None:
-    """Why a server's pod will not serve, or None while it may."""
-    name = pod.get("metadata", {}).get("name", "?")
-    status = pod.get("status", {})
-    if status.get("phase") == "Failed":
-        return f"pod {name} failed: {status.get('reason') or status.get('message') or 'Failed'}"
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in STUCK:
-            detail = f": {waiting['message']}" if waiting.get("message") else ""
-            return f"pod {name}, container {container.get('name')}: {waiting['reason']}{detail}"
-    return None
 
 
 class KubernetesBackend(BackendDefaults):
@@ -403,7 +349,7 @@ class KubernetesBackend(BackendDefaults):
         nodes = [
             node
             for item in answer.get("items") or []
-            if (node := node_from_manifest(item)) is not None
+            if (node := kstatus.node_from_manifest(item)) is not None
         ]
         if nodes != self.nodes:
             self.nodes = nodes
@@ -504,7 +450,7 @@ class KubernetesBackend(BackendDefaults):
         )
         for pod in pods:
             server_id = pod.get("metadata", {}).get("labels", {}).get(objects.SERVER_LABEL)
-            problem = pod_problem(pod)
+            problem = kstatus.pod_problem(pod)
             if server_id and problem:
                 self._problems.setdefault(ServerId(server_id), problem)
         return set(deployments)
@@ -558,13 +504,13 @@ class KubernetesBackend(BackendDefaults):
                             namespace=self.namespace,
                             body=manifest,
                         )
-                    elif _differs(manifest, existing[name]):
+                    elif kstatus.differs(manifest, existing[name]):
                         await self._call(
                             f"updating {kind} {name}",
                             patch,
                             name=name,
                             namespace=self.namespace,
-                            body=_patch_of(manifest),
+                            body=kstatus.patch_of(manifest),
                             _content_type=MERGE_PATCH,
                         )
                 except KubernetesApiError as exc:
@@ -607,17 +553,3 @@ class KubernetesBackend(BackendDefaults):
 
 def _copy(value: Any) -> Any:
     return copy.deepcopy(value)
-
-
-def _differs(wanted: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
-    for key in ("labels", "annotations"):
-        have = existing.get("metadata", {}).get(key) or {}
-        if any(have.get(k) != v for k, v in (wanted["metadata"].get(key) or {}).items()):
-            return True
-    have_spec = existing.get("spec") or {}
-    return any(have_spec.get(k) != v for k, v in wanted["spec"].items() if k != "clusterIP")
-
-
-def _patch_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    meta = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
-    return {"metadata": meta, "spec": manifest["spec"]}
