@@ -172,12 +172,12 @@ class Settler:
                     )
                     failed_any = True
                 elif server.triton_ready and all(m.state is ModelState.READY for m in lease.models):
-                    ledger.set_state(lease, LeaseState.READY, "", now)
                     lease.ready_at = now
                     # The duration counts from READY: loading time is not the holder's to pay.
-                    # A renewal made while loading may already reach further.
+                    # A renewal made while loading may already reach further. Set before the
+                    # state, so the index enters the lease's expiry as it is.
                     lease.expires_at = max(lease.expires_at, now + lease.duration_s)
-                    ledger.index.update(lease)
+                    ledger.set_state(lease, LeaseState.READY, "", now)
             elif lease.state is LeaseState.READY:
                 self.sync_models(lease, server)
             elif lease.state is LeaseState.RELEASING:
