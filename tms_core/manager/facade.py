@@ -24,7 +24,6 @@ from tms_core.domain import (
     Lease,
     LeaseNameRecord,
     LeaseState,
-    ModelState,
     Pool,
     ServedModel,
     Server,
@@ -240,15 +239,7 @@ class LeaseManager(Catalog):
                         lease, LeaseState.EXPIRED, "expired while the daemon was down", now
                     )
                 elif lease.state.holds_models and not held:
-                    ledger.place(lease, None)
-                    for model in lease.models:
-                        model.state, model.error = ModelState.PENDING, ""
-                    ledger.set_state(
-                        lease,
-                        LeaseState.PENDING,
-                        "its server was gone when the daemon started",
-                        now,
-                    )
+                    ledger.unplace(lease, "its server was gone when the daemon started", now)
             ledger.change_open.publish = True
         async with self._lock:
             await self.placer.place_pending()

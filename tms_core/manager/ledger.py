@@ -22,6 +22,7 @@ from tms_core.domain import (
     LeaseModel,
     LeaseNameRecord,
     LeaseState,
+    ModelState,
     Pool,
     PublishedState,
     Server,
@@ -205,6 +206,14 @@ class Ledger:
         self.index.place(lease, server_id)
         self.save(lease)
         self.change_open.publish = True
+
+    def unplace(self, lease: Lease, reason: str, now: float) -> None:
+        """Takes a lease off its server, back to PENDING with `reason`: its models are to be
+        loaded afresh wherever it goes next."""
+        self.place(lease, None)
+        for model in lease.models:
+            model.state, model.error = ModelState.PENDING, ""
+        self.set_state(lease, LeaseState.PENDING, reason, now)
 
     def add_server(self, server: Server) -> None:
         self.servers[server.id] = server

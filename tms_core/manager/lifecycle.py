@@ -270,10 +270,7 @@ class ServerLifecycle:
                 ledger.set_state(lease, LeaseState.RELEASED, "", now)
             elif earlier is None:
                 self._relocated[lease.id] = summary
-                ledger.place(lease, None)
-                for model in lease.models:
-                    model.state, model.error = ModelState.PENDING, ""
-                ledger.set_state(lease, LeaseState.PENDING, f"{summary}; placing it elsewhere", now)
+                ledger.unplace(lease, f"{summary}; placing it elsewhere", now)
             else:
                 ledger.set_state(lease, LeaseState.FAILED, f"{summary}; before that {earlier}", now)
             ledger.notify(lease)

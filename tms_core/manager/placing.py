@@ -12,7 +12,7 @@ import logging
 
 from tms_core import placement
 from tms_core.config import Settings
-from tms_core.domain import Lease, LeaseState, ModelState, Server
+from tms_core.domain import Lease, LeaseState, Server
 from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
 from tms_core.manager.settle import Settler
@@ -127,14 +127,8 @@ class Placer:
         async with ledger.change():
             for victim in victims:
                 server_id = victim.server_id
-                ledger.place(victim, None)
-                for model in victim.models:
-                    model.state, model.error = ModelState.PENDING, ""
-                ledger.set_state(
-                    victim,
-                    LeaseState.PENDING,
-                    f"preempted by lease {lease.id} (priority {lease.priority})",
-                    now,
+                ledger.unplace(
+                    victim, f"preempted by lease {lease.id} (priority {lease.priority})", now
                 )
                 ledger.notify(victim)
                 if server_id:
