@@ -305,6 +305,8 @@ def main() -> None:
         summary["reloads"] = manager.move_reloads
         passes = [t * 1000 for t in moved.fleet.consolidate_s]
         summary["consolidate_pass_p99_ms"] = round(percentile(passes, 99), 1)
+        locked = [t * 1000 for t in moved.fleet.consolidate_locked_s]
+        summary["consolidate_lock_p99_ms"] = round(percentile(locked, 99), 1)
         summary["consolidate_wall_s"] = round(time.perf_counter() - t1, 1)
     policies: dict[str, tuple[float, list[float]]] = {}
     if not args.no_policies:

@@ -11,7 +11,7 @@ target first, switch, then unload); see docs/placement.md.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from tms_core.ids import ServerId
@@ -75,6 +75,30 @@ def plan_moves(
     the servers emptied in one plan; sources using more than `max_used` of their capacity
     are not tried.
     """
+    steps = plan_steps(
+        sources,
+        servers,
+        nodes,
+        server_capacity=server_capacity,
+        isolated_frameworks=isolated_frameworks,
+        max_sources=max_sources,
+        max_used=max_used,
+    )
+    return [move for planned in steps for move in planned]
+
+
+def plan_steps(
+    sources: Sequence[Source],
+    servers: Sequence[ServerView],
+    nodes: Sequence[NodeView] = (),
+    *,
+    server_capacity: int,
+    isolated_frameworks: frozenset[str] = frozenset(),
+    max_sources: int = 0,
+    max_used: float = 1.0,
+) -> Iterator[list[Move]]:
+    """`plan_moves` one source at a time: yields the moves that empty each source tried
+    (none when it stays), so that a caller can let other work in between sources."""
     views = {view.id: view for view in servers}
     fleet = FleetIndex(servers, nodes)
     gpu_used: dict[tuple[str, int], int] = {}
@@ -83,7 +107,6 @@ def plan_moves(
             gpu_used[(node.name, gpu.index)] = gpu.used_bytes
     emptied: set[ServerId] = set()
     targets: set[ServerId] = set()
-    moves: list[Move] = []
     candidates = [
         s
         for s in sources
@@ -137,12 +160,12 @@ def plan_moves(
         else:
             emptied.add(source.server)
             targets.update(move.target for move in planned)
-            moves.extend(planned)
+            yield planned
             continue
         for target in saved.values():
             set_view(target, views[target.id])
         set_view(original, original)
-    return moves
+        yield []
 
 
 def _with_lease(server: ServerView, lease: MovableLease) -> ServerView:

@@ -3,14 +3,17 @@ the new server first, so that the emptied server stops."""
 
 from __future__ import annotations
 
+import asyncio
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.conftest import GiB, Harness, MakeHarness, pairs, request, served
-from tms_core.consolidation import MovableLease, Source, plan_moves
+from tms_core.consolidation import MovableLease, Move, Source, plan_moves
 from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, ServerState
 from tms_core.ids import ModelName, ServerId
 from tms_core.lease_request import LeaseOptions
+from tms_core.manager.moves import PassPlan
 from tms_core.placement import ModelNeed, ServerView
 
 CONSOLIDATE = {"consolidate": True, "consolidate_idle_s": 60, "consolidate_interval_s": 30}
@@ -107,6 +110,47 @@ async def test_a_lease_that_served_recently_is_not_moved(make_harness: MakeHarne
     await m.tick()
     assert ("small", model.uri) not in h.desired(target)
     assert not any(state == "MOVING" for state, _ in events(h, small.id))
+
+
+async def test_a_pass_plans_without_the_lock_and_leaves_a_source_that_changed_meanwhile(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(placement=CONSOLIDATE)
+    m = h.manager
+    small, _, source, target = await two_servers(h)
+    h.clock.advance(61)
+    planning, resume = asyncio.Event(), asyncio.Event()
+    plan = m.consolidator.plan
+
+    async def paused_plan(inputs: PassPlan) -> list[list[Move]]:
+        planning.set()
+        await resume.wait()
+        return await plan(inputs)
+
+    m.consolidator.plan = paused_plan  # type: ignore[method-assign]
+    passing = asyncio.create_task(m.tick())
+    await planning.wait()
+    # The lease serves an inference while the pass plans: the report gets the lock at once.
+    model = small.models[0]
+    inference = ServedModel(
+        ModelName(model.name),
+        model.uri,
+        ModelState.READY,
+        inference_count=1,
+        last_inference_at=h.clock.now(),
+    )
+    await asyncio.wait_for(m.report(source, triton_ready=True, models=[inference]), 5)
+    resume.set()
+    await passing
+    assert ("small", model.uri) not in h.desired(target)
+    assert not any(state == "MOVING" for state, _ in events(h, small.id))
+
+    # Idle long enough again, the next pass moves it.
+    m.consolidator.plan = plan  # type: ignore[method-assign]
+    h.clock.advance(61)
+    await m.tick()
+    assert ("small", model.uri) in h.desired(target)
+    assert events(h, small.id)[-1][0] == "MOVING"
 
 
 async def test_a_failed_load_on_the_target_abandons_the_move(make_harness: MakeHarness) -> None:

@@ -89,6 +89,9 @@ class LeaseIndex:
         """Every lease this daemon knows, ended ones too (what `tms lease list -a` shows)."""
         self.live: dict[LeaseId, Lease] = {}
         self.pending: dict[LeaseId, Lease] = {}
+        self.beside: dict[LeaseId, Lease] = {}
+        """The live leases placed beside others (`colocate_with`): few, and what a
+        consolidation pass must not pull apart."""
         self.waiting = WaitingRoom()
         """The pending leases again, arranged by the room that would let them go."""
         self.loads: dict[ServerId, ServerLoad] = {}
@@ -121,6 +124,8 @@ class LeaseIndex:
             self._drop(lease)
             return
         self.live[lease.id] = lease
+        if lease.constraints.colocate_with:
+            self.beside[lease.id] = lease
         if counts_down(lease) and lease.id not in self._in_heap:
             heapq.heappush(self._expiries, (lease.expires_at, lease.id))
             self._in_heap.add(lease.id)
@@ -156,6 +161,7 @@ class LeaseIndex:
 
     def _drop(self, lease: Lease) -> None:
         self.live.pop(lease.id, None)
+        self.beside.pop(lease.id, None)
         self.pending.pop(lease.id, None)
         self.waiting.remove(lease)
         if lease.server_id is not None:

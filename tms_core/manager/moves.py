@@ -1,17 +1,23 @@
 """Consolidation moves: idle leases leave lightly used servers when that empties one.
 
-A pass (`Consolidator.run_pass`, from the reconciler) plans moves with the pure
-`tms_core.consolidation`; each moving lease's models are added to its target's assignment,
-the target loads them while the source still serves, and `advance` switches the lease in one
-commit once the target reports them READY. Only then does the source unload, and the emptied
-source stops as any idle server does. A move is abandoned on a failed load, a timeout, an
-inference, a release, or the target going away; the other moves off its source go with it.
-"""
+A pass runs in three steps from the reconciler: `prepare` reads the sources and targets under
+the manager's lock; `plan` runs the pure `tms_core.consolidation` planner without it, source
+by source, letting API calls and reports in between; `apply`, under the lock again, starts
+the moves of each source whose servers are still exactly as planned (any change meanwhile
+leaves that source for the next pass). Each moving lease's models are added to its target's
+assignment, the target loads them while the source still serves, and `advance` switches the
+lease in one commit once the target reports them READY. Only then does the source unload,
+and the emptied source stops as any idle server does. A move is abandoned on a failed load,
+a timeout, an inference, a release, or the target going away; the other moves off its source
+go with it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from tms_core import consolidation, placement
 from tms_core.config import Settings
@@ -24,6 +30,19 @@ from tms_core.manager.views import FleetViews
 from tms_core.units import format_duration
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """A consolidation pass's inputs, read under the lock and planned on without it."""
+
+    sources: tuple[consolidation.Source, ...]
+    running: tuple[placement.ServerView, ...]
+    nodes: tuple[placement.NodeView, ...]
+    began: float
+    """`time.perf_counter()` when the pass began (the probe's measure, not domain time)."""
+    locked_s: float
+    """How long reading the inputs held the lock."""
 
 
 def last_use(lease: Lease, server: Server) -> float:
@@ -66,100 +85,177 @@ class Consolidator:
             and now - last_use(lease, server) >= self._settings.placement.consolidate_idle_s
         )
 
-    def _sources(
-        self, now: float, views: dict[ServerId, placement.ServerView]
-    ) -> list[consolidation.Source]:
-        """Running unpooled servers at most `consolidate_max_used` full whose every lease is
-        idle enough to move, and that no lease elsewhere was placed beside (`colocate_with`)."""
-        ledger = self._ledger
+    def _beside(self) -> set[str]:
+        """The ids, names and labels that some live lease asked to be placed beside."""
         beside: set[str] = set()
-        for lease in ledger.index.live.values():
+        for lease in self._ledger.index.beside.values():
             beside.update(lease.constraints.colocate_with)
-        max_used = self._settings.placement.consolidate_max_used
-        sources = []
-        for server in ledger.servers.values():
-            view = views.get(server.id)
-            if (
-                view is None
-                or consolidation.used_fraction(view) > max_used
-                or server.state is not ServerState.RUNNING
-                or server.pool
-                or server.leak
-                or server.id in ledger.moving.incoming
-                or server.id in ledger.moving.draining
-            ):
-                continue
-            leases = ledger.leases_on(server.id)
-            if not leases or not all(self._movable(lease, server, now) for lease in leases):
-                continue
-            load = ledger.index.loads[server.id]
-            names = ledger.names
-            if beside and (
-                beside & load.tags.keys()
-                or any(beside.intersection(names.names_of(i)) for i in load.leases)
-            ):
-                continue
-            sources.append(
-                consolidation.Source(
-                    server.id,
-                    tuple(
-                        consolidation.MovableLease(
-                            id=lease.id,
-                            models=tuple(
-                                placement.ModelNeed(m.name, m.uri, ledger.need(m), m.framework)
-                                for m in lease.models
-                            ),
-                            binary=lease.tritonserver,
-                            constraints=placement.Constraints(
-                                gpus=lease.constraints.gpus,
-                                gpu_product=lease.constraints.gpu_product,
-                                node_selector=lease.constraints.node_selector,
-                                avoid=frozenset(lease.constraints.avoid),
-                            ),
-                            tags=frozenset([*lease.tags, *names.names_of(lease.id)]),
-                        )
-                        for lease in leases
+        return beside
+
+    def _source(
+        self,
+        server: Server,
+        now: float,
+        view_of: Callable[[ServerId], placement.ServerView | None],
+        beside: set[str],
+    ) -> consolidation.Source | None:
+        """The server as a source to empty: running, unpooled, at most
+        `consolidate_max_used` full, every lease idle enough to move, and no lease elsewhere
+        placed beside one of its own (`colocate_with`). None when it is not one."""
+        ledger = self._ledger
+        view = view_of(server.id)
+        if (
+            view is None
+            or consolidation.used_fraction(view) > self._settings.placement.consolidate_max_used
+            or server.state is not ServerState.RUNNING
+            or server.pool
+            or server.leak
+            or server.id in ledger.moving.incoming
+            or server.id in ledger.moving.draining
+        ):
+            return None
+        leases = ledger.leases_on(server.id)
+        if not leases or not all(self._movable(lease, server, now) for lease in leases):
+            return None
+        load = ledger.index.loads[server.id]
+        names = ledger.names
+        if beside and (
+            beside & load.tags.keys()
+            or any(beside.intersection(names.names_of(i)) for i in load.leases)
+        ):
+            return None
+        return consolidation.Source(
+            server.id,
+            tuple(
+                consolidation.MovableLease(
+                    id=lease.id,
+                    models=tuple(
+                        placement.ModelNeed(m.name, m.uri, ledger.need(m), m.framework)
+                        for m in lease.models
                     ),
+                    binary=lease.tritonserver,
+                    constraints=placement.Constraints(
+                        gpus=lease.constraints.gpus,
+                        gpu_product=lease.constraints.gpu_product,
+                        node_selector=lease.constraints.node_selector,
+                        avoid=frozenset(lease.constraints.avoid),
+                    ),
+                    tags=frozenset([*lease.tags, *names.names_of(lease.id)]),
                 )
-            )
-        return sources
+                for lease in leases
+            ),
+        )
 
-    def run_pass(self, now: float) -> None:
-        """One consolidation pass: starts the moves that empty lightly used servers."""
+    def prepare(self, now: float) -> PassPlan | None:
+        """What a consolidation pass plans on, read under the lock: the sources and the
+        running servers (targets) as they are now. None when no server could be emptied."""
         began = time.perf_counter()
-        try:
-            self._run_pass(now)
-        finally:
-            if self._probe is not None:
-                self._probe.consolidated(time.perf_counter() - began)
-
-    def _run_pass(self, now: float) -> None:
         ledger = self._ledger
         fleet = self._views.fleet()
         views = {view.id: view for view in fleet.servers}
-        sources = self._sources(now, views)
+        beside = self._beside()
+        sources = [
+            source
+            for server in ledger.servers.values()
+            if (source := self._source(server, now, views.get, beside)) is not None
+        ]
         if not sources:
-            return
+            return None
         # Targets: running servers that hold leases (an empty one is about to stop, and
         # filling it would empty nothing).
-        running = [
+        running = tuple(
             view
             for view in views.values()
             if (server := ledger.servers.get(view.id)) is not None
             and server.state is ServerState.RUNNING
             and view.id in ledger.index.loads
-        ]
+        )
         # Only the nodes of those servers: a lease can join no other (and on a large fleet
         # most nodes hold no server at all).
         on = {view.node for view in running}
-        moves = consolidation.plan_moves(
-            sources,
-            running,
-            [node for node in fleet.nodes if node.name in on],
+        return PassPlan(
+            sources=tuple(sources),
+            running=running,
+            nodes=tuple(
+                node
+                for name in fleet.node_names()
+                if name in on and (node := fleet.node(name)) is not None
+            ),
+            began=began,
+            locked_s=time.perf_counter() - began,
+        )
+
+    async def plan(self, plan: PassPlan) -> list[list[consolidation.Move]]:
+        """The moves of `plan`, source by source (the pure planner), computed without the
+        manager's lock: API calls and reports go on between sources."""
+        groups = []
+        steps = consolidation.plan_steps(
+            plan.sources,
+            plan.running,
+            plan.nodes,
             server_capacity=self._settings.servers.memory,
             isolated_frameworks=frozenset(self._settings.placement.isolated_frameworks),
             max_used=self._settings.placement.consolidate_max_used,
         )
+        for planned in steps:
+            if planned:
+                groups.append(planned)
+            await asyncio.sleep(0)
+        if not groups and self._probe is not None:
+            # The pass ends here: nothing to apply.
+            self._probe.consolidated(time.perf_counter() - plan.began, plan.locked_s)
+        return groups
+
+    def apply(self, plan: PassPlan, groups: list[list[consolidation.Move]], now: float) -> None:
+        """Starts the planned moves whose source and targets are still as they were planned
+        (inside a change, under the lock). A source that changed meanwhile (a lease came,
+        went, or served; a target filled up) is left for the next pass: its plan may no
+        longer empty it."""
+        began = time.perf_counter()
+        try:
+            self._apply(plan, groups, now)
+        finally:
+            if self._probe is not None:
+                locked = plan.locked_s + time.perf_counter() - began
+                self._probe.consolidated(time.perf_counter() - plan.began, locked)
+
+    def _apply(self, plan: PassPlan, groups: list[list[consolidation.Move]], now: float) -> None:
+        ledger = self._ledger
+        fleet = self._views.fleet()
+        planned_views = {view.id: view for view in plan.running}
+        planned_gpus = {(gpu.node, gpu.index): gpu for node in plan.nodes for gpu in node.gpus}
+        planned_sources = {source.server: source for source in plan.sources}
+        beside = self._beside()
+
+        def unchanged(server_id: ServerId) -> bool:
+            view = fleet.server(server_id)
+            server = ledger.servers.get(server_id)
+            return (
+                view is not None
+                and view == planned_views.get(server_id)
+                and server is not None
+                and server.state is ServerState.RUNNING
+                and all(
+                    fleet.gpu(view.node, index) == planned_gpus.get((view.node, index))
+                    for index in view.gpus
+                )
+            )
+
+        moves: list[consolidation.Move] = []
+        for group in groups:
+            source_id = group[0].source
+            server = ledger.servers.get(source_id)
+            if (
+                server is None
+                or self._source(server, now, fleet.server, beside) != planned_sources[source_id]
+                or not all(unchanged(target) for target in {move.target for move in group})
+            ):
+                continue
+            moves.extend(group)
+        self._begin(moves, now)
+
+    def _begin(self, moves: list[consolidation.Move], now: float) -> None:
+        ledger = self._ledger
         for move in moves:
             lease = ledger.index.live[LeaseId(move.lease_id)]
             wanted = set(ledger.desired(move.target))

@@ -11,6 +11,7 @@ class Probe(Protocol):
         placing)."""
         ...
 
-    def consolidated(self, wall_s: float) -> None:
-        """A consolidation pass took this long (it holds the manager's lock throughout)."""
+    def consolidated(self, wall_s: float, locked_s: float) -> None:
+        """A consolidation pass took `wall_s` from reading its inputs to starting its moves,
+        of which it held the manager's lock for `locked_s` (planning runs without it)."""
         ...

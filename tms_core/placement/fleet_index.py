@@ -70,10 +70,17 @@ class FleetIndex:
     @property
     def nodes(self) -> list[NodeView]:
         """The nodes with their GPUs as they are now."""
-        return [
-            NodeView(n.name, tuple(self._gpus[(n.name, g.index)] for g in n.gpus), n.labels)
-            for n in self._nodes.values()
-        ]
+        return [node for name in self._nodes if (node := self.node(name)) is not None]
+
+    def node(self, name: str) -> NodeView | None:
+        """One node with its GPUs as they are now."""
+        n = self._nodes.get(name)
+        if n is None:
+            return None
+        return NodeView(n.name, tuple(self._gpus[(n.name, g.index)] for g in n.gpus), n.labels)
+
+    def server(self, server_id: ServerId) -> ServerView | None:
+        return self._servers.get(server_id)
 
     def node_names(self) -> Iterable[str]:
         return self._nodes.keys()

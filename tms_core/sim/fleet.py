@@ -77,7 +77,9 @@ class SimFleet:
         """How long each lease acquired through `acquire` waited in PENDING."""
         self._timing = False
         self.consolidate_s: list[float] = []
-        """Wall time of each consolidation pass (it holds the manager's lock throughout)."""
+        """Wall time of each consolidation pass, reading its inputs to starting its moves."""
+        self.consolidate_locked_s: list[float] = []
+        """How long each pass held the manager's lock (planning runs without it)."""
 
     # -- the manager's probe: the decision latency the benchmark reports is bringing the
     # fleet index up to date and placing, for each new lease
@@ -87,8 +89,9 @@ class SimFleet:
             self.decision_s.append(wall_s)
             self.decision_cpu_s.append(cpu_s)
 
-    def consolidated(self, wall_s: float) -> None:
+    def consolidated(self, wall_s: float, locked_s: float) -> None:
         self.consolidate_s.append(wall_s)
+        self.consolidate_locked_s.append(locked_s)
 
     @property
     def now(self) -> float:
