@@ -16,8 +16,6 @@ Run: `.venv/bin/python benchmarks/colocated_loads.py [--rounds N] [--seconds S]`
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,22 +24,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import ADD_SUB, add_sub_call, bench_env, running_daemon  # noqa: E402
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api.client import TmsClient  # noqa: E402
-from tms_core.backends.local import free_ports  # noqa: E402
-from tms_core.cli.demo import wait_for_daemon  # noqa: E402
 from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 
-ADD_SUB = ModelRequest("add_sub", (ROOT / "examples/models/add_sub").as_uri(), 64 * 1024**2)
 NEIGHBOUR = ModelRequest(
     "blob_classifier", (ROOT / "examples/models/blob_classifier").as_uri(), 64 * 1024**2
 )
@@ -64,21 +58,6 @@ def churn(target: str, server_id: str) -> None:
             assert lease.server_id == server_id, "the neighbour did not join the server"
             client.release(lease.id)
             print("cycle", flush=True)
-
-
-def add_sub_call(module: Any, address: str) -> Callable[[], None]:
-    """One add_sub inference through `module` (tritonclient.http or .grpc), ready to repeat."""
-    client = module.InferenceServerClient(address)
-    a = np.arange(4, dtype=np.float32)
-    inputs = [module.InferInput("INPUT0", [4], "FP32"), module.InferInput("INPUT1", [4], "FP32")]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(a)
-
-    def call() -> None:
-        result = client.infer("add_sub", inputs)
-        assert result.as_numpy("OUTPUT0") is not None
-
-    return call
 
 
 def sample(call: Callable[[], None], seconds: float) -> list[float]:
@@ -106,28 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         churn(*args.churn)
         return 0
 
+    env = bench_env()
     with tempfile.TemporaryDirectory(prefix="tms-colocated-") as tmp:
-        work = Path(tmp)
-        (port,) = free_ports(1)
-        target = f"127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with open(work / "daemon.log", "wb") as log:
-            daemon = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tms_core.cli.main",
-                    "daemon",
-                    f"--listen={target}",
-                    f"--state={work}/state/state.db",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        client = TmsClient(target)
-        try:
-            wait_for_daemon(client, daemon, timeout=30)
+        with running_daemon(Path(tmp), env=env) as (target, client):
             lease = until_ready(client, [ADD_SUB])
             calls = {
                 "http": add_sub_call(httpclient, lease.endpoints.http),
@@ -169,10 +129,6 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     flush=True,
                 )
-        finally:
-            client.close()
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=60)
     figures = [f"rounds={args.rounds}", f"neighbour_cycles={cycles}"]
     for key, values in totals.items():
         figures += [

@@ -1,12 +1,18 @@
-"""Latency the router adds to a small HTTP request, against the same request sent direct.
+"""Latency the router adds, against the same requests sent direct, side by side in one run.
 
-One backend process (a `ThreadingHTTPServer` answering a 2-byte body) and one router process
-(`python -m tms_core.router`) routing a port to it; one keep-alive `http.client` connection
-each way from this process. The backend runs apart so that its threads do not share this
-process's GIL with the client's timing loop. The rounds alternate which path goes first, so
-both see the same machine noise. Each round prints its own percentiles; the last line sums up
-all rounds as key=value pairs.
-Run: `.venv/bin/python benchmarks/router_overhead.py [--rounds N] [--requests N]`.
+Two parts. The raw hop: one backend process (a `ThreadingHTTPServer` answering a 2-byte body)
+and one router process (`python -m tms_core.router`) routing a port to it; one keep-alive
+`http.client` connection each way from this process. Then real inference: a daemon, a lease
+on `add_sub`, and an unmodified `tritonclient` (HTTP, then gRPC) calling it at the lease's
+address (through the router) and at its server's direct address (`endpoints.servers[]`).
+The backends run apart so that their threads do not share this process's GIL with the
+client's timing loop. The rounds alternate which path goes first, so both see the same
+machine noise. Each round prints its own percentiles; the last line sums up all rounds as
+key=value pairs.
+
+Targets (issue 16, inference): p50 ≤ 1.10×, p99 ≤ 1.5× the direct address.
+Run: `.venv/bin/python benchmarks/router_overhead.py [--rounds N] [--requests N]
+[--inferences N] [--no-triton]`.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import ADD_SUB, add_sub_call, running_daemon  # noqa: E402
+from tms_core.api import tms_pb2 as pb  # noqa: E402
+from tms_core.lease_request import LeaseOptions  # noqa: E402
 from tms_core.router.routes import Route, read_applied, write_routes  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -82,16 +93,30 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--requests", type=int, default=3000, help="per path per round")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        serve()
-        return 0
+def alternate(paths: dict[str, Callable[[], list[float]]], rounds: int) -> dict[str, list[float]]:
+    """Runs each path's sampler once a round, alternating which goes first; prints each
+    round's percentiles. Every path's times over all rounds."""
+    totals: dict[str, list[float]] = {name: [] for name in paths}
+    for round_no in range(rounds):
+        order = list(paths) if round_no % 2 == 0 else list(reversed(paths))
+        figures = {}
+        for name in order:
+            times = paths[name]()
+            totals[name].extend(times)
+            figures[name] = (percentile(times, 50), percentile(times, 99))
+        print(
+            f"round {round_no + 1}: "
+            + "  ".join(
+                f"{name} p50 {figures[name][0]:6.1f} us  p99 {figures[name][1]:6.1f} us"
+                for name in paths
+            ),
+            flush=True,
+        )
+    return totals
 
+
+def raw_hop(rounds: int, requests: int) -> dict[str, list[float]]:
+    """The raw HTTP hop: a tiny backend direct and through a router process."""
     backend = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -126,22 +151,9 @@ def main() -> int:
             for conn in paths.values():
                 sample(conn, 500)  # warm-up: connect, first allocations
 
-            totals: dict[str, list[float]] = {name: [] for name in paths}
-            for round_no in range(args.rounds):
-                order = list(paths) if round_no % 2 == 0 else list(reversed(paths))
-                figures = {}
-                for name in order:
-                    times = sample(paths[name], args.requests)
-                    totals[name].extend(times)
-                    figures[name] = (percentile(times, 50), percentile(times, 99))
-                print(
-                    f"round {round_no + 1}: "
-                    + "  ".join(
-                        f"{name} p50 {figures[name][0]:6.1f} us  p99 {figures[name][1]:6.1f} us"
-                        for name in paths
-                    ),
-                    flush=True,
-                )
+            totals = alternate(
+                {name: partial(sample, conn, requests) for name, conn in paths.items()}, rounds
+            )
             for conn in paths.values():
                 conn.close()
         finally:
@@ -150,13 +162,80 @@ def main() -> int:
             backend.stdin.close()
             backend.wait(5)
 
-    direct_p50, routed_p50 = percentile(totals["direct"], 50), percentile(totals["routed"], 50)
-    print(
-        f"direct_p50_us={direct_p50:.1f} routed_p50_us={routed_p50:.1f} "
-        f"p50_ratio={routed_p50 / direct_p50:.2f} "
-        f"direct_p99_us={percentile(totals['direct'], 99):.1f} "
-        f"routed_p99_us={percentile(totals['routed'], 99):.1f}"
-    )
+    return totals
+
+
+def timed(call: Callable[[], None], count: int) -> list[float]:
+    """Microseconds per call, one after another."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter_ns()
+        call()
+        times.append((time.perf_counter_ns() - start) / 1000)
+    return times
+
+
+def inference(rounds: int, count: int) -> dict[str, list[float]]:
+    """add_sub through an unmodified tritonclient at the lease's address and direct."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    with tempfile.TemporaryDirectory(prefix="tms-router-infer-") as tmp:
+        with running_daemon(Path(tmp)) as (_, client):
+            *_, lease = client.acquire([ADD_SUB], LeaseOptions(duration_s=600))
+            assert lease is not None and lease.state == pb.LEASE_READY, lease
+            (server,) = lease.endpoints.servers
+            calls = {
+                "http_direct": add_sub_call(httpclient, server.http),
+                "http_routed": add_sub_call(httpclient, lease.endpoints.http),
+                "grpc_direct": add_sub_call(grpcclient, server.grpc),
+                "grpc_routed": add_sub_call(grpcclient, lease.endpoints.grpc),
+            }
+            for call in calls.values():
+                timed(call, 300)  # warm-up: connections, the model's first inferences
+            totals: dict[str, list[float]] = {}
+            for proto in ("http", "grpc"):
+                pair = {k: partial(timed, v, count) for k, v in calls.items() if k[:4] == proto}
+                totals.update(alternate(pair, rounds))
+            client.release(lease.id)
+            return totals
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=3000, help="raw hop, per path per round")
+    parser.add_argument("--inferences", type=int, default=1000, help="add_sub, per path per round")
+    parser.add_argument("--no-triton", action="store_true", help="only the raw hop")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return 0
+
+    print("raw HTTP hop (microseconds):", flush=True)
+    raw = raw_hop(args.rounds, args.requests)
+    direct_p50, routed_p50 = percentile(raw["direct"], 50), percentile(raw["routed"], 50)
+    figures = [
+        f"direct_p50_us={direct_p50:.1f}",
+        f"routed_p50_us={routed_p50:.1f}",
+        f"p50_ratio={routed_p50 / direct_p50:.2f}",
+        f"direct_p99_us={percentile(raw['direct'], 99):.1f}",
+        f"routed_p99_us={percentile(raw['routed'], 99):.1f}",
+    ]
+    if not args.no_triton:
+        print("add_sub inference with tritonclient (microseconds):", flush=True)
+        infer = inference(args.rounds, args.inferences)
+        for proto in ("http", "grpc"):
+            for q in (50, 99):
+                direct = percentile(infer[f"{proto}_direct"], q)
+                routed = percentile(infer[f"{proto}_routed"], q)
+                figures += [
+                    f"{proto}_direct_p{q}_us={direct:.0f}",
+                    f"{proto}_routed_p{q}_us={routed:.0f}",
+                    f"{proto}_p{q}_ratio={routed / direct:.2f}",
+                ]
+    print(" ".join(figures))
     return 0
 
 
