@@ -50,15 +50,16 @@ ModelArg = ModelRequest
 
 
 def parse_model_arg(text: str) -> ModelRequest:
-    """`name=NAME,uri=URI[,memory=2GiB]`; a URI without a scheme is a local path."""
+    """`name=NAME,uri=URI[,memory=2GiB][,sha256=HEX]`; a URI without a scheme is a local
+    path."""
     fields: dict[str, str] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"{text!r}: expected name=NAME,uri=URI[,memory=SIZE]")
-        if key not in ("name", "uri", "memory"):
-            raise ValueError(f"{text!r}: unknown key {key!r}; expected name, uri or memory")
+        if key not in ("name", "uri", "memory", "sha256"):
+            raise ValueError(f"{text!r}: unknown key {key!r}; expected name, uri, memory or sha256")
         if key in fields:
             raise ValueError(f"{text!r}: {key!r} given twice")
         fields[key] = value.strip()
@@ -75,7 +76,7 @@ def parse_model_arg(text: str) -> ModelRequest:
             memory = parse_size(fields["memory"])
         except ValueError as exc:
             raise ValueError(f"memory: {exc}") from None
-    return ModelRequest(fields["name"], uri, memory)
+    return ModelRequest(fields["name"], uri, memory, fields.get("sha256", ""))
 
 
 def state_name(state: int) -> str:
@@ -106,6 +107,8 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
                 "state": model_state_name(m.state),
                 "error": m.error,
                 "load_s": round(m.load_s, 3),
+                "bytes_done": m.bytes_done,
+                "bytes_total": m.bytes_total,
             }
             for m in lease.models
         ],
@@ -448,6 +451,8 @@ def event_to_dict(event: pb.Event) -> dict[str, Any]:
         "reason": event.reason,
         "lease_id": event.lease_id,
         "server_id": event.server_id,
+        "bytes_done": event.bytes_done,
+        "bytes_total": event.bytes_total,
     }
 
 

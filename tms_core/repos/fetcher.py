@@ -101,16 +101,23 @@ class Fetcher:
         hold = self.cache.hold(key)
         try:
             downloaded = False
-            cached = self.cache.lookup(key, info.version)
+            cached = self.cache.lookup(key, info.version, sha256)
             if cached is None:
                 with self.cache.exclusive(key):
-                    cached = self.cache.lookup(key, info.version)
+                    cached = self.cache.lookup(key, info.version, sha256)
                     if cached is None:
                         staged = self.cache.staging(key)
                         try:
                             (staged / "model").mkdir()
                             source.download(base, info, staged / "model", transfer)
-                            cached = self.cache.put(key, base, info.version, staged / "model")
+                            cached = self.cache.put(
+                                key,
+                                base,
+                                info.version,
+                                staged / "model",
+                                name=name,
+                                sha256=transfer.digest,
+                            )
                             downloaded = True
                         finally:
                             _remove_all(staged)
