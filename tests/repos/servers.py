@@ -131,6 +131,9 @@ class Served:
     stall_after: int = -1
     """Send this many bytes, then nothing until the client gives up."""
     redirect: str = ""
+    rate: int = 0
+    """Send the body at about this many bytes a second (0: at once), so that a download
+    takes long enough for its progress to be seen."""
 
 
 @dataclass
@@ -201,6 +204,14 @@ class HttpRepo:
                     while time.monotonic() < deadline and not repo._stopping.is_set():
                         repo._stopping.wait(0.05)
                     self.close_connection = True
+                    return
+                if served.rate:
+                    step = max(1, served.rate // 20)
+                    for start in range(0, len(data), step):
+                        self.wfile.write(data[start : start + step])
+                        self.wfile.flush()
+                        if repo._stopping.wait(step / served.rate):
+                            return
                     return
                 self.wfile.write(data)
 

@@ -97,9 +97,11 @@ class Transfer:
         from its read; fewer bytes than `expected` is a truncated (transient) failure."""
         digest = hashlib.sha256()
         written = 0
+        # read1: what has arrived (up to CHUNK), so progress moves with a slow sender.
+        read = getattr(source, "read1", source.read)
         with open(path, "wb") as out:
             while True:
-                chunk = source.read(CHUNK)
+                chunk = read(CHUNK)
                 if not chunk:
                     break
                 out.write(chunk)
