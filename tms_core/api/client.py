@@ -20,7 +20,7 @@ from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.defaults import DEFAULT_LISTEN
 from tms_core.identity.local import local_token
 from tms_core.lease_request import LeaseOptions, ModelRequest
-from tms_core.units import parse_size, rfc3339
+from tms_core.units import format_size, parse_size, rfc3339
 
 T = TypeVar("T")
 
@@ -85,6 +85,16 @@ def state_name(state: int) -> str:
 
 def model_state_name(state: int) -> str:
     return pb.ModelState.Name(state).removeprefix("MODEL_")
+
+
+def download_progress(model: pb.ModelStatus) -> str:
+    """`1.5 MiB / 3.0 MiB (50%)` while the model downloads; "" otherwise."""
+    if model.state != pb.MODEL_FETCHING or not (model.bytes_done or model.bytes_total):
+        return ""
+    if not model.bytes_total:
+        return f"{format_size(model.bytes_done)}"
+    percent = 100 * model.bytes_done // model.bytes_total
+    return f"{format_size(model.bytes_done)} / {format_size(model.bytes_total)} ({percent}%)"
 
 
 def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
