@@ -41,6 +41,12 @@ _DENIED = {
 }
 _MISSING = {"NoSuchKey", "404", "NoSuchBucket", "NotFound"}
 CONCURRENCY = 10
+# Fewer, larger ranged GETs than boto3's defaults (8 MiB parts, 256 KiB reads): a model is a
+# few large files fetched side by side, so parallelism comes from the files as much as from
+# the parts, and each request saved is a round trip (and, for stores that slice the object
+# per range, as moto does, a pass over it). benchmarks/repositories.py measures it.
+PART = 32 * 1024**2
+IO_CHUNK = 1024**2
 
 
 def split(uri: str) -> tuple[str, str]:
@@ -192,7 +198,13 @@ class S3Source:
     ) -> None:
         # One try per part: a stalled or broken transfer is retried whole by with_retries,
         # so retries and stall_timeout bound the time as documented.
-        config = TransferConfig(max_concurrency=CONCURRENCY, num_download_attempts=1)
+        config = TransferConfig(
+            max_concurrency=CONCURRENCY,
+            num_download_attempts=1,
+            multipart_threshold=2 * PART,
+            multipart_chunksize=PART,
+            io_chunksize=IO_CHUNK,
+        )
         try:
             with TransferManager(self.client, config) as manager:
                 futures = []
