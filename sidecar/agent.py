@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,10 @@ HEARTBEAT_S = 2.0
 RECLAIM_TIMEOUT_S = 5.0
 # Triton keeps an unloaded model in UNLOADING for about a second before it is gone.
 UNLOAD_TIMEOUT_S = 60.0
+# Download progress is reported at most this often (the daemon turns each into an event).
+PROGRESS_INTERVAL_S = 0.25
+# The node cache is read again after each fetch or removal, else at most this often.
+CACHE_READ_S = 10.0
 
 
 @dataclass
@@ -37,6 +42,8 @@ class ModelStatus:
     last_inference_ms: int = 0
     memory_bytes: int = 0
     gpu_memory_bytes: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
 
 
 class ServerGone(Exception):
@@ -74,6 +81,8 @@ class Agent:
         self._assigned = asyncio.Event()
         self._dirty = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
+        self._cache: pb.ModelCacheStatus | None = None
+        self._cache_read_at = -CACHE_READ_S
 
     async def run(self) -> None:
         self._channel = grpc.aio.insecure_channel(self._daemon)
@@ -199,13 +208,32 @@ class Agent:
         self._status[name] = ModelStatus(name, uri, state, " ".join(error.split()), load_s)
         self._dirty.set()
 
+    def _progress(self, status: ModelStatus) -> Callable[[int, int], None]:
+        """A fetch's progress callback (called on the fetching thread): records the bytes on
+        `status` and wakes the report loop, at most every PROGRESS_INTERVAL_S."""
+        loop = asyncio.get_running_loop()
+        last = -PROGRESS_INTERVAL_S
+
+        def tell(done: int, total: int) -> None:
+            nonlocal last
+            status.bytes_done, status.bytes_total = done, total
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL_S or (total and done >= total):
+                last = now
+                loop.call_soon_threadsafe(self._dirty.set)
+
+        return tell
+
     async def _load(self, name: str, uri: str) -> None:
         self._set(name, uri, pb.MODEL_FETCHING)
+        progress = self._progress(self._status[name])
         try:
-            await asyncio.to_thread(self._fetcher.fetch, name, uri)
+            await asyncio.to_thread(self._fetcher.fetch, name, uri, progress)
         except (RepositoryError, OSError) as exc:
             self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
             return
+        finally:
+            self._cache_read_at = -CACHE_READ_S
         self._set(name, uri, pb.MODEL_LOADING)
         started = time.monotonic()
         try:
@@ -243,6 +271,7 @@ class Agent:
                 await asyncio.sleep(0.05)
         # Removing the directory takes the model out of Triton's repository index too.
         await asyncio.to_thread(self._fetcher.remove, name)
+        self._cache_read_at = -CACHE_READ_S
         await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
         log.info("unloaded %s", name)
@@ -299,6 +328,39 @@ class Agent:
                 status.gpu_memory_bytes = max(gpu, status.gpu_memory_bytes)
                 self._dirty.set()
 
+    async def _read_cache(self) -> None:
+        """The node cache's size and contents, for the daemon's `tms cluster` / `tms models`:
+        read again after a fetch or a removal, else every CACHE_READ_S."""
+        now = time.monotonic()
+        if now - self._cache_read_at < CACHE_READ_S:
+            return
+        self._cache_read_at = now
+        cache = self._fetcher.cache
+        if cache is None:
+            return
+        try:
+            entries = await asyncio.to_thread(cache.entries)
+        except OSError as exc:
+            log.debug("reading the model cache failed: %s", exc)
+            return
+        self._cache = pb.ModelCacheStatus(
+            size_bytes=sum(e.size for e in entries),
+            cap_bytes=cache.max_bytes,
+            models=[
+                pb.CachedModel(
+                    name=e.name,
+                    uri=e.uri,
+                    bytes=e.size,
+                    last_used=e.last_used,
+                    in_use=e.in_use,
+                    version=e.version,
+                )
+                for e in entries
+            ],
+            read_at=time.time(),
+            server_id=self._server_id,
+        )
+
     async def _report_loop(self, stub: pb_grpc.SidecarServiceStub) -> None:
         while True:
             try:
@@ -306,6 +368,7 @@ class Agent:
             except TimeoutError:
                 pass
             self._dirty.clear()
+            await self._read_cache()
             report = pb.SidecarReport(
                 server_id=self._server_id,
                 triton_ready=self._triton_ready,
@@ -322,9 +385,12 @@ class Agent:
                         last_inference_ms=s.last_inference_ms,
                         memory_bytes=s.memory_bytes,
                         gpu_memory_bytes=s.gpu_memory_bytes,
+                        bytes_done=s.bytes_done if s.state == pb.MODEL_FETCHING else 0,
+                        bytes_total=s.bytes_total if s.state == pb.MODEL_FETCHING else 0,
                     )
                     for s in self._status.values()
                 ],
+                cache=self._cache,
             )
             sent = {n for n, s in self._status.items() if s.state == pb.MODEL_UNLOADED}
             try:

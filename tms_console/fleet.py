@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 import grpc
 
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ClientError, TmsClient, model_state_name, state_name
+from tms_core.api.client import (
+    ClientError,
+    TmsClient,
+    download_progress,
+    model_state_name,
+    state_name,
+)
 from tms_core.units import format_duration
 
 # Above this many leases to fetch again, one List is cheaper than that many Status calls.
@@ -117,7 +123,7 @@ def lease_row(lease: pb.Lease) -> LeaseRow:
         id=lease.id,
         name=lease.name,
         state=state_name(lease.state),
-        models=", ".join(m.name for m in lease.models),
+        models=", ".join(_model_text(m) for m in lease.models),
         owner=lease.labels.get("owner", ""),
         server=lease.server_id,
         pool=lease.pool,
@@ -250,6 +256,8 @@ class Fleet:
                 if model.name == event.id and f"MODEL_{event.state}" in pb.ModelState.keys():
                     model.state = pb.ModelState.Value(f"MODEL_{event.state}")  # type: ignore[assignment]
                     model.error = event.reason if event.state == "FAILED" else model.error
+                    # A FETCHING event carries the download's progress (zeros otherwise).
+                    model.bytes_done, model.bytes_total = event.bytes_done, event.bytes_total
         elif event.kind == "server" and event.state in SERVER_GONE:
             self._gone_servers.add(event.id)
         return followup(event)
@@ -380,3 +388,9 @@ def fetch(client: TmsClient, follow: Followup) -> Update:
 
 def snapshot(client: TmsClient) -> Update:
     return Update(cluster=client.cluster(), leases=client.list_leases(), complete=True)
+
+
+def _model_text(model: pb.ModelStatus) -> str:
+    """The model's name, with its download's progress while it is fetched."""
+    progress = download_progress(model)
+    return f"{model.name} ({progress})" if progress else model.name

@@ -65,6 +65,9 @@ class LeaseModel:
     load_s: float = 0.0
     measured_bytes: int = 0
     framework: str = ""
+    bytes_done: int = 0
+    """While FETCHING: bytes downloaded so far (memory only, like `bytes_total`)."""
+    bytes_total: int = 0
 
 
 @dataclass
@@ -129,6 +132,30 @@ class Lease:
         return sum(m.memory_bytes for m in self.models)
 
 
+@dataclass(frozen=True)
+class CachedModel:
+    """One model in a node's cache."""
+
+    name: str
+    uri: str
+    bytes: int
+    last_used: float
+    in_use: bool
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class NodeCache:
+    """A node's model cache as a sidecar there last read it (memory only: the daemon learns
+    it again from the next report after a restart)."""
+
+    size_bytes: int
+    cap_bytes: int
+    models: tuple[CachedModel, ...]
+    read_at: float
+    server_id: str = ""
+
+
 @dataclass
 class ServedModel:
     """A model as the server's sidecar last reported it."""
@@ -142,6 +169,8 @@ class ServedModel:
     inference_count: int = 0
     last_inference_at: float = 0.0
     gpu_memory_bytes: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
 
     @property
     def measured_bytes(self) -> int:

@@ -25,6 +25,9 @@ class Event:
     reason: str = ""
     lease_id: str = ""
     server_id: str = ""
+    bytes_done: int = 0
+    """A model's FETCHING progress: bytes downloaded so far, of `bytes_total`."""
+    bytes_total: int = 0
 
 
 class WatcherTooSlow(Exception):
@@ -52,10 +55,19 @@ class EventLog:
         *,
         lease_id: str = "",
         server_id: str = "",
+        progress: tuple[int, int] = (0, 0),
     ) -> Event:
         self._seq += 1
         event = Event(
-            self._seq, self._clock.now(), kind, subject, state, reason, lease_id, server_id
+            self._seq,
+            self._clock.now(),
+            kind,
+            subject,
+            state,
+            reason,
+            lease_id,
+            server_id,
+            *progress,
         )
         self._kept.append(event)
         for queue in list(self._watchers):

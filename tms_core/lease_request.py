@@ -24,6 +24,8 @@ class ModelRequest:
     name: str
     uri: str
     memory_bytes: int = 0
+    sha256: str = ""
+    """The hex sha256 of the archive or file `uri` names (also `uri#sha256=`); "": none."""
 
 
 @dataclass(frozen=True)

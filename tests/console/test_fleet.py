@@ -278,3 +278,35 @@ def test_lease_events_are_kept_for_the_detail_pane() -> None:
     fleet.apply_event(event(4, "server", "srv-1", "RUNNING", server_id="srv-1"))
     assert [e.seq for e in fleet.lease_events("l1")] == [1, 2]
     assert [lease.id for lease in fleet.ready_leases()] == ["l2"]  # l1 went back to LOADING
+
+
+def test_a_download_in_progress_shows_in_the_table_the_detail_pane_and_the_notebook() -> None:
+    from rich.console import Console
+
+    from tms_console.console.render import lease_detail
+    from tms_console.jupyter.dashboard import lease_table
+
+    fleet, _ = loaded(lease("l1", state=pb.LEASE_LOADING))
+    fleet.apply_event(
+        event(1, "model", "add_sub", "FETCHING", reason="1.0 MiB of 4.0 MiB", lease_id="l1")
+    )
+    progress = pb.Event(
+        seq=2,
+        at=NOW,
+        kind="model",
+        id="add_sub",
+        state="FETCHING",
+        lease_id="l1",
+        bytes_done=2**20,
+        bytes_total=4 * 2**20,
+    )
+    fleet.apply_event(progress)
+    (row,) = fleet.rows()
+    assert row.models == "add_sub (1.0 MiB / 4.0 MiB (25%))"
+    assert "1.0 MiB / 4.0 MiB (25%)" in lease_table(fleet.rows(), NOW)
+    console = Console(width=120, record=True)
+    console.print(lease_detail(fleet.leases["l1"], fleet.events, NOW))
+    assert "FETCHING 1.0 MiB / 4.0 MiB (25%)" in console.export_text()
+    # Once loading, the bytes are gone from the view.
+    fleet.apply_event(event(3, "model", "add_sub", "LOADING", lease_id="l1"))
+    assert fleet.rows()[0].models == "add_sub"

@@ -5,8 +5,10 @@ truncate, stall or redirect."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
+import socket
 import tarfile
 import threading
 import time
@@ -131,6 +133,11 @@ class Served:
     stall_after: int = -1
     """Send this many bytes, then nothing until the client gives up."""
     redirect: str = ""
+    head_length: bool = True
+    """Whether HEAD tells the size (False: only the download finds it out)."""
+    rate: int = 0
+    """Send the body at about this many bytes a second (0: at once), so that a download
+    takes long enough for its progress to be seen."""
 
 
 @dataclass
@@ -181,7 +188,10 @@ class HttpRepo:
                     self.end_headers()
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(served.body)))
+                if body or served.head_length:
+                    self.send_header("Content-Length", str(len(served.body)))
+                else:
+                    self.send_header("Content-Length", "0")
                 if served.etag:
                     self.send_header("ETag", served.etag)
                 self.end_headers()
@@ -201,6 +211,14 @@ class HttpRepo:
                     while time.monotonic() < deadline and not repo._stopping.is_set():
                         repo._stopping.wait(0.05)
                     self.close_connection = True
+                    return
+                if served.rate:
+                    step = max(1, served.rate // 20)
+                    for start in range(0, len(data), step):
+                        self.wfile.write(data[start : start + step])
+                        self.wfile.flush()
+                        if repo._stopping.wait(step / served.rate):
+                            return
                     return
                 self.wfile.write(data)
 
@@ -228,6 +246,73 @@ class HttpRepo:
         self._stopping.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class StallingProxy:
+    """A TCP proxy in front of a real server (moto): passes everything through, except that
+    the answer to a request whose first line holds `stall_on` stops after `stall_after` bytes
+    and the connection then stays silent until the client gives up."""
+
+    def __init__(self, upstream_port: int, stall_on: bytes, stall_after: int = 1024) -> None:
+        self.upstream_port = upstream_port
+        self.stall_on = stall_on
+        self.stall_after = stall_after
+        self.stalled = 0
+        self._stopping = threading.Event()
+
+    def start(self) -> StallingProxy:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            stalling = threading.Event()
+            threading.Thread(
+                target=self._requests, args=(client, upstream, stalling), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._answers, args=(upstream, client, stalling), daemon=True
+            ).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket, stalling: Any) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.stall_on in data.split(b"\r\n", 1)[0]:
+                    stalling.set()
+                upstream.sendall(data)
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_WR)
+
+    def _answers(self, upstream: socket.socket, client: socket.socket, stalling: Any) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if stalling.is_set():
+                    room = self.stall_after - sent
+                    client.sendall(data[: max(room, 0)])
+                    sent += len(data)
+                    if sent >= self.stall_after:
+                        self.stalled += 1
+                        # Silent until the client leaves (or the test ends).
+                        self._stopping.wait(60)
+                        break
+                    continue
+                client.sendall(data)
+        for end in (client, upstream):
+            with contextlib.suppress(OSError):
+                end.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._listener.close()
 
 
 def running(server: Any) -> Iterator[Any]:

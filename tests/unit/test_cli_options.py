@@ -295,3 +295,16 @@ def test_placement_flags_reach_the_client(fake: type[FakeClient]) -> None:
     assert options.labels == {"team": "a"} and options.priority == 5
     code, _, err = run("lease", "acquire", "-m", MODEL, "--label", "no-equals")
     assert code == 1 and err == "error: --label: 'no-equals' is not KEY=VALUE\n"
+
+
+def test_the_acquire_progress_bar_shows_bytes_and_rate_while_downloading() -> None:
+    from tms_core.cli.output import DownloadRates
+
+    rates = DownloadRates()
+    model = pb.ModelStatus(name="m", state=pb.MODEL_FETCHING, bytes_total=8 * 2**20)
+    model.bytes_done = 2**20
+    assert rates.describe(model, 10.0) == (1.125, "1.0 MiB / 8.0 MiB")
+    model.bytes_done = 5 * 2**20
+    assert rates.describe(model, 12.0) == (1.625, "5.0 MiB / 8.0 MiB  2.0 MiB/s")
+    model.state = pb.MODEL_LOADING
+    assert rates.describe(model, 13.0) == (2.0, "")

@@ -87,3 +87,16 @@ def test_mistakes_name_the_file_and_key(tmp_path: Path, text: str, message: str)
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_a_model_may_name_its_sha256_in_a_spec_file_and_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    from tms_core.api.client import parse_model_arg
+
+    digest = "0f" * 32
+    spec = load_spec(write(tmp_path, f"models: [{{name: a, uri: /a, sha256: '{digest}'}}]\n"))
+    assert spec.models is not None and spec.models[0].sha256 == digest
+    assert parse_model_arg(f"name=a,uri=https://h/a.tgz,sha256={digest}").sha256 == digest
+    with pytest.raises(ValueError, match=r"models\[0\]: sha256: expected 64 hex digits"):
+        load_spec(write(tmp_path, "models: [{name: a, uri: /a, sha256: 12}]\n"))

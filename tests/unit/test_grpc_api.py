@@ -222,7 +222,10 @@ def test_parse_model_arg_makes_a_path_an_absolute_file_uri(
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("name=a,uri=file:///m,colour=red", "unknown key 'colour'; expected name, uri or memory"),
+        (
+            "name=a,uri=file:///m,colour=red",
+            "unknown key 'colour'; expected name, uri, memory or sha256",
+        ),
         ("name=a", "uri= is missing"),
         ("uri=file:///m", "name= is missing"),
         ("name=a,uri=", "uri= is missing"),

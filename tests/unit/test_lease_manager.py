@@ -495,6 +495,14 @@ async def test_a_nan_duration_is_an_invalid_argument(harness: Harness) -> None:
         ([ModelRequest("bad name", "file:///m")], "", "models[0].name", "not a Triton model name"),
         ([ModelRequest("", "file:///m")], "", "models[0].name", "not a Triton model name"),
         ([ModelRequest("a", "file:///m", -1)], "", "models[0].memory", "must not be negative"),
+        ([ModelRequest("a", "file:///m", 0, "abc")], "", "models[0].sha256", "64 hex digits"),
+        (
+            [ModelRequest("a", "file:///m#sha256=" + "1" * 64, 0, "2" * 64)],
+            "",
+            "models[0].sha256",
+            "differs from the sha256 in the URI's fragment",
+        ),
+        ([ModelRequest("a", "file:///m#md5=x")], "", "models[0].uri", "sha256=<64 hex digits>"),
     ],
 )
 async def test_invalid_requests_name_the_field(
@@ -888,3 +896,11 @@ async def test_a_snapshot_shares_nothing_that_can_change_with_the_lease(harness:
     assert live.labels == {"team": "ml"}
     assert live.constraints.avoid == ["x"]
     assert live.models[0].state is not ModelState.FAILED
+
+
+async def test_a_sha256_key_goes_into_the_uri_fragment_the_sidecar_checks(
+    harness: Harness,
+) -> None:
+    digest = "AB" * 32
+    lease = await harness.manager.acquire([ModelRequest("a", "file:///m", 0, digest)])
+    assert lease.models[0].uri == f"file:///m#sha256={digest.lower()}"

@@ -12,7 +12,7 @@ from rich.text import Text
 from tms_console.fleet import Fleet, Slot
 from tms_console.testinfer import TestInferError
 from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import ClientError, model_state_name, state_name
+from tms_core.api.client import ClientError, download_progress, model_state_name, state_name
 from tms_core.units import format_duration, format_size, rfc3339
 
 BAR_WIDTH = 24
@@ -174,9 +174,12 @@ def lease_detail(lease: pb.Lease | None, events: Iterable[pb.Event], now: float)
         )
     for model in lease.models:
         mstate = model_state_name(model.state)
+        progress = download_progress(model)
         models.add_row(
             model.name,
-            Text(mstate, style=STATE_STYLES.get(mstate, "")),
+            Text(
+                f"{mstate} {progress}" if progress else mstate, style=STATE_STYLES.get(mstate, "")
+            ),
             format_size(model.memory_bytes) if model.memory_bytes else "-",
             format_size(model.measured_bytes) if model.measured_bytes else "-",
             f"{model.load_s:.2f}s" if model.load_s else "-",

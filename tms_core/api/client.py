@@ -20,7 +20,7 @@ from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.defaults import DEFAULT_LISTEN
 from tms_core.identity.local import local_token
 from tms_core.lease_request import LeaseOptions, ModelRequest
-from tms_core.units import parse_size, rfc3339
+from tms_core.units import format_size, parse_size, rfc3339
 
 T = TypeVar("T")
 
@@ -50,15 +50,16 @@ ModelArg = ModelRequest
 
 
 def parse_model_arg(text: str) -> ModelRequest:
-    """`name=NAME,uri=URI[,memory=2GiB]`; a URI without a scheme is a local path."""
+    """`name=NAME,uri=URI[,memory=2GiB][,sha256=HEX]`; a URI without a scheme is a local
+    path."""
     fields: dict[str, str] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"{text!r}: expected name=NAME,uri=URI[,memory=SIZE]")
-        if key not in ("name", "uri", "memory"):
-            raise ValueError(f"{text!r}: unknown key {key!r}; expected name, uri or memory")
+        if key not in ("name", "uri", "memory", "sha256"):
+            raise ValueError(f"{text!r}: unknown key {key!r}; expected name, uri, memory or sha256")
         if key in fields:
             raise ValueError(f"{text!r}: {key!r} given twice")
         fields[key] = value.strip()
@@ -75,7 +76,7 @@ def parse_model_arg(text: str) -> ModelRequest:
             memory = parse_size(fields["memory"])
         except ValueError as exc:
             raise ValueError(f"memory: {exc}") from None
-    return ModelRequest(fields["name"], uri, memory)
+    return ModelRequest(fields["name"], uri, memory, fields.get("sha256", ""))
 
 
 def state_name(state: int) -> str:
@@ -84,6 +85,16 @@ def state_name(state: int) -> str:
 
 def model_state_name(state: int) -> str:
     return pb.ModelState.Name(state).removeprefix("MODEL_")
+
+
+def download_progress(model: pb.ModelStatus) -> str:
+    """`1.5 MiB / 3.0 MiB (50%)` while the model downloads; "" otherwise."""
+    if model.state != pb.MODEL_FETCHING or not (model.bytes_done or model.bytes_total):
+        return ""
+    if not model.bytes_total:
+        return f"{format_size(model.bytes_done)}"
+    percent = 100 * model.bytes_done // model.bytes_total
+    return f"{format_size(model.bytes_done)} / {format_size(model.bytes_total)} ({percent}%)"
 
 
 def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
@@ -106,6 +117,8 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
                 "state": model_state_name(m.state),
                 "error": m.error,
                 "load_s": round(m.load_s, 3),
+                "bytes_done": m.bytes_done,
+                "bytes_total": m.bytes_total,
             }
             for m in lease.models
         ],
@@ -448,6 +461,8 @@ def event_to_dict(event: pb.Event) -> dict[str, Any]:
         "reason": event.reason,
         "lease_id": event.lease_id,
         "server_id": event.server_id,
+        "bytes_done": event.bytes_done,
+        "bytes_total": event.bytes_total,
     }
 
 

@@ -4,6 +4,7 @@ is declared and measured in use there, and by which servers and leases."""
 from __future__ import annotations
 
 from tms_core.api import tms_pb2 as pb
+from tms_core.api.convert import cache_to_pb
 from tms_core.domain import Lease, Server
 from tms_core.inventory import read_nvml
 from tms_core.manager.facade import LeaseManager
@@ -56,15 +57,16 @@ def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
             for reading in read_nvml() or ():
                 if reading.index in gpus:
                     gpus[reading.index].device_used_bytes = reading.used_bytes
-        statuses.append(
-            pb.NodeStatus(
-                name=node.name,
-                labels=node.labels,
-                source=node.source,
-                cpu=cpu,
-                gpus=[gpus[i] for i in sorted(gpus)],
-            )
+        status = pb.NodeStatus(
+            name=node.name,
+            labels=node.labels,
+            source=node.source,
+            cpu=cpu,
+            gpus=[gpus[i] for i in sorted(gpus)],
         )
+        if node.name in manager.node_caches:
+            status.cache.CopyFrom(cache_to_pb(manager.node_caches[node.name]))
+        statuses.append(status)
     return pb.ClusterStatus(nodes=statuses)
 
 
@@ -83,4 +85,19 @@ def models_status(manager: LeaseManager) -> pb.ModelsStatus:
             entry.lease_ids.append(lease.id)
             if lease.server_id and lease.server_id not in entry.server_ids:
                 entry.server_ids.append(lease.server_id)
+    # Where each model is cached: by name and URI (a cache keeps the URI without `#sha256=`).
+    for node, cache in sorted(manager.node_caches.items()):
+        for cached in cache.models:
+            matching = [
+                entry
+                for (name, uri), entry in models.items()
+                if name == cached.name and uri.split("#", 1)[0] == cached.uri
+            ] or [
+                models.setdefault(
+                    (cached.name, cached.uri), pb.ModelMemory(name=cached.name, uri=cached.uri)
+                )
+            ]
+            for entry in matching:
+                if node not in entry.cached_on:
+                    entry.cached_on.append(node)
     return pb.ModelsStatus(models=[models[k] for k in sorted(models)])

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.domain import (
+    CachedModel,
     Lease,
     LeaseAutoscale,
     LeaseNameRecord,
     LeaseState,
     ModelState,
+    NodeCache,
     Pool,
     ServedModel,
     Server,
@@ -69,7 +71,10 @@ def acquire_request_to_pb(
     """The `Acquire` (and `Plan`) request for these models and options."""
     options = options or LeaseOptions()
     request = pb.AcquireRequest(
-        models=[pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes) for m in models],
+        models=[
+            pb.ModelSpec(name=m.name, uri=m.uri, memory_bytes=m.memory_bytes, sha256=m.sha256)
+            for m in models
+        ],
         name=options.name,
         duration_s=options.duration_s,
         activity_window_s=options.activity_window_s,
@@ -97,7 +102,7 @@ def acquire_request_from_pb(
 ) -> tuple[list[ModelRequest], LeaseOptions]:
     """The models and options of an `Acquire` (or `Plan`) request, as sent: the lease manager
     checks them, naming the field it refuses."""
-    models = [ModelRequest(m.name, m.uri, m.memory_bytes) for m in request.models]
+    models = [ModelRequest(m.name, m.uri, m.memory_bytes, m.sha256) for m in request.models]
     options = LeaseOptions(
         name=request.name,
         duration_s=request.duration_s,
@@ -184,6 +189,8 @@ def lease_to_pb(
                 load_s=m.load_s,
                 measured_bytes=m.measured_bytes,
                 framework=m.framework,
+                bytes_done=m.bytes_done,
+                bytes_total=m.bytes_total,
             )
             for m in lease.models
         ],
@@ -259,6 +266,8 @@ def event_to_pb(event: Event) -> pb.Event:
         reason=event.reason,
         lease_id=event.lease_id,
         server_id=event.server_id,
+        bytes_done=event.bytes_done,
+        bytes_total=event.bytes_total,
     )
 
 
@@ -273,4 +282,39 @@ def served_from_pb(report: pb.ModelReport) -> ServedModel:
         inference_count=report.inference_count,
         last_inference_at=report.last_inference_ms / 1000.0,
         gpu_memory_bytes=report.gpu_memory_bytes,
+        bytes_done=report.bytes_done,
+        bytes_total=report.bytes_total,
+    )
+
+
+def cache_from_pb(message: pb.ModelCacheStatus) -> NodeCache:
+    return NodeCache(
+        size_bytes=message.size_bytes,
+        cap_bytes=message.cap_bytes,
+        models=tuple(
+            CachedModel(m.name, m.uri, m.bytes, m.last_used, m.in_use, m.version)
+            for m in message.models
+        ),
+        read_at=message.read_at,
+        server_id=message.server_id,
+    )
+
+
+def cache_to_pb(cache: NodeCache) -> pb.ModelCacheStatus:
+    return pb.ModelCacheStatus(
+        size_bytes=cache.size_bytes,
+        cap_bytes=cache.cap_bytes,
+        models=[
+            pb.CachedModel(
+                name=m.name,
+                uri=m.uri,
+                bytes=m.bytes,
+                last_used=m.last_used,
+                in_use=m.in_use,
+                version=m.version,
+            )
+            for m in cache.models
+        ],
+        read_at=cache.read_at,
+        server_id=cache.server_id,
     )

@@ -13,6 +13,7 @@ from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.cluster import cluster_status, models_status
 from tms_core.api.convert import (
     acquire_request_from_pb,
+    cache_from_pb,
     event_to_pb,
     lease_to_pb,
     name_to_pb,
@@ -122,6 +123,7 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
             models=[served_from_pb(m) for m in request.models],
             leak=request.leak,
             generation=request.generation,
+            cache=cache_from_pb(request.cache) if request.HasField("cache") else None,
         )
         return pb.ReportAck()
 

@@ -46,14 +46,16 @@ MODEL_UNLOADED: ModelState
 MODEL_FAILED: ModelState
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "uri", "memory_bytes")
+    __slots__ = ("name", "uri", "memory_bytes", "sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     memory_bytes: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
     __slots__ = ("models", "name", "duration_s", "activity_window_s", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "autoscale")
@@ -176,7 +178,7 @@ class Endpoints(_message.Message):
     def __init__(self, http: _Optional[str] = ..., grpc: _Optional[str] = ..., metrics: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerEndpoints, _Mapping]]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s", "measured_bytes", "framework")
+    __slots__ = ("name", "uri", "memory_bytes", "state", "error", "load_s", "measured_bytes", "framework", "bytes_done", "bytes_total")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +187,8 @@ class ModelStatus(_message.Message):
     LOAD_S_FIELD_NUMBER: _ClassVar[int]
     MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
     FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     memory_bytes: int
@@ -193,7 +197,9 @@ class ModelStatus(_message.Message):
     load_s: float
     measured_bytes: int
     framework: str
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ..., framework: _Optional[str] = ...) -> None: ...
+    bytes_done: int
+    bytes_total: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ..., framework: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus", "autoscale")
@@ -300,7 +306,7 @@ class GpuStatus(_message.Message):
     def __init__(self, index: _Optional[int] = ..., product: _Optional[str] = ..., memory: _Optional[_Union[ResourceStatus, _Mapping]] = ..., device_used_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "labels", "source", "cpu", "gpus")
+    __slots__ = ("name", "labels", "source", "cpu", "gpus", "cache")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -313,12 +319,44 @@ class NodeStatus(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     CPU_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     name: str
     labels: _containers.ScalarMap[str, str]
     source: str
     cpu: ResourceStatus
     gpus: _containers.RepeatedCompositeFieldContainer[GpuStatus]
-    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., cpu: _Optional[_Union[ResourceStatus, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ...) -> None: ...
+    cache: ModelCacheStatus
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., cpu: _Optional[_Union[ResourceStatus, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., cache: _Optional[_Union[ModelCacheStatus, _Mapping]] = ...) -> None: ...
+
+class ModelCacheStatus(_message.Message):
+    __slots__ = ("size_bytes", "cap_bytes", "models", "read_at", "server_id")
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    READ_AT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    size_bytes: int
+    cap_bytes: int
+    models: _containers.RepeatedCompositeFieldContainer[CachedModel]
+    read_at: float
+    server_id: str
+    def __init__(self, size_bytes: _Optional[int] = ..., cap_bytes: _Optional[int] = ..., models: _Optional[_Iterable[_Union[CachedModel, _Mapping]]] = ..., read_at: _Optional[float] = ..., server_id: _Optional[str] = ...) -> None: ...
+
+class CachedModel(_message.Message):
+    __slots__ = ("name", "uri", "bytes", "last_used", "in_use", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uri: str
+    bytes: int
+    last_used: float
+    in_use: bool
+    version: str
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., bytes: _Optional[int] = ..., last_used: _Optional[float] = ..., in_use: _Optional[bool] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("nodes",)
@@ -327,7 +365,7 @@ class ClusterStatus(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ...) -> None: ...
 
 class ModelMemory(_message.Message):
-    __slots__ = ("name", "uri", "framework", "declared_bytes", "measured_bytes", "lease_ids", "server_ids")
+    __slots__ = ("name", "uri", "framework", "declared_bytes", "measured_bytes", "lease_ids", "server_ids", "cached_on")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +373,7 @@ class ModelMemory(_message.Message):
     MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
     LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
     SERVER_IDS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_ON_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     framework: str
@@ -342,7 +381,8 @@ class ModelMemory(_message.Message):
     measured_bytes: int
     lease_ids: _containers.RepeatedScalarFieldContainer[str]
     server_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., framework: _Optional[str] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., lease_ids: _Optional[_Iterable[str]] = ..., server_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    cached_on: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., framework: _Optional[str] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., lease_ids: _Optional[_Iterable[str]] = ..., server_ids: _Optional[_Iterable[str]] = ..., cached_on: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelsStatus(_message.Message):
     __slots__ = ("models",)
@@ -443,7 +483,7 @@ class Allowlist(_message.Message):
     def __init__(self, tritonservers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("seq", "at", "kind", "id", "state", "reason", "lease_id", "server_id")
+    __slots__ = ("seq", "at", "kind", "id", "state", "reason", "lease_id", "server_id", "bytes_done", "bytes_total")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -452,6 +492,8 @@ class Event(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     seq: int
     at: float
     kind: str
@@ -460,7 +502,9 @@ class Event(_message.Message):
     reason: str
     lease_id: str
     server_id: str
-    def __init__(self, seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., lease_id: _Optional[str] = ..., server_id: _Optional[str] = ...) -> None: ...
+    bytes_done: int
+    bytes_total: int
+    def __init__(self, seq: _Optional[int] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., lease_id: _Optional[str] = ..., server_id: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("since_seq", "replay", "until_caught_up")
@@ -495,7 +539,7 @@ class Assignment(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ...) -> None: ...
 
 class ModelReport(_message.Message):
-    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes")
+    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes", "bytes_done", "bytes_total")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -505,6 +549,8 @@ class ModelReport(_message.Message):
     INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     LAST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     state: ModelState
@@ -514,21 +560,25 @@ class ModelReport(_message.Message):
     inference_count: int
     last_inference_ms: int
     gpu_memory_bytes: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ...) -> None: ...
+    bytes_done: int
+    bytes_total: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
 
 class SidecarReport(_message.Message):
-    __slots__ = ("server_id", "triton_ready", "generation", "models", "leak")
+    __slots__ = ("server_id", "triton_ready", "generation", "models", "leak", "cache")
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     TRITON_READY_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     LEAK_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     server_id: str
     triton_ready: bool
     generation: int
     models: _containers.RepeatedCompositeFieldContainer[ModelReport]
     leak: str
-    def __init__(self, server_id: _Optional[str] = ..., triton_ready: _Optional[bool] = ..., generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelReport, _Mapping]]] = ..., leak: _Optional[str] = ...) -> None: ...
+    cache: ModelCacheStatus
+    def __init__(self, server_id: _Optional[str] = ..., triton_ready: _Optional[bool] = ..., generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelReport, _Mapping]]] = ..., leak: _Optional[str] = ..., cache: _Optional[_Union[ModelCacheStatus, _Mapping]] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 from rich.markup import escape
@@ -16,7 +17,7 @@ from tms_core.cli.common import (
     output_option,
     pass_context,
 )
-from tms_core.units import format_size
+from tms_core.units import format_duration, format_size
 
 BAR = 24
 
@@ -49,6 +50,43 @@ def _line(label: str, resource: pb.ResourceStatus) -> str:
     )
 
 
+def _cache(node: pb.NodeStatus) -> dict[str, object] | None:
+    if not node.HasField("cache"):
+        return None
+    cache = node.cache
+    return {
+        "size_bytes": cache.size_bytes,
+        "cap_bytes": cache.cap_bytes,
+        "read_at": cache.read_at,
+        "models": [
+            {
+                "name": m.name,
+                "uri": m.uri,
+                "bytes": m.bytes,
+                "last_used": m.last_used,
+                "in_use": m.in_use,
+            }
+            for m in cache.models
+        ],
+    }
+
+
+def _cache_lines(cache: pb.ModelCacheStatus) -> list[str]:
+    """The node cache: its fill against its cap, then each model, most recently used first."""
+    now = time.time()
+    lines = [
+        f"  model cache {format_size(cache.size_bytes)} of {format_size(cache.cap_bytes)}, "
+        f"{len(cache.models)} model(s)"
+    ]
+    for m in sorted(cache.models, key=lambda m: -m.last_used):
+        used = format_duration(max(0.0, now - m.last_used)) + " ago"
+        lines.append(
+            f"    {m.name or '-':<20} {format_size(m.bytes):>10}  "
+            f"{'in use' if m.in_use else 'idle':<6}  used {used:<10}  {m.uri}"
+        )
+    return lines
+
+
 @click.command()
 @output_option
 @daemon_options
@@ -76,6 +114,7 @@ def cluster(ctx: Context, fmt: str | None) -> None:
                             }
                             for g in node.gpus
                         ],
+                        "cache": _cache(node),
                     }
                     for node in status.nodes
                 ],
@@ -120,6 +159,9 @@ def cluster(ctx: Context, fmt: str | None) -> None:
             output.out.print(
                 escape(_line(f"gpu-{gpu.index} {gpu.product}", gpu.memory)), soft_wrap=True
             )
+        if node.HasField("cache"):
+            for line in _cache_lines(node.cache):
+                output.out.print(escape(line), soft_wrap=True)
     if mode == "human":
         output.out.print("  # declared in use   + measured beyond declared   . free")
 
@@ -142,6 +184,7 @@ def models(ctx: Context, fmt: str | None) -> None:
             "measured_bytes": m.measured_bytes,
             "leases": list(m.lease_ids),
             "servers": list(m.server_ids),
+            "cached_on": list(m.cached_on),
         }
         for m in status.models
     ]
@@ -167,10 +210,12 @@ def models(ctx: Context, fmt: str | None) -> None:
     )
     for m in status.models:
         flag = "  !" if m.declared_bytes and m.measured_bytes > m.declared_bytes else ""
+        cached = f"  (cached on {', '.join(m.cached_on)})" if m.cached_on else ""
         output.out.print(
             escape(
                 f"{m.name:<20} {m.framework or '-':<12} {format_size(m.declared_bytes):>10} "
                 f"{format_size(m.measured_bytes):>10}  {len(m.lease_ids):>6}  {m.uri}{flag}"
+                f"{cached}"
             ),
             soft_wrap=True,
         )

@@ -66,8 +66,10 @@ def acquire_options(func: F) -> F:
             "--model",
             "models",
             multiple=True,
-            metavar="name=N,uri=U[,memory=M]",
-            help="A model to lease (repeat for several). URI: file:///path or a local path.",
+            metavar="name=N,uri=U[,memory=M][,sha256=H]",
+            help="A model to lease (repeat for several). URI: file:///path, a local path, "
+            "s3://bucket/prefix or https://host/model.tar.gz; sha256: the archive's or "
+            "file's digest, checked before use.",
         ),
         click.option("--name", help="A name for the lease (DNS-1123 label)."),
         click.option(

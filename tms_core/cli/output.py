@@ -323,8 +323,31 @@ def print_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     sys.stdout.flush()
 
 
+class DownloadRates:
+    """Each model's download rate, from the progress updates seen since its fetch began."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, tuple[float, int]] = {}
+
+    def describe(self, model: pb.ModelStatus, now: float) -> tuple[float, str]:
+        """(how far along the model is, of 3 steps; bytes and rate while it downloads)."""
+        steps = float(_MODEL_STEPS.get(model.state, 0))
+        if model.state != pb.MODEL_FETCHING or not (model.bytes_done or model.bytes_total):
+            self._first.pop(model.name, None)
+            return steps, ""
+        first_at, first_done = self._first.setdefault(model.name, (now, model.bytes_done))
+        text = format_size(model.bytes_done)
+        if model.bytes_total:
+            steps += min(1.0, model.bytes_done / model.bytes_total)
+            text += f" / {format_size(model.bytes_total)}"
+        if now > first_at and model.bytes_done > first_done:
+            text += f"  {format_size(int((model.bytes_done - first_done) / (now - first_at)))}/s"
+        return steps, text
+
+
 def follow_with_progress(updates: Iterator[pb.Lease], *, show: bool) -> pb.Lease:
-    """Consumes `updates`, drawing a bar per model while it loads; returns the last update."""
+    """Consumes `updates`, drawing a bar per model while it loads (with the bytes and the
+    rate while it downloads); returns the last update."""
     last: pb.Lease | None = None
     if not show:
         for last in updates:  # noqa: B007 - the last one is returned
@@ -345,18 +368,23 @@ def follow_with_progress(updates: Iterator[pb.Lease], *, show: bool) -> pb.Lease
         BarColumn(bar_width=24),
         TextColumn("{task.fields[state]:<10}"),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[bytes]}"),
         console=err,
         transient=False,
     ) as progress:
         tasks: dict[str, TaskID] = {}
+        rates = DownloadRates()
         for last in updates:
+            now = time.monotonic()
             for model in last.models:
                 if model.name not in tasks:
-                    tasks[model.name] = progress.add_task(model.name, total=3, state="")
+                    tasks[model.name] = progress.add_task(model.name, total=3, state="", bytes="")
+                completed, transferred = rates.describe(model, now)
                 progress.update(
                     tasks[model.name],
-                    completed=_MODEL_STEPS.get(model.state, 0),
+                    completed=completed,
                     state=model_state_name(model.state),
+                    bytes=transferred,
                 )
     assert last is not None
     return last

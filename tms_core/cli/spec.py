@@ -35,7 +35,7 @@ SPEC_KEYS = (
     "autoscale",
 )
 AUTOSCALE_KEYS = ("min_replicas", "max_replicas", "metric", "target")
-MODEL_KEYS = ("name", "uri", "memory")
+MODEL_KEYS = ("name", "uri", "memory", "sha256")
 
 
 class AutoscaleFields(TypedDict, total=False):
@@ -270,5 +270,8 @@ def _models(value: Any, base: Path, where: str) -> tuple[ModelRequest, ...]:
                 memory = parse_size(str(raw))
             except ValueError as exc:
                 raise ValueError(f"{at}memory: {exc}") from None
-        models.append(ModelRequest(entry["name"], uri, memory))
+        sha256 = entry.get("sha256") or ""
+        if not isinstance(sha256, str):
+            raise ValueError(f"{at}sha256: expected 64 hex digits, got {sha256!r}")
+        models.append(ModelRequest(entry["name"], uri, memory, sha256))
     return tuple(models)

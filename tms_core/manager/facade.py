@@ -24,6 +24,7 @@ from tms_core.domain import (
     Lease,
     LeaseNameRecord,
     LeaseState,
+    NodeCache,
     Pool,
     ServedModel,
     Server,
@@ -84,6 +85,8 @@ class LeaseManager(Catalog):
     ) -> None:
         self._backend = backend
         self._clock = clock
+        self.node_caches: dict[str, NodeCache] = {}
+        """Each node's model cache, as the latest report from a sidecar there read it."""
         self._settings = settings
         self._lock = asyncio.Lock()
         self.events = events or EventLog(clock)
@@ -265,7 +268,7 @@ class LeaseManager(Catalog):
         self, models: Sequence[ModelRequest], options: LeaseOptions, *, allocate: bool
     ) -> Lease:
         """A validated lease, not yet placed or stored."""
-        requests.check_models(models)
+        models = requests.check_models(models)
         if options.name:
             requests.check_lease_name("name", options.name)
         requests.duration(options.duration_s, "duration", self._settings)
@@ -303,7 +306,7 @@ class LeaseManager(Catalog):
         await asyncio.gather(
             *(
                 self._backend.check_present(f"models[{i}]", m.name, m.uri)
-                for i, m in enumerate(models)
+                for i, m in enumerate(lease.models)
             )
         )
         lease.tenant = tenant
@@ -455,15 +458,20 @@ class LeaseManager(Catalog):
         models: Iterable[ServedModel],
         leak: str = "",
         generation: int | None = None,
+        cache: NodeCache | None = None,
     ) -> None:
-        """What a server's sidecar reports: Triton's readiness, its models, a leak.
-        `generation` is the last assignment it had (a report from a sidecar of before a
-        restart is ignored)."""
+        """What a server's sidecar reports: Triton's readiness, its models, a leak, its
+        node's model cache. `generation` is the last assignment it had (a report from a
+        sidecar of before a restart is ignored)."""
         async with self._lock:
             ledger = self.ledger
             server = ledger.servers.get(ServerId(server_id))
             if server is None or not server.state.alive:
                 return
+            if cache is not None:
+                # Every server on a node shares its cache: the latest reading stands for it.
+                first = ledger.nodes[0].name if ledger.nodes else ""
+                self.node_caches[server.node or first] = cache
             if self.lifecycle.stale_report(server.id, generation):
                 return
             now = self._clock.now()

@@ -29,7 +29,7 @@ class Signal:
         return self._event
 
 
-_EventArgs = tuple[str, str, str, str, str, str]
+_EventArgs = tuple[str, str, str, str, str, str, tuple[int, int]]
 
 
 class Outbox:
@@ -67,8 +67,9 @@ class Outbox:
         *,
         lease_id: str = "",
         server_id: str = "",
+        progress: tuple[int, int] = (0, 0),
     ) -> None:
-        self._events.append((kind, subject, state, reason, lease_id, server_id))
+        self._events.append((kind, subject, state, reason, lease_id, server_id, progress))
         self._deliver_unless_held()
 
     def lease_changed(self, lease_id: LeaseId, *, ended: bool) -> None:
@@ -134,8 +135,16 @@ class Outbox:
             self._publish_wanted = False
             self._publish()
         events, self._events = self._events, []
-        for kind, subject, state, reason, lease_id, server_id in events:
-            self.events.emit(kind, subject, state, reason, lease_id=lease_id, server_id=server_id)
+        for kind, subject, state, reason, lease_id, server_id, progress in events:
+            self.events.emit(
+                kind,
+                subject,
+                state,
+                reason,
+                lease_id=lease_id,
+                server_id=server_id,
+                progress=progress,
+            )
         leases, self._leases = self._leases, {}
         for lease_id, ended in leases.items():
             signal = (

@@ -8,6 +8,7 @@ the caller and handed in.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
 LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_dns_label(field: str, value: str) -> None:
@@ -56,7 +58,9 @@ def check_lease_name(field: str, value: str) -> None:
         )
 
 
-def check_models(models: Sequence[ModelRequest]) -> None:
+def check_models(models: Sequence[ModelRequest]) -> list[ModelRequest]:
+    """The models, checked; a `sha256` is folded into the URI as `#sha256=` (where the
+    sidecars read it), naming the field when it is malformed or disagrees with the URI's."""
     if not models:
         raise InvalidArgument("models", "a lease needs at least one model")
     seen: set[str] = set()
@@ -76,6 +80,33 @@ def check_models(models: Sequence[ModelRequest]) -> None:
             )
         if model.memory_bytes < 0:
             raise InvalidArgument(f"{field}.memory", "must not be negative")
+    return [with_sha256(f"models[{i}]", m) for i, m in enumerate(models)]
+
+
+def with_sha256(field: str, model: ModelRequest) -> ModelRequest:
+    """`model` with its `sha256` (if any) in its URI's fragment."""
+    base, _, fragment = model.uri.partition("#")
+    named = ""
+    if fragment:
+        key, _, value = fragment.partition("=")
+        if key != "sha256" or not SHA256.match(value.lower()):
+            raise InvalidArgument(
+                f"{field}.uri", f"the fragment {fragment!r} must be sha256=<64 hex digits>"
+            )
+        named = value.lower()
+    wanted = model.sha256.strip().lower()
+    if wanted and not SHA256.match(wanted):
+        raise InvalidArgument(
+            f"{field}.sha256", f"{model.sha256!r} is not a sha256 digest (64 hex digits)"
+        )
+    if wanted and named and wanted != named:
+        raise InvalidArgument(
+            f"{field}.sha256", f"differs from the sha256 in the URI's fragment ({named})"
+        )
+    digest = wanted or named
+    if not digest:
+        return model
+    return dataclasses.replace(model, uri=f"{base}#sha256={digest}", sha256=digest)
 
 
 def duration(seconds: float, field: str, settings: Settings) -> float:

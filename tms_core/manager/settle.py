@@ -34,11 +34,12 @@ class Settler:
         changes = self._model_changes.setdefault(server.id, set())
         for name, served in reported.items():
             old = server.models.get(name)
-            if old is None or (old.uri, old.state, old.error, old.load_s) != (
+            if old is None or (old.uri, old.state, old.error, old.load_s, old.bytes_done) != (
                 served.uri,
                 served.state,
                 served.error,
                 served.load_s,
+                served.bytes_done,
             ):
                 changes.add(name)
         changes.update(name for name in server.models if name not in reported)
@@ -162,6 +163,7 @@ class Settler:
             if lease.state is LeaseState.READY and self._nothing_new(lease, server):
                 continue
             before = (lease.state, [(m.state, m.error) for m in lease.models])
+            progress = [m.bytes_done for m in lease.models]
             if lease.state is LeaseState.LOADING:
                 self.sync_models(lease, server)
                 failed = [m for m in lease.models if m.state is ModelState.FAILED]
@@ -195,6 +197,9 @@ class Settler:
             if (lease.state, [(m.state, m.error) for m in lease.models]) != before:
                 ledger.save(lease)
                 ledger.after_change(lease)
+            elif [m.bytes_done for m in lease.models] != progress:
+                # Download progress only: followers see it; nothing to store or reassign.
+                ledger.notify(lease)
         if failed_any:
             ledger.bump(server.id)
         if server.state in (ServerState.RUNNING, ServerState.STARTING):
@@ -218,6 +223,7 @@ class Settler:
                 or served.uri != model.uri
                 or served.state is not model.state
                 or served.error != model.error
+                or served.bytes_done != model.bytes_done
                 or (served.load_s and served.load_s != model.load_s)
             ):
                 return False
@@ -248,7 +254,28 @@ class Settler:
                     lease_id=lease.id,
                     server_id=server.id,
                 )
+            if (
+                served.state is ModelState.FETCHING
+                and model.state is ModelState.FETCHING
+                and served.bytes_done != model.bytes_done
+            ):
+                self._ledger.outbox.event(
+                    "model",
+                    model.name,
+                    "FETCHING",
+                    _progress_text(served.bytes_done, served.bytes_total),
+                    lease_id=lease.id,
+                    server_id=server.id,
+                    progress=(served.bytes_done, served.bytes_total),
+                )
             model.state, model.error = served.state, served.error
+            model.bytes_done, model.bytes_total = served.bytes_done, served.bytes_total
             if served.load_s:
                 model.load_s = served.load_s
             model.measured_bytes = measured.get((str(model.name), model.uri), 0)
+
+
+def _progress_text(done: int, total: int) -> str:
+    if total:
+        return f"{format_size(done)} of {format_size(total)}"
+    return f"{format_size(done)} so far"

@@ -39,6 +39,8 @@ class CacheEntry:
     size: int
     last_used: float
     in_use: bool
+    name: str = ""
+    """The model name it was first fetched as."""
 
 
 def cache_key(uri: str) -> str:
@@ -84,15 +86,21 @@ class ModelCache:
         fcntl.flock(fd, fcntl.LOCK_SH)
         return fd
 
-    def lookup(self, key: str, version: str) -> Path | None:
-        """The cached model directory if it is of `version`, marking it used."""
+    def lookup(self, key: str, version: str, sha256: str = "") -> Path | None:
+        """The cached model directory if it is of `version` (and, when the spec names one,
+        was downloaded with that `sha256`), marking it used."""
         meta = self._meta(key)
         if meta is None or not version or meta.get("version") != version:
+            return None
+        if sha256 and meta.get("sha256") != sha256:
+            # Fetched again, so the checksum is checked on what the store serves now.
             return None
         self._touch(key)
         return self.entry(key) / "model"
 
-    def put(self, key: str, uri: str, version: str, staged: Path) -> Path:
+    def put(
+        self, key: str, uri: str, version: str, staged: Path, *, name: str = "", sha256: str = ""
+    ) -> Path:
         """Moves the verified model directory `staged` into the cache (replacing an older
         version) with one rename; returns where it now is."""
         entry_dir = staged.parent / f"{staged.name}.entry"
@@ -100,7 +108,9 @@ class ModelCache:
         staged.rename(entry_dir / "model")
         meta = {
             "uri": redact(uri),
+            "name": name,
             "version": version,
+            "sha256": sha256,
             "size": tree_size(entry_dir / "model"),
             "last_used": time.time(),
         }
@@ -155,6 +165,7 @@ class ModelCache:
                     size=int(str(meta.get("size", 0))),
                     last_used=float(str(meta.get("last_used", 0.0))),
                     in_use=self._in_use(path.name),
+                    name=str(meta.get("name", "")),
                 )
             )
         return found

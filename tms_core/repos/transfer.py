@@ -48,6 +48,8 @@ class Transfer:
     sha256: str = ""
     """The digest the model spec expects of its archive or file (`#sha256=`); "": none."""
     total: int = 0
+    digest: str = ""
+    """The sha256 of the archive or file downloaded, once checked (the cache keeps it)."""
     _done: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,6 +78,7 @@ class Transfer:
 
     def verify(self, digest: str) -> None:
         """Raises if the spec's `sha256=` differs from what was downloaded."""
+        self.digest = digest
         if self.sha256 and digest != self.sha256:
             raise RepositoryError(
                 f"checksum mismatch: the spec says sha256={self.sha256}, the download has {digest}"
@@ -94,9 +97,11 @@ class Transfer:
         from its read; fewer bytes than `expected` is a truncated (transient) failure."""
         digest = hashlib.sha256()
         written = 0
+        # read1: what has arrived (up to CHUNK), so progress moves with a slow sender.
+        read = getattr(source, "read1", source.read)
         with open(path, "wb") as out:
             while True:
-                chunk = source.read(CHUNK)
+                chunk = read(CHUNK)
                 if not chunk:
                     break
                 out.write(chunk)

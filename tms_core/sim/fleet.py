@@ -279,8 +279,11 @@ class _LeavingPending(EventLog):
         *,
         lease_id: str = "",
         server_id: str = "",
+        progress: tuple[int, int] = (0, 0),
     ) -> Event:
-        event = super().emit(kind, subject, state, reason, lease_id=lease_id, server_id=server_id)
+        event = super().emit(
+            kind, subject, state, reason, lease_id=lease_id, server_id=server_id, progress=progress
+        )
         if kind == "lease" and state in _NOT_PENDING:
             self._left(subject)
         return event

@@ -22,6 +22,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore import UNSIGNED
 from botocore.config import Config
+from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferManager
 
 from tms_core.repos.archive import extract, is_archive
@@ -40,6 +41,12 @@ _DENIED = {
 }
 _MISSING = {"NoSuchKey", "404", "NoSuchBucket", "NotFound"}
 CONCURRENCY = 10
+# Fewer, larger ranged GETs than boto3's defaults (8 MiB parts, 256 KiB reads): a model is a
+# few large files fetched side by side, so parallelism comes from the files as much as from
+# the parts, and each request saved is a round trip (and, for stores that slice the object
+# per range, as moto does, a pass over it). benchmarks/repositories.py measures it.
+PART = 32 * 1024**2
+IO_CHUNK = 1024**2
 
 
 def split(uri: str) -> tuple[str, str]:
@@ -78,9 +85,12 @@ class S3Source:
         self.client = session.client("s3", **kwargs)
         self._settings = settings
 
-    def _error(self, uri: str, exc: Exception) -> RepositoryError:
+    def _error(self, uri: str, exc: BaseException) -> RepositoryError:
         if isinstance(exc, RepositoryError):
             return exc
+        if isinstance(exc, RetriesExceededError) and exc.last_exception is not None:
+            # s3transfer's wrapper of a failed body read: the read's own error says why.
+            return self._error(uri, exc.last_exception)
         if isinstance(exc, botocore.exceptions.ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -99,7 +109,7 @@ class S3Source:
                 f"{uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID, a profile, the "
                 "repository's credentials, or anonymous: true for a public bucket)"
             )
-        if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        if isinstance(exc, botocore.exceptions.ReadTimeoutError | TimeoutError):
             return RepositoryError(
                 f"{uri}: transfer stalled (no byte for {self._settings.stall_timeout:g}s;"
                 " repositories.stall_timeout)",
@@ -168,7 +178,7 @@ class S3Source:
             files = [(key, target)]
 
         def attempt() -> None:
-            self._get(bucket, files, transfer)
+            self._get(uri, bucket, files, transfer)
 
         try:
             try:
@@ -183,8 +193,18 @@ class S3Source:
             if info.kind == "archive":
                 files[0][1].unlink(missing_ok=True)
 
-    def _get(self, bucket: str, files: list[tuple[str, Path]], transfer: Transfer) -> None:
-        config = TransferConfig(max_concurrency=CONCURRENCY)
+    def _get(
+        self, uri: str, bucket: str, files: list[tuple[str, Path]], transfer: Transfer
+    ) -> None:
+        # One try per part: a stalled or broken transfer is retried whole by with_retries,
+        # so retries and stall_timeout bound the time as documented.
+        config = TransferConfig(
+            max_concurrency=CONCURRENCY,
+            num_download_attempts=1,
+            multipart_threshold=2 * PART,
+            multipart_chunksize=PART,
+            io_chunksize=IO_CHUNK,
+        )
         try:
             with TransferManager(self.client, config) as manager:
                 futures = []
@@ -203,7 +223,7 @@ class S3Source:
         except RepositoryError:
             raise
         except Exception as exc:
-            raise self._error(f"s3://{bucket}", exc) from None
+            raise self._error(uri, exc) from None
 
 
 class _Progress:
