@@ -52,6 +52,10 @@ class DaemonSettings(Section):
     tls_key: Path | None = None
     """PEM private key of the TLS listener."""
 
+    tls_client_ca: Path | None = None
+    """PEM authorities of client certificates: when set, the TLS listener admits only clients
+    presenting a certificate signed by one of them (mutual TLS), on top of their API tokens."""
+
     state: Path | None = None
     """SQLite state file; defaults to `$XDG_STATE_HOME/tms/state.db`."""
 

@@ -81,7 +81,10 @@ def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) ->
     if not daemon.tls_listen:
         return
     pem: dict[str, bytes] = {}
-    for key, path in (("tls_cert", daemon.tls_cert), ("tls_key", daemon.tls_key)):
+    files = [("tls_cert", daemon.tls_cert), ("tls_key", daemon.tls_key)]
+    if daemon.tls_client_ca is not None:
+        files.append(("tls_client_ca", daemon.tls_client_ca))
+    for key, path in files:
         if path is None:
             lock.close()
             raise ConfigError(f"daemon.{key}: daemon.tls_listen needs it (a PEM file)")
@@ -90,7 +93,14 @@ def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) ->
         except OSError as exc:
             lock.close()
             raise ConfigError(f"daemon.{key}: cannot read {path}: {exc.strerror}") from None
-    credentials = grpc.ssl_server_credentials([(pem["tls_key"], pem["tls_cert"])])
+    client_ca = pem.get("tls_client_ca")
+    credentials = grpc.ssl_server_credentials(
+        [(pem["tls_key"], pem["tls_cert"])],
+        root_certificates=client_ca,
+        # With an authority for clients, a client without a certificate it signed is turned
+        # away in the handshake, before any call.
+        require_client_auth=client_ca is not None,
+    )
     try:
         port = server.add_secure_port(daemon.tls_listen, credentials)
     except RuntimeError:
@@ -101,7 +111,11 @@ def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) ->
             f"daemon.tls_listen: cannot listen on {daemon.tls_listen} with the certificate and "
             "key given (port in use, not a host:port, or a key that does not match)"
         )
-    log.info("TLS listener on %s", daemon.tls_listen)
+    log.info(
+        "TLS listener on %s%s",
+        daemon.tls_listen,
+        ", client certificates required" if client_ca is not None else "",
+    )
 
 
 @dataclass
