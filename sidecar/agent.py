@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from sidecar import metrics
 from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
@@ -201,11 +202,20 @@ class Agent:
 
     async def _load(self, name: str, uri: str) -> None:
         self._set(name, uri, pb.MODEL_FETCHING)
+        fetched = [0]
+
+        def progress(done: int, _total: int) -> None:
+            fetched[0] = max(fetched[0], done)
+
+        started = time.monotonic()
         try:
-            await asyncio.to_thread(self._fetcher.fetch, name, uri)
+            downloaded = await asyncio.to_thread(self._fetcher.fetch, name, uri, progress)
         except (RepositoryError, OSError) as exc:
+            metrics.LOADS.labels("fetch_failed").inc()
             self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
             return
+        metrics.FETCH_SECONDS.observe(time.monotonic() - started)
+        metrics.FETCH_BYTES.labels("download" if downloaded else "cache").inc(fetched[0])
         self._set(name, uri, pb.MODEL_LOADING)
         started = time.monotonic()
         try:
@@ -217,9 +227,12 @@ class Agent:
             log.warning("triton went away while loading %s: %s", name, exc)
             return
         except (TritonError, OSError) as exc:
+            metrics.LOADS.labels("failed").inc()
             self._set(name, uri, pb.MODEL_FAILED, str(exc))
             return
         load_s = time.monotonic() - started
+        metrics.LOADS.labels("ready").inc()
+        metrics.LOAD_SECONDS.observe(load_s)
         # Measured before READY is said, so the daemon learns both in one report.
         usage = await asyncio.to_thread(measure_all, self._model_dir, [name], self._gpu)
         self._set(name, uri, pb.MODEL_READY, load_s=load_s)
@@ -245,6 +258,7 @@ class Agent:
         await asyncio.to_thread(self._fetcher.remove, name)
         await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
+        metrics.UNLOADS.inc()
         log.info("unloaded %s", name)
 
     async def _check_reclaimed(self, name: str) -> None:
@@ -330,11 +344,13 @@ class Agent:
             try:
                 await stub.Report(report, timeout=5.0, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
+                metrics.REPORTS.labels("failed").inc()
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise ServerGone(exc.details()) from None
                 self._dirty.set()
                 await asyncio.sleep(0.2)
                 continue
+            metrics.REPORTS.labels("sent").inc()
             # An unloaded model is reported once, then forgotten.
             for name in sent:
                 current = self._status.get(name)

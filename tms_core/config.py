@@ -165,6 +165,10 @@ class LocalSettings(Section):
     node_labels: dict[str, str] = Field(default_factory=dict)
     """Labels a lease's node selector matches (`zone: lab`)."""
 
+    sidecar_metrics: bool = False
+    """Have each sidecar serve its Prometheus metrics on a loopback port of its own, named in
+    `sidecar-metrics.url` in its server's work directory."""
+
     @field_validator("gpus", mode="before")
     @classmethod
     def _parse_gpus(cls, value: Any) -> Any:
@@ -226,6 +230,10 @@ class KubernetesSettings(Section):
 
     sidecar_image: str = "ghcr.io/tms-project/tms:latest"
     """Image of the sidecar container (the repository's Dockerfile builds it)."""
+
+    sidecar_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    """Port of each sidecar's Prometheus metrics in its pod (container port `sidecar-metrics`,
+    for the PodMonitor in manifests/monitoring); 0: none."""
 
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Pull policy of both containers."""

@@ -225,6 +225,7 @@ def _local(
         repositories=settings.repositories,
         cache_dir=settings.repositories.cache_dir or state.parent / "model-cache",
         sidecar_credential=sidecars.credential,
+        sidecar_metrics=settings.local.sidecar_metrics,
     )
     manager = LeaseManager(
         store=store,
