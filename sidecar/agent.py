@@ -21,6 +21,9 @@ from tms_core.repos.settings import RepositorySettings
 log = logging.getLogger("sidecar")
 
 HEARTBEAT_S = 2.0
+# The daemon refuses a report whose model error is longer than 8192 characters
+# (tms_core/api/bounds.py); Triton's errors can quote a whole model configuration.
+MAX_ERROR = 4000
 # How long an unloaded model's processes (and their GPU memory) may take to go away.
 RECLAIM_TIMEOUT_S = 5.0
 # Triton keeps an unloaded model in UNLOADING for about a second before it is gone.
@@ -197,7 +200,10 @@ class Agent:
         error: str = "",
         load_s: float = 0.0,
     ) -> None:
-        self._status[name] = ModelStatus(name, uri, state, " ".join(error.split()), load_s)
+        said = " ".join(error.split())
+        if len(said) > MAX_ERROR:
+            said = said[: MAX_ERROR - 1] + "…"
+        self._status[name] = ModelStatus(name, uri, state, said, load_s)
         self._dirty.set()
 
     async def _load(self, name: str, uri: str) -> None:
