@@ -42,6 +42,12 @@ class DaemonSettings(Section):
     listen: str = DEFAULT_LISTEN
     """host:port of the gRPC API. Keep it on 127.0.0.1 unless the network is trusted."""
 
+    sidecar_listen: str = "127.0.0.1:0"
+    """host:port of the sidecars' own listener (`SidecarService`), apart from the API so that
+    the API's port does not offer it; port 0: any free port. Local sidecars are told where it
+    is; on Kubernetes it must be beyond loopback (`0.0.0.0:30347`, `kubernetes.daemon_address`
+    names its Service)."""
+
     tls_listen: str = ""
     """host:port of a second, TLS-only listener for the API ("": none); needs `tls_cert` and
     `tls_key`. Clients reach it as `https://host:port`."""
@@ -238,8 +244,9 @@ class KubernetesSettings(Section):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Pull policy of both containers."""
 
-    daemon_address: str = "tms-api:30345"
-    """host:port at which sidecars in pods reach the daemon's API (its Service)."""
+    daemon_address: str = "tms-api:30347"
+    """host:port at which sidecars in pods reach the daemon's sidecar listener
+    (`daemon.sidecar_listen`, through its Service)."""
 
     cpu: str = "2"
     """CPU request and limit of the `tritonserver` container."""

@@ -27,7 +27,7 @@ from tms_core.api.cluster import cluster_status
 from tms_core.api.health import DaemonHealth
 from tms_core.api.identity_servicer import IdentityServicer
 from tms_core.api.interceptor import ErrorInterceptor
-from tms_core.api.servicer import add_servicers
+from tms_core.api.servicer import add_servicers, add_sidecar_servicer
 from tms_core.backends.local import LocalBackend
 from tms_core.clock import Clock, SystemClock
 from tms_core.config import Settings
@@ -73,6 +73,20 @@ def _sidecar_address(listen: str) -> str:
     if host in ("0.0.0.0", "[::]", ""):
         host = "127.0.0.1"
     return f"{host}:{port}"
+
+
+def _bind(server: grpc.aio.Server, address: str, key: str, lock: IO[str]) -> str:
+    """Listens on `address` in plain text; the host:port bound (port 0: the one chosen)."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        lock.close()
+        raise ConfigError(
+            f"{key}: cannot listen on {address} (in use by another process, or not a host:port)"
+        )
+    return f"{address.rpartition(':')[0]}:{port}"
 
 
 def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) -> None:
@@ -142,6 +156,14 @@ def _check_exposure(settings: Settings) -> None:
     exposed = []
     if not _loopback(daemon.listen):
         exposed.append(f"daemon.listen {daemon.listen} is plain text (no TLS)")
+    if not _loopback(daemon.sidecar_listen):
+        exposed.append(f"daemon.sidecar_listen {daemon.sidecar_listen} is plain text (no TLS)")
+    elif daemon.backend == "kubernetes":
+        log.warning(
+            "daemon.sidecar_listen %s is loopback: sidecars in pods cannot reach it unless "
+            "something forwards kubernetes.daemon_address to it (in a pod: 0.0.0.0:30347)",
+            daemon.sidecar_listen,
+        )
     if not settings.identity.tokens and (
         not _loopback(daemon.listen) or (daemon.tls_listen and not _loopback(daemon.tls_listen))
     ):
@@ -208,7 +230,7 @@ def _local(
     clock: Clock,
     store: Store,
     state: Path,
-    listen: str,
+    sidecar_listen: str,
     sidecars: SidecarKeys,
 ) -> _Wiring:
     work_dir = settings.local.work_dir or state.parent / "servers"
@@ -219,7 +241,7 @@ def _local(
     backend = LocalBackend(
         install=install,
         work_dir=work_dir,
-        daemon_address=_sidecar_address(listen),
+        daemon_address=_sidecar_address(sidecar_listen),
         locate_other=lambda binary: locate(binary, None, work_dir=state.parent),
         router=router,
         repositories=settings.repositories,
@@ -295,33 +317,27 @@ async def serve(
     lock = _lock_state(state)
     interceptor = ErrorInterceptor()
     size = settings.daemon.max_message_bytes
-    server = grpc.aio.server(
-        interceptors=[interceptor],
-        options=[
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
-        ],
+    # Deliberately bounded: a request larger than this is refused by gRPC before it is read
+    # into memory; each field inside is bounded again by api/bounds.py.
+    options = [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+    ]
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
+    # The sidecars' service on its own listener: the API's port does not offer it.
+    sidecar_server = grpc.aio.server(interceptors=[interceptor], options=options)
+    listen = _bind(server, settings.daemon.listen, "daemon.listen", lock)
+    sidecar_listen = _bind(
+        sidecar_server, settings.daemon.sidecar_listen, "daemon.sidecar_listen", lock
     )
-    try:
-        port = server.add_insecure_port(settings.daemon.listen)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        lock.close()
-        raise ConfigError(
-            f"daemon.listen: cannot listen on {settings.daemon.listen} "
-            "(in use by another process, or not a host:port)"
-        )
     _add_tls_port(server, settings, lock)
-    host = settings.daemon.listen.rpartition(":")[0]
-    listen = f"{host}:{port}"
     store = await Store.open(state)
     try:
         identity = await _identity(settings, clock, store, state)
         if settings.daemon.backend == "kubernetes":
             wiring = await _kubernetes(settings, clock, store, identity.sidecars)
         else:
-            wiring = _local(settings, clock, store, state, listen, identity.sidecars)
+            wiring = _local(settings, clock, store, state, sidecar_listen, identity.sidecars)
     except BaseException:
         # Its worker thread would keep the process alive after the error.
         await store.close()
@@ -349,7 +365,8 @@ async def serve(
         # The store's writes run in a worker thread: under load the event loop holds the GIL
         # and the default 5 ms switch interval delayed every commit by up to that much.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        add_servicers(server, manager)
+        add_servicers(server, manager, sidecars=False)
+        add_sidecar_servicer(sidecar_server, manager)
         pb_grpc.add_IdentityServiceServicer_to_server(
             IdentityServicer(manager, identity.registry, identity.audit, store), server
         )
@@ -357,6 +374,8 @@ async def serve(
             metrics_server = metrics.MetricsServer(_state_gauges(manager))
             await metrics_server.start(settings.daemon.metrics_listen)
         health.add_to(server)
+        health.add_to(sidecar_server)
+        await sidecar_server.start()
         await server.start()
         await health.serving()
         if identity.token_file is not None:
@@ -364,7 +383,13 @@ async def serve(
                 if address:
                     pointer = local_identity.register(address, identity.token_file)
                     identity.pointers.append(pointer)
-        log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)
+        log.info(
+            "tms daemon listening on %s (sidecars on %s), state %s, %s",
+            listen,
+            sidecar_listen,
+            state,
+            wiring.description,
+        )
         # Writes the audit log's records in batches.
         tasks.append(aiotasks.create_guarded_task(identity.audit.run(), name="audit"))
         # Expires leases on time and notices dead or idle servers.
@@ -392,6 +417,7 @@ async def serve(
         if not leave_serving:
             wiring.after_servers_stopped()
         await server.stop(grace=2.0)
+        await sidecar_server.stop(grace=2.0)
         if identity.token_file is not None:
             for pointer in identity.pointers:
                 local_identity.unregister(pointer, identity.token_file)

@@ -223,6 +223,37 @@ def test_every_namespaced_object_is_in_the_daemons_namespace(overlay: str) -> No
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sidecars_reach_a_listener_of_their_own(overlay: str) -> None:
+    from tms_core.config import Settings
+
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in kustomize(overlay)}
+    settings = Settings(**yaml.safe_load(objects[("ConfigMap", "tms-config")]["data"]["tms.yaml"]))
+    sidecar_port = int(settings.daemon.sidecar_listen.rpartition(":")[2])
+    assert sidecar_port != int(settings.daemon.listen.rpartition(":")[2])
+    # kubernetes.daemon_address (what sidecars dial) is the Service's port to that listener.
+    service_name, _, port = settings.kubernetes.daemon_address.rpartition(":")
+    service = objects[("Service", service_name)]
+    [to_sidecars] = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+    [daemon] = objects[("Deployment", "tms")]["spec"]["template"]["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in daemon["ports"]}
+    assert named[to_sidecars["targetPort"]] == sidecar_port
+    # Where a NetworkPolicy guards the daemon, the server pods may reach that port.
+    policy = objects.get(("NetworkPolicy", "tms-api"))
+    if policy is not None:
+        [rule] = [
+            r
+            for r in policy["spec"]["ingress"]
+            if {"port": sidecar_port, "protocol": "TCP"} in r["ports"]
+        ]
+        [source] = rule["from"]
+        assert source["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/managed-by": "tms",
+            "tms/kind": "server",
+        }
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
 def test_the_monitors_scrape_ports_the_daemon_and_the_sidecars_serve() -> None:
     from tms_core.config import Settings
 
