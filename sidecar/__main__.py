@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from sidecar import metrics
 from sidecar.agent import Agent, ServerGone
 from sidecar.fetch import Fetcher, read_settings
 from sidecar.triton_grpc import TritonGrpc
@@ -28,10 +29,17 @@ def main(argv: list[str] | None = None) -> int:
         help="the daemon's repository settings as JSON (credentials are named, not held)",
     )
     parser.add_argument("--cache-dir", type=Path, help="the machine's model cache")
+    parser.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("TMS_SIDECAR_METRICS_LISTEN", ""),
+        help="host:port of this sidecar's Prometheus metrics (default: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.metrics_listen:
+        metrics.serve(args.metrics_listen)
     agent = Agent(
         daemon=args.daemon,
         server_id=args.server_id,

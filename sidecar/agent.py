@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from sidecar import metrics
 from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
@@ -21,6 +22,9 @@ from tms_core.repos.settings import RepositorySettings
 log = logging.getLogger("sidecar")
 
 HEARTBEAT_S = 2.0
+# The daemon refuses a report whose model error is longer than 8192 characters
+# (tms_core/api/bounds.py); Triton's errors can quote a whole model configuration.
+MAX_ERROR = 4000
 # How long an unloaded model's processes (and their GPU memory) may take to go away.
 RECLAIM_TIMEOUT_S = 5.0
 # Triton keeps an unloaded model in UNLOADING for about a second before it is gone.
@@ -205,7 +209,10 @@ class Agent:
         error: str = "",
         load_s: float = 0.0,
     ) -> None:
-        self._status[name] = ModelStatus(name, uri, state, " ".join(error.split()), load_s)
+        said = " ".join(error.split())
+        if len(said) > MAX_ERROR:
+            said = said[: MAX_ERROR - 1] + "…"
+        self._status[name] = ModelStatus(name, uri, state, said, load_s)
         self._dirty.set()
 
     def _progress(self, status: ModelStatus) -> Callable[[int, int], None]:
@@ -226,14 +233,24 @@ class Agent:
 
     async def _load(self, name: str, uri: str) -> None:
         self._set(name, uri, pb.MODEL_FETCHING)
-        progress = self._progress(self._status[name])
+        tell = self._progress(self._status[name])
+        fetched = [0]
+
+        def progress(done: int, total: int) -> None:
+            fetched[0] = max(fetched[0], done)
+            tell(done, total)
+
+        started = time.monotonic()
         try:
-            await asyncio.to_thread(self._fetcher.fetch, name, uri, progress)
+            downloaded = await asyncio.to_thread(self._fetcher.fetch, name, uri, progress)
         except (RepositoryError, OSError) as exc:
+            metrics.LOADS.labels("fetch_failed").inc()
             self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
             return
         finally:
             self._cache_read_at = -CACHE_READ_S
+        metrics.FETCH_SECONDS.observe(time.monotonic() - started)
+        metrics.FETCH_BYTES.labels("download" if downloaded else "cache").inc(fetched[0])
         self._set(name, uri, pb.MODEL_LOADING)
         started = time.monotonic()
         try:
@@ -245,9 +262,12 @@ class Agent:
             log.warning("triton went away while loading %s: %s", name, exc)
             return
         except (TritonError, OSError) as exc:
+            metrics.LOADS.labels("failed").inc()
             self._set(name, uri, pb.MODEL_FAILED, str(exc))
             return
         load_s = time.monotonic() - started
+        metrics.LOADS.labels("ready").inc()
+        metrics.LOAD_SECONDS.observe(load_s)
         # Measured before READY is said, so the daemon learns both in one report.
         usage = await asyncio.to_thread(measure_all, self._model_dir, [name], self._gpu)
         self._set(name, uri, pb.MODEL_READY, load_s=load_s)
@@ -274,6 +294,7 @@ class Agent:
         self._cache_read_at = -CACHE_READ_S
         await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
+        metrics.UNLOADS.inc()
         log.info("unloaded %s", name)
 
     async def _check_reclaimed(self, name: str) -> None:
@@ -396,11 +417,13 @@ class Agent:
             try:
                 await stub.Report(report, timeout=5.0, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
+                metrics.REPORTS.labels("failed").inc()
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise ServerGone(exc.details()) from None
                 self._dirty.set()
                 await asyncio.sleep(0.2)
                 continue
+            metrics.REPORTS.labels("sent").inc()
             # An unloaded model is reported once, then forgotten.
             for name in sent:
                 current = self._status.get(name)
