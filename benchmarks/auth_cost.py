@@ -210,11 +210,8 @@ def check_cost(daemon: Daemon, calls: int = 100_000) -> dict[str, float]:
     return spent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=24)
-    parser.add_argument("--calls", type=int, default=300)
-    args = parser.parse_args()
+def measure(rounds: int, calls: int, *, show: bool = True) -> dict[str, float]:
+    """The side-by-side run; the figures by key (`show`: print the per-mode lines too)."""
     modes = ("tokens", "open")
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(Path(tmp) / "state.db")
@@ -228,8 +225,8 @@ def main() -> None:
             taken: dict[str, list[float]] = {m: [] for m in modes}
             rates: dict[str, list[float]] = {m: [] for m in modes}
             tails: dict[str, list[float]] = {m: [] for m in modes}
-            for r in range(args.rounds):
-                measured = interleaved_round(stubs, daemon.lease_id, args.calls, metadata, first=r)
+            for r in range(rounds):
+                measured = interleaved_round(stubs, daemon.lease_id, calls, metadata, first=r)
                 for mode, latencies in measured.items():
                     # Renewals per second of one caller in this mode: calls over their time.
                     rates[mode].append(len(latencies) / sum(latencies))
@@ -246,28 +243,51 @@ def main() -> None:
     tail_ratios = [t / o for t, o in zip(tails["tokens"], tails["open"], strict=True)]
     s_q1, slowdown, s_q3 = quartiles(slowdowns)
     p_q1, p99_ratio, p_q3 = quartiles(tail_ratios)
-    for mode in ("open", "tokens"):
-        median = statistics.median(taken[mode]) * 1000
-        print(
-            f"{mode:>6}: {statistics.median(rates[mode]):7.0f} renewals/s (median of rounds)  "
-            f"median {median:.3f} ms  p99 {p99(taken[mode]) * 1000:.3f} ms  "
-            f"check {check_us[mode]:.2f} us/call  ({len(taken[mode])} calls)"
-        )
     added_us = check_us["tokens"] - check_us["open"]
     share = added_us / (statistics.median(taken["open"]) * 1e6)
+    if show:
+        for mode in ("open", "tokens"):
+            median = statistics.median(taken[mode]) * 1000
+            print(
+                f"{mode:>6}: {statistics.median(rates[mode]):7.0f} renewals/s (median of rounds)"
+                f"  median {median:.3f} ms  p99 {p99(taken[mode]) * 1000:.3f} ms  "
+                f"check {check_us[mode]:.2f} us/call  ({len(taken[mode])} calls)"
+            )
+        print(
+            f"per-round slowdown: median {slowdown:.3f} (quartiles {s_q1:.3f}-{s_q3:.3f}); "
+            f"p99 ratio median {p99_ratio:.3f} (quartiles {p_q1:.3f}-{p_q3:.3f}); "
+            f"tokens add {added_us:.2f} us per call = {share * 100:.2f}% of a median renewal"
+        )
+    return {
+        "renewals_per_s_tokens": statistics.median(rates["tokens"]),
+        "renewals_per_s_open": statistics.median(rates["open"]),
+        "p99_ms_tokens": p99(taken["tokens"]) * 1000,
+        "p99_ms_open": p99(taken["open"]) * 1000,
+        "p99_ratio": p99_ratio,
+        "slowdown": slowdown,
+        "slowdown_q1": s_q1,
+        "slowdown_q3": s_q3,
+        "check_us_tokens": check_us["tokens"],
+        "check_us_open": check_us["open"],
+        "check_share": share,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    figures = measure(args.rounds, args.calls)
     print(
-        f"per-round slowdown: median {slowdown:.3f} (quartiles {s_q1:.3f}-{s_q3:.3f}); "
-        f"p99 ratio median {p99_ratio:.3f} (quartiles {p_q1:.3f}-{p_q3:.3f}); "
-        f"tokens add {added_us:.2f} us per call = {share * 100:.2f}% of a median renewal"
-    )
-    print(
-        f"renewals_per_s_tokens={statistics.median(rates['tokens']):.0f} "
-        f"renewals_per_s_open={statistics.median(rates['open']):.0f} "
-        f"p99_ms_tokens={p99(taken['tokens']) * 1000:.3f} "
-        f"p99_ms_open={p99(taken['open']) * 1000:.3f} "
-        f"p99_ratio={p99_ratio:.3f} slowdown={slowdown:.3f} slowdown_q1={s_q1:.3f} "
-        f"slowdown_q3={s_q3:.3f} check_us_tokens={check_us['tokens']:.2f} "
-        f"check_us_open={check_us['open']:.2f} check_share={share:.4f}"
+        f"renewals_per_s_tokens={figures['renewals_per_s_tokens']:.0f} "
+        f"renewals_per_s_open={figures['renewals_per_s_open']:.0f} "
+        f"p99_ms_tokens={figures['p99_ms_tokens']:.3f} "
+        f"p99_ms_open={figures['p99_ms_open']:.3f} "
+        f"p99_ratio={figures['p99_ratio']:.3f} slowdown={figures['slowdown']:.3f} "
+        f"slowdown_q1={figures['slowdown_q1']:.3f} slowdown_q3={figures['slowdown_q3']:.3f} "
+        f"check_us_tokens={figures['check_us_tokens']:.2f} "
+        f"check_us_open={figures['check_us_open']:.2f} check_share={figures['check_share']:.4f}"
     )
 
 
