@@ -6,18 +6,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from sidecar import metrics
-from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
-from tms_core.repos.settings import RepositorySettings
+
+if TYPE_CHECKING:
+    from sidecar.fetch import Fetcher
 
 log = logging.getLogger("sidecar")
 
@@ -63,10 +66,12 @@ class Agent:
         triton: TritonGrpc,
         model_dir: Path,
         stats_interval: float = 1.0,
-        fetcher: Fetcher | None = None,
+        fetcher: Fetcher | Future[Fetcher] | None = None,
         credential: str = "",
     ) -> None:
-        self._fetcher = fetcher or Fetcher(RepositorySettings(), model_dir, None)
+        # A future while `python -m sidecar` still imports the repository machinery in a
+        # thread (see __main__); None: the default settings, made at first use.
+        self._fetcher_source = fetcher
         self._stats_interval = stats_interval
         # The daemon accepts this server's Connect and Report only with its credential.
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
@@ -231,6 +236,17 @@ class Agent:
 
         return tell
 
+    async def _fetcher(self) -> Fetcher:
+        source = self._fetcher_source
+        if source is None:
+            from sidecar.fetch import Fetcher, RepositorySettings
+
+            source = Fetcher(RepositorySettings(), self._model_dir, None)
+        elif isinstance(source, Future):
+            source = await asyncio.wrap_future(source)
+        self._fetcher_source = source
+        return source
+
     async def _load(self, name: str, uri: str) -> None:
         self._set(name, uri, pb.MODEL_FETCHING)
         tell = self._progress(self._status[name])
@@ -242,7 +258,16 @@ class Agent:
 
         started = time.monotonic()
         try:
-            downloaded = await asyncio.to_thread(self._fetcher.fetch, name, uri, progress)
+            fetcher = await self._fetcher()
+        except Exception as exc:
+            # Bad repository settings from the daemon: every fetch would fail the same way.
+            log.exception("the repository settings could not be read")
+            self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: repository settings: {exc}")
+            return
+        from tms_core.repos.policy import RepositoryError
+
+        try:
+            downloaded = await asyncio.to_thread(fetcher.fetch, name, uri, progress)
         except (RepositoryError, OSError) as exc:
             metrics.LOADS.labels("fetch_failed").inc()
             self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
@@ -290,7 +315,7 @@ class Agent:
                     break
                 await asyncio.sleep(0.05)
         # Removing the directory takes the model out of Triton's repository index too.
-        await asyncio.to_thread(self._fetcher.remove, name)
+        await asyncio.to_thread((await self._fetcher()).remove, name)
         self._cache_read_at = -CACHE_READ_S
         await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
@@ -355,8 +380,14 @@ class Agent:
         now = time.monotonic()
         if now - self._cache_read_at < CACHE_READ_S:
             return
+        source = self._fetcher_source
+        if isinstance(source, Future) and not source.done():
+            return  # nothing fetched yet, so nothing cached by this sidecar to show
         self._cache_read_at = now
-        cache = self._fetcher.cache
+        try:
+            cache = (await self._fetcher()).cache
+        except Exception:
+            return  # said where a fetch needs it (_load)
         if cache is None:
             return
         try:

@@ -1,7 +1,8 @@
 """Importing a module loads only what it needs, checked in a fresh interpreter: the daemon,
 sidecar, client and CLI load no UI libraries, the simulator's path loads no SQLite, and the
-sidecar (which a cold lease waits for) loads neither tritonclient nor prometheus-client
-until its metrics are asked for."""
+sidecar (which a cold lease waits for) starts without tritonclient, numpy, pydantic, the
+repository machinery (imported in a thread while Triton starts) or prometheus-client (until
+its metrics are asked for)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ MODULES = [
 # The in-memory store and the simulator built on it run without a database.
 SQLITE = ["aiosqlite", "sqlite3", "tms_core.store.sqlite"]
 SQLITE_FREE = ["tms_core.store.memory", "tms_core.store.protocol", "tms_core.sim.fleet"]
-SIDECAR_SLOW = ["prometheus_client", "tritonclient", "numpy"]
+SIDECAR_SLOW = ["prometheus_client", "tritonclient", "numpy", "pydantic", "tms_core.repos"]
 
 
 def loaded_by(module: str) -> set[str]:
