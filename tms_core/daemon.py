@@ -198,7 +198,11 @@ def _local(
     sidecars: SidecarKeys,
 ) -> _Wiring:
     work_dir = settings.local.work_dir or state.parent / "servers"
-    router = RouterProcess(state.parent)
+    router = RouterProcess(
+        state.parent,
+        hold_s=settings.local.router_hold,
+        hold_max=settings.local.router_hold_connections,
+    )
     install = locate(
         settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent
     )

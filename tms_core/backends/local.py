@@ -155,6 +155,11 @@ class LocalBackend(BackendDefaults):
         if self._router is not None:
             await self._router.settled()
 
+    async def revive_router(self) -> int | None:
+        if self._router is None:
+            return None
+        return await self._router.revive()
+
     def _install_for(self, binary: str) -> TritonInstall:
         if not binary:
             return self._install
