@@ -121,19 +121,20 @@ class RouterProcess:
             self.pid = recorded_pid
             log.info("adopting router pid %d", recorded_pid)
             return recorded_pid
-        pid = self._spawn()
-        assert self._proc is not None
+        proc = self._spawn()
         # Until it has applied its first table it has no SIGHUP handler, and SIGHUP would
         # end it: wait for it to say it is in service.
         deadline = time.monotonic() + START_TIMEOUT_S
         while read_applied(applied_path(self.routes_file)) is None:
-            if self._proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the router did not start; see {self._log_file}")
             time.sleep(0.01)
-        log.info("router started, pid %d", pid)
-        return pid
+        self.pid = proc.pid
+        log.info("router started, pid %d", proc.pid)
+        return proc.pid
 
-    def _spawn(self) -> int:
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Starts a router; its pid is ours to signal only once it is in service."""
         if not self.routes_file.exists():
             write_routes(self.routes_file, 0, [])
         applied_path(self.routes_file).unlink(missing_ok=True)
@@ -152,8 +153,7 @@ class RouterProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.pid = self._proc.pid
-        return self.pid
+        return self._proc
 
     def running(self) -> bool:
         """Whether the router we started (or adopted) still runs."""
@@ -166,20 +166,28 @@ class RouterProcess:
     async def revive(self) -> int | None:
         """Starts a new router if ours died (it binds the same addresses, from the last
         table written); returns its pid, or None when the router runs. Raises RuntimeError
-        when the new one does not come up."""
+        when the new one does not come up (the caller tries again later)."""
         if self.pid is None or self.running():
             return None
         dead = self.pid
-        pid = self._spawn()
-        assert self._proc is not None
+        # Not `self.pid` until it is in service: `update` would SIGHUP it, which ends it before
+        # its handler is set. It reads the routes file at start and polls it after.
+        proc = self._spawn()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
-        while read_applied(applied_path(self.routes_file)) is None:
-            if self._proc.poll() is not None or loop.time() > deadline:
-                raise RuntimeError(f"the router did not start again; see {self._log_file}")
-            await asyncio.sleep(0.01)
-        log.warning("router pid %d was gone; started pid %d", dead, pid)
-        return pid
+        try:
+            while read_applied(applied_path(self.routes_file)) is None:
+                if proc.poll() is not None or loop.time() > deadline:
+                    raise RuntimeError(f"the router did not start again; see {self._log_file}")
+                await asyncio.sleep(0.01)
+        except BaseException:
+            # Cancelled (the daemon stopping) or failed: no router of ours may linger unknown.
+            proc.kill()
+            proc.wait()
+            raise
+        self.pid = proc.pid
+        log.warning("router pid %d was gone; started pid %d", dead, proc.pid)
+        return proc.pid
 
     def update(self, routes: list[Route]) -> None:
         if routes == self._last:
@@ -187,7 +195,8 @@ class RouterProcess:
         self._version += 1
         write_routes(self.routes_file, self._version, routes)
         self._last = routes
-        if self.pid:
+        # Checked first: the pid of a router that died may be another process's by now.
+        if self.pid and self.running():
             try:
                 os.kill(self.pid, signal.SIGHUP)
             except ProcessLookupError:
