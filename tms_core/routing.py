@@ -112,15 +112,31 @@ class RouterProcess:
         self._last: list[Route] | None = None
 
     def _is_ours(self, pid: int) -> bool:
-        command = cmdline(pid)
-        return "tms_core.router" in command and str(self.routes_file) in command
+        # As `_spawn` starts it: a shell or grep naming the file is not a router.
+        return f"-m tms_core.router --routes={self.routes_file} " in cmdline(pid) + " "
+
+    def _running_routers(self) -> list[int]:
+        return [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and self._is_ours(int(entry.name))
+        ]
 
     def ensure_running(self, recorded_pid: int | None) -> int:
         """Adopts the recorded router if it still runs, else starts one. Returns its pid."""
-        if recorded_pid and self._is_ours(recorded_pid):
-            self.pid = recorded_pid
-            log.info("adopting router pid %d", recorded_pid)
-            return recorded_pid
+        # Not only the recorded one: a daemon killed while it started a router (reviving a
+        # dead one) never recorded that router's pid. Two routers would fight over ports.
+        running = self._running_routers()
+        if recorded_pid in running:
+            running.remove(recorded_pid)
+            running.insert(0, recorded_pid)
+        if running:
+            self.pid, *others = running
+            for other in others:
+                log.warning("stopping a second router, pid %d", other)
+                os.kill(other, signal.SIGTERM)
+            log.info("adopting router pid %d", self.pid)
+            return self.pid
         proc = self._spawn()
         # Until it has applied its first table it has no SIGHUP handler, and SIGHUP would
         # end it: wait for it to say it is in service.

@@ -251,13 +251,11 @@ class FaultRun:
             return
         if kind == "router":
             [pid] = self._processes("router")
+            restarts = self._router_restarts()
             self.log(f"fault: SIGKILL the router (pid {pid})")
             os.kill(pid, signal.SIGKILL)
-            wait_for(
-                lambda: self._processes("router") not in ([], [pid]),
-                timeout=30,
-                what="a new router",
-            )
+            # The event comes once the new router serves the last routes.
+            wait_for(lambda: self._router_restarts() > restarts, timeout=30, what="a new router")
             return
         server = servers[int(pick * len(servers))]
         pids = self._processes(kind, server)
@@ -274,6 +272,10 @@ class FaultRun:
                 what=f"server {server}'s leases READY again after its tritonserver died",
             )
             self.outcome.recoveries.append(time.monotonic() - killed_at)
+
+    def _router_restarts(self) -> int:
+        events = self.daemon.client.watch(follow=False)
+        return sum(1 for e in events if e.kind == "router" and e.state == "RESTARTED")
 
     def _leases_on(self, server: str) -> dict[str, str]:
         """READY leases on `server`: id -> its Triton's HTTP endpoint."""

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,9 +31,6 @@ from tms_core.triton.locate import TritonInstall
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-HANDED_KEEP_S = 300.0
-"""How long a port given to a lease or name is not given again (the router binds it within
-milliseconds normally, within seconds when it is being restarted)."""
 
 
 def free_ports(count: int) -> list[int]:
@@ -129,8 +125,6 @@ class LocalBackend(BackendDefaults):
         self._locate_other = locate_other
         self._work_dir = work_dir
         self._daemon_address = daemon_address
-        self._handed: dict[int, float] = {}
-        """Ports given to leases and names lately, and when."""
         # Our own children, so they can be reaped; adopted servers are not in here.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -151,15 +145,7 @@ class LocalBackend(BackendDefaults):
         refuse_autoscale()
 
     def allocate_ports(self, count: int) -> list[int]:
-        # A port handed out stays free until the router binds it, later if the router is
-        # being restarted: the OS could hand it out again meanwhile, to a second lease.
-        now = time.monotonic()
-        self._handed = {p: at for p, at in self._handed.items() if at > now - HANDED_KEEP_S}
-        ports = free_ports(count)
-        while any(p in self._handed for p in ports):
-            ports = free_ports(count)
-        self._handed.update((p, now) for p in ports)
-        return ports
+        return free_ports(count)
 
     def publish(self, state: PublishedState) -> None:
         if self._router is not None:
