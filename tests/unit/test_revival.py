@@ -141,3 +141,39 @@ async def test_a_server_that_never_got_ready_is_not_restarted(h: Harness) -> Non
     await m.tick()
     lease = m.snapshot(lease.id)
     assert lease.state is LeaseState.FAILED and h.backend.restarted == []
+
+
+async def test_a_dead_router_is_started_again_with_an_event_and_its_pid_kept(
+    h: Harness,
+) -> None:
+    m = h.manager
+    revived: list[int | None] = [None, 4242]
+
+    async def revive_router() -> int | None:
+        return revived.pop(0) if revived else None
+
+    h.backend.revive_router = revive_router  # type: ignore[method-assign]
+    await m.tick()  # the router runs: nothing happens
+    assert [e for e in m.events.kept() if e.kind == "router"] == []
+    await m.tick()  # it died: a new one, pid 4242
+    [event] = [e for e in m.events.kept() if e.kind == "router"]
+    assert (event.state, event.reason) == (
+        "RESTARTED",
+        "the router had exited; pid 4242 serves the lease and name addresses again",
+    )
+    # The next daemon adopts that router, not the dead one.
+    assert (await h.store.load_extras()).meta["router_pid"] == "4242"
+
+
+async def test_a_port_a_live_lease_has_is_not_given_to_another(h: Harness) -> None:
+    """A lease's ports are bound by the router only once it applies its routes: meanwhile
+    (a router being restarted, a daemon killed before publishing) the OS may offer them
+    again, and two leases on one port would share an address."""
+    m = h.manager
+    offered = [[7001, 7002], [7002, 7003], [7001, 7009], [7004, 7005]]
+    h.backend.allocate_ports = lambda count: offered.pop(0)  # type: ignore[method-assign]
+    first = await m.acquire([request("a")], LeaseOptions(duration_s=60))
+    second = await m.acquire([request("a")], LeaseOptions(duration_s=60))
+    assert (first.http_port, first.grpc_port) == (7001, 7002)
+    assert (second.http_port, second.grpc_port) == (7004, 7005)
+    assert offered == []
