@@ -34,7 +34,12 @@ from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.lease_request import LeaseOptions  # noqa: E402
 
 POLL_S = 0.005
-CONFIG = "servers:\n  max_restarts: 1000\n  idle_grace: 1m\n"
+CONFIG = (
+    "servers:\n  max_restarts: 1000\n  idle_grace: 1m\n"
+    # Each round is one crash of a healthy server (the first restart is at once): the
+    # rounds are further apart than this, so the backoff of a crash loop does not add up.
+    "  restart_window: 1s\n"
+)
 
 
 def triton_pid(state_dir: Path, server_id: str) -> int:

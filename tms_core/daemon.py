@@ -231,6 +231,9 @@ def _local(
         ],
     )
 
+    # A process that exits wakes the reconciler: its revival starts at once.
+    backend.on_exit = manager.outbox.deadline_moved
+
     async def start_router() -> None:
         router_pid = router.ensure_running(await _recorded_router(store))
         async with store.transaction() as tx:

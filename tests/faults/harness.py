@@ -428,8 +428,10 @@ class FaultRun:
             [(result,)] = db.execute("PRAGMA integrity_check").fetchall()
         return [] if result == "ok" else [f"integrity_check: {result}"]
 
-    def close(self) -> None:
-        """Stops the clients and every daemon (gracefully: it stops its servers)."""
+    def close(self) -> list[str]:
+        """Stops the clients and every daemon (gracefully: it stops its servers), then kills
+        whatever is left under the run's directory; returns what that was (a failed run's
+        daemon may have died without stopping its servers)."""
         self.stopping.set()
         for client in self.clients:
             client.close()
@@ -437,3 +439,12 @@ class FaultRun:
             if daemon.proc is not None and daemon.proc.poll() is None:
                 daemon.stop()
             daemon.client.close()
+        left = []
+        for pid in processes_under(self.work):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                os.killpg(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+            left.append(f"{pid}: {argv.decode(errors='replace')[:160]}")
+        return left

@@ -25,7 +25,8 @@ def fault_run(tmp_path: Path) -> Iterator[FaultRun]:
     try:
         yield run
     finally:
-        run.close()
+        left = run.close()
+    assert left == [], f"processes left running: {left}"
 
 
 @pytest.mark.timeout(150)
@@ -39,6 +40,6 @@ def test_leases_survive_random_process_kills(fault_run: FaultRun, tmp_path: Path
     # Every kind of process was killed, and the clients got work done between the faults.
     assert set(outcome.faults) == {"tritonserver", "sidecar", "router", "daemon"}
     assert outcome.recoveries and outcome.operations - outcome.refused >= 10
-    fault_run.close()
     # A graceful stop of the last daemon leaves nothing behind, whatever was killed before.
+    assert fault_run.close() == []
     assert processes_under(tmp_path) == []
