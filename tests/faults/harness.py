@@ -271,7 +271,10 @@ class FaultRun:
                 timeout=60,
                 what=f"server {server}'s leases READY again after its tritonserver died",
             )
-            self.outcome.recoveries.append(time.monotonic() - killed_at)
+            elapsed = time.monotonic() - killed_at
+            # A recovery only if a lease came back (the clients may have released them all).
+            if any(self.daemon.client.status(i).state == pb.LEASE_READY for i in leases):
+                self.outcome.recoveries.append(elapsed)
 
     def _router_restarts(self) -> int:
         events = self.daemon.client.watch(follow=False)
