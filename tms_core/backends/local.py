@@ -191,6 +191,16 @@ class LocalBackend(BackendDefaults):
 
     async def start(self, server: Server) -> None:
         work = Path(server.work_dir)
+        self._start_triton(server, work)
+        self._start_sidecar(server, work)
+        log.info(
+            "server %s: tritonserver pid %s, sidecar pid %s",
+            server.id,
+            server.pid,
+            server.sidecar_pid,
+        )
+
+    def _start_triton(self, server: Server, work: Path) -> None:
         models = work / "models"
         models.mkdir(parents=True, exist_ok=True)
         install = self._install_for(server.binary)
@@ -214,8 +224,8 @@ class LocalBackend(BackendDefaults):
         ]
         # Popen returns once the child is forked: quick enough to do on the event loop, and
         # the pid must be recorded before anything else happens.
-        with open(work / "tritonserver.log", "ab") as triton_log:  # noqa: ASYNC230
-            triton = subprocess.Popen(  # noqa: ASYNC220
+        with open(work / "tritonserver.log", "ab") as triton_log:
+            triton = subprocess.Popen(
                 triton_cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=triton_log,
@@ -226,13 +236,6 @@ class LocalBackend(BackendDefaults):
         self._children[triton.pid] = triton
         self._watch_exit(triton.pid)
         server.pid = triton.pid
-        self._start_sidecar(server, work)
-        log.info(
-            "server %s: tritonserver pid %d, sidecar pid %s",
-            server.id,
-            triton.pid,
-            server.sidecar_pid,
-        )
 
     def _start_sidecar(self, server: Server, work: Path) -> None:
         sidecar_cmd = [
@@ -347,16 +350,34 @@ class LocalBackend(BackendDefaults):
     async def restart(self, server: Server) -> bool:
         """Kills what is left of a crashed server, then starts it again on new ports (the
         old ones may still be held by a dying process); its models are copied afresh, as
-        a crash may have left them half-written. The logs are kept (appended to)."""
-        for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
+        a crash may have left them half-written. The logs are kept (appended to).
+
+        A sidecar that outlived its Triton is kept: the daemon tells it the new address with
+        its next assignment and it loads everything again at once, where a new sidecar
+        process would first spend a few hundred milliseconds starting (docs/benchmarks.md)."""
+        keep = bool(server.sidecar_pid) and self._alive(server.sidecar_pid, server.id)
+        doomed = [(server.pid, server.work_dir)]
+        if not keep:
+            doomed.insert(0, (server.sidecar_pid, server.id))
+        for pid, marker in doomed:
             if pid:
                 _signal_group(pid, signal.SIGKILL)
                 await self._wait_gone(pid, marker, grace=8.0)
         for pid in _pids_mentioning(server.work_dir):
-            _signal_group(pid, signal.SIGKILL)
+            if not (keep and pid == server.sidecar_pid):
+                _signal_group(pid, signal.SIGKILL)
         _clear_keeping_logs(Path(server.work_dir))
         server.http_port, server.grpc_port, server.metrics_port = free_ports(3)
-        await self.start(server)
+        if keep:
+            self._start_triton(server, Path(server.work_dir))
+            log.info(
+                "server %s: tritonserver pid %s beside sidecar pid %s",
+                server.id,
+                server.pid,
+                server.sidecar_pid,
+            )
+        else:
+            await self.start(server)
         return True
 
     def _reap(self, pid: int) -> None:
