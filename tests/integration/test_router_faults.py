@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import Daemon, wait_for
 from tests.integration.helpers import Traffic, example
 from tests.integration.test_revival import (
+    _pid_of,
     _triton_pid,
     answers,
     ready_named_lease,
@@ -30,9 +31,10 @@ pytestmark = pytest.mark.triton
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return True  # gone, or reaped between the two looks
+    return stat.split(") ", 1)[1].startswith("Z")
 
 
 def test_new_connections_to_a_restarting_lease_wait_and_are_served(
@@ -42,6 +44,7 @@ def test_new_connections_to_a_restarting_lease_wait_and_are_served(
     lease = ready_named_lease(daemon)
     [name] = daemon.client.list_names()
     triton = _triton_pid(daemon, lease)
+    sidecar = _pid_of(daemon, lease, "sidecar")
     os.kill(triton, signal.SIGKILL)
     wait_for(lambda: gone(triton), timeout=10, what="tritonserver to die")
 
@@ -62,6 +65,8 @@ def test_new_connections_to_a_restarting_lease_wait_and_are_served(
         wait_for(lambda: traffic.answered >= answered + 8, timeout=30, what="more answers")
     assert traffic.failures == []
     assert "holding a connection" in (daemon.state_dir / "router.log").read_text()
+    # Only Triton was started again: the sidecar that outlived it loaded the models there.
+    assert _pid_of(daemon, lease, "sidecar") == sidecar
 
 
 def _router_pid(daemon: Daemon) -> int:
