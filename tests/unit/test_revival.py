@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.conftest import Harness, MakeHarness, pairs, request, served
+from tms_core.backends import local
 from tms_core.domain import Lease, LeaseState, ServerState
 from tms_core.lease_request import LeaseOptions
 
@@ -165,15 +166,13 @@ async def test_a_dead_router_is_started_again_with_an_event_and_its_pid_kept(
     assert (await h.store.load_extras()).meta["router_pid"] == "4242"
 
 
-async def test_a_port_a_live_lease_has_is_not_given_to_another(h: Harness) -> None:
+def test_a_port_a_live_lease_has_is_not_given_to_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A lease's ports are bound by the router only once it applies its routes: meanwhile
     (a router being restarted, a daemon killed before publishing) the OS may offer them
     again, and two leases on one port would share an address."""
-    m = h.manager
-    offered = [[7001, 7002], [7002, 7003], [7001, 7009], [7004, 7005]]
-    h.backend.allocate_ports = lambda count: offered.pop(0)  # type: ignore[method-assign]
-    first = await m.acquire([request("a")], LeaseOptions(duration_s=60))
-    second = await m.acquire([request("a")], LeaseOptions(duration_s=60))
-    assert (first.http_port, first.grpc_port) == (7001, 7002)
-    assert (second.http_port, second.grpc_port) == (7004, 7005)
+    offered = [[7001, 7009], [7004, 7005]]
+    monkeypatch.setattr(local, "free_ports", lambda count: offered.pop(0))
+    assert local.pick_ports(2, {7001, 7002}) == [7004, 7005]
     assert offered == []

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tms_core.ids import ServerId
 from tms_core.procs import cmdline
 from tms_core.repos.fetcher import Repositories
 from tms_core.repos.settings import RepositorySettings
+from tms_core.router.routes import split_address
 from tms_core.routing import RouterProcess, compute_routes
 from tms_core.triton.locate import TritonInstall
 
@@ -45,6 +47,23 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+HANDED_KEEP_S = 60.0
+"""A port given to a lease or name is not given again for this long, published or not."""
+
+
+def pick_ports(count: int, taken: set[int]) -> list[int]:
+    """Free ports that no live lease or name already has.
+
+    A lease's ports are free on the machine until the router binds them: later when the
+    router is being restarted, or when the daemon that gave them out was killed before it
+    published them. Meanwhile the OS could offer them again, and two routes on one port
+    would give two leases one address."""
+    ports = free_ports(count)
+    while taken.intersection(ports):
+        ports = free_ports(count)
+    return ports
 
 
 def _pids_mentioning(text: str) -> list[int]:
@@ -127,6 +146,10 @@ class LocalBackend(BackendDefaults):
         self._daemon_address = daemon_address
         # Our own children, so they can be reaped; adopted servers are not in here.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._published_ports: set[int] = set()
+        """The ports of every live lease and name, as last published."""
+        self._handed: dict[int, float] = {}
+        """Ports given out lately (not yet published, maybe), and when."""
         self.on_exit: Callable[[], None] | None = None
         """Called when a server's process exits (the daemon wakes its reconciler)."""
 
@@ -147,11 +170,17 @@ class LocalBackend(BackendDefaults):
         refuse_autoscale()
 
     def allocate_ports(self, count: int) -> list[int]:
-        return free_ports(count)
+        now = time.monotonic()
+        self._handed = {p: at for p, at in self._handed.items() if at > now - HANDED_KEEP_S}
+        ports = pick_ports(count, self._published_ports | set(self._handed))
+        self._handed.update((p, now) for p in ports)
+        return ports
 
     def publish(self, state: PublishedState) -> None:
+        routes = compute_routes(state.leases, state.names.values(), state.servers)
+        self._published_ports = {split_address(r.listen)[1] for r in routes}
         if self._router is not None:
-            self._router.update(compute_routes(state.leases, state.names.values(), state.servers))
+            self._router.update(routes)
 
     async def settled(self) -> None:
         if self._router is not None:

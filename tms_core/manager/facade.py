@@ -276,7 +276,7 @@ class LeaseManager(Catalog):
             self._backend.check_model(f"models[{i}]", model.name, model.uri) or ""
             for i, model in enumerate(models)
         ]
-        ports = self.ledger.allocate_ports(2) if allocate else [0, 0]
+        ports = self._backend.allocate_ports(2) if allocate else [0, 0]
         return requests.build_lease(
             new_lease_id(),
             models,

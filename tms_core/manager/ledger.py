@@ -41,9 +41,6 @@ from tms_core.store.protocol import StateStore, StateTransaction
 
 log = logging.getLogger(__name__)
 
-HANDED_KEEP_S = 60.0
-"""A port given out is not given again for this long, recorded or not."""
-
 
 @dataclass
 class Change:
@@ -117,8 +114,6 @@ class Ledger:
         self._backend = backend
         self.clock = clock
         self.outbox = outbox
-        self._handed: dict[int, float] = {}
-        """Ports given to leases and names lately, and when (`allocate_ports`)."""
         self.index = LeaseIndex()
         self.servers: dict[ServerId, Server] = {}
         self.names = NameTable()
@@ -255,34 +250,11 @@ class Ledger:
             self.bump(lease.server_id)
         self.outbox.deadline_moved()
 
-    def allocate_ports(self, count: int) -> list[int]:
-        """Ports for a lease's or name's stable addresses that no live one already has.
-
-        The backend's ports are free on the machine right now, but one given to a lease is
-        only bound once the router applies its routes: later when the router is being
-        restarted, or after a daemon killed before it published. Meanwhile the machine
-        could hand it out again."""
-        ports = self._backend.allocate_ports(count)
-        if not any(ports):
-            return ports  # a backend without ports of its own (the simulator)
-        # Handed out but maybe not recorded yet: a lease is built before its change.
-        now = self.clock.now()
-        self._handed = {p: at for p, at in self._handed.items() if at > now - HANDED_KEEP_S}
-        taken = set(self._handed)
-        taken |= {r.http_port for r in self.names} | {r.grpc_port for r in self.names}
-        for lease in self.leases.values():
-            if not lease.state.ended:
-                taken.update((lease.http_port, lease.grpc_port))
-        while taken.intersection(ports):
-            ports = self._backend.allocate_ports(count)
-        self._handed.update((p, now) for p in ports)
-        return ports
-
     def point_name(self, name: str, lease: Lease, now: float) -> LeaseNameRecord:
         """Points `name` at the lease: at once if it is READY, else as soon as it is."""
         record = self.names.get(name)
         if record is None:
-            http_port, grpc_port = self.allocate_ports(2)
+            http_port, grpc_port = self._backend.allocate_ports(2)
             record = LeaseNameRecord(name, None, http_port, grpc_port, now)
         before = (record.lease_id, record.next_lease_id)
         if lease.state is LeaseState.READY:
