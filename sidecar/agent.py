@@ -73,8 +73,7 @@ class Agent:
         self._converge = asyncio.Event()
         self._reseed = asyncio.Event()
         """Set when Triton was restarted elsewhere: the converge loop starts over."""
-        self._told_triton = ""
-        """The Triton address the daemon first gave (it changes when Triton restarts)."""
+
         self._assigned = asyncio.Event()
         self._dirty = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
@@ -127,18 +126,12 @@ class Agent:
     def _follow_triton(self, address: str) -> None:
         """Talks to Triton where the daemon says it is now. A crashed tritonserver is
         restarted on new ports beside this sidecar, which then loads everything again at once
-        rather than the daemon waiting for a new sidecar process to start."""
-        if not address:
-            return  # a daemon that does not say
-        if not self._told_triton:
-            # The first word: where this sidecar was started to look (on Kubernetes the
-            # daemon names the pod's Service, never a new Triton).
-            self._told_triton = address
-            return
-        if address == self._told_triton:
-            return
+        rather than the daemon waiting for a new sidecar process to start. (The restart may
+        also have come before this sidecar's first assignment: compared with the address in
+        use, not with the last one said.)"""
+        if not address or address == self._triton.address:
+            return  # "": a daemon that leaves it to the sidecar (a pod's Triton is beside it)
         log.warning("triton restarted at %s: loading everything there again", address)
-        self._told_triton = address
         old, self._triton = self._triton, TritonGrpc(address)
         # What was loaded, or being loaded, died with the old Triton.
         for task in self._busy.values():

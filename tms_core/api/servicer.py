@@ -23,7 +23,6 @@ from tms_core.api.convert import (
 from tms_core.domain import Lease, LeaseNameRecord, LeaseState
 from tms_core.errors import TmsError
 from tms_core.identity import principal
-from tms_core.ids import ServerId
 from tms_core.manager.facade import LeaseManager
 
 # grpc ships no type hints for its aio context.
@@ -109,11 +108,10 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
         if not self._manager.has_server(request.server_id):
             raise ServerUnknown(f"server {request.server_id!r} is not known to this daemon")
         async for assignment in self._manager.assignments(request.server_id):
-            server = self._manager.servers.get(ServerId(request.server_id))
             yield pb.Assignment(
                 generation=assignment.generation,
                 models=[pb.ModelAssignment(name=n, uri=u) for n, u in assignment.models],
-                triton_grpc=server.grpc_endpoint if server is not None else "",
+                triton_grpc=self._manager.sidecar_triton(request.server_id),
             )
 
     async def Report(self, request: pb.SidecarReport, context: Context) -> pb.ReportAck:
