@@ -87,6 +87,9 @@ class Agent:
         self._triton_ready = False
         self._leak = ""
         self._converge = asyncio.Event()
+        self._reseed = asyncio.Event()
+        """Set when Triton was restarted elsewhere: the converge loop starts over."""
+
         self._assigned = asyncio.Event()
         self._dirty = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
@@ -121,6 +124,7 @@ class Agent:
                 )
                 async for assignment in stream:
                     backoff = 0.05
+                    self._follow_triton(assignment.triton_grpc)
                     self._desired = {m.name: m.uri for m in assignment.models}
                     self._generation = assignment.generation
                     self._assigned.set()
@@ -137,17 +141,44 @@ class Agent:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
 
-    async def _converge_loop(self) -> None:
-        await self._wait_triton_ready()
-        self._seed_from_index(await self._settled_index())
-        # Only now is the report complete: the daemon reads a model missing from a ready
-        # server's report as unloaded, so ready must not be said before the seeding.
-        self._triton_ready = True
+    def _follow_triton(self, address: str) -> None:
+        """Talks to Triton where the daemon says it is now. A crashed tritonserver is
+        restarted on new ports beside this sidecar, which then loads everything again at once
+        rather than the daemon waiting for a new sidecar process to start. (The restart may
+        also have come before this sidecar's first assignment: compared with the address in
+        use, not with the last one said.)"""
+        if not address or address == self._triton.address:
+            return  # "": a daemon that leaves it to the sidecar (a pod's Triton is beside it)
+        log.warning("triton restarted at %s: loading everything there again", address)
+        old, self._triton = self._triton, TritonGrpc(address)
+        # What was loaded, or being loaded, died with the old Triton.
+        for task in self._busy.values():
+            task.cancel()
+        self._busy.clear()
+        old.close()
+        self._status = {}
+        self._triton_ready = False
+        self._reseed.set()
+        self._converge.set()
         self._dirty.set()
-        # Until the daemon has said what it wants, an empty wish list means "unknown", not
-        # "unload everything".
-        await self._assigned.wait()
+
+    async def _converge_loop(self) -> None:
         while True:
+            self._reseed.clear()
+            await self._wait_triton_ready()
+            self._seed_from_index(await self._settled_index())
+            # Only now is the report complete: the daemon reads a model missing from a ready
+            # server's report as unloaded, so ready must not be said before the seeding.
+            self._triton_ready = True
+            self._dirty.set()
+            # Until the daemon has said what it wants, an empty wish list means "unknown",
+            # not "unload everything".
+            await self._assigned.wait()
+            await self._converge_on_assignment()
+
+    async def _converge_on_assignment(self) -> None:
+        """Loads and unloads until the assignment is met; returns when Triton moved."""
+        while not self._reseed.is_set():
             self._converge.clear()
             for name, uri in self._desired.items():
                 current = self._status.get(name)
@@ -175,10 +206,13 @@ class Agent:
             try:
                 await work  # type: ignore[misc]
             finally:
-                self._busy.pop(name, None)
+                # A task cancelled when Triton moved may end after its successor started.
+                if self._busy.get(name) is task:
+                    del self._busy[name]
                 self._converge.set()
 
-        self._busy[name] = asyncio.create_task(run(), name=f"model:{name}")
+        task = asyncio.create_task(run(), name=f"model:{name}")
+        self._busy[name] = task
 
     async def _wait_triton_ready(self) -> None:
         # Triton offers nothing to wait on but its health endpoint; it is up in ~0.1 s.

@@ -55,6 +55,7 @@ class IndexEntry:
 
 class TritonGrpc:
     def __init__(self, address: str, *, load_timeout: float = 600.0) -> None:
+        self.address = address
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._load_timeout = load_timeout
         self._calls: dict[str, Callable[..., Any]] = {}

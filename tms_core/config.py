@@ -175,6 +175,15 @@ class LocalSettings(Section):
     """Have each sidecar serve its Prometheus metrics on a loopback port of its own, named in
     `sidecar-metrics.url` in its server's work directory."""
 
+    router_hold: float = 15.0
+    """How long the router holds a new connection to a lease (or name) address whose lease
+    is loading, as while its crashed server restarts, before closing it; 0: never hold."""
+
+    router_hold_connections: int = Field(default=64, ge=0)
+    """Connections the router holds at once per address; more are closed at once."""
+
+    _parse_hold = field_validator("router_hold", mode="before")(duration)
+
     @field_validator("gpus", mode="before")
     @classmethod
     def _parse_gpus(cls, value: Any) -> Any:

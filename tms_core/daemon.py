@@ -234,7 +234,11 @@ def _local(
     sidecars: SidecarKeys,
 ) -> _Wiring:
     work_dir = settings.local.work_dir or state.parent / "servers"
-    router = RouterProcess(state.parent)
+    router = RouterProcess(
+        state.parent,
+        hold_s=settings.local.router_hold,
+        hold_max=settings.local.router_hold_connections,
+    )
     install = locate(
         settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent
     )
@@ -263,6 +267,9 @@ def _local(
             )
         ],
     )
+
+    # A process that exits wakes the reconciler: its revival starts at once.
+    backend.on_exit = manager.outbox.deadline_moved
 
     async def start_router() -> None:
         router_pid = router.ensure_running(await _recorded_router(store))

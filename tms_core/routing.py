@@ -18,21 +18,31 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tms_core.domain import Lease, LeaseNameRecord, Server
+from tms_core.domain import Lease, LeaseNameRecord, LeaseState, Server
 from tms_core.ids import LeaseId, ServerId
 from tms_core.procs import cmdline
+from tms_core.router.proxy import HOLD_MAX, HOLD_S
 from tms_core.router.routes import Route, applied_path, read_applied, write_routes
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+START_TIMEOUT_S = 10.0
+"""How long a new router has to apply its first table."""
 
 
 def _lease_backends(lease: Lease | None, servers: Mapping[ServerId, Server]) -> list[Server]:
-    if lease is None or not lease.state.holds_models or not lease.server_id:
+    # Only a READY lease's models answer: a LOADING lease's server (one restarting after a
+    # crash included) would refuse or fail its requests, so its connections wait (`_holds`).
+    if lease is None or lease.state is not LeaseState.READY or not lease.server_id:
         return []
     server = servers.get(lease.server_id)
     return [server] if server is not None and server.state.alive else []
+
+
+def _holds(lease: Lease | None) -> bool:
+    """Whether the lease's new connections wait for it (it is on its way to READY)."""
+    return lease is not None and lease.state in (LeaseState.PENDING, LeaseState.LOADING)
 
 
 def compute_routes(
@@ -52,6 +62,7 @@ def compute_routes(
                 f"{HOST}:{lease.http_port}",
                 tuple(s.http_endpoint for s in backends),
                 f"lease {lease.id} http",
+                _holds(lease),
             )
         )
         routes.append(
@@ -59,17 +70,18 @@ def compute_routes(
                 f"{HOST}:{lease.grpc_port}",
                 tuple(s.grpc_endpoint for s in backends),
                 f"lease {lease.id} grpc",
+                _holds(lease),
             )
         )
     for record in names:
-        backends = _lease_backends(
-            leases.get(record.lease_id) if record.lease_id else None, servers
-        )
+        target = leases.get(record.lease_id) if record.lease_id else None
+        backends = _lease_backends(target, servers)
         routes.append(
             Route(
                 f"{HOST}:{record.http_port}",
                 tuple(s.http_endpoint for s in backends),
                 f"name {record.name} http",
+                _holds(target),
             )
         )
         routes.append(
@@ -77,6 +89,7 @@ def compute_routes(
                 f"{HOST}:{record.grpc_port}",
                 tuple(s.grpc_endpoint for s in backends),
                 f"name {record.name} grpc",
+                _holds(target),
             )
         )
     return sorted(routes, key=lambda r: r.listen)
@@ -85,7 +98,11 @@ def compute_routes(
 class RouterProcess:
     """The router process and the file it reads its routes from."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, *, hold_s: float = HOLD_S, hold_max: int = HOLD_MAX
+    ) -> None:
+        self.hold_s = hold_s
+        self.hold_max = hold_max
         self.routes_file = state_dir / "routes.json"
         self._log_file = state_dir / "router.log"
         self.pid: int | None = None
@@ -95,36 +112,98 @@ class RouterProcess:
         self._last: list[Route] | None = None
 
     def _is_ours(self, pid: int) -> bool:
-        command = cmdline(pid)
-        return "tms_core.router" in command and str(self.routes_file) in command
+        # As `_spawn` starts it: a shell or grep naming the file is not a router.
+        return f"-m tms_core.router --routes={self.routes_file} " in cmdline(pid) + " "
+
+    def _running_routers(self) -> list[int]:
+        return [
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and self._is_ours(int(entry.name))
+        ]
 
     def ensure_running(self, recorded_pid: int | None) -> int:
         """Adopts the recorded router if it still runs, else starts one. Returns its pid."""
-        if recorded_pid and self._is_ours(recorded_pid):
-            self.pid = recorded_pid
-            log.info("adopting router pid %d", recorded_pid)
-            return recorded_pid
+        # Not only the recorded one: a daemon killed while it started a router (reviving a
+        # dead one) never recorded that router's pid. Two routers would fight over ports.
+        running = self._running_routers()
+        if recorded_pid in running:
+            running.remove(recorded_pid)
+            running.insert(0, recorded_pid)
+        if running:
+            self.pid, *others = running
+            for other in others:
+                log.warning("stopping a second router, pid %d", other)
+                os.kill(other, signal.SIGTERM)
+            log.info("adopting router pid %d", self.pid)
+            return self.pid
+        proc = self._spawn()
+        # Until it has applied its first table it has no SIGHUP handler, and SIGHUP would
+        # end it: wait for it to say it is in service.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while read_applied(applied_path(self.routes_file)) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the router did not start; see {self._log_file}")
+            time.sleep(0.01)
+        self.pid = proc.pid
+        log.info("router started, pid %d", proc.pid)
+        return proc.pid
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Starts a router; its pid is ours to signal only once it is in service."""
         if not self.routes_file.exists():
             write_routes(self.routes_file, 0, [])
         applied_path(self.routes_file).unlink(missing_ok=True)
         with open(self._log_file, "ab") as out:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "tms_core.router", f"--routes={self.routes_file}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "tms_core.router",
+                    f"--routes={self.routes_file}",
+                    f"--hold={self.hold_s:g}",
+                    f"--hold-max={self.hold_max}",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.pid = self._proc.pid
-        # Until it has applied its first table it has no SIGHUP handler, and SIGHUP would
-        # end it: wait for it to say it is in service.
-        deadline = time.monotonic() + 10
-        while read_applied(applied_path(self.routes_file)) is None:
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the router did not start; see {self._log_file}")
-            time.sleep(0.01)
-        log.info("router started, pid %d", self.pid)
-        return self.pid
+        return self._proc
+
+    def running(self) -> bool:
+        """Whether the router we started (or adopted) still runs."""
+        if self.pid is None:
+            return False
+        if self._proc is not None and self._proc.pid == self.pid:
+            return self._proc.poll() is None
+        return self._is_ours(self.pid)
+
+    async def revive(self) -> int | None:
+        """Starts a new router if ours died (it binds the same addresses, from the last
+        table written); returns its pid, or None when the router runs. Raises RuntimeError
+        when the new one does not come up (the caller tries again later)."""
+        if self.pid is None or self.running():
+            return None
+        dead = self.pid
+        # Not `self.pid` until it is in service: `update` would SIGHUP it, which ends it before
+        # its handler is set. It reads the routes file at start and polls it after.
+        proc = self._spawn()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        try:
+            while read_applied(applied_path(self.routes_file)) is None:
+                if proc.poll() is not None or loop.time() > deadline:
+                    raise RuntimeError(f"the router did not start again; see {self._log_file}")
+                await asyncio.sleep(0.01)
+        except BaseException:
+            # Cancelled (the daemon stopping) or failed: no router of ours may linger unknown.
+            proc.kill()
+            proc.wait()
+            raise
+        self.pid = proc.pid
+        log.warning("router pid %d was gone; started pid %d", dead, proc.pid)
+        return proc.pid
 
     def update(self, routes: list[Route]) -> None:
         if routes == self._last:
@@ -132,7 +211,8 @@ class RouterProcess:
         self._version += 1
         write_routes(self.routes_file, self._version, routes)
         self._last = routes
-        if self.pid:
+        # Checked first: the pid of a router that died may be another process's by now.
+        if self.pid and self.running():
             try:
                 os.kill(self.pid, signal.SIGHUP)
             except ProcessLookupError:
@@ -152,9 +232,11 @@ class RouterProcess:
             await asyncio.sleep(0.002)
 
     def stop(self) -> None:
-        if self.pid and (self._proc is not None or self._is_ours(self.pid)):
+        # Stopped on purpose: nothing for `revive` to bring back.
+        pid, self.pid = self.pid, None
+        if pid and (self._proc is not None or self._is_ours(pid)):
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 return
             if self._proc is not None:
@@ -166,7 +248,7 @@ class RouterProcess:
                 return
             # Adopted: not our child, so watch its command line go instead.
             deadline = time.monotonic() + 5
-            while self._is_ours(self.pid) and time.monotonic() < deadline:
+            while self._is_ours(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if self._is_ours(self.pid):
-                os.kill(self.pid, signal.SIGKILL)
+            if self._is_ours(pid):
+                os.kill(pid, signal.SIGKILL)

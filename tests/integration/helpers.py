@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,37 @@ def copied_model(root: Path, name: str, memory: int) -> ModelRequest:
     config = (model / "config.pbtxt").read_text()
     (model / "config.pbtxt").write_text(config.replace('name: "add_sub"', f'name: "{name}"'))
     return ModelRequest(name, model.as_uri(), memory)
+
+
+class Traffic:
+    """A thread calling add_sub through each address in turn, a new connection per call, as
+    long as it runs; it records every answer and every failure (with its time)."""
+
+    def __init__(self, http: list[str], grpc: list[str] | None = None) -> None:
+        self.calls = [(add_sub_http, a) for a in http] + [(add_sub_grpc, a) for a in grpc or []]
+        self.answered = 0
+        self.failures: list[tuple[float, str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def _run(self) -> None:
+        a = np.array([1, 2, 3, 4], dtype=np.float32)
+        while not self._stop.is_set():
+            for call, address in self.calls:
+                try:
+                    total, _ = call(address, a, a)
+                    assert np.allclose(total, a + a), total
+                    self.answered += 1
+                except Exception as exc:  # every kind of failure is recorded
+                    self.failures.append((time.monotonic(), address, repr(exc)[:300]))

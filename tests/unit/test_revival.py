@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.conftest import Harness, MakeHarness, pairs, request, served
+from tms_core.backends import local
 from tms_core.domain import Lease, LeaseState, ServerState
 from tms_core.lease_request import LeaseOptions
 
@@ -141,3 +142,37 @@ async def test_a_server_that_never_got_ready_is_not_restarted(h: Harness) -> Non
     await m.tick()
     lease = m.snapshot(lease.id)
     assert lease.state is LeaseState.FAILED and h.backend.restarted == []
+
+
+async def test_a_dead_router_is_started_again_with_an_event_and_its_pid_kept(
+    h: Harness,
+) -> None:
+    m = h.manager
+    revived: list[int | None] = [None, 4242]
+
+    async def revive_router() -> int | None:
+        return revived.pop(0) if revived else None
+
+    h.backend.revive_router = revive_router  # type: ignore[method-assign]
+    await m.tick()  # the router runs: nothing happens
+    assert [e for e in m.events.kept() if e.kind == "router"] == []
+    await m.tick()  # it died: a new one, pid 4242
+    [event] = [e for e in m.events.kept() if e.kind == "router"]
+    assert (event.state, event.reason) == (
+        "RESTARTED",
+        "the router had exited; pid 4242 serves the lease and name addresses again",
+    )
+    # The next daemon adopts that router, not the dead one.
+    assert (await h.store.load_extras()).meta["router_pid"] == "4242"
+
+
+def test_a_port_a_live_lease_has_is_not_given_to_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lease's ports are bound by the router only once it applies its routes: meanwhile
+    (a router being restarted, a daemon killed before publishing) the OS may offer them
+    again, and two leases on one port would share an address."""
+    offered = [[7001, 7009], [7004, 7005]]
+    monkeypatch.setattr(local, "free_ports", lambda count: offered.pop(0))
+    assert local.pick_ports(2, {7001, 7002}) == [7004, 7005]
+    assert offered == []

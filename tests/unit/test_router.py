@@ -115,6 +115,7 @@ GOOD: dict[str, object] = {"listen": "127.0.0.1:8100", "backends": ["127.0.0.1:9
         (table({"listen": "h:1", "backends": [2]}), "routes[0].backends[0]: expected a string"),
         (table({"listen": "h:1", "backends": [], "tag": 3}), "routes[0].tag: expected a string"),
         (table({"listen": "h:1", "bakends": []}), "routes[0].bakends: unknown field"),
+        (table({"listen": "h:1", "backends": [], "hold": 1}), "routes[0].hold: expected true"),
         (table(GOOD, {**GOOD, "tag": "again"}), "routes[1].listen: 127.0.0.1:8100 is already"),
     ],
 )
@@ -129,7 +130,10 @@ def test_write_routes_round_trips_atomically_and_refuses_what_the_router_would(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "routes.json"
-    routes = [Route("127.0.0.1:8100", ("127.0.0.1:9000", "127.0.0.1:9001"), "lease l-1 http")]
+    routes = [
+        Route("127.0.0.1:8100", ("127.0.0.1:9000", "127.0.0.1:9001"), "lease l-1 http"),
+        Route("127.0.0.1:8101", (), "lease l-2 http", hold=True),
+    ]
     write_routes(path, 3, routes)
     loaded = load_routes(path)
     assert (loaded.version, loaded.routes) == (3, tuple(routes))
@@ -537,5 +541,100 @@ async def test_a_client_reset_closes_the_backend_side(
         client.writer.transport.abort()  # with linger 0: an RST, not a FIN
         await wait_until(lambda: router.active_connections() == 0, "the router to drop it")
         await wait_until(lambda: a.open_connections == 0, "the backend to see its side closed")
+    finally:
+        await router.close(grace=0.1)
+
+
+# --- holding connections for a backend -------------------------------------------------------
+
+
+def port_of(listen: str) -> int:
+    return int(listen.rsplit(":", 1)[1])
+
+
+async def test_a_held_route_forwards_its_connection_once_it_gets_a_backend(
+    backends: Callable[[str], Awaitable[Backend]],
+) -> None:
+    """A lease whose server restarts: its address accepts, waits, then serves, no refusal."""
+    a = await backends("a")
+    listen = addr(free_port())
+    router = Router()
+    try:
+        await router.apply([Route(listen, (), "lease l-1 http", hold=True)])
+        opening = asyncio.create_task(Client.open(port_of(listen)))
+        await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
+        assert not opening.done()
+        await router.apply([Route(listen, (a.address,), "lease l-1 http")])
+        client = await asyncio.wait_for(opening, 5)
+        assert client.name == "a"
+        assert await client.echo(b"after the wait") == b"after the wait"
+        assert router.held_connections(listen) == 0
+        client.close()
+    finally:
+        await router.close(grace=0.1)
+
+
+async def test_a_connection_a_dead_backend_refused_waits_for_the_route_to_move(
+    backends: Callable[[str], Awaitable[Backend]],
+) -> None:
+    """The server died before the daemon re-pointed its route: the connection is held, the
+    backend marked down, and the new backend takes the connection once it is listed."""
+    dead = addr(free_port())
+    listen = addr(free_port())
+    router = Router()
+    try:
+        await router.apply([Route(listen, (dead,), "lease l-1 http")])
+        opening = asyncio.create_task(Client.open(port_of(listen)))
+        await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
+        assert router.down == {("127.0.0.1", port_of(dead))}
+        b = await backends("b")
+        await router.apply([Route(listen, (b.address,), "lease l-1 http")])
+        assert (await asyncio.wait_for(opening, 5)).name == "b"
+        assert router.down == set()  # only listed backends can be down
+    finally:
+        await router.close(grace=0.1)
+
+
+async def test_a_held_connection_is_closed_when_the_hold_runs_out() -> None:
+    listen = addr(free_port())
+    router = Router(hold_s=0.3)
+    try:
+        await router.apply([Route(listen, (), "lease l-1 http", hold=True)])
+        reader, writer = await asyncio.open_connection(HOST, port_of(listen))
+        await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert router.held_connections(listen) == 0
+        writer.close()
+    finally:
+        await router.close(grace=0.1)
+
+
+async def test_connections_past_the_hold_limit_are_closed_at_once() -> None:
+    listen = addr(free_port())
+    router = Router(hold_max=1)
+    try:
+        await router.apply([Route(listen, (), "lease l-1 http", hold=True)])
+        _, first = await asyncio.open_connection(HOST, port_of(listen))
+        await wait_until(lambda: router.held_connections(listen) == 1, "the first held")
+        reader, second = await asyncio.open_connection(HOST, port_of(listen))
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert router.held_connections(listen) == 1
+        first.close()
+        second.close()
+        await wait_until(lambda: router.held_connections(listen) == 0, "the first to go")
+    finally:
+        await router.close(grace=0.1)
+
+
+async def test_a_held_connection_whose_route_is_removed_is_closed() -> None:
+    listen = addr(free_port())
+    router = Router()
+    try:
+        await router.apply([Route(listen, (), "lease l-1 http", hold=True)])
+        reader, writer = await asyncio.open_connection(HOST, port_of(listen))
+        await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
+        await router.apply([])  # the lease ended
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
     finally:
         await router.close(grace=0.1)

@@ -112,6 +112,7 @@ class SidecarServicer(pb_grpc.SidecarServiceServicer):
             yield pb.Assignment(
                 generation=assignment.generation,
                 models=[pb.ModelAssignment(name=n, uri=u) for n, u in assignment.models],
+                triton_grpc=self._manager.sidecar_triton(request.server_id),
             )
 
     async def Report(self, request: pb.SidecarReport, context: Context) -> pb.ReportAck:

@@ -531,12 +531,14 @@ class ModelAssignment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("generation", "models")
+    __slots__ = ("generation", "models", "triton_grpc")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    TRITON_GRPC_FIELD_NUMBER: _ClassVar[int]
     generation: int
     models: _containers.RepeatedCompositeFieldContainer[ModelAssignment]
-    def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ...) -> None: ...
+    triton_grpc: str
+    def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ..., triton_grpc: _Optional[str] = ...) -> None: ...
 
 class ModelReport(_message.Message):
     __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes", "bytes_done", "bytes_total")

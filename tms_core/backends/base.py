@@ -64,6 +64,12 @@ class Backend(Protocol):
         Deployment; the simulator)."""
         ...
 
+    async def revive_router(self) -> int | None:
+        """Starts the process serving stable addresses again if it died; its new pid, or
+        None when nothing had to be done (or this backend has no such process). Raises
+        RuntimeError when it could not be started (the next pass tries again)."""
+        ...
+
     def assignment_changed(self, server_id: ServerId) -> None:
         """Told, after the commit, that a server should now hold other models (a backend
         whose sidecars watch their assignment through the API has nothing to do)."""
@@ -137,6 +143,9 @@ class BackendDefaults:
 
     async def restart(self, server: Server) -> bool:
         return False
+
+    async def revive_router(self) -> int | None:
+        return None
 
     def service_host(self, key: str) -> str:
         return "127.0.0.1"

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tms_core.ids import ServerId
 from tms_core.procs import cmdline
 from tms_core.repos.fetcher import Repositories
 from tms_core.repos.settings import RepositorySettings
+from tms_core.router.routes import split_address
 from tms_core.routing import RouterProcess, compute_routes
 from tms_core.triton.locate import TritonInstall
 
@@ -45,6 +47,23 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+HANDED_KEEP_S = 60.0
+"""A port given to a lease or name is not given again for this long, published or not."""
+
+
+def pick_ports(count: int, taken: set[int]) -> list[int]:
+    """Free ports that no live lease or name already has.
+
+    A lease's ports are free on the machine until the router binds them: later when the
+    router is being restarted, or when the daemon that gave them out was killed before it
+    published them. Meanwhile the OS could offer them again, and two routes on one port
+    would give two leases one address."""
+    ports = free_ports(count)
+    while taken.intersection(ports):
+        ports = free_ports(count)
+    return ports
 
 
 def _pids_mentioning(text: str) -> list[int]:
@@ -135,6 +154,12 @@ class LocalBackend(BackendDefaults):
         self._daemon_address = daemon_address
         # Our own children, so they can be reaped; adopted servers are not in here.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._published_ports: set[int] = set()
+        """The ports of every live lease and name, as last published."""
+        self._handed: dict[int, float] = {}
+        """Ports given out lately (not yet published, maybe), and when."""
+        self.on_exit: Callable[[], None] | None = None
+        """Called when a server's process exits (the daemon wakes its reconciler)."""
 
     @property
     def default_tritonserver(self) -> str:
@@ -153,15 +178,26 @@ class LocalBackend(BackendDefaults):
         refuse_autoscale()
 
     def allocate_ports(self, count: int) -> list[int]:
-        return free_ports(count)
+        now = time.monotonic()
+        self._handed = {p: at for p, at in self._handed.items() if at > now - HANDED_KEEP_S}
+        ports = pick_ports(count, self._published_ports | set(self._handed))
+        self._handed.update((p, now) for p in ports)
+        return ports
 
     def publish(self, state: PublishedState) -> None:
+        routes = compute_routes(state.leases, state.names.values(), state.servers)
+        self._published_ports = {split_address(r.listen)[1] for r in routes}
         if self._router is not None:
-            self._router.update(compute_routes(state.leases, state.names.values(), state.servers))
+            self._router.update(routes)
 
     async def settled(self) -> None:
         if self._router is not None:
             await self._router.settled()
+
+    async def revive_router(self) -> int | None:
+        if self._router is None:
+            return None
+        return await self._router.revive()
 
     def _install_for(self, binary: str) -> TritonInstall:
         if not binary:
@@ -192,6 +228,16 @@ class LocalBackend(BackendDefaults):
 
     async def start(self, server: Server) -> None:
         work = Path(server.work_dir)
+        self._start_triton(server, work)
+        self._start_sidecar(server, work)
+        log.info(
+            "server %s: tritonserver pid %s, sidecar pid %s",
+            server.id,
+            server.pid,
+            server.sidecar_pid,
+        )
+
+    def _start_triton(self, server: Server, work: Path) -> None:
         models = work / "models"
         models.mkdir(parents=True, exist_ok=True)
         install = self._install_for(server.binary)
@@ -215,8 +261,8 @@ class LocalBackend(BackendDefaults):
         ]
         # Popen returns once the child is forked: quick enough to do on the event loop, and
         # the pid must be recorded before anything else happens.
-        with open(work / "tritonserver.log", "ab") as triton_log:  # noqa: ASYNC230
-            triton = subprocess.Popen(  # noqa: ASYNC220
+        with open(work / "tritonserver.log", "ab") as triton_log:
+            triton = subprocess.Popen(
                 triton_cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=triton_log,
@@ -225,14 +271,8 @@ class LocalBackend(BackendDefaults):
                 start_new_session=True,
             )
         self._children[triton.pid] = triton
+        self._watch_exit(triton.pid)
         server.pid = triton.pid
-        self._start_sidecar(server, work)
-        log.info(
-            "server %s: tritonserver pid %d, sidecar pid %s",
-            server.id,
-            triton.pid,
-            server.sidecar_pid,
-        )
 
     def _start_sidecar(self, server: Server, work: Path) -> None:
         sidecar_cmd = [
@@ -266,7 +306,27 @@ class LocalBackend(BackendDefaults):
                 start_new_session=True,
             )
         self._children[sidecar.pid] = sidecar
+        self._watch_exit(sidecar.pid)
         server.sidecar_pid = sidecar.pid
+
+    def _watch_exit(self, pid: int) -> None:
+        """Calls `on_exit` the moment `pid` exits (its pidfd turns readable), so a crash is
+        handled at once rather than at the reconciler's next look (up to 0.5 s later)."""
+        if self.on_exit is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            fd = os.pidfd_open(pid)
+        except (RuntimeError, OSError):
+            return  # no loop, or no pidfd (Linux < 5.3): the periodic look finds it
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            if self.on_exit is not None:
+                self.on_exit()
+
+        loop.add_reader(fd, exited)
 
     def _repositories_file(self) -> Path:
         """The repository settings for the sidecars, readable by the daemon's user alone.
@@ -309,6 +369,8 @@ class LocalBackend(BackendDefaults):
         """
         if not _running(server.pid, server.work_dir):
             return False
+        assert server.pid is not None
+        self._watch_exit(server.pid)
         if server.sidecar_pid and _running(server.sidecar_pid, server.id):
             # It holds nothing the new one cannot read back from Triton.
             _signal_group(server.sidecar_pid, signal.SIGKILL)
@@ -330,16 +392,34 @@ class LocalBackend(BackendDefaults):
     async def restart(self, server: Server) -> bool:
         """Kills what is left of a crashed server, then starts it again on new ports (the
         old ones may still be held by a dying process); its models are copied afresh, as
-        a crash may have left them half-written. The logs are kept (appended to)."""
-        for pid, marker in ((server.sidecar_pid, server.id), (server.pid, server.work_dir)):
+        a crash may have left them half-written. The logs are kept (appended to).
+
+        A sidecar that outlived its Triton is kept: the daemon tells it the new address with
+        its next assignment and it loads everything again at once, where a new sidecar
+        process would first spend a few hundred milliseconds starting (docs/benchmarks.md)."""
+        keep = bool(server.sidecar_pid) and self._alive(server.sidecar_pid, server.id)
+        doomed = [(server.pid, server.work_dir)]
+        if not keep:
+            doomed.insert(0, (server.sidecar_pid, server.id))
+        for pid, marker in doomed:
             if pid:
                 _signal_group(pid, signal.SIGKILL)
                 await self._wait_gone(pid, marker, grace=8.0)
         for pid in _pids_mentioning(server.work_dir):
-            _signal_group(pid, signal.SIGKILL)
+            if not (keep and pid == server.sidecar_pid):
+                _signal_group(pid, signal.SIGKILL)
         _clear_keeping_logs(Path(server.work_dir))
         server.http_port, server.grpc_port, server.metrics_port = free_ports(3)
-        await self.start(server)
+        if keep:
+            self._start_triton(server, Path(server.work_dir))
+            log.info(
+                "server %s: tritonserver pid %s beside sidecar pid %s",
+                server.id,
+                server.pid,
+                server.sidecar_pid,
+            )
+        else:
+            await self.start(server)
         return True
 
     def _reap(self, pid: int) -> None:

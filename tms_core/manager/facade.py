@@ -113,6 +113,15 @@ class LeaseManager(Catalog):
             lock=self._lock,
         )
 
+    def sidecar_triton(self, server_id: str) -> str:
+        """Where a server's sidecar is to find its Triton, for servers this daemon restarts
+        itself (a crashed one comes back on new ports); "" where the sidecar knows better
+        (a pod's Triton is beside it, whatever its Service is called)."""
+        server = self.ledger.servers.get(ServerId(server_id))
+        if server is None or not self._backend.revives_servers:
+            return ""
+        return server.grpc_endpoint
+
     def _publish(self) -> None:
         self._backend.publish(self.ledger.published())
 

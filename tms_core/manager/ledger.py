@@ -54,6 +54,8 @@ class Change:
     """Triton binaries allowed (when) or disallowed (None)."""
     measured: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     tenants: dict[str, Tenant] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+    """Daemon facts beside the state (the router's pid)."""
     states: set[LeaseId] = field(default_factory=set)
     """Leases whose state changed: names waiting for them follow at the commit."""
     publish: bool = False
@@ -67,6 +69,7 @@ class Change:
             or self.allowlist
             or self.measured
             or self.tenants
+            or self.meta
         )
 
     async def write(self, tx: StateTransaction) -> None:
@@ -93,6 +96,8 @@ class Change:
             await tx.put_model_memory(name, uri, measured, at)
         for tenant in self.tenants.values():
             await tx.put_tenant(tenant)
+        for key, value in self.meta.items():
+            await tx.set_meta(key, value)
 
 
 class Ledger:

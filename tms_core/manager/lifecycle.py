@@ -275,6 +275,26 @@ class ServerLifecycle:
                 ledger.set_state(lease, LeaseState.FAILED, f"{summary}; before that {earlier}", now)
             ledger.notify(lease)
 
+    async def revive_router(self) -> None:
+        """Starts the router again if it died (on the same addresses, from the last routes
+        written), recording its pid for the next daemon and saying so in an event."""
+        try:
+            pid = await self._backend.revive_router()
+        except RuntimeError as exc:
+            log.error("%s; trying again", exc)
+            return
+        if pid is None:
+            return
+        ledger = self._ledger
+        async with self._lock, ledger.change() as change:
+            change.meta["router_pid"] = str(pid)
+            ledger.outbox.event(
+                "router",
+                "router",
+                "RESTARTED",
+                f"the router had exited; pid {pid} serves the lease and name addresses again",
+            )
+
     async def recover(self, servers: list[Server]) -> None:
         """Makes the stored servers true again after a restart (inside a change): adopts
         those still running, finishes stops an earlier daemon began, forgets the gone."""

@@ -2,9 +2,10 @@
 
 One pass (`tick`) expires leases, fails servers whose processes died or never became ready,
 settles servers whose reports changed, recycles leaking servers, stops idle ones, keeps
-pools at their minimum, advances consolidation moves and runs a consolidation pass when one
-is due. `run` is the daemon's loop: a pass, then sleep until the next deadline (or a change
-that may have moved one), checking process health at least every `HEALTH_INTERVAL_S`.
+pools at their minimum, advances consolidation moves, runs a consolidation pass when one
+is due, and starts the router again if it died. `run` is the daemon's loop: a pass, then sleep
+until the next deadline (or a change that may have moved one), checking process health at least
+every `HEALTH_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ class Reconciler:
         if to_stop:
             async with self._lock:
                 await self._placer.place_pending()
+        # Lease and name addresses live in the router: a dead one is replaced at once.
+        await self._lifecycle.revive_router()
         if plan is not None:
             await self._consolidate(plan)
 

@@ -1,9 +1,10 @@
-"""`python -m tms_core.router --routes FILE [--applied FILE]`: the router process.
+"""`python -m tms_core.router --routes FILE [--applied FILE] [--hold S] [--hold-max N]`.
 
-It reloads the routes file on SIGHUP and, in case a signal is lost or the daemon that sent it
-died, whenever the file's identity (inode, size, mtime) changes, checked every 0.25 s. A file
-it cannot use is logged and ignored: the last good table stays in force, since cutting
-inference over a daemon bug would be worse than routing on a stale table for a while.
+The router process: it reloads the routes file on SIGHUP and, in case a signal is lost or the
+daemon that sent it died, whenever the file's identity (inode, size, mtime) changes, checked
+every 0.25 s. A file it cannot use is logged and ignored: the last good table stays in force,
+since cutting inference over a daemon bug would be worse than routing on a stale table for a
+while.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from tms_core.aiotasks import create_guarded_task
-from tms_core.router.proxy import Router
+from tms_core.router.proxy import HOLD_MAX, HOLD_S, Router
 from tms_core.router.routes import RoutesError, applied_path, load_routes, write_atomic
 
 log = logging.getLogger("tms_core.router")
@@ -87,9 +88,9 @@ class _Watcher:
                 next_rebind = loop.time() + REBIND_S
 
 
-async def _run(routes: Path, applied: Path) -> int:
+async def _run(routes: Path, applied: Path, *, hold_s: float, hold_max: int) -> int:
     loop = asyncio.get_running_loop()
-    router = Router()
+    router = Router(hold_s=hold_s, hold_max=hold_max)
     watcher = _Watcher(router, routes, applied)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="where to write the version in force (default: <routes>.applied)",
     )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=HOLD_S,
+        metavar="SECONDS",
+        help=f"how long a connection waits for a backend (default {HOLD_S:g}; 0: never)",
+    )
+    parser.add_argument(
+        "--hold-max",
+        type=int,
+        default=HOLD_MAX,
+        metavar="N",
+        help=f"connections held at once per address (default {HOLD_MAX})",
+    )
     parser.add_argument("--debug", action="store_true", help="log every connection")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -128,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     routes: Path = args.routes
     applied: Path = args.applied or applied_path(routes)
-    return asyncio.run(_run(routes, applied))
+    return asyncio.run(_run(routes, applied, hold_s=args.hold, hold_max=args.hold_max))
 
 
 if __name__ == "__main__":

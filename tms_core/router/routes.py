@@ -2,12 +2,14 @@
 
     {"version": 7, "routes": [{"listen": "127.0.0.1:8100",
                                "backends": ["127.0.0.1:41000", "127.0.0.1:41003"],
-                               "tag": "lease l-123 http"}]}
+                               "tag": "lease l-123 http", "hold": false}]}
 
 The daemon writes the whole table each time with `write_routes` (atomically, so the router
 never reads half a file) and then waits until `read_applied` returns that version. A route may
 have no backends: its address stays bound and each connection to it is closed at once, so a
-lease between servers keeps its address. Everything here is standard library only, because
+lease between servers keeps its address. A route with `hold` (a lease waiting for its models,
+as while its crashed server restarts) holds new connections instead, for a bounded time, and
+forwards them once the table gives it backends. Everything here is standard library only, because
 the router must start fast.
 """
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_ROUTE_FIELDS = {"listen", "backends", "tag"}
+_ROUTE_FIELDS = {"listen", "backends", "tag", "hold"}
 _FILE_FIELDS = {"version", "routes"}
 
 
@@ -43,6 +45,9 @@ class Route:
     """`HOST:PORT` of each Triton endpoint, tried round-robin; may be empty."""
     tag: str = ""
     """Free text for logs, such as `lease l-123 http`."""
+    hold: bool = False
+    """Its backends are coming (the lease is loading): new connections wait for them, up to
+    the router's hold time, rather than being closed."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +100,16 @@ def _route(value: Any, field: str) -> Route:
     tag = value.get("tag", "")
     if not isinstance(tag, str):
         raise RoutesError(f"{field}.tag", f"expected a string, got {type(tag).__name__}")
+    hold = value.get("hold", False)
+    if not isinstance(hold, bool):
+        raise RoutesError(f"{field}.hold", f"expected true or false, got {hold!r}")
     return Route(
         listen=listen,
         backends=tuple(
             _address(backend, f"{field}.backends[{i}]") for i, backend in enumerate(backends)
         ),
         tag=tag,
+        hold=hold,
     )
 
 
@@ -169,7 +178,8 @@ def write_routes(path: Path, version: int, routes: Iterable[Route]) -> None:
         {
             "version": version,
             "routes": [
-                {"listen": r.listen, "backends": list(r.backends), "tag": r.tag} for r in routes
+                {"listen": r.listen, "backends": list(r.backends), "tag": r.tag, "hold": r.hold}
+                for r in routes
             ],
         },
         indent=1,
