@@ -115,7 +115,7 @@ def alternate(paths: dict[str, Callable[[], list[float]]], rounds: int) -> dict[
     return totals
 
 
-def raw_hop(rounds: int, requests: int) -> dict[str, list[float]]:
+def raw_hop(rounds: int, requests: int, loop: str = "auto") -> dict[str, list[float]]:
     """The raw HTTP hop: a tiny backend direct and through a router process."""
     backend = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -130,7 +130,14 @@ def raw_hop(rounds: int, requests: int) -> dict[str, list[float]]:
         write_routes(routes, 1, [Route(f"{HOST}:{listen}", (f"{HOST}:{backend_port}",), "bench")])
         with open(log_path, "wb") as log:
             router = subprocess.Popen(
-                [sys.executable, "-m", "tms_core.router", "--routes", str(routes)],
+                [
+                    sys.executable,
+                    "-m",
+                    "tms_core.router",
+                    "--routes",
+                    str(routes),
+                    f"--loop={loop}",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -207,6 +214,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="raw hop, per path per round")
     parser.add_argument("--inferences", type=int, default=1000, help="add_sub, per path per round")
     parser.add_argument("--no-triton", action="store_true", help="only the raw hop")
+    parser.add_argument(
+        "--router-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the raw hop's router event loop (the daemon's router runs on auto)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -214,7 +227,7 @@ def main() -> int:
         return 0
 
     print("raw HTTP hop (microseconds):", flush=True)
-    raw = raw_hop(args.rounds, args.requests)
+    raw = raw_hop(args.rounds, args.requests, args.router_loop)
     direct_p50, routed_p50 = percentile(raw["direct"], 50), percentile(raw["routed"], 50)
     figures = [
         f"direct_p50_us={direct_p50:.1f}",

@@ -248,7 +248,8 @@ async def backends() -> AsyncIterator[Callable[[str], Awaitable[Backend]]]:
 
 
 class RouterProcess:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, loop: str = "auto") -> None:
+        self.loop = loop
         self.routes = tmp_path / "routes.json"
         self.applied = tmp_path / "routes.json.applied"
         self.log = tmp_path / "router.log"
@@ -268,7 +269,14 @@ class RouterProcess:
     def _spawn(self) -> None:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tms_core.router", "--routes", str(self.routes)],
+                [
+                    sys.executable,
+                    "-m",
+                    "tms_core.router",
+                    "--routes",
+                    str(self.routes),
+                    f"--loop={self.loop}",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -299,9 +307,11 @@ class RouterProcess:
             self.proc.wait()
 
 
-@pytest.fixture
-def router(tmp_path: Path) -> Iterator[RouterProcess]:
-    process = RouterProcess(tmp_path)
+@pytest.fixture(params=["uvloop", "asyncio"])
+def router(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RouterProcess]:
+    """The router process on each event loop it runs on: uvloop where installed (the
+    default), asyncio's own otherwise."""
+    process = RouterProcess(tmp_path, request.param)
     try:
         yield process
     finally:

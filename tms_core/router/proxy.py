@@ -27,6 +27,7 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from tms_core.router.routes import Route, split_address
 
@@ -80,22 +81,30 @@ class _Side(asyncio.Protocol):
         self.peer: _Side | None = None
         self.eof = False
         self.lost = False
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         _nodelay(transport)
         transport.pause_reading()
         self.connection.side_made(self)
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.peer.transport is not None
-        self.peer.transport.write(data)
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            # Read before `link` (uvloop may deliver what had arrived before the pause took
+            # effect): kept, and written once the other side exists.
+            self.early.append(data)
+            return
+        peer.transport.write(data)
 
     def eof_received(self) -> bool:
         # Half-close: pass the EOF on and keep the other direction flowing until it ends too.
         self.eof = True
         peer = self.peer
+        if peer is None and not self.lost:
+            return True  # before `link`: passed on there, after what was read early
         if peer is None or peer.transport is None or peer.eof:
             self.connection.close()
         elif peer.transport.can_write_eof():
@@ -142,6 +151,13 @@ class _Connection:
     def link(self, backend: _Side) -> None:
         assert self.client.transport is not None and backend.transport is not None
         self.client.peer, backend.peer = backend, self.client
+        for side in (self.client, backend):
+            early, side.early = side.early, []
+            for data in early:
+                side.data_received(data)
+        for side in (self.client, backend):
+            if side.eof:
+                side.eof_received()
         self.client.transport.resume_reading()
         backend.transport.resume_reading()
 
