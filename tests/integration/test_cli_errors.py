@@ -101,6 +101,9 @@ def test_acquire_json_output_schema(daemon: Daemon) -> None:
             "state": "READY",
             "error": "",
             "load_s": lease["models"][0]["load_s"],
+            # A local directory is copied, not downloaded: no download progress to show.
+            "bytes_done": 0,
+            "bytes_total": 0,
         }
     ]
     assert lease["expires_at"].endswith("Z")

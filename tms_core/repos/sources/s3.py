@@ -91,13 +91,16 @@ class S3Source:
         self._settings = settings
         self._policy = Policy(settings)
 
-    def _check_endpoint(self) -> None:
+    def _check_endpoint(self, uri: str) -> None:
         """Refuses an endpoint (ours, AWS_ENDPOINT_URL's or AWS's) that resolves to a
-        link-local or metadata address."""
+        link-local or metadata address, or not at all (naming the model's URI)."""
         endpoint = urlsplit(str(self.client.meta.endpoint_url))
         if endpoint.hostname:
             port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-            self._policy.addresses(endpoint.hostname, port)
+            try:
+                self._policy.addresses(endpoint.hostname, port)
+            except RepositoryError as exc:
+                raise RepositoryError(f"{uri}: {exc}") from None
 
     def _error(self, uri: str, exc: BaseException) -> RepositoryError:
         if isinstance(exc, RepositoryError):
@@ -142,7 +145,7 @@ class S3Source:
 
     def stat(self, uri: str) -> ObjectInfo:
         bucket, key = split(uri)
-        self._check_endpoint()
+        self._check_endpoint(uri)
         try:
             if key and not key.endswith("/"):
                 try:
@@ -167,7 +170,7 @@ class S3Source:
 
     def download(self, uri: str, info: ObjectInfo, dest: Path, transfer: Transfer) -> None:
         bucket, key = split(uri)
-        self._check_endpoint()
+        self._check_endpoint(uri)
         transfer.check_size(info.size)
         transfer.total = info.size
         if info.kind == "directory":
