@@ -206,6 +206,31 @@ class PlacementSettings(Section):
     )
 
 
+class AutoscaleSettings(Section):
+    """Replicas and autoscaling (docs/leases.md, Autoscaling). Each timing is the default
+    for leases that do not set their own in their `autoscale` request."""
+
+    up_window: float = 15.0
+    """How long the metric must ask for more replicas before one is added (stabilisation)."""
+
+    down_window: float = 120.0
+    """How long the metric must ask for fewer replicas before one is removed."""
+
+    up_cooldown: float = 30.0
+    """No replica is added for this long after the lease's last scaling decision."""
+
+    down_cooldown: float = 120.0
+    """No replica is removed for this long after the lease's last scaling decision."""
+
+    drain: float = 10.0
+    """A replica being removed leaves the lease's address this long before its models are
+    unloaded, so that requests already sent to it finish."""
+
+    _parse = field_validator(
+        "up_window", "down_window", "up_cooldown", "down_cooldown", "drain", mode="before"
+    )(duration)
+
+
 class KubernetesSettings(Section):
     namespace: str = ""
     """Namespace of the servers' objects; defaults to the daemon's own (in a pod) or `tms`."""
@@ -231,6 +256,11 @@ class KubernetesSettings(Section):
 
     cpu: str = "2"
     """CPU request and limit of the `tritonserver` container."""
+
+    autoscale_mode: Literal["replicas", "hpa"] = "replicas"
+    """How autoscaling leases scale: `replicas` (the daemon adds and removes replicas, each
+    a server Deployment chosen by placement) or `hpa` (one exclusive server Deployment whose
+    pods a HorizontalPodAutoscaler multiplies; placement counts it as one server)."""
 
     gpu_server_memory: int = Field(default=16 * 1024**3, gt=0)
     """Host memory request and limit of a GPU server's `tritonserver` (a CPU server's is its
@@ -337,6 +367,7 @@ class Settings(BaseSettings):
     servers: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     repositories: RepositorySettings = Field(default_factory=RepositorySettings)
 

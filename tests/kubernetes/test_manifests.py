@@ -102,7 +102,8 @@ def generated() -> list[dict[str, Any]]:
         names,
         servers,
         namespace=NAMESPACE,
-        settings=SETTINGS,
+        # The HPA mode, so that its autoscaler is validated too.
+        settings=SETTINGS.model_copy(update={"autoscale_mode": "hpa"}),
         owner_uids={gpu.id: "0d4f2c6e-2f0e-4a53-9d0c-5b6a8f1e2d3c"},
     )
     deployments = [
@@ -236,9 +237,10 @@ def test_the_role_grants_exactly_what_the_backend_calls() -> None:
     assert granted() == set(API_CALLS)
 
 
-async def test_the_backend_makes_no_call_outside_the_role(kube: Kube) -> None:
+async def test_the_backend_makes_no_call_outside_the_role(hpa_kube: Kube) -> None:
     # A session that touches every kind of call: servers, Services, names, an autoscaler,
     # health, nodes, a release and the stop of an idle server.
+    kube = hpa_kube
     api_request(
         kube.cluster,
         "POST",

@@ -119,6 +119,10 @@ def connect(settings: KubernetesSettings) -> tuple[k8s.ApiClient, str]:
 
 
 class KubernetesBackend(BackendDefaults):
+    @property
+    def hpa_autoscaling(self) -> bool:
+        return self._settings.autoscale_mode == "hpa"
+
     def __init__(
         self,
         settings: KubernetesSettings,
@@ -367,11 +371,13 @@ class KubernetesBackend(BackendDefaults):
             server = state.servers.get(lease.server_id)
             if server is None:
                 continue
-            if lease.autoscale is not None or lease.server_id not in plans:
+            # Only an HPA multiplies a server's pods; the daemon's replicas are servers.
+            scale = lease.autoscale if self.hpa_autoscaling else None
+            if scale is not None or lease.server_id not in plans:
                 plans[lease.server_id] = objects.ServerPlan(
                     image=server.binary,
-                    autoscale=lease.autoscale,
-                    node_selector=lease.constraints.node_selector if lease.autoscale else None,
+                    autoscale=scale,
+                    node_selector=lease.constraints.node_selector if scale else None,
                 )
         self._plans.update(plans)
         # Copies: the manager goes on changing its own.
@@ -379,6 +385,7 @@ class KubernetesBackend(BackendDefaults):
             {k: _copy(v) for k, v in state.leases.items()},
             {k: _copy(v) for k, v in state.names.items()},
             {k: _copy(v) for k, v in state.servers.items()},
+            {k: {r: _copy(x) for r, x in v.items()} for k, v in state.replicas.items()},
         )
         self._wanted += 1
         self._wake.set()

@@ -474,7 +474,11 @@ def desired_objects(
         services[lease.id] = lease_service(lease, servers, namespace=namespace, settings=settings)
         lease_of[f"Service/{lease.id}"] = lease.id
         server_id = _serving(lease, servers)
-        if lease.autoscale is not None and server_id is not None:
+        if (
+            lease.autoscale is not None
+            and server_id is not None
+            and settings.autoscale_mode == "hpa"
+        ):
             autoscalers[lease.id] = lease_hpa(
                 lease,
                 lease.autoscale,

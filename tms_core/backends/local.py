@@ -76,14 +76,6 @@ def _running(pid: int | None, marker: str) -> bool:
     return marker in cmdline(pid)
 
 
-def refuse_autoscale() -> None:
-    raise InvalidArgument(
-        "autoscale",
-        "this daemon runs servers as local processes, which do not autoscale; autoscaling "
-        "leases need the kubernetes backend (daemon.backend: kubernetes)",
-    )
-
-
 def check_tritonserver(binary: str) -> None:
     """A Triton for the allowlist: an absolute path to an executable file."""
     path = Path(binary)
@@ -141,15 +133,12 @@ class LocalBackend(BackendDefaults):
     def check_tritonserver(self, binary: str) -> None:
         check_tritonserver(binary)
 
-    def check_autoscale(self) -> None:
-        refuse_autoscale()
-
     def allocate_ports(self, count: int) -> list[int]:
         return free_ports(count)
 
     def publish(self, state: PublishedState) -> None:
         if self._router is not None:
-            self._router.update(compute_routes(state.leases, state.names.values(), state.servers))
+            self._router.update(compute_routes(state))
 
     async def settled(self) -> None:
         if self._router is not None:

@@ -20,6 +20,7 @@ from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
 from tms_core.manager.moves import Consolidator, PassPlan
 from tms_core.manager.placing import Placer
+from tms_core.manager.replicas import Replicas
 from tms_core.manager.settle import Settler
 from tms_core.units import format_duration
 
@@ -44,6 +45,7 @@ class Reconciler:
         self,
         *,
         ledger: Ledger,
+        replicas: Replicas,
         lifecycle: ServerLifecycle,
         settler: Settler,
         placer: Placer,
@@ -53,6 +55,7 @@ class Reconciler:
         lock: asyncio.Lock,
     ) -> None:
         self._ledger = ledger
+        self._replicas = replicas
         self._lifecycle = lifecycle
         self._settler = settler
         self._placer = placer
@@ -137,6 +140,9 @@ class Reconciler:
             deadlines.append(move.started_at + servers.start_timeout)
         if self._settings.placement.consolidate:
             deadlines.append(self._next_consolidation)
+        drained = self._replicas.next_deadline()
+        if drained is not None:
+            deadlines.append(drained)
         return min(deadlines, default=None)
 
     async def tick(self) -> None:
@@ -180,6 +186,8 @@ class Reconciler:
                     async with ledger.change():
                         ledger.bump(server.id)
             await self._placer.place_pending(sweep=True)
+            # Replicas follow what their leases want: new ones placed, drained ones unloaded.
+            await self._replicas.reconcile()
         for server in to_stop:
             await self._lifecycle.stop(server)
         if to_stop:
