@@ -8,9 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from sidecar import metrics
 from sidecar.fetch import Fetcher, RepositoryError
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
@@ -44,6 +46,7 @@ class ModelStatus:
     gpu_memory_bytes: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
+    load: metrics.ModelLoad | None = None
 
 
 class ServerGone(Exception):
@@ -59,11 +62,13 @@ class Agent:
         triton: TritonGrpc,
         model_dir: Path,
         stats_interval: float = 1.0,
+        metrics_address: str = "",
         fetcher: Fetcher | None = None,
         credential: str = "",
     ) -> None:
         self._fetcher = fetcher or Fetcher(RepositorySettings(), model_dir, None)
         self._stats_interval = stats_interval
+        self._metrics_address = metrics_address
         # The daemon accepts this server's Connect and Report only with its credential.
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
         self._gpu = GpuReader()
@@ -311,8 +316,26 @@ class Agent:
                 if (count, last_ms) != (status.inference_count, status.last_inference_ms):
                     status.inference_count, status.last_inference_ms = count, last_ms
                     self._dirty.set()
+            await self._read_load(ready)
             # Memory grows after load too (buffers allocated by the first inferences).
             await self._measure(ready)
+
+    async def _read_load(self, ready: list[str]) -> None:
+        """Reads each ready model's load from Triton's metrics endpoint (what the daemon
+        autoscales on); a changed reading is reported with the next report."""
+        if not self._metrics_address or not ready:
+            return
+        try:
+            loads = await asyncio.to_thread(metrics.read, self._metrics_address)
+        except (OSError, ValueError) as exc:
+            log.debug("reading Triton's metrics failed: %s", exc)
+            return
+        for name in ready:
+            status = self._status.get(name)
+            load = loads.get(name)
+            if status is not None and load is not None and load != status.load:
+                status.load = load
+                self._dirty.set()
 
     async def _measure(self, names: list[str]) -> None:
         if not names:
@@ -387,6 +410,7 @@ class Agent:
                         gpu_memory_bytes=s.gpu_memory_bytes,
                         bytes_done=s.bytes_done if s.state == pb.MODEL_FETCHING else 0,
                         bytes_total=s.bytes_total if s.state == pb.MODEL_FETCHING else 0,
+                        **_load_fields(s.load),
                     )
                     for s in self._status.values()
                 ],
@@ -406,3 +430,15 @@ class Agent:
                 current = self._status.get(name)
                 if current is not None and current.state == pb.MODEL_UNLOADED:
                     del self._status[name]
+
+
+def _load_fields(load: metrics.ModelLoad | None) -> dict[str, Any]:
+    if load is None:
+        return {}
+    return {
+        "queue_us": load.queue_us,
+        "requests": load.requests,
+        "inferences": load.inferences,
+        "pending": load.pending,
+        "has_metrics": True,
+    }

@@ -279,6 +279,7 @@ def server_deployment(
             f"--daemon={settings.daemon_address}",
             f"--server-id={server.id}",
             f"--triton-grpc=127.0.0.1:{GRPC_PORT}",
+            f"--triton-metrics=127.0.0.1:{METRICS_PORT}",
             f"--model-dir={MODEL_DIR}",
             *sidecar_args,
         ],

@@ -223,6 +223,7 @@ class LocalBackend(BackendDefaults):
             f"--daemon={self._daemon_address}",
             f"--server-id={server.id}",
             f"--triton-grpc={server.grpc_endpoint}",
+            f"--triton-metrics={server.metrics_endpoint}",
             f"--model-dir={work / 'models'}",
             f"--repositories={self._repositories_file()}",
         ]

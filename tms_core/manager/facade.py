@@ -43,6 +43,7 @@ from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id
 from tms_core.inventory import Node
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.manager import requests
+from tms_core.manager.autoscaler import Autoscaler
 from tms_core.manager.catalog import Catalog
 from tms_core.manager.index import counts_down
 from tms_core.manager.ledger import Ledger
@@ -104,8 +105,12 @@ class LeaseManager(Catalog):
         self.placer = Placer(self.ledger, self.views, self.lifecycle, self.settler, settings)
         self.consolidator = Consolidator(self.ledger, self.views, self.settler, settings, probe)
         self.replicas = Replicas(self.ledger, self.views, self.placer, settings)
+        self.autoscaler = Autoscaler(
+            self.ledger, self.replicas, settings, hpa=backend.hpa_autoscaling
+        )
         self.reconciler = Reconciler(
             ledger=self.ledger,
+            autoscaler=self.autoscaler,
             replicas=self.replicas,
             lifecycle=self.lifecycle,
             settler=self.settler,
@@ -507,6 +512,7 @@ class LeaseManager(Catalog):
                 return
             now = self._clock.now()
             reported = {m.name: m for m in models}
+            self.autoscaler.note(server.id, reported.values(), now)
             async with ledger.change():
                 active = self.settler.take_report(server, reported, triton_ready)
                 if leak and not server.leak:

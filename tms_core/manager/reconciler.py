@@ -16,6 +16,7 @@ from tms_core.clock import Clock
 from tms_core.config import Settings
 from tms_core.domain import Lease, LeaseState, Server, ServerState
 from tms_core.ids import LeaseId, ServerId
+from tms_core.manager.autoscaler import Autoscaler
 from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
 from tms_core.manager.moves import Consolidator, PassPlan
@@ -45,6 +46,7 @@ class Reconciler:
         self,
         *,
         ledger: Ledger,
+        autoscaler: Autoscaler,
         replicas: Replicas,
         lifecycle: ServerLifecycle,
         settler: Settler,
@@ -56,6 +58,7 @@ class Reconciler:
     ) -> None:
         self._ledger = ledger
         self._replicas = replicas
+        self._autoscaler = autoscaler
         self._lifecycle = lifecycle
         self._settler = settler
         self._placer = placer
@@ -140,9 +143,9 @@ class Reconciler:
             deadlines.append(move.started_at + servers.start_timeout)
         if self._settings.placement.consolidate:
             deadlines.append(self._next_consolidation)
-        drained = self._replicas.next_deadline()
-        if drained is not None:
-            deadlines.append(drained)
+        for upcoming in (self._replicas.next_deadline(), self._autoscaler.next_deadline()):
+            if upcoming is not None:
+                deadlines.append(upcoming)
         return min(deadlines, default=None)
 
     async def tick(self) -> None:
@@ -186,7 +189,9 @@ class Reconciler:
                     async with ledger.change():
                         ledger.bump(server.id)
             await self._placer.place_pending(sweep=True)
-            # Replicas follow what their leases want: new ones placed, drained ones unloaded.
+            # Scaling decisions, then replicas follow what their leases want: new ones
+            # placed, drained ones unloaded.
+            await self._autoscaler.tick()
             await self._replicas.reconcile()
         for server in to_stop:
             await self._lifecycle.stop(server)
