@@ -8,8 +8,14 @@ in a separate process (`--clients`), so their work shares no GIL with this one. 
 alternate within each round; the figures add up all rounds (rates: the median round), and
 paired_ratio is the median of each round's renew/health ratio.
 
-Targets (issue 16): renewals ≥ 50% of the health check's rate; renewal p99 ≤ 50 ms.
-Run: `.venv/bin/python benchmarks/control_plane.py [--rounds N] [--seconds S]`.
+Then the cost of authentication (issue 14), measured by `benchmarks/auth_cost.py` in this
+process: renewals with an API token checked on every call against the same API with tokens
+off, interleaved call by call; `auth_slowdown` is the median of the rounds' rate ratios.
+
+Targets: renewals ≥ 50% of the health check's rate; renewal p99 ≤ 50 ms (issue 16);
+`auth_slowdown` ≤ 1.05 (issue 14).
+Run: `.venv/bin/python benchmarks/control_plane.py [--rounds N] [--seconds S]
+[--auth-rounds N] [--no-auth]`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,14 +37,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import auth_cost  # noqa: E402
+from benchmarks.harness import ADD_SUB, running_daemon  # noqa: E402
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api import tms_pb2_grpc as pb_grpc  # noqa: E402
-from tms_core.api.client import TmsClient, resolve_token  # noqa: E402
-from tms_core.backends.local import free_ports  # noqa: E402
-from tms_core.cli.demo import wait_for_daemon  # noqa: E402
-from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
+from tms_core.api.client import resolve_token  # noqa: E402
+from tms_core.lease_request import LeaseOptions  # noqa: E402
 
-ADD_SUB = ModelRequest("add_sub", (ROOT / "examples/models/add_sub").as_uri(), 64 * 1024**2)
 CLIENTS = 16
 
 
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase per round")
+    parser.add_argument("--auth-rounds", type=int, default=12, help="auth cost, rounds")
+    parser.add_argument("--no-auth", action="store_true", help="skip the auth cost")
     parser.add_argument("--clients", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.clients:
@@ -102,32 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="tms-control-plane-") as tmp:
-        (port,) = free_ports(1)
-        target = f"127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with open(Path(tmp) / "daemon.log", "wb") as log:
-            daemon = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tms_core.cli.main",
-                    "daemon",
-                    f"--listen={target}",
-                    f"--state={tmp}/state/state.db",
-                    "--log-level=WARNING",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        try:
-            with TmsClient(target) as client:
-                wait_for_daemon(client, daemon, timeout=30)
-                leases = []
-                for _ in range(CLIENTS):
-                    *_, lease = client.acquire([ADD_SUB], LeaseOptions(duration_s=600))
-                    assert lease is not None and lease.state == pb.LEASE_READY, lease
-                    leases.append(lease.id)
+        with running_daemon(Path(tmp), ["--log-level=WARNING"]) as (target, client):
+            leases = []
+            for _ in range(CLIENTS):
+                *_, lease = client.acquire([ADD_SUB], LeaseOptions(duration_s=600))
+                assert lease is not None and lease.state == pb.LEASE_READY, lease
+                leases.append(lease.id)
             phase(target, "health", leases, 1.0)  # warm-up
             phase(target, "renew", leases, 1.0)
             totals: dict[str, list[float]] = {"health": [], "renew": []}
@@ -146,9 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     flush=True,
                 )
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=60)
+    auth = ""
+    if not args.no_auth:
+        print("authentication cost (benchmarks/auth_cost.py, renewals with and without tokens):")
+        figures = auth_cost.measure(args.auth_rounds, 300)
+        auth = (
+            f" auth_slowdown={figures['slowdown']:.3f} auth_p99_ratio={figures['p99_ratio']:.3f}"
+            f" auth_check_us={figures['check_us_tokens'] - figures['check_us_open']:.2f}"
+        )
     health_rate = statistics.median(rates["health"])
     renew_rate = statistics.median(rates["renew"])
     # Each round's two phases ran back to back: their ratio is the least noisy figure.
@@ -158,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         f"health_p50_ms={p(totals['health'], 50):.2f} health_p99_ms={p(totals['health'], 99):.2f} "
         f"renew_per_s={renew_rate:.0f} renew_p50_ms={p(totals['renew'], 50):.2f} "
         f"renew_p99_ms={p(totals['renew'], 99):.2f} renew_ratio={renew_rate / health_rate:.2f} "
-        f"paired_ratio={paired:.2f}"
+        f"paired_ratio={paired:.2f}" + auth
     )
     return 0
 

@@ -6,23 +6,28 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from sidecar import metrics
-from sidecar.fetch import Fetcher, RepositoryError
+from sidecar import metrics, triton_metrics
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
-from tms_core.repos.settings import RepositorySettings
+
+if TYPE_CHECKING:
+    from sidecar.fetch import Fetcher
 
 log = logging.getLogger("sidecar")
 
 HEARTBEAT_S = 2.0
+# The daemon refuses a report whose model error is longer than 8192 characters
+# (tms_core/api/bounds.py); Triton's errors can quote a whole model configuration.
+MAX_ERROR = 4000
 # How long an unloaded model's processes (and their GPU memory) may take to go away.
 RECLAIM_TIMEOUT_S = 5.0
 # Triton keeps an unloaded model in UNLOADING for about a second before it is gone.
@@ -46,7 +51,7 @@ class ModelStatus:
     gpu_memory_bytes: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
-    load: metrics.ModelLoad | None = None
+    load: triton_metrics.ModelLoad | None = None
 
 
 class ServerGone(Exception):
@@ -63,10 +68,12 @@ class Agent:
         model_dir: Path,
         stats_interval: float = 1.0,
         metrics_address: str = "",
-        fetcher: Fetcher | None = None,
+        fetcher: Fetcher | Future[Fetcher] | None = None,
         credential: str = "",
     ) -> None:
-        self._fetcher = fetcher or Fetcher(RepositorySettings(), model_dir, None)
+        # A future while `python -m sidecar` still imports the repository machinery in a
+        # thread (see __main__); None: the default settings, made at first use.
+        self._fetcher_source = fetcher
         self._stats_interval = stats_interval
         self._metrics_address = metrics_address
         # The daemon accepts this server's Connect and Report only with its credential.
@@ -210,7 +217,10 @@ class Agent:
         error: str = "",
         load_s: float = 0.0,
     ) -> None:
-        self._status[name] = ModelStatus(name, uri, state, " ".join(error.split()), load_s)
+        said = " ".join(error.split())
+        if len(said) > MAX_ERROR:
+            said = said[: MAX_ERROR - 1] + "…"
+        self._status[name] = ModelStatus(name, uri, state, said, load_s)
         self._dirty.set()
 
     def _progress(self, status: ModelStatus) -> Callable[[int, int], None]:
@@ -229,16 +239,46 @@ class Agent:
 
         return tell
 
+    async def _fetcher(self) -> Fetcher:
+        source = self._fetcher_source
+        if source is None:
+            from sidecar.fetch import Fetcher, RepositorySettings
+
+            source = Fetcher(RepositorySettings(), self._model_dir, None)
+        elif isinstance(source, Future):
+            source = await asyncio.wrap_future(source)
+        self._fetcher_source = source
+        return source
+
     async def _load(self, name: str, uri: str) -> None:
         self._set(name, uri, pb.MODEL_FETCHING)
-        progress = self._progress(self._status[name])
+        tell = self._progress(self._status[name])
+        fetched = [0]
+
+        def progress(done: int, total: int) -> None:
+            fetched[0] = max(fetched[0], done)
+            tell(done, total)
+
+        started = time.monotonic()
         try:
-            await asyncio.to_thread(self._fetcher.fetch, name, uri, progress)
+            fetcher = await self._fetcher()
+        except Exception as exc:
+            # Bad repository settings from the daemon: every fetch would fail the same way.
+            log.exception("the repository settings could not be read")
+            self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: repository settings: {exc}")
+            return
+        from tms_core.repos.policy import RepositoryError
+
+        try:
+            downloaded = await asyncio.to_thread(fetcher.fetch, name, uri, progress)
         except (RepositoryError, OSError) as exc:
+            metrics.LOADS.labels("fetch_failed").inc()
             self._set(name, uri, pb.MODEL_FAILED, f"fetch failed: {exc}")
             return
         finally:
             self._cache_read_at = -CACHE_READ_S
+        metrics.FETCH_SECONDS.observe(time.monotonic() - started)
+        metrics.FETCH_BYTES.labels("download" if downloaded else "cache").inc(fetched[0])
         self._set(name, uri, pb.MODEL_LOADING)
         started = time.monotonic()
         try:
@@ -250,9 +290,12 @@ class Agent:
             log.warning("triton went away while loading %s: %s", name, exc)
             return
         except (TritonError, OSError) as exc:
+            metrics.LOADS.labels("failed").inc()
             self._set(name, uri, pb.MODEL_FAILED, str(exc))
             return
         load_s = time.monotonic() - started
+        metrics.LOADS.labels("ready").inc()
+        metrics.LOAD_SECONDS.observe(load_s)
         # Measured before READY is said, so the daemon learns both in one report.
         usage = await asyncio.to_thread(measure_all, self._model_dir, [name], self._gpu)
         self._set(name, uri, pb.MODEL_READY, load_s=load_s)
@@ -275,10 +318,11 @@ class Agent:
                     break
                 await asyncio.sleep(0.05)
         # Removing the directory takes the model out of Triton's repository index too.
-        await asyncio.to_thread(self._fetcher.remove, name)
+        await asyncio.to_thread((await self._fetcher()).remove, name)
         self._cache_read_at = -CACHE_READ_S
         await self._check_reclaimed(name)
         self._set(name, current.uri, pb.MODEL_UNLOADED)
+        metrics.UNLOADS.inc()
         log.info("unloaded %s", name)
 
     async def _check_reclaimed(self, name: str) -> None:
@@ -326,7 +370,7 @@ class Agent:
         if not self._metrics_address or not ready:
             return
         try:
-            loads = await asyncio.to_thread(metrics.read, self._metrics_address)
+            loads = await asyncio.to_thread(triton_metrics.read, self._metrics_address)
         except (OSError, ValueError) as exc:
             log.debug("reading Triton's metrics failed: %s", exc)
             return
@@ -357,8 +401,14 @@ class Agent:
         now = time.monotonic()
         if now - self._cache_read_at < CACHE_READ_S:
             return
+        source = self._fetcher_source
+        if isinstance(source, Future) and not source.done():
+            return  # nothing fetched yet, so nothing cached by this sidecar to show
         self._cache_read_at = now
-        cache = self._fetcher.cache
+        try:
+            cache = (await self._fetcher()).cache
+        except Exception:
+            return  # said where a fetch needs it (_load)
         if cache is None:
             return
         try:
@@ -420,11 +470,13 @@ class Agent:
             try:
                 await stub.Report(report, timeout=5.0, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
+                metrics.REPORTS.labels("failed").inc()
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise ServerGone(exc.details()) from None
                 self._dirty.set()
                 await asyncio.sleep(0.2)
                 continue
+            metrics.REPORTS.labels("sent").inc()
             # An unloaded model is reported once, then forgotten.
             for name in sent:
                 current = self._status.get(name)
@@ -432,7 +484,7 @@ class Agent:
                     del self._status[name]
 
 
-def _load_fields(load: metrics.ModelLoad | None) -> dict[str, Any]:
+def _load_fields(load: triton_metrics.ModelLoad | None) -> dict[str, Any]:
     if load is None:
         return {}
     return {

@@ -11,7 +11,7 @@ from tms_core.repos.fetcher import Fetcher
 from tms_core.repos.policy import RepositoryError
 from tms_core.repos.settings import RepositorySettings
 
-__all__ = ["Fetcher", "RepositoryError", "read_settings"]
+__all__ = ["Fetcher", "RepositoryError", "RepositorySettings", "read_settings"]
 
 
 def read_settings(path: Path | None) -> RepositorySettings:

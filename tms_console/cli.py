@@ -27,4 +27,4 @@ def console(ctx: Context, retry_s: float) -> None:
     """Open the terminal console: GPU occupancy, leases, actions and test inference."""
     from tms_console.console.app import TmsConsole
 
-    TmsConsole(ctx.target, retry_s=retry_s).run()
+    TmsConsole(ctx.target, retry_s=retry_s, client_factory=ctx.make_client).run()

@@ -42,6 +42,12 @@ class DaemonSettings(Section):
     listen: str = DEFAULT_LISTEN
     """host:port of the gRPC API. Keep it on 127.0.0.1 unless the network is trusted."""
 
+    sidecar_listen: str = "127.0.0.1:0"
+    """host:port of the sidecars' own listener (`SidecarService`), apart from the API so that
+    the API's port does not offer it; port 0: any free port. Local sidecars are told where it
+    is; on Kubernetes it must be beyond loopback (`0.0.0.0:30347`, `kubernetes.daemon_address`
+    names its Service)."""
+
     tls_listen: str = ""
     """host:port of a second, TLS-only listener for the API ("": none); needs `tls_cert` and
     `tls_key`. Clients reach it as `https://host:port`."""
@@ -51,6 +57,10 @@ class DaemonSettings(Section):
 
     tls_key: Path | None = None
     """PEM private key of the TLS listener."""
+
+    tls_client_ca: Path | None = None
+    """PEM authorities of client certificates: when set, the TLS listener admits only clients
+    presenting a certificate signed by one of them (mutual TLS), on top of their API tokens."""
 
     state: Path | None = None
     """SQLite state file; defaults to `$XDG_STATE_HOME/tms/state.db`."""
@@ -161,6 +171,10 @@ class LocalSettings(Section):
     node_labels: dict[str, str] = Field(default_factory=dict)
     """Labels a lease's node selector matches (`zone: lab`)."""
 
+    sidecar_metrics: bool = False
+    """Have each sidecar serve its Prometheus metrics on a loopback port of its own, named in
+    `sidecar-metrics.url` in its server's work directory."""
+
     @field_validator("gpus", mode="before")
     @classmethod
     def _parse_gpus(cls, value: Any) -> Any:
@@ -248,11 +262,16 @@ class KubernetesSettings(Section):
     sidecar_image: str = "ghcr.io/tms-project/tms:latest"
     """Image of the sidecar container (the repository's Dockerfile builds it)."""
 
+    sidecar_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    """Port of each sidecar's Prometheus metrics in its pod (container port `sidecar-metrics`,
+    for the PodMonitor in manifests/monitoring); 0: none."""
+
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """Pull policy of both containers."""
 
-    daemon_address: str = "tms-api:30345"
-    """host:port at which sidecars in pods reach the daemon's API (its Service)."""
+    daemon_address: str = "tms-api:30347"
+    """host:port at which sidecars in pods reach the daemon's sidecar listener
+    (`daemon.sidecar_listen`, through its Service)."""
 
     cpu: str = "2"
     """CPU request and limit of the `tritonserver` container."""

@@ -27,7 +27,7 @@ from tms_core.api.cluster import cluster_status
 from tms_core.api.health import DaemonHealth
 from tms_core.api.identity_servicer import IdentityServicer
 from tms_core.api.interceptor import ErrorInterceptor
-from tms_core.api.servicer import add_servicers
+from tms_core.api.servicer import add_servicers, add_sidecar_servicer
 from tms_core.backends.local import LocalBackend
 from tms_core.clock import Clock, SystemClock
 from tms_core.config import Settings
@@ -75,13 +75,30 @@ def _sidecar_address(listen: str) -> str:
     return f"{host}:{port}"
 
 
+def _bind(server: grpc.aio.Server, address: str, key: str, lock: IO[str]) -> str:
+    """Listens on `address` in plain text; the host:port bound (port 0: the one chosen)."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        lock.close()
+        raise ConfigError(
+            f"{key}: cannot listen on {address} (in use by another process, or not a host:port)"
+        )
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
 def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) -> None:
     """The TLS listener, when `daemon.tls_listen` asks for one."""
     daemon = settings.daemon
     if not daemon.tls_listen:
         return
     pem: dict[str, bytes] = {}
-    for key, path in (("tls_cert", daemon.tls_cert), ("tls_key", daemon.tls_key)):
+    files = [("tls_cert", daemon.tls_cert), ("tls_key", daemon.tls_key)]
+    if daemon.tls_client_ca is not None:
+        files.append(("tls_client_ca", daemon.tls_client_ca))
+    for key, path in files:
         if path is None:
             lock.close()
             raise ConfigError(f"daemon.{key}: daemon.tls_listen needs it (a PEM file)")
@@ -90,7 +107,14 @@ def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) ->
         except OSError as exc:
             lock.close()
             raise ConfigError(f"daemon.{key}: cannot read {path}: {exc.strerror}") from None
-    credentials = grpc.ssl_server_credentials([(pem["tls_key"], pem["tls_cert"])])
+    client_ca = pem.get("tls_client_ca")
+    credentials = grpc.ssl_server_credentials(
+        [(pem["tls_key"], pem["tls_cert"])],
+        root_certificates=client_ca,
+        # With an authority for clients, a client without a certificate it signed is turned
+        # away in the handshake, before any call.
+        require_client_auth=client_ca is not None,
+    )
     try:
         port = server.add_secure_port(daemon.tls_listen, credentials)
     except RuntimeError:
@@ -101,7 +125,11 @@ def _add_tls_port(server: grpc.aio.Server, settings: Settings, lock: IO[str]) ->
             f"daemon.tls_listen: cannot listen on {daemon.tls_listen} with the certificate and "
             "key given (port in use, not a host:port, or a key that does not match)"
         )
-    log.info("TLS listener on %s", daemon.tls_listen)
+    log.info(
+        "TLS listener on %s%s",
+        daemon.tls_listen,
+        ", client certificates required" if client_ca is not None else "",
+    )
 
 
 @dataclass
@@ -128,6 +156,14 @@ def _check_exposure(settings: Settings) -> None:
     exposed = []
     if not _loopback(daemon.listen):
         exposed.append(f"daemon.listen {daemon.listen} is plain text (no TLS)")
+    if not _loopback(daemon.sidecar_listen):
+        exposed.append(f"daemon.sidecar_listen {daemon.sidecar_listen} is plain text (no TLS)")
+    elif daemon.backend == "kubernetes":
+        log.warning(
+            "daemon.sidecar_listen %s is loopback: sidecars in pods cannot reach it unless "
+            "something forwards kubernetes.daemon_address to it (in a pod: 0.0.0.0:30347)",
+            daemon.sidecar_listen,
+        )
     if not settings.identity.tokens and (
         not _loopback(daemon.listen) or (daemon.tls_listen and not _loopback(daemon.tls_listen))
     ):
@@ -194,7 +230,7 @@ def _local(
     clock: Clock,
     store: Store,
     state: Path,
-    listen: str,
+    sidecar_listen: str,
     sidecars: SidecarKeys,
 ) -> _Wiring:
     work_dir = settings.local.work_dir or state.parent / "servers"
@@ -205,12 +241,13 @@ def _local(
     backend = LocalBackend(
         install=install,
         work_dir=work_dir,
-        daemon_address=_sidecar_address(listen),
+        daemon_address=_sidecar_address(sidecar_listen),
         locate_other=lambda binary: locate(binary, None, work_dir=state.parent),
         router=router,
         repositories=settings.repositories,
         cache_dir=settings.repositories.cache_dir or state.parent / "model-cache",
         sidecar_credential=sidecars.credential,
+        sidecar_metrics=settings.local.sidecar_metrics,
     )
     manager = LeaseManager(
         store=store,
@@ -280,33 +317,27 @@ async def serve(
     lock = _lock_state(state)
     interceptor = ErrorInterceptor()
     size = settings.daemon.max_message_bytes
-    server = grpc.aio.server(
-        interceptors=[interceptor],
-        options=[
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
-        ],
+    # Deliberately bounded: a request larger than this is refused by gRPC before it is read
+    # into memory; each field inside is bounded again by api/bounds.py.
+    options = [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+    ]
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
+    # The sidecars' service on its own listener: the API's port does not offer it.
+    sidecar_server = grpc.aio.server(interceptors=[interceptor], options=options)
+    listen = _bind(server, settings.daemon.listen, "daemon.listen", lock)
+    sidecar_listen = _bind(
+        sidecar_server, settings.daemon.sidecar_listen, "daemon.sidecar_listen", lock
     )
-    try:
-        port = server.add_insecure_port(settings.daemon.listen)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        lock.close()
-        raise ConfigError(
-            f"daemon.listen: cannot listen on {settings.daemon.listen} "
-            "(in use by another process, or not a host:port)"
-        )
     _add_tls_port(server, settings, lock)
-    host = settings.daemon.listen.rpartition(":")[0]
-    listen = f"{host}:{port}"
     store = await Store.open(state)
     try:
         identity = await _identity(settings, clock, store, state)
         if settings.daemon.backend == "kubernetes":
             wiring = await _kubernetes(settings, clock, store, identity.sidecars)
         else:
-            wiring = _local(settings, clock, store, state, listen, identity.sidecars)
+            wiring = _local(settings, clock, store, state, sidecar_listen, identity.sidecars)
     except BaseException:
         # Its worker thread would keep the process alive after the error.
         await store.close()
@@ -334,7 +365,8 @@ async def serve(
         # The store's writes run in a worker thread: under load the event loop holds the GIL
         # and the default 5 ms switch interval delayed every commit by up to that much.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        add_servicers(server, manager)
+        add_servicers(server, manager, sidecars=False)
+        add_sidecar_servicer(sidecar_server, manager)
         pb_grpc.add_IdentityServiceServicer_to_server(
             IdentityServicer(manager, identity.registry, identity.audit, store), server
         )
@@ -342,6 +374,8 @@ async def serve(
             metrics_server = metrics.MetricsServer(_state_gauges(manager))
             await metrics_server.start(settings.daemon.metrics_listen)
         health.add_to(server)
+        health.add_to(sidecar_server)
+        await sidecar_server.start()
         await server.start()
         await health.serving()
         if identity.token_file is not None:
@@ -349,7 +383,13 @@ async def serve(
                 if address:
                     pointer = local_identity.register(address, identity.token_file)
                     identity.pointers.append(pointer)
-        log.info("tms daemon listening on %s, state %s, %s", listen, state, wiring.description)
+        log.info(
+            "tms daemon listening on %s (sidecars on %s), state %s, %s",
+            listen,
+            sidecar_listen,
+            state,
+            wiring.description,
+        )
         # Writes the audit log's records in batches.
         tasks.append(aiotasks.create_guarded_task(identity.audit.run(), name="audit"))
         # Expires leases on time and notices dead or idle servers.
@@ -377,6 +417,7 @@ async def serve(
         if not leave_serving:
             wiring.after_servers_stopped()
         await server.stop(grace=2.0)
+        await sidecar_server.stop(grace=2.0)
         if identity.token_file is not None:
             for pointer in identity.pointers:
                 local_identity.unregister(pointer, identity.token_file)

@@ -62,6 +62,18 @@ DECISION_LATENCY = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+MODEL_LOADS = PromCounter(
+    "tms_model_loads",
+    "Model loads the sidecars reported finished, by outcome (ready, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "tms_model_load_seconds",
+    "Time Triton took to load a model, as its sidecar reported it.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0),
+    registry=REGISTRY,
+)
 STREAMS = Gauge(
     "tms_api_streams",
     "Open streaming calls (Watch, Follow, Acquire, sidecars' Connect), by method.",

@@ -13,10 +13,11 @@ import grpc
 import pytest
 
 from tests.conftest import Daemon
-from tests.integration.helpers import broken_model
+from tests.integration.helpers import broken_model, example
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
 from tms_core.api.client import TmsClient
+from tms_core.backends.local import free_ports
 from tms_core.lease_request import LeaseOptions
 
 pytestmark = pytest.mark.triton
@@ -59,8 +60,10 @@ def test_cli_tokens_roles_and_revocation(daemon: Daemon) -> None:
 
 
 def test_twenty_forged_reports_do_not_make_a_failing_lease_ready(
-    daemon: Daemon, tmp_path: Path
+    make_daemon: Callable[..., Daemon], tmp_path: Path
 ) -> None:
+    sidecar_port = free_ports(1)[0]
+    daemon = make_daemon(f"--sidecar-listen=127.0.0.1:{sidecar_port}")
     model = broken_model(tmp_path)
     lease = next(iter(daemon.client.acquire([model], LeaseOptions(duration_s=120))))
     forged = pb.SidecarReport(
@@ -69,7 +72,7 @@ def test_twenty_forged_reports_do_not_make_a_failing_lease_ready(
         models=[pb.ModelReport(name=model.name, uri=model.uri, state=pb.MODEL_READY)],
     )
     admin_token = (daemon.state_dir / "admin.token").read_text().strip()
-    with grpc.insecure_channel(daemon.target) as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{sidecar_port}") as channel:
         stub = pb_grpc.SidecarServiceStub(channel)
         for i in range(20):
             # No credential, or the admin's lease-API token: both refused.
@@ -83,6 +86,40 @@ def test_twenty_forged_reports_do_not_make_a_failing_lease_ready(
     final = daemon.client.wait_until_ready(lease.id)
     assert final.state == pb.LEASE_FAILED
     assert "weights are corrupt" in final.reason
+
+
+def test_the_sidecar_service_has_a_listener_of_its_own(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    sidecar_port = free_ports(1)[0]
+    daemon = make_daemon(f"--sidecar-listen=127.0.0.1:{sidecar_port}")
+    admin = (("authorization", f"Bearer {(daemon.state_dir / 'admin.token').read_text().strip()}"),)
+    report = pb.SidecarReport(server_id="s-00000001", triton_ready=True)
+    # The public API's port does not offer the sidecars' service, even to an admin...
+    with grpc.insecure_channel(daemon.target) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            pb_grpc.SidecarServiceStub(channel).Report(report, timeout=5, metadata=admin)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        hello = pb_grpc.SidecarServiceStub(channel).Connect(pb.SidecarHello(server_id="s-1"))
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(hello))
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # ...and the sidecars' port offers nothing else.
+    with grpc.insecure_channel(f"127.0.0.1:{sidecar_port}") as channel:
+        for call in (
+            lambda: pb_grpc.LeaseServiceStub(channel).List(
+                pb.ListRequest(), timeout=5, metadata=admin
+            ),
+            lambda: pb_grpc.IdentityServiceStub(channel).WhoAmI(
+                pb.Empty(), timeout=5, metadata=admin
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # The real sidecars use it: a lease still becomes READY.
+    lease = next(iter(daemon.client.acquire([example("add_sub")], LeaseOptions(duration_s=60))))
+    assert daemon.client.wait_until_ready(lease.id).state == pb.LEASE_READY
 
 
 def test_listening_beyond_loopback_needs_the_insecure_setting(tmp_path: Path) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
@@ -45,3 +47,23 @@ def test_token_is_sent_as_bearer_metadata_and_absent_without_one() -> None:
     finally:
         server.stop(0)
     assert recorder.seen == ["Bearer s3cret", "Bearer s3cret", None]
+
+
+def test_the_notebook_gives_its_tls_files_to_the_client(tmp_path: Path) -> None:
+    from IPython.core.error import UsageError
+
+    from tms_console.jupyter.magics import TmsMagics
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    magics = TmsMagics(shell=None)
+    try:
+        magics.ca_file = str(ca)
+        client = magics.client("https://localhost:1")
+        assert (client.tls.ca, client.tls.cert) == (ca, None)
+        # A client certificate without its key is a one-line error, not a traceback.
+        magics.cert_file = str(ca)
+        with pytest.raises(UsageError, match="a client cert needs its key too"):
+            magics.client("https://localhost:1")
+    finally:
+        magics.close()

@@ -363,3 +363,54 @@ async def test_nodes_feed_placement_with_their_gpus(kube: Kube) -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
         "tolerations"
     ]
+
+
+async def test_secrets_of_servers_that_are_gone_are_deleted(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = kube_settings(cluster, tmp_path)
+    state = tmp_path / "state.db"
+    first = await open_kube(cluster, state, settings)
+    lease = await first.manager.acquire(models("add_sub"))
+    await first.report(lease)
+    await first.sync()
+    kept = f"tms-{lease.server_id}-sidecar"
+    assert kept in cluster.objects("secrets", NAMESPACE)
+    await first.store.close()
+
+    # While the daemon is down: the credential of a server its state knows nothing of (its
+    # Deployment deleted by hand, say), and a Secret of someone else's.
+    made = cluster.objects("secrets", NAMESPACE)[kept]
+    orphan = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "tms-s-orphan-sidecar",
+            "namespace": NAMESPACE,
+            "labels": {**made["metadata"]["labels"], SERVER_LABEL: "s-orphan"},
+        },
+        "stringData": {"token": "tmss_s-orphan.x"},
+    }
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "tms-repositories", "namespace": NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": "x"},
+    }
+    for secret in (orphan, theirs):
+        api_request(cluster, "POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
+
+    second = await open_kube(cluster, state, settings)
+    try:
+        await second.sync()
+        assert set(cluster.objects("secrets", NAMESPACE)) == {kept, "tms-repositories"}
+        # A server that stops takes its Secret with it, and nothing else.
+        await second.manager.release(lease.id)
+        assert lease.server_id is not None
+        await second.unloaded(lease.server_id)
+        second.clock.advance(31)
+        await second.manager.tick()
+        await second.sync()
+        assert set(cluster.objects("secrets", NAMESPACE)) == {"tms-repositories"}
+    finally:
+        await second.store.close()

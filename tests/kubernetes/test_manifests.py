@@ -9,11 +9,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from tests.kubernetes.conftest import NAMESPACE, GiB, Kube
+from tests.kubernetes.monitoring_schema import SCHEMAS as MONITORING
 from tests.kubernetes.standin import api_request
 from tms_core.backends.kubernetes import API_CALLS
 from tms_core.backends.kubernetes_objects import (
@@ -37,12 +39,19 @@ from tms_core.repos.settings import Repository, RepositorySettings
 
 VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+MONITORING_DIR = MANIFESTS / "components" / "monitoring"
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
 KUBECTL = shutil.which("kubectl")
 
 
 def validate(obj: dict[str, Any], version: str) -> None:
     where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} on {version}"
+    if obj.get("apiVersion") == "monitoring.coreos.com/v1":
+        try:
+            jsonschema.validate(obj, MONITORING[obj["kind"]])
+        except jsonschema.ValidationError as exc:
+            pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
+        return
     try:
         kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -193,6 +202,85 @@ def test_rendered_overlays_are_valid(overlay: str, version: str) -> None:
     assert {"PersistentVolumeClaim", "Deployment", "Service"} <= kinds
     for obj in objects:
         validate(obj, version)
+
+
+def test_a_misspelt_monitor_field_is_caught() -> None:
+    monitor = yaml.safe_load((MONITORING_DIR / "podmonitor-sidecars.yaml").read_text())
+    monitor["spec"]["podMetricsEndpoint"] = monitor["spec"].pop("podMetricsEndpoints")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, MONITORING["PodMonitor"])
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_namespaced_object_is_in_the_daemons_namespace(overlay: str) -> None:
+    cluster_wide = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    misplaced = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in kustomize(overlay)
+        if o["kind"] not in cluster_wide and o["metadata"].get("namespace") != "tms"
+    ]
+    assert not misplaced, f"{overlay}: not in namespace tms: {misplaced}"
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_sidecars_reach_a_listener_of_their_own(overlay: str) -> None:
+    from tms_core.config import Settings
+
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in kustomize(overlay)}
+    settings = Settings(**yaml.safe_load(objects[("ConfigMap", "tms-config")]["data"]["tms.yaml"]))
+    sidecar_port = int(settings.daemon.sidecar_listen.rpartition(":")[2])
+    assert sidecar_port != int(settings.daemon.listen.rpartition(":")[2])
+    # kubernetes.daemon_address (what sidecars dial) is the Service's port to that listener.
+    service_name, _, port = settings.kubernetes.daemon_address.rpartition(":")
+    service = objects[("Service", service_name)]
+    [to_sidecars] = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+    [daemon] = objects[("Deployment", "tms")]["spec"]["template"]["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in daemon["ports"]}
+    assert named[to_sidecars["targetPort"]] == sidecar_port
+    # Where a NetworkPolicy guards the daemon, the server pods may reach that port.
+    policy = objects.get(("NetworkPolicy", "tms-api"))
+    if policy is not None:
+        [rule] = [
+            r
+            for r in policy["spec"]["ingress"]
+            if {"port": sidecar_port, "protocol": "TCP"} in r["ports"]
+        ]
+        [source] = rule["from"]
+        assert source["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/managed-by": "tms",
+            "tms/kind": "server",
+        }
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
+def test_the_monitors_scrape_ports_the_daemon_and_the_sidecars_serve() -> None:
+    from tms_core.config import Settings
+
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in kustomize("prod-monitoring")}
+    settings = Settings(**yaml.safe_load(objects[("ConfigMap", "tms-config")]["data"]["tms.yaml"]))
+    daemon_pod = objects[("Deployment", "tms")]["spec"]["template"]
+    [daemon] = daemon_pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in daemon["ports"]}
+    assert settings.daemon.metrics_listen == f"0.0.0.0:{ports['metrics']}"
+    # The ServiceMonitor finds the metrics Service, whose port leads to the daemon's.
+    monitor = objects[("ServiceMonitor", "tms-daemon")]["spec"]
+    service = objects[("Service", "tms-metrics")]
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= daemon_pod["metadata"]["labels"].items()
+    [endpoint] = monitor["endpoints"]
+    [port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    assert port["targetPort"] == "metrics"
+    # The PodMonitor selects the server pods the backend makes, at their sidecar's port.
+    pods = objects[("PodMonitor", "tms-sidecars")]["spec"]
+    server_pod = generated()[0]["spec"]["template"]
+    assert pods["selector"]["matchLabels"].items() <= server_pod["metadata"]["labels"].items()
+    sidecar = next(c for c in server_pod["spec"]["containers"] if c["name"] == "sidecar")
+    sidecar_ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    [endpoint] = pods["podMetricsEndpoints"]
+    assert sidecar_ports[endpoint["port"]] == settings.kubernetes.sidecar_metrics_port
+    assert f"--metrics-listen=0.0.0.0:{sidecar_ports[endpoint['port']]}" in sidecar["args"]
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")

@@ -9,6 +9,7 @@ import contextlib
 import http.server
 import io
 import socket
+import ssl
 import tarfile
 import threading
 import time
@@ -149,6 +150,10 @@ class HttpRepo:
     token: str = ""
     basic: tuple[str, str] | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    """The Host header of each request."""
+    tls: ssl.SSLContext | None = None
+    """Serve HTTPS with this (server side) context."""
 
     def start(self) -> HttpRepo:
         repo = self
@@ -170,6 +175,7 @@ class HttpRepo:
 
             def _answer(self, body: bool) -> None:
                 repo.requests.append((self.command, self.path))
+                repo.hosts.append(self.headers.get("Host", ""))
                 if not self._authorised():
                     self.send_response(401)
                     self.send_header("Content-Length", "0")
@@ -231,6 +237,8 @@ class HttpRepo:
         self._stopping = threading.Event()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -313,6 +321,60 @@ class StallingProxy:
     def stop(self) -> None:
         self._stopping.set()
         self._listener.close()
+
+
+def make_ca(directory: Path, names: list[str]) -> tuple[Path, ssl.SSLContext]:
+    """A CA of the test's own (its certificate written to `directory`, for a repository's
+    ca_bundle) and a server context whose certificate, signed by it, names `names`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(subject: str, key: Any, issuer: Any, signer: Any, ca: bool) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tms test CA")])
+    ca_cert = issue("tms test CA", ca_key, ca_name, ca_key, True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = issue(names[0], server_key, ca_name, ca_key, False)
+    pem = serialization.Encoding.PEM
+    ca_path = directory / "test-ca.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(pem))
+    chain = directory / "server.pem"
+    chain.write_bytes(
+        server_cert.public_bytes(pem)
+        + server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return ca_path, context
 
 
 def running(server: Any) -> Iterator[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.metrics import parse
+from sidecar.triton_metrics import parse
 from tests.unit.conftest import GiB, Harness, MakeHarness, request
 from tms_core.domain import Lease, LeaseAutoscale, ModelState, ServedModel, TritonLoad
 from tms_core.ids import ModelName

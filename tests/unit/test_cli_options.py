@@ -40,9 +40,10 @@ class FakeClient:
 
     made: list[FakeClient] = []
 
-    def __init__(self, target: str, *, token: str | None = None) -> None:
+    def __init__(self, target: str, *, token: str | None = None, **tls: Any) -> None:
         self.target = target
         self.token = token
+        self.tls = tls
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         FakeClient.made.append(self)
 
@@ -140,6 +141,26 @@ def test_env_target_and_saved_name(fake: type[FakeClient], monkeypatch: pytest.M
     run("lease", "list")
     run("lease", "list", "-t", "prod")
     assert [c.target for c in fake.made] == ["env:5", "10.0.0.5:30345"]
+
+
+def test_tls_files_from_flags_else_environment_else_the_saved_target(
+    fake: type[FakeClient], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("saved-ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    for env in ("TMS_CA_FILE", "TMS_CERT_FILE", "TMS_KEY_FILE"):
+        monkeypatch.delenv(env, raising=False)
+    saved = ("target", "add", "prod", "https://h:1", f"--ca={tmp_path / 'saved-ca.pem'}")
+    assert run(*saved, f"--cert={tmp_path / 'cert.pem'}", f"--key={tmp_path / 'key.pem'}")[0] == 0
+    run("-t", "prod", "lease", "list")
+    monkeypatch.setenv("TMS_CA_FILE", "/env/ca.pem")
+    run("-t", "prod", "lease", "list")
+    run("--ca", "/flag/root-ca.pem", "lease", "list", "-t", "prod", "--ca", "/flag/ca.pem")
+    run("lease", "list", "-t", "other:2")
+    cas = [c.tls["ca_file"] for c in fake.made]
+    assert cas == [str(tmp_path / "saved-ca.pem"), "/env/ca.pem", "/flag/ca.pem", "/env/ca.pem"]
+    assert fake.made[0].tls["key_file"] == str(tmp_path / "key.pem")
+    assert fake.made[3].tls["cert_file"] is None  # nothing saved for an address
 
 
 def test_tmsctl_lease_create_prints_only_the_id(fake: type[FakeClient]) -> None:

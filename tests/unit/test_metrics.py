@@ -6,8 +6,11 @@ import asyncio
 import urllib.request
 from collections import Counter
 
+from tests.unit.conftest import Harness, request
 from tms_core import metrics
 from tms_core.backends.local import free_ports
+from tms_core.domain import ModelState, ServedModel
+from tms_core.ids import ModelName
 
 
 async def test_metrics_are_served_over_http() -> None:
@@ -37,3 +40,28 @@ async def test_metrics_are_served_over_http() -> None:
         assert (await asyncio.to_thread(get, "/"))[0] == 404
     finally:
         await server.close()
+
+
+def sample(name: str, **labels: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_model_loads_reported_by_sidecars_are_counted(harness: Harness) -> None:
+    await harness.manager.recover()
+    ready_before = sample("tms_model_loads_total", outcome="ready")
+    failed_before = sample("tms_model_loads_total", outcome="failed")
+    seconds_before = sample("tms_model_load_seconds_sum")
+    good = await harness.manager.acquire([request("good")])
+    assert good.server_id is not None
+    loaded = ServedModel(ModelName("good"), good.models[0].uri, ModelState.READY, load_s=2.5)
+    await harness.manager.report(good.server_id, triton_ready=True, models=[loaded])
+    # The same state reported again (a heartbeat) is not a second load.
+    await harness.manager.report(good.server_id, triton_ready=True, models=[loaded])
+    bad = await harness.manager.acquire([request("bad")])
+    assert bad.server_id is not None
+    failed = ServedModel(ModelName("bad"), bad.models[0].uri, ModelState.FAILED, "corrupt")
+    await harness.manager.report(bad.server_id, triton_ready=True, models=[loaded, failed])
+    assert sample("tms_model_loads_total", outcome="ready") == ready_before + 1
+    assert sample("tms_model_loads_total", outcome="failed") == failed_before + 1
+    assert sample("tms_model_load_seconds_sum") == seconds_before + 2.5

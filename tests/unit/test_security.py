@@ -12,6 +12,8 @@ import pytest
 from tests.unit.conftest import GiB, Harness, MakeHarness
 from tests.unit.security_api import SecureApi, secure_api
 from tms_core.api import tms_pb2 as pb
+from tms_core.errors import Unauthenticated
+from tms_core.identity.tokens import TokenRegistry
 
 T = 5.0
 
@@ -252,3 +254,31 @@ async def test_whoami(api: SecureApi, make_harness: MakeHarness) -> None:
     alice = await token(api, "alice", "user", "team-a")
     me = await api.identity(alice).WhoAmI(pb.Empty(), timeout=T)
     assert (me.name, me.role, me.tenant) == ("alice", "user", "team-a")
+
+
+async def test_a_token_remembered_while_its_revocation_was_written_still_fails_after_it(
+    harness: Harness,
+) -> None:
+    # Verified tokens are remembered (not hashed again); a call verified while the revocation
+    # is being written must not leave the token remembered as good once it is answered.
+    writing = asyncio.Event()
+    written = asyncio.Event()
+
+    async def persist(token: object) -> None:
+        if writing.is_set():
+            return
+        writing.set()
+        await written.wait()
+
+    registry = TokenRegistry([], clock=harness.clock, persist=persist)
+    writing.set()
+    _, secret = await registry.create("temp", "viewer")
+    writing.clear()
+    assert registry.authenticate(secret).name == "temp"
+    revoking = asyncio.create_task(registry.revoke("temp"))
+    await writing.wait()
+    assert registry.authenticate(secret).name == "temp"  # not revoked yet: still good
+    written.set()
+    await revoking
+    with pytest.raises(Unauthenticated, match="'temp' was revoked"):
+        registry.authenticate(secret)

@@ -76,14 +76,18 @@ class TmsConsole(App[None]):
         live: bool = True,
         clock: Callable[[], float] = time.time,
         retry_s: float = 1.0,
+        client_factory: Callable[[str], TmsClient] = TmsClient,
     ) -> None:
+        """`client_factory` makes the clients (the command line's token and TLS files)."""
         super().__init__()
         self.target = target
         self.clock = clock
-        self.client = TmsClient(target)
+        self.client = client_factory(target)
         self.fleet = Fleet(clock=clock)
         self.live = live
-        self.feed = FleetFeed(target, self._deliver, self._status, retry_s=retry_s)
+        self.feed = FleetFeed(
+            target, self._deliver, self._status, retry_s=retry_s, client_factory=client_factory
+        )
         self.connection = "connecting"
         self._down = False  # told the user the daemon is unreachable, not yet that it is back
         self.sort_column = "expires"

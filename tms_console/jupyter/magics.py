@@ -81,6 +81,14 @@ class TmsMagics(Magics):
         help="A bearer token sent with every call to the daemon (for a daemon behind an "
         "authenticating proxy) [$TMS_TOKEN].",
     ).tag(config=True)
+    ca_file = Unicode(
+        "",
+        help="PEM authority of an https:// daemon's certificate [$TMS_CA_FILE, else the system's].",
+    ).tag(config=True)
+    cert_file = Unicode(
+        "", help="PEM client certificate, for a daemon that requires one [$TMS_CERT_FILE]."
+    ).tag(config=True)
+    key_file = Unicode("", help="PEM private key of cert_file [$TMS_KEY_FILE].").tag(config=True)
     refresh_interval = Float(
         1.0, help="Seconds between the dashboard's redraws of countdowns and retries."
     ).tag(config=True)
@@ -92,7 +100,7 @@ class TmsMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self._clients: dict[tuple[str, str], TmsClient] = {}
+        self._clients: dict[tuple[str, ...], TmsClient] = {}
         self.kernel_leases = KernelLeases(self._new_client)
         self.widgets: list[Any] = []  # live dashboards, stopped when the extension unloads
 
@@ -124,12 +132,25 @@ class TmsMagics(Magics):
     def _token(self) -> str:
         return self.token or os.environ.get("TMS_TOKEN", "")
 
+    def _tls(self) -> tuple[str, str, str]:
+        return (self.ca_file, self.cert_file, self.key_file)
+
     def _new_client(self, target: str) -> TmsClient:
-        return TmsClient(target, token=self._token() or None)
+        ca, cert, key = self._tls()
+        try:
+            return TmsClient(
+                target,
+                token=self._token() or None,
+                ca_file=ca or None,
+                cert_file=cert or None,
+                key_file=key or None,
+            )
+        except ClientError as exc:
+            raise UsageError(one_line(str(exc))) from None
 
     def client(self, target: str | None = None) -> TmsClient:
         address = self.resolve_target(target)
-        key = (address, self._token())
+        key = (address, self._token(), *self._tls())
         if key not in self._clients:
             self._clients[key] = self._new_client(address)
         return self._clients[key]

@@ -17,6 +17,7 @@ import grpc
 
 from tms_core.api import tms_pb2 as pb
 from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.api.client_tls import ClientTls, TlsFileError, explain_handshake
 from tms_core.defaults import DEFAULT_LISTEN
 from tms_core.identity.local import local_token
 from tms_core.lease_request import LeaseOptions, ModelRequest
@@ -203,27 +204,36 @@ class _BearerToken(
             return continuation(self._details(details), request)
 
 
-def _channel(target: str) -> grpc.Channel:
-    """A plain channel to `host:port`; TLS to `https://host:port`, trusting the system's
-    certificate authorities or the PEM file named by `TMS_CA_FILE`."""
+def _channel(target: str, tls: ClientTls) -> grpc.Channel:
+    """A plain channel to `host:port`; TLS to `https://host:port`, trusting `tls.ca` (else the
+    system's authorities) and presenting `tls.cert` when given."""
     if not target.startswith("https://"):
         return grpc.insecure_channel(target)
-    ca_file = os.environ.get("TMS_CA_FILE")
     try:
-        roots = Path(ca_file).read_bytes() if ca_file else None
-    except OSError as exc:
-        raise ClientError(f"TMS_CA_FILE: cannot read {ca_file}: {exc.strerror}") from None
-    credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+        credentials = tls.credentials()
+    except TlsFileError as exc:
+        raise ClientError(str(exc)) from None
     return grpc.secure_channel(target.removeprefix("https://").rstrip("/"), credentials)
 
 
 class TmsClient:
     def __init__(
-        self, target: str | None = None, *, timeout: float = 30.0, token: str | None = None
+        self,
+        target: str | None = None,
+        *,
+        timeout: float = 30.0,
+        token: str | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
+        """`ca_file`, `cert_file` and `key_file` (else `TMS_CA_FILE`, `TMS_CERT_FILE`,
+        `TMS_KEY_FILE`) matter for `https://` targets only: the authority the daemon's
+        certificate must chain to, and this client's certificate for mutual TLS."""
         self.target = target or default_target()
         self._timeout = timeout
-        self._channel = _channel(self.target)
+        self.tls = ClientTls.resolve(ca_file, cert_file, key_file)
+        self._channel = _channel(self.target, self.tls)
         given = token or os.environ.get("TMS_TOKEN")
         target = self.target
 
@@ -254,6 +264,10 @@ class TmsClient:
 
     def _error(self, exc: grpc.RpcError) -> ClientError:
         code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE and self.target.startswith("https://"):
+            explained = explain_handshake(self.target, exc.details() or "", self.tls)
+            if explained is not None:
+                return ClientError(explained, code)
         if code == grpc.StatusCode.UNAVAILABLE:
             return ClientError(
                 f"daemon unreachable at {self.target} (is `tms daemon` running? "

@@ -3,6 +3,7 @@ the servicer and the client alike."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from tms_core.api import tms_pb2 as pb
@@ -318,12 +319,20 @@ def served_from_pb(report: pb.ModelReport) -> ServedModel:
         gpu_memory_bytes=report.gpu_memory_bytes,
         bytes_done=report.bytes_done,
         bytes_total=report.bytes_total,
-        load=(
-            TritonLoad(report.queue_us, report.requests, report.inferences, report.pending)
-            if report.has_metrics
-            else None
-        ),
+        load=_load_from_pb(report),
     )
+
+
+def _load_from_pb(report: pb.ModelReport) -> TritonLoad | None:
+    """What the sidecar read of Triton's metrics; a reading with a negative or non-finite
+    figure is dropped (bounds.py bounds sizes, not numbers), so the autoscaler's arithmetic
+    never sees one."""
+    if not report.has_metrics:
+        return None
+    figures = (report.queue_us, report.requests, report.inferences, report.pending)
+    if not all(math.isfinite(f) and f >= 0 for f in figures):
+        return None
+    return TritonLoad(report.queue_us, report.requests, report.inferences, report.pending)
 
 
 def cache_from_pb(message: pb.ModelCacheStatus) -> NodeCache:

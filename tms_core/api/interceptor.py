@@ -6,6 +6,7 @@ For each call the interceptor
 - checks the method against the role (`identity.policy`), a user's call against the tenant
   owning the lease or name it touches, and a sidecar's call against its own server: a
   refusal is PERMISSION_DENIED naming what was missing;
+- bounds the size of every field of the request (`api.bounds`);
 - maps domain errors to gRPC status codes: servicers raise `TmsError`s and never abort
   themselves; anything else is a bug, logged here with its traceback and reported to the
   caller as INTERNAL without crashing the daemon;
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 import grpc
 
 from tms_core import metrics
+from tms_core.api import bounds
 from tms_core.clock import Clock
 from tms_core.domain import AuditRecord
 from tms_core.errors import TmsError
@@ -119,10 +121,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         call.target = _target(request)
         if self._authority is None:
             call.principal = Principal("unchecked", Role.ADMIN)
+            bounds.check(request)
             return call.principal
         principal = self._authority.authenticate(metadata)
         call.principal = principal
         policy.authorize(principal, call.method, call.rule)
+        # Sizes after who may call (a stranger learns nothing of the limits), before anything
+        # the request names is looked up.
+        bounds.check(request)
         if call.rule.access is policy.Access.SIDECAR:
             policy.authorize_server(principal, call.method, request.server_id)
         if principal.role is Role.USER and call.rule.owned is not None:

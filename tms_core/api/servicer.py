@@ -209,11 +209,18 @@ class ClusterServicer(pb_grpc.ClusterServiceServicer):
         return models_status(self._manager)
 
 
-def add_servicers(server: grpc.aio.Server, manager: LeaseManager) -> None:
+def add_servicers(server: grpc.aio.Server, manager: LeaseManager, *, sidecars: bool = True) -> None:
+    """The API on `server`; the sidecars' service too unless `sidecars` is False (the daemon
+    serves it on a listener of its own, `add_sidecar_servicer`)."""
     pb_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(manager), server)
     pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(manager), server)
-    pb_grpc.add_SidecarServiceServicer_to_server(SidecarServicer(manager), server)
+    if sidecars:
+        add_sidecar_servicer(server, manager)
     pb_grpc.add_LeaseNameServiceServicer_to_server(LeaseNameServicer(manager), server)
     pb_grpc.add_PoolServiceServicer_to_server(PoolServicer(manager), server)
     pb_grpc.add_AllowlistServiceServicer_to_server(AllowlistServicer(manager), server)
     pb_grpc.add_EventServiceServicer_to_server(EventServicer(manager), server)
+
+
+def add_sidecar_servicer(server: grpc.aio.Server, manager: LeaseManager) -> None:
+    pb_grpc.add_SidecarServiceServicer_to_server(SidecarServicer(manager), server)

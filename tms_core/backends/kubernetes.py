@@ -63,6 +63,7 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "pods", "list"),
         ("", "nodes", "list"),
         ("", "secrets", "create"),
+        ("", "secrets", "list"),
         ("", "secrets", "delete"),
     }
 )
@@ -424,12 +425,15 @@ class KubernetesBackend(BackendDefaults):
             await self._read_nodes()
         except KubernetesApiError as exc:
             log.warning("%s", exc)
-        # Taken after the listing: a Deployment is created only after the state naming its
-        # server is published, so every listed one the state lacks is truly an orphan.
+        secrets = await self._list_secrets()
+        # Taken after the listings: a Deployment or a server's Secret is created only after
+        # the state naming its server is published, so every listed one the state lacks is
+        # truly an orphan.
         target, state = self._wanted, self._published
         if state is None:
             # Nothing published yet (the manager is recovering): nothing is an orphan yet.
             return
+        await self._prune_secrets(secrets, state)
         desired = objects.desired_objects(
             state.leases,
             state.names,
@@ -442,6 +446,39 @@ class KubernetesBackend(BackendDefaults):
         await self._tell_leases(state, desired, problems)
         self._applied = max(self._applied, target)
         self._applied_changed.set()
+
+    async def _list_secrets(self) -> dict[ServerId, str]:
+        """The sidecar credential Secrets the daemon made, by server (name by server id)."""
+        if self._sidecar_credential is None:
+            return {}
+        try:
+            items = await self._list(
+                "Secrets", self._core.list_namespaced_secret, objects.managed_selector("server")
+            )
+        except KubernetesApiError as exc:
+            log.warning("%s", exc)
+            return {}
+        found: dict[ServerId, str] = {}
+        for item in items:
+            metadata = item.get("metadata", {})
+            server_id = (metadata.get("labels") or {}).get(objects.SERVER_LABEL)
+            if server_id and metadata.get("name"):
+                found[ServerId(server_id)] = metadata["name"]
+        return found
+
+    async def _prune_secrets(self, secrets: dict[ServerId, str], state: PublishedState) -> None:
+        """Deletes the credential Secrets of servers the state no longer runs (a stop whose
+        delete failed, a server removed while the daemon was down): a credential outliving its
+        server is one more secret to leak, and good for a server id nobody uses."""
+        alive = {sid for sid, s in state.servers.items() if s.state.alive}
+        for server_id, name in sorted(secrets.items()):
+            if server_id in alive:
+                continue
+            try:
+                await self._delete("Secret", name, self._core.delete_namespaced_secret)
+                log.info("deleted Secret %s (a server the daemon does not hold)", name)
+            except KubernetesApiError as exc:
+                log.warning("%s", exc)
 
     async def _read_health(self) -> set[ServerId]:
         """Reads Deployments and pods; notes what is wrong with each server. Returns the

@@ -270,6 +270,18 @@ def server_deployment(
         "readinessProbe": probe("/v2/health/ready", 2, 3),
         "volumeMounts": volume_mount,
     }
+    metrics_args: list[str] = []
+    metrics_ports: list[dict[str, Any]] = []
+    if settings.sidecar_metrics_port:
+        # On the pod's address, for the PodMonitor: model names and timings, no secrets.
+        metrics_args.append(f"--metrics-listen=0.0.0.0:{settings.sidecar_metrics_port}")
+        metrics_ports.append(
+            {
+                "name": "sidecar-metrics",
+                "containerPort": settings.sidecar_metrics_port,
+                "protocol": "TCP",
+            }
+        )
     sidecar = {
         "name": "sidecar",
         "image": settings.sidecar_image,
@@ -282,7 +294,9 @@ def server_deployment(
             f"--triton-metrics=127.0.0.1:{METRICS_PORT}",
             f"--model-dir={MODEL_DIR}",
             *sidecar_args,
+            *metrics_args,
         ],
+        **({"ports": metrics_ports} if metrics_ports else {}),
         "env": [
             *sidecar_env,
             {

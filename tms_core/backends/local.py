@@ -90,7 +90,13 @@ SIDECAR_TOKEN_ENV = "TMS_SIDECAR_TOKEN"
 
 def _environment() -> dict[str, str]:
     """The daemon's environment for its children, less any credential of its own."""
-    return {k: v for k, v in os.environ.items() if k not in ("TMS_TOKEN", SIDECAR_TOKEN_ENV)}
+    # The sidecars' metrics address is the backend's to give, one port each.
+    left_out = ("TMS_TOKEN", SIDECAR_TOKEN_ENV, "TMS_SIDECAR_METRICS_LISTEN")
+    return {k: v for k, v in os.environ.items() if k not in left_out}
+
+
+# In a server's work directory: the URL of its sidecar's metrics (`local.sidecar_metrics`).
+SIDECAR_METRICS_FILE = "sidecar-metrics.url"
 
 
 class LocalBackend(BackendDefaults):
@@ -107,8 +113,10 @@ class LocalBackend(BackendDefaults):
         repositories: RepositorySettings | None = None,
         cache_dir: Path | None = None,
         sidecar_credential: Callable[[str], str] | None = None,
+        sidecar_metrics: bool = False,
     ) -> None:
         self._router = router
+        self._sidecar_metrics = sidecar_metrics
         self._repositories = Repositories(repositories or RepositorySettings())
         self._cache_dir = cache_dir
         self._sidecar_credential = sidecar_credential
@@ -229,6 +237,11 @@ class LocalBackend(BackendDefaults):
         ]
         if self._cache_dir is not None:
             sidecar_cmd.append(f"--cache-dir={self._cache_dir}")
+        if self._sidecar_metrics:
+            # Loopback only: a port per sidecar, named in a file beside its log.
+            address = f"127.0.0.1:{free_ports(1)[0]}"
+            sidecar_cmd.append(f"--metrics-listen={address}")
+            (work / SIDECAR_METRICS_FILE).write_text(f"http://{address}/metrics\n")
         env = {**_environment(), "PYTHONUNBUFFERED": "1"}
         if self._sidecar_credential is not None:
             # In the environment, not the command line: other users can read command lines.

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # root group is built: `tms --version` needs none of them.
 
 F = TypeVar("F", bound=Callable[..., Any])
+# The environment variables of the TLS files (tms_core.api.client_tls.ENV, without its grpc).
+TLS_ENV = {"ca": "TMS_CA_FILE", "cert": "TMS_CERT_FILE", "key": "TMS_KEY_FILE"}
 
 
 def fail(message: str) -> None:
@@ -63,6 +65,7 @@ class Context:
     def __init__(self, target: str | None = None, *, porcelain: bool = False) -> None:
         self.target_arg = target
         self.token_arg: str | None = None
+        self.tls_args: dict[str, str] = {}
         self.porcelain = porcelain
         self._client: TmsClient | None = None
 
@@ -78,11 +81,33 @@ class Context:
         return self.token_arg or os.environ.get("TMS_TOKEN") or saved
 
     @property
+    def tls_files(self) -> dict[str, str | None]:
+        """`--ca`, `--cert`, `--key`, each else its `TMS_*_FILE` variable, else the file saved
+        with the target (None: the system's authorities, no client certificate)."""
+        saved = target_store.saved_tls(self.target_arg)
+        return {
+            f"{name}_file": self.tls_args.get(name) or os.environ.get(env) or saved.get(name)
+            for name, env in TLS_ENV.items()
+        }
+
+    def make_client(self, target: str) -> TmsClient:
+        """A client of `target` with this command's token and TLS files (the console's feed
+        makes its own)."""
+        from tms_core.api.client import TmsClient
+
+        files = self.tls_files
+        return TmsClient(
+            target,
+            token=self.token,
+            ca_file=files["ca_file"],
+            cert_file=files["cert_file"],
+            key_file=files["key_file"],
+        )
+
+    @property
     def client(self) -> TmsClient:
         if self._client is None:
-            from tms_core.api.client import TmsClient
-
-            self._client = TmsClient(self.target, token=self.token)
+            self._client = self.make_client(self.target)
         return self._client
 
     def close(self) -> None:
@@ -113,6 +138,11 @@ def _set_token(ctx: click.Context, _param: click.Parameter, value: str | None) -
         ctx.ensure_object(Context).token_arg = value
 
 
+def _set_tls(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and param.name is not None:
+        ctx.ensure_object(Context).tls_args[param.name] = value
+
+
 def _set_porcelain(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
         ctx.ensure_object(Context).porcelain = True
@@ -133,6 +163,29 @@ token_option = click.option(
     callback=_set_token,
     help="API token [$TMS_TOKEN, the target's saved token, or a local daemon's own].",
 )
+_tls_path = click.Path(dir_okay=False, resolve_path=True)
+ca_option = click.option(
+    "--ca",
+    type=_tls_path,
+    expose_value=False,
+    callback=_set_tls,
+    help="PEM authority that signed an https:// daemon's certificate [$TMS_CA_FILE, the "
+    "target's saved one, else the system's].",
+)
+cert_option = click.option(
+    "--cert",
+    type=_tls_path,
+    expose_value=False,
+    callback=_set_tls,
+    help="PEM client certificate, for a daemon that requires one [$TMS_CERT_FILE].",
+)
+key_option = click.option(
+    "--key",
+    type=_tls_path,
+    expose_value=False,
+    callback=_set_tls,
+    help="PEM private key of --cert [$TMS_KEY_FILE].",
+)
 porcelain_option = click.option(
     "-z",
     "--porcelain",
@@ -144,8 +197,9 @@ porcelain_option = click.option(
 
 
 def daemon_options(func: F) -> F:
-    """`-t`, `--token` and `-z` on a subcommand: the same as on the root, and they win."""
-    return target_option(token_option(porcelain_option(func)))
+    """`-t`, `--token`, the TLS files and `-z` on a subcommand: the same as on the root, and
+    they win."""
+    return target_option(token_option(ca_option(cert_option(key_option(porcelain_option(func))))))
 
 
 output_option = click.option(

@@ -140,6 +140,9 @@ def cli(ctx: click.Context) -> None:
 
 @cli.command()
 @click.option("--listen", help="host:port for the gRPC API [127.0.0.1:30345].")
+@click.option(
+    "--sidecar-listen", help="host:port for the sidecars' own listener [127.0.0.1, any port]."
+)
 @click.option("--state", type=click.Path(path_type=Path), help="SQLite state file.")
 @click.option("--config", type=click.Path(path_type=Path, exists=True), help="YAML settings.")
 @click.option(
@@ -158,6 +161,7 @@ def cli(ctx: click.Context) -> None:
 @one_line_errors
 def daemon(
     listen: str | None,
+    sidecar_listen: str | None,
     state: Path | None,
     config: Path | None,
     tritonserver: Path | None,
@@ -179,7 +183,12 @@ def daemon(
     )
     settings = load_settings(
         config,
-        daemon={"listen": listen, "state": state, "leave_serving": leave_serving},
+        daemon={
+            "listen": listen,
+            "sidecar_listen": sidecar_listen,
+            "state": state,
+            "leave_serving": leave_serving,
+        },
         servers={"idle_grace": idle_grace},
         local={"tritonserver": tritonserver, "gpus": gpus},
         lease={"default_duration": default_duration},

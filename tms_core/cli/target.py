@@ -43,11 +43,34 @@ def _done(ctx: Context, name: str, message: str) -> None:
     metavar="TOKEN",
     help="Save this API token with the target (the file is then readable by you only).",
 )
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, exists=True, resolve_path=True),
+    help="Save the PEM authority of an https:// daemon's certificate (its path).",
+)
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, exists=True, resolve_path=True),
+    help="Save a PEM client certificate for a daemon requiring one (its path).",
+)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, exists=True, resolve_path=True),
+    help="Save the PEM private key of --cert (its path).",
+)
 @porcelain_option
 @pass_context
 @one_line_errors
-def add(ctx: Context, name: str, address: str, api_token: str | None) -> None:
-    """Save a daemon's address (and its API token) under NAME."""
+def add(
+    ctx: Context,
+    name: str,
+    address: str,
+    api_token: str | None,
+    ca: str | None,
+    cert: str | None,
+    key: str | None,
+) -> None:
+    """Save a daemon's address (with its API token and TLS files) under NAME."""
     check_name(name)
     saved = Targets.load()
     if name in saved.targets:
@@ -58,6 +81,11 @@ def add(ctx: Context, name: str, address: str, api_token: str | None) -> None:
     saved.targets[name] = normalize_address(address)
     if api_token:
         saved.tokens[name] = api_token
+    if (cert is None) != (key is None):
+        raise ValueError("--cert and --key go together")
+    files = {k: v for k, v in (("ca", ca), ("cert", cert), ("key", key)) if v}
+    if files:
+        saved.tls[name] = files
     saved.save()
     _done(ctx, name, f"saved target [bold]{name}[/] = {saved.targets[name]}")
 
@@ -103,6 +131,7 @@ def remove(ctx: Context, name: str) -> None:
         raise ValueError(saved.unknown(name))
     del saved.targets[name]
     saved.tokens.pop(name, None)
+    saved.tls.pop(name, None)
     if saved.default == name:
         saved.default = None
     saved.save()

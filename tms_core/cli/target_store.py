@@ -3,8 +3,9 @@
 Targets are saved on the client, TMS-style (`tms target add prod 10.0.0.5:30345`), in
 `$XDG_CONFIG_HOME/tms/targets.yaml` (`~/.config/tms/targets.yaml`; `$TMS_TARGETS_FILE`
 overrides). `-t` and `$TMS_TARGET` take a saved name, `host:port` or `http(s)://host:port`.
-A target may be saved with its API token (`tms target add prod HOST:PORT --token …`); the
-file is readable by its owner only.
+A target may be saved with its API token (`tms target add prod HOST:PORT --token …`) and its
+TLS files (`--ca`, `--cert`, `--key`: paths, not the files' contents); the file is readable
+by its owner only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tms_core.cli.yamlfile import load_yaml
 from tms_core.defaults import DEFAULT_LISTEN
 
 DEFAULT_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
+TLS_FILES = ("ca", "cert", "key")
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -76,6 +78,8 @@ class Targets:
     default: str | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     """API tokens saved with targets, by target name."""
+    tls: dict[str, dict[str, str]] = field(default_factory=dict)
+    """TLS files saved with targets, by target name: `ca`, `cert`, `key` -> path."""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Targets:
@@ -88,11 +92,18 @@ class Targets:
             return cls(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping with 'targets' and 'default'")
-        unknown = sorted(str(k) for k in data if k not in ("targets", "default", "tokens"))
+        unknown = sorted(str(k) for k in data if k not in ("targets", "default", "tokens", "tls"))
         if unknown:
             raise ValueError(
-                f"{path}: unknown key {unknown[0]!r}; expected targets, default or tokens"
+                f"{path}: unknown key {unknown[0]!r}; expected targets, default, tokens or tls"
             )
+        tls = data.get("tls") or {}
+        if not isinstance(tls, dict) or not all(
+            isinstance(files, dict)
+            and all(k in TLS_FILES and isinstance(v, str) for k, v in files.items())
+            for files in tls.values()
+        ):
+            raise ValueError(f"{path}: 'tls' must map target names to ca, cert and key paths")
         tokens = data.get("tokens") or {}
         if not isinstance(tokens, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
@@ -106,7 +117,7 @@ class Targets:
         default = data.get("default")
         if default is not None and not isinstance(default, str):
             raise ValueError(f"{path}: 'default' must be a target name")
-        return cls(path, dict(saved), default or None, dict(tokens))
+        return cls(path, dict(saved), default or None, dict(tokens), dict(tls))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +128,9 @@ class Targets:
         tokens = {k: v for k, v in sorted(self.tokens.items()) if k in self.targets}
         if tokens:
             data["tokens"] = tokens
+        tls = {k: v for k, v in sorted(self.tls.items()) if k in self.targets and v}
+        if tls:
+            data["tls"] = tls
         import yaml
 
         text = "# Saved tms targets; edit with `tms target add|remove|set`.\n" + yaml.safe_dump(
@@ -159,17 +173,29 @@ def resolve(flag: str | None) -> str:
 
 def resolve_with_token(flag: str | None) -> tuple[str, str | None]:
     """The address as `resolve` finds it, with the token saved with that target (if any)."""
+    address, name, saved = _resolve(flag)
+    return address, saved.tokens.get(name) if saved and name else None
+
+
+def saved_tls(flag: str | None) -> dict[str, str]:
+    """The TLS files saved with the target `resolve` finds (`ca`, `cert`, `key` -> path)."""
+    _, name, saved = _resolve(flag)
+    return dict(saved.tls.get(name, {})) if saved and name else {}
+
+
+def _resolve(flag: str | None) -> tuple[str, str | None, Targets | None]:
+    """The address, and the saved target's name and file when it came from one."""
     for given in (flag, os.environ.get("TMS_TARGET")):
         if given:
             if looks_like_address(given):
-                return normalize_address(given), None
+                return normalize_address(given), None, None
             saved = Targets.load()
-            return saved.address_of(given), saved.tokens.get(given)
+            return saved.address_of(given), given, saved
     saved = Targets.load()
     if saved.default:
         if saved.default not in saved.targets:
             raise ValueError(
                 f"{saved.path}: the default target {saved.default!r} is not among the saved ones"
             )
-        return saved.address_of(saved.default), saved.tokens.get(saved.default)
-    return DEFAULT_LISTEN, None
+        return saved.address_of(saved.default), saved.default, saved
+    return DEFAULT_LISTEN, None, None

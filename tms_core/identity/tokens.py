@@ -3,6 +3,11 @@
 A token is `tms_` and 43 URL-safe characters (256 random bits), so a fast hash is enough to
 keep it: nobody can guess one from its hash. Revoking or expiring a token takes effect on the
 next call, as every call looks its hash up in memory.
+
+A token seen before is not hashed again: the registry remembers, by secret, the record and
+principal of each token it has verified. Every change to the tokens (create, replace, revoke)
+empties that memory before it returns, so a revoked token fails on its very next call; expiry
+is checked on every call against the clock.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class TokenRegistry:
         self._by_hash = {t.hash: t for t in self._by_name.values()}
         self._clock = clock
         self._persist = persist
+        # secret -> its record and principal, for tokens verified since the last change.
+        self._verified: dict[str, tuple[ApiToken, Principal]] = {}
 
     def list(self) -> list[ApiToken]:
         return [self._by_name[name] for name in sorted(self._by_name)]
@@ -63,6 +70,15 @@ class TokenRegistry:
 
     def authenticate(self, secret: str) -> Principal:
         """The principal of a token, or Unauthenticated saying why not (never echoing it)."""
+        known = self._verified.get(secret)
+        if known is None:
+            known = self._verify(secret)
+        record, principal = known
+        if record.expires_at is not None and record.expires_at <= self._clock.now():
+            raise Unauthenticated(f"token {record.name!r} has expired")
+        return principal
+
+    def _verify(self, secret: str) -> tuple[ApiToken, Principal]:
         if len(secret) > MAX_TOKEN_LENGTH:
             raise Unauthenticated("the token is not one this daemon issued")
         hashed = hash_token(secret)
@@ -72,9 +88,11 @@ class TokenRegistry:
             raise Unauthenticated("the token is not one this daemon issued")
         if record.revoked_at is not None:
             raise Unauthenticated(f"token {record.name!r} was revoked")
-        if record.expires_at is not None and record.expires_at <= self._clock.now():
-            raise Unauthenticated(f"token {record.name!r} has expired")
-        return Principal(record.name, Role(record.role), record.tenant)
+        known = (record, Principal(record.name, Role(record.role), record.tenant))
+        # Only tokens that verified are remembered (at most one entry per live token), so
+        # unknown secrets cannot grow it.
+        self._verified[secret] = known
+        return known
 
     async def create(
         self,
@@ -113,6 +131,9 @@ class TokenRegistry:
             self._by_hash.pop(existing.hash, None)
         self._by_name[name] = record
         self._by_hash[record.hash] = record
+        # After the records change (no await between): a call verified while `persist` ran
+        # saw the old ones.
+        self._verified.clear()
         return record, secret
 
     async def revoke(self, name: str) -> ApiToken:
@@ -124,5 +145,8 @@ class TokenRegistry:
             await self._persist(revoked)
             self._by_name[name] = revoked
             self._by_hash[revoked.hash] = revoked
+            # Before the revocation is answered, and after the records change (a call verified
+            # while `persist` ran saw the old one): the token's next call is refused.
+            self._verified.clear()
             record = revoked
         return record

@@ -43,6 +43,10 @@ MIN_ACTIVITY_WINDOW_S = 1.0
 """Sidecars read Triton's inference statistics every second: a shorter activity window
 could not be honoured."""
 
+MAX_REPLICAS = 1000
+"""Replicas an autoscaled lease may ask for at most: a bound on what one request can make the
+cluster schedule."""
+
 LEASE_ID_SHAPE = re.compile(r"^l-[0-9a-f]{12}$")
 
 
@@ -145,6 +149,10 @@ def autoscale(options: LeaseOptions, *, hpa: bool = False) -> LeaseAutoscale | N
         raise InvalidArgument("autoscale", "pool leases do not autoscale; only bespoke ones do")
     if wanted.min_replicas < 1:
         raise InvalidArgument("autoscale.min_replicas", "must be at least 1")
+    if wanted.max_replicas > MAX_REPLICAS:
+        raise InvalidArgument(
+            "autoscale.max_replicas", f"{wanted.max_replicas} is over the limit of {MAX_REPLICAS}"
+        )
     if wanted.max_replicas < wanted.min_replicas:
         raise InvalidArgument(
             "autoscale.max_replicas", f"must be at least min_replicas ({wanted.min_replicas})"

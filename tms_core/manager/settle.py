@@ -9,6 +9,7 @@ the caller's change; the caller holds the manager's lock.
 
 from __future__ import annotations
 
+from tms_core import metrics
 from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, Server, ServerState
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.manager.ledger import Ledger
@@ -42,6 +43,7 @@ class Settler:
                 served.bytes_done,
             ):
                 changes.add(name)
+                _count_load(old, served)
         changes.update(name for name in server.models if name not in reported)
         active = {
             name
@@ -282,3 +284,14 @@ def _progress_text(done: int, total: int) -> str:
     if total:
         return f"{format_size(done)} of {format_size(total)}"
     return f"{format_size(done)} so far"
+
+
+def _count_load(old: ServedModel | None, served: ServedModel) -> None:
+    """A model that has just become READY or FAILED on its server, in the daemon's metrics."""
+    if old is not None and old.state is served.state:
+        return
+    if served.state is ModelState.READY and served.load_s:
+        metrics.MODEL_LOADS.labels("ready").inc()
+        metrics.MODEL_LOAD_SECONDS.observe(served.load_s)
+    elif served.state is ModelState.FAILED:
+        metrics.MODEL_LOADS.labels("failed").inc()

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tms_core.repos.cache import ModelCache, cache_key, link_tree
+from tms_core.repos.cache import ModelCache, cache_key, materialise
 from tms_core.repos.policy import Policy, RepositoryError, redact
 from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.sources import Source, source_for
@@ -137,7 +137,7 @@ class Fetcher:
                 progress(info.size, info.size)
             staging = self._scratch("incoming", name)
             try:
-                link_tree(cached, staging)
+                materialise(cached, staging)
                 self._place(name, staging)
             finally:
                 _remove_all(staging)

@@ -74,6 +74,14 @@ def _forbidden_address(address: str) -> bool:
     return ip.is_link_local or ip in _METADATA
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def normalise_prefix(prefix: str) -> str:
     parts = urlsplit(prefix)
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path}"
@@ -125,7 +133,10 @@ class Policy:
         return Resolved(best, Credentials(**values))
 
     def check_allowed(self, uri: str) -> None:
-        """Raises Refused if `uri` is outside the allowlist or names a forbidden host."""
+        """Raises Refused if `uri` is outside the allowlist or its host is a forbidden
+        address. A host *name* is not resolved here: the connection resolves it once and
+        checks every address it gets (`addresses`), so an answer that changes between a
+        check and a connection (DNS rebinding) cannot reach a refused address."""
         allowed = self.settings.allowed_prefixes
         if allowed:
             key = normalise_prefix(uri)
@@ -135,24 +146,28 @@ class Policy:
                     f"({', '.join(allowed)}; repositories.allowed_prefixes)"
                 )
         parts = urlsplit(uri)
-        if parts.scheme in ("http", "https") and parts.hostname:
-            self.check_host(parts.hostname)
+        host = parts.hostname
+        if parts.scheme in ("http", "https") and host and _is_address(host):
+            self._check_address(host, host)
 
-    def check_host(self, host: str) -> None:
-        """Refuses a host that is, or resolves to, a link-local or cloud metadata address."""
-        if self.settings.allow_link_local:
-            return
+    def addresses(self, host: str, port: int) -> list[str]:
+        """`host` resolved once, every address checked: what a connection may go to (and
+        only to). Raises Refused if any address is link-local or a metadata address."""
         try:
-            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise RepositoryError(f"host {host!r} cannot be resolved ({exc.strerror})") from None
-        for info in infos:
-            address = str(info[4][0])
-            if _forbidden_address(address):
-                raise Refused(
-                    f"host {host!r} resolves to {address}, a link-local or cloud metadata "
-                    "address; refused (repositories.allow_link_local)"
-                )
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in found:
+            self._check_address(host, address)
+        return found
+
+    def _check_address(self, host: str, address: str) -> None:
+        if not self.settings.allow_link_local and _forbidden_address(address):
+            raise Refused(
+                f"host {host!r} resolves to {address}, a link-local or cloud metadata "
+                "address; refused (repositories.allow_link_local)"
+            )
 
 
 def redact(uri: str) -> str:

@@ -4,12 +4,19 @@ and a custom CA bundle.
 
 Redirects are followed only to URIs the policy allows, and credentials go only to the host
 they were configured for.
+
+A host name is resolved once per connection, every address it resolves to is checked
+(`Policy.addresses`), and the socket goes to one of those checked addresses; the request
+keeps the name for its Host header, TLS SNI and the certificate's host name check. So a DNS
+answer that changes after the check (rebinding) is never connected to. The same holds for
+each redirect, which opens its own connection through the same handlers.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -23,6 +30,80 @@ from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.transfer import ObjectInfo, Transfer, with_retries
 
 CONNECT_TIMEOUT_S = 10.0
+
+
+def _connect_checked(
+    policy: Policy,
+    address: tuple[str, int],
+    timeout: float | None = None,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """`socket.create_connection`, but only to the addresses `policy` checked for the host:
+    the name is resolved here, once, and never again for this connection."""
+    host, port = address
+    error: OSError | None = None
+    for checked in policy.addresses(host, port):
+        try:
+            # An address literal: create_connection resolves nothing more.
+            return socket.create_connection((checked, port), timeout, source_address)
+        except OSError as exc:
+            error = exc
+    raise error or OSError(f"{host!r} resolved to no address")
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, *, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        # http.client's one hook for how the socket is made; self.host stays the name, so
+        # the Host header names it.
+        self._create_connection = lambda *a: _connect_checked(policy, *a)
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, *, policy: Policy, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        # As above; HTTPSConnection.connect then wraps the socket with server_hostname set
+        # to self.host (the name), so SNI and certificate verification use the name.
+        self._create_connection = lambda *a: _connect_checked(policy, *a)
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        policy = self._policy
+
+        def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+            return _CheckedHTTPConnection(host, policy=policy, **kwargs)
+
+        return self.do_open(connection, req)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, policy: Policy, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._policy = policy
+        self._tls = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        policy, tls = self._policy, self._tls
+
+        def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+            return _CheckedHTTPSConnection(host, policy=policy, context=tls, **kwargs)
+
+        return self.do_open(connection, req)
+
+
+def _check_proxied(policy: Policy, uri: str) -> None:
+    """Through a proxy (HTTP(S)_PROXY) the proxy resolves the name and connects, and the
+    checked connection goes to the proxy: the name is still checked here, once, as far as
+    this machine's resolver sees it (the proxy's own answer cannot be pinned)."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        policy.addresses(host, parts.port or (443 if parts.scheme == "https" else 80))
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
@@ -40,6 +121,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         self._policy.check_allowed(newurl)
+        _check_proxied(self._policy, newurl)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and urlsplit(newurl).netloc != self._origin:
             new.remove_header("Authorization")
@@ -65,8 +147,10 @@ class HttpSource:
 
     def _open(self, uri: str, method: str, timeout: float) -> http.client.HTTPResponse:
         self._policy.check_allowed(uri)
+        _check_proxied(self._policy, uri)
         opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=self._context),
+            _CheckedHTTPHandler(self._policy),
+            _CheckedHTTPSHandler(self._policy, self._context),
             _Redirects(self._policy, urlsplit(uri).netloc),
         )
         request = urllib.request.Request(uri, method=method, headers=self._headers())

@@ -8,6 +8,11 @@ shared config files and, on Kubernetes, the pod's web identity); a repository's 
 Downloads go through boto3's TransferManager (parallel ranged GETs, all files at once);
 botocore validates the store's checksums where a response carries them (its default,
 `response_checksum_validation: when_supported`).
+
+The endpoint's host is resolved and checked against the link-local and metadata addresses
+before each presence check and download; botocore (urllib3) resolves it again for each new
+connection, so for S3 that check is not pinned to the connection as it is for HTTP(S)
+(docs/repositories.md says what is covered).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferManager
 
 from tms_core.repos.archive import extract, is_archive
-from tms_core.repos.policy import RepositoryError, Resolved
+from tms_core.repos.policy import Policy, RepositoryError, Resolved
 from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.transfer import ObjectInfo, Transfer, with_retries
 
@@ -84,6 +89,15 @@ class S3Source:
             kwargs["aws_session_token"] = creds.session_token or None
         self.client = session.client("s3", **kwargs)
         self._settings = settings
+        self._policy = Policy(settings)
+
+    def _check_endpoint(self) -> None:
+        """Refuses an endpoint (ours, AWS_ENDPOINT_URL's or AWS's) that resolves to a
+        link-local or metadata address."""
+        endpoint = urlsplit(str(self.client.meta.endpoint_url))
+        if endpoint.hostname:
+            port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+            self._policy.addresses(endpoint.hostname, port)
 
     def _error(self, uri: str, exc: BaseException) -> RepositoryError:
         if isinstance(exc, RepositoryError):
@@ -128,6 +142,7 @@ class S3Source:
 
     def stat(self, uri: str) -> ObjectInfo:
         bucket, key = split(uri)
+        self._check_endpoint()
         try:
             if key and not key.endswith("/"):
                 try:
@@ -152,6 +167,7 @@ class S3Source:
 
     def download(self, uri: str, info: ObjectInfo, dest: Path, transfer: Transfer) -> None:
         bucket, key = split(uri)
+        self._check_endpoint()
         transfer.check_size(info.size)
         transfer.total = info.size
         if info.kind == "directory":
