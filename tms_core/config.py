@@ -129,6 +129,11 @@ class ServerSettings(Section):
     max_servers: int = Field(default=8, ge=1)
     """Servers this daemon may run at once; further leases wait PENDING."""
 
+    standby: int = Field(default=0, ge=0)
+    """Started, empty servers of the default Triton kept ready, so that a cold lease waits
+    only for its models to load (docs/leases.md, Standby servers). They count against
+    `max_servers`; one that a lease takes is replaced, and the idle stop leaves them."""
+
     max_restarts: int = Field(default=3, ge=0)
     """Times a server whose tritonserver or sidecar died is restarted (its leases' models
     loaded again) within `restart_window`; at the next crash its leases are placed elsewhere

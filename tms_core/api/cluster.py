@@ -54,6 +54,8 @@ def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
                 target.measured_bytes += measured // len(targets)
                 target.server_ids.append(server.id)
                 target.lease_ids.extend(leases)
+                if manager.standby.is_standby(server):
+                    target.standby_server_ids.append(server.id)
         if node.source == "nvml":
             for reading in read_nvml() or ():
                 if reading.index in gpus:

@@ -316,18 +316,20 @@ class ListResponse(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class ResourceStatus(_message.Message):
-    __slots__ = ("total_bytes", "declared_bytes", "measured_bytes", "server_ids", "lease_ids")
+    __slots__ = ("total_bytes", "declared_bytes", "measured_bytes", "server_ids", "lease_ids", "standby_server_ids")
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DECLARED_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
     SERVER_IDS_FIELD_NUMBER: _ClassVar[int]
     LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_SERVER_IDS_FIELD_NUMBER: _ClassVar[int]
     total_bytes: int
     declared_bytes: int
     measured_bytes: int
     server_ids: _containers.RepeatedScalarFieldContainer[str]
     lease_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, total_bytes: _Optional[int] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., server_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    standby_server_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, total_bytes: _Optional[int] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., server_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., standby_server_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GpuStatus(_message.Message):
     __slots__ = ("index", "product", "memory", "device_used_bytes")

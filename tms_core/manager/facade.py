@@ -56,6 +56,7 @@ from tms_core.manager.reconciler import Reconciler
 from tms_core.manager.renewals import RenewalWriter
 from tms_core.manager.replicas import Replicas
 from tms_core.manager.settle import Settler
+from tms_core.manager.standby import Standby
 from tms_core.manager.tenants import QUOTA_WAIT
 from tms_core.manager.views import FleetViews
 from tms_core.store.protocol import StateStore
@@ -108,8 +109,16 @@ class LeaseManager(Catalog):
         self.autoscaler = Autoscaler(
             self.ledger, self.replicas, settings, hpa=backend.hpa_autoscaling
         )
+        self.standby = Standby(
+            self.ledger,
+            self.views,
+            self.lifecycle,
+            settings,
+            binary=backend.default_tritonserver,
+        )
         self.reconciler = Reconciler(
             ledger=self.ledger,
+            standby=self.standby,
             autoscaler=self.autoscaler,
             replicas=self.replicas,
             lifecycle=self.lifecycle,
