@@ -34,6 +34,9 @@ RECLAIM_TIMEOUT_S = 5.0
 UNLOAD_TIMEOUT_S = 60.0
 # Download progress is reported at most this often (the daemon turns each into an event).
 PROGRESS_INTERVAL_S = 0.25
+# Triton's metrics (the load autoscaling follows) are read this often while a model is
+# ready; a changed reading is reported at once (a local scrape: about a millisecond).
+LOAD_INTERVAL_S = 0.25
 # The node cache is read again after each fetch or removal, else at most this often.
 CACHE_READ_S = 10.0
 
@@ -52,6 +55,7 @@ class ModelStatus:
     bytes_done: int = 0
     bytes_total: int = 0
     load: triton_metrics.ModelLoad | None = None
+    load_read_at: float = 0.0
 
 
 class ServerGone(Exception):
@@ -104,6 +108,7 @@ class Agent:
             asyncio.create_task(self._converge_loop(), name="converge"),
             asyncio.create_task(self._report_loop(stub), name="report"),
             asyncio.create_task(self._stats_loop(), name="stats"),
+            asyncio.create_task(self._load_loop(), name="load"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -360,9 +365,22 @@ class Agent:
                 if (count, last_ms) != (status.inference_count, status.last_inference_ms):
                     status.inference_count, status.last_inference_ms = count, last_ms
                     self._dirty.set()
-            await self._read_load(ready)
             # Memory grows after load too (buffers allocated by the first inferences).
             await self._measure(ready)
+
+    async def _load_loop(self) -> None:
+        """Reads the ready models' load from Triton's metrics every LOAD_INTERVAL_S: a
+        load step reaches the daemon's autoscaler within that, not within the statistics'
+        second (a replica added 1 s late is most of a cold start late)."""
+        if not self._metrics_address:
+            # Nothing to read; the task waits (`run` ends when any of its tasks ends).
+            await asyncio.Event().wait()
+        while True:
+            await asyncio.sleep(LOAD_INTERVAL_S)
+            if not self._triton_ready:
+                continue
+            ready = [n for n, s in self._status.items() if s.state == pb.MODEL_READY]
+            await self._read_load(ready)
 
     async def _read_load(self, ready: list[str]) -> None:
         """Reads each ready model's load from Triton's metrics endpoint (what the daemon
@@ -374,10 +392,16 @@ class Agent:
         except (OSError, ValueError) as exc:
             log.debug("reading Triton's metrics failed: %s", exc)
             return
+        read_at = time.time()
         for name in ready:
             status = self._status.get(name)
             load = loads.get(name)
-            if status is not None and load is not None and load != status.load:
+            if status is None or load is None:
+                continue
+            # Every reading is dated (the next report carries the latest), but only a change
+            # is reported at once: an idle model's rates fall to 0 with the heartbeats.
+            status.load_read_at = read_at
+            if load != status.load:
                 status.load = load
                 self._dirty.set()
 
@@ -460,7 +484,7 @@ class Agent:
                         gpu_memory_bytes=s.gpu_memory_bytes,
                         bytes_done=s.bytes_done if s.state == pb.MODEL_FETCHING else 0,
                         bytes_total=s.bytes_total if s.state == pb.MODEL_FETCHING else 0,
-                        **_load_fields(s.load),
+                        **_load_fields(s.load, s.load_read_at),
                     )
                     for s in self._status.values()
                 ],
@@ -484,10 +508,11 @@ class Agent:
                     del self._status[name]
 
 
-def _load_fields(load: triton_metrics.ModelLoad | None) -> dict[str, Any]:
+def _load_fields(load: triton_metrics.ModelLoad | None, read_at: float) -> dict[str, Any]:
     if load is None:
         return {}
     return {
+        "metrics_read_at": read_at,
         "queue_us": load.queue_us,
         "requests": load.requests,
         "inferences": load.inferences,

@@ -186,6 +186,9 @@ class TritonLoad:
     requests: int = 0
     inferences: int = 0
     pending: float = 0.0
+    read_at: float = 0.0
+    """When the sidecar read them (its own clock, seconds; 0: not said): rates are taken
+    over the interval between readings, not between reports, which other changes also send."""
 
 
 @dataclass

@@ -158,6 +158,8 @@ def test_load_adds_a_replica_that_serves_and_is_removed_when_it_stops(daemon: Da
             what="the new replica to receive requests through the lease's address",
         )
         assert inferences(first.http) > 0
+        # Under load the lease keeps both (no reading read as idle while it was not).
+        assert daemon.client.status(lease.id).replicas_wanted == 2
     finally:
         load.stop()
     assert load.failures == [], load.failures[:5]

@@ -8,9 +8,9 @@ import pytest
 from sidecar.triton_metrics import parse
 from tests.unit.conftest import GiB, Harness, MakeHarness, request
 from tms_core.domain import Lease, LeaseAutoscale, ModelState, ServedModel, TritonLoad
-from tms_core.ids import ModelName
+from tms_core.ids import ModelName, ServerId
 from tms_core.lease_request import LeaseOptions
-from tms_core.manager.scaling import Stabiliser, recommend
+from tms_core.manager.scaling import LoadTracker, Stabiliser, recommend
 
 URI = "file:///models/a"
 QUEUE = LeaseAutoscale(
@@ -81,6 +81,25 @@ async def test_a_queue_above_target_for_the_window_adds_a_replica(harness: Harne
     assert reason == (
         "nv_inference_queue_duration_ms 350 above target 200 for 10s over 1 serving replica: 1 → 2"
     )
+
+
+async def test_a_report_over_target_wakes_the_reconciler_at_once(harness: Harness) -> None:
+    # The reconciler's loop sleeps until its next deadline or a change that may move one: a
+    # reading that asks for another count is such a change, so the window starts at once.
+    h = harness
+    lease = await lease_on(h)
+    assert lease.server_id is not None
+    woken = h.manager.ledger.outbox.deadlines_changed
+    load = Load()
+    h.clock.advance(1.0)
+    await report(h, lease.server_id, load.add(20, 10.0))
+    woken.clear()
+    h.clock.advance(1.0)
+    await report(h, lease.server_id, load.add(20, 10.0))
+    assert not woken.is_set()  # under the target: nothing to look at
+    h.clock.advance(1.0)
+    await report(h, lease.server_id, load.add(20, 350.0))
+    assert woken.is_set()
 
 
 async def test_a_short_burst_adds_nothing(harness: Harness) -> None:
@@ -182,3 +201,18 @@ def test_the_sidecar_reads_triton_metrics() -> None:
     )
     load = parse(text)["a"]
     assert (load.inferences, load.requests, load.queue_us, load.pending) == (42, 31, 12500, 3)
+
+
+def test_rates_are_over_the_sidecars_readings_not_its_reports() -> None:
+    # A report sent for another change (a model's memory, the inference statistics) carries
+    # the last reading again: it must not read as an interval with no inferences in it.
+    tracker = LoadTracker()
+    server, name = ServerId("s-1"), ModelName("a")
+    tracker.note(server, name, TritonLoad(0, 0, 0, 0, read_at=100.0), at=5000.0)
+    tracker.note(server, name, TritonLoad(0, 50, 50, 0, read_at=100.25), at=5000.3)
+    tracker.note(server, name, TritonLoad(0, 50, 50, 0, read_at=100.25), at=5000.31)
+    per_second = tracker.metric("nv_inference_count_per_second", [(server, [name])], 5000.4)
+    assert per_second == (200.0, 1)
+    # Idle: the next reading (a heartbeat's) says nothing changed over its interval.
+    tracker.note(server, name, TritonLoad(0, 50, 50, 0, read_at=102.25), at=5002.3)
+    assert tracker.metric("nv_inference_count_per_second", [(server, [name])], 5002.4) == (0.0, 1)

@@ -329,10 +329,22 @@ def _load_from_pb(report: pb.ModelReport) -> TritonLoad | None:
     never sees one."""
     if not report.has_metrics:
         return None
-    figures = (report.queue_us, report.requests, report.inferences, report.pending)
+    figures = (
+        report.queue_us,
+        report.requests,
+        report.inferences,
+        report.pending,
+        report.metrics_read_at,
+    )
     if not all(math.isfinite(f) and f >= 0 for f in figures):
         return None
-    return TritonLoad(report.queue_us, report.requests, report.inferences, report.pending)
+    return TritonLoad(
+        report.queue_us,
+        report.requests,
+        report.inferences,
+        report.pending,
+        report.metrics_read_at,
+    )
 
 
 def cache_from_pb(message: pb.ModelCacheStatus) -> NodeCache:

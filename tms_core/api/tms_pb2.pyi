@@ -577,7 +577,7 @@ class Assignment(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ...) -> None: ...
 
 class ModelReport(_message.Message):
-    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes", "bytes_done", "bytes_total", "queue_us", "requests", "inferences", "pending", "has_metrics")
+    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes", "bytes_done", "bytes_total", "queue_us", "requests", "inferences", "pending", "has_metrics", "metrics_read_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -594,6 +594,7 @@ class ModelReport(_message.Message):
     INFERENCES_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     HAS_METRICS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_READ_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     state: ModelState
@@ -610,7 +611,8 @@ class ModelReport(_message.Message):
     inferences: int
     pending: float
     has_metrics: bool
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., queue_us: _Optional[float] = ..., requests: _Optional[int] = ..., inferences: _Optional[int] = ..., pending: _Optional[float] = ..., has_metrics: _Optional[bool] = ...) -> None: ...
+    metrics_read_at: float
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., queue_us: _Optional[float] = ..., requests: _Optional[int] = ..., inferences: _Optional[int] = ..., pending: _Optional[float] = ..., has_metrics: _Optional[bool] = ..., metrics_read_at: _Optional[float] = ...) -> None: ...
 
 class SidecarReport(_message.Message):
     __slots__ = ("server_id", "triton_ready", "generation", "models", "leak", "cache")

@@ -35,11 +35,39 @@ class Autoscaler:
         self.load = LoadTracker()
         self._state: dict[LeaseId, Stabiliser] = {}
 
-    def note(self, server_id: ServerId, models: Iterable[ServedModel], now: float) -> None:
-        """Takes what a server's sidecar read of its Triton's metrics."""
+    def note(self, server_id: ServerId, models: Iterable[ServedModel], now: float) -> bool:
+        """Takes what a server's sidecar read of its Triton's metrics; whether a lease it
+        serves now asks for another replica count (a pass should look at once rather than
+        at its next deadline: a load step is met a pass sooner)."""
+        noted = False
         for served in models:
             if served.load is not None:
                 self.load.note(server_id, served.name, served.load, now)
+                noted = True
+        if not noted or self._hpa:
+            return False
+        index = self._ledger.index
+        for held in self._ledger.leases_on(server_id):
+            lease = index.scaled.get(held.replica_of or held.id)
+            if lease is not None and self._asks_change(lease, now):
+                return True
+        return False
+
+    def _asks_change(self, lease: Lease, now: float) -> bool:
+        scale = lease.autoscale
+        if scale is None or lease.state is not LeaseState.READY:
+            return False
+        serving = self._ledger.published().serving(lease)
+        names = [m.name for m in lease.models]
+        measured = self.load.metric(scale.metric, ((s.id, names) for s in serving), now)
+        if measured is None:
+            return False
+        value, count = measured
+        current = lease.replicas_wanted
+        wanted = recommend(
+            value, scale.target, count, current, scale.min_replicas, scale.max_replicas
+        )
+        return wanted != current
 
     def _timings(self, lease: Lease) -> tuple[tuple[float, float], tuple[float, float]]:
         def get(key: str) -> float:

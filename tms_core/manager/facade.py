@@ -521,8 +521,10 @@ class LeaseManager(Catalog):
                 return
             now = self._clock.now()
             reported = {m.name: m for m in models}
-            self.autoscaler.note(server.id, reported.values(), now)
+            rescale = self.autoscaler.note(server.id, reported.values(), now)
             async with ledger.change():
+                if rescale:
+                    self.outbox.deadline_moved()
                 active = self.settler.take_report(server, reported, triton_ready)
                 if leak and not server.leak:
                     server.leak = leak

@@ -54,8 +54,14 @@ class LoadTracker:
     def note(self, server_id: ServerId, name: ModelName, load: TritonLoad, at: float) -> None:
         key = (server_id, name)
         before = self._last.get(key)
-        self._last[key] = (at, load)
-        if before is None or at <= before[0]:
+        if before is not None and load.read_at and load.read_at == before[1].read_at:
+            # The same reading again (the report was for something else): no new interval.
+            return
+        # Intervals between the sidecar's readings where it says when it read them (a
+        # report sent for another change carries an older reading), else between reports.
+        when = load.read_at or at
+        self._last[key] = (when, load)
+        if before is None or when <= before[0]:
             self.rates[key] = Rates(0.0, 0.0, 0.0, 0.0, load.pending, at)
             return
         then, old = before
@@ -66,7 +72,7 @@ class LoadTracker:
             queue_us=max(0.0, load.queue_us - old.queue_us),
             requests=float(load.requests - old.requests),
             inferences=float(load.inferences - old.inferences),
-            interval_s=at - then,
+            interval_s=when - then,
             pending=load.pending,
             at=at,
         )
