@@ -66,6 +66,8 @@ class Standby:
     def shortfall(self, now: float) -> list[Server]:
         """Records (in the open change) a server for each standby missing, where placement
         says one would start; none while the fleet is full (leases come first)."""
+        if not self._wanted:
+            return []  # (the pass over every server is skipped where there are none)
         missing = self._wanted - len(self.servers())
         started: list[Server] = []
         for _ in range(max(0, missing)):
