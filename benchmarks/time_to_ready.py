@@ -101,8 +101,10 @@ def until_ready(client: TmsClient, models: list[ModelRequest]) -> pb.Lease:
 
 
 def wait_no_servers(state_dir: Path) -> None:
+    """Until every server's directory is gone (files beside them, such as the repository
+    settings the sidecars read, stay)."""
     servers = state_dir / "servers"
-    while servers.exists() and any(servers.iterdir()):
+    while servers.exists() and any(path.is_dir() for path in servers.iterdir()):
         time.sleep(0.02)
 
 
