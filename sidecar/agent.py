@@ -35,7 +35,8 @@ UNLOAD_TIMEOUT_S = 60.0
 # Download progress is reported at most this often (the daemon turns each into an event).
 PROGRESS_INTERVAL_S = 0.25
 # Triton's metrics (the load autoscaling follows) are read this often while a model is
-# ready; a changed reading is reported at once (a local scrape: about a millisecond).
+# ready; a changed reading is reported at once. A local scrape and its parsing measured
+# 0.6 ms wall, 0.4 ms of the sidecar's CPU (tritonserver 2.51, one model): 0.2 % of a core.
 LOAD_INTERVAL_S = 0.25
 # The node cache is read again after each fetch or removal, else at most this often.
 CACHE_READ_S = 10.0
