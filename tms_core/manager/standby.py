@@ -5,8 +5,9 @@ load, not for `tritonserver` to start. A standby server is an ordinary unpooled 
 the backend's default Triton, started where placement would start one for a lease of the
 default shape (a GPU of its own on a machine with GPUs, else a CPU server): it counts against
 `servers.max_servers` like any running server, shows in `tms cluster`, and a lease joins it
-as it joins any server with room. When one is taken, the reconciler's pass starts another;
-the idle stop leaves the empty ones alone while there are no more than `servers.standby`.
+as it joins any server with room. When one is taken, a reconciler's pass starts another once
+no model is loading; the idle stop leaves the empty ones alone while there are no more than
+`servers.standby`.
 
 Answered without I/O, inside the reconciler's change (the caller holds the manager's lock).
 """
@@ -69,6 +70,13 @@ class Standby:
         if not self._wanted:
             return []  # (the pass over every server is skipped where there are none)
         missing = self._wanted - len(self.servers())
+        if missing > 0 and any(
+            lease.state is LeaseState.LOADING for lease in self._ledger.index.live.values()
+        ):
+            # Replaced once no model loads: starting tritonserver and its sidecar takes CPU
+            # that the load which took the standby server is waiting on (a pass follows
+            # within the reconciler's 0.5 s).
+            return []
         started: list[Server] = []
         for _ in range(max(0, missing)):
             decision = self._views.decide(self._shape(now))
