@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/placement_sim.py
 	$(BIN)/python benchmarks/console_events.py --rounds 7
 	$(BIN)/python benchmarks/notebook_infer.py --rounds 5 --calls 200
+	$(BIN)/python benchmarks/autoscaling.py --rounds 5
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

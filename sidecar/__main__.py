@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--daemon", required=True, help="host:port of the daemon's gRPC API")
     parser.add_argument("--server-id", required=True)
     parser.add_argument("--triton-grpc", required=True, help="host:port of Triton's gRPC API")
+    parser.add_argument(
+        "--triton-metrics", default="", help="host:port of Triton's metrics (for autoscaling)"
+    )
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument(
         "--repositories",
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         server_id=args.server_id,
         triton=TritonGrpc(args.triton_grpc),
         model_dir=args.model_dir,
+        metrics_address=args.triton_metrics,
         fetcher=_fetcher_soon(args),
         # Given by the daemon in the environment: good only for this server's reports.
         credential=os.environ.get("TMS_SIDECAR_TOKEN", ""),

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from sidecar import metrics
+from sidecar import metrics, triton_metrics
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
 from tms_core.api import tms_pb2 as pb
@@ -34,6 +34,10 @@ RECLAIM_TIMEOUT_S = 5.0
 UNLOAD_TIMEOUT_S = 60.0
 # Download progress is reported at most this often (the daemon turns each into an event).
 PROGRESS_INTERVAL_S = 0.25
+# Triton's metrics (the load autoscaling follows) are read this often while a model is
+# ready; a changed reading is reported at once. A local scrape and its parsing measured
+# 0.6 ms wall, 0.4 ms of the sidecar's CPU (tritonserver 2.51, one model): 0.2 % of a core.
+LOAD_INTERVAL_S = 0.25
 # The node cache is read again after each fetch or removal, else at most this often.
 CACHE_READ_S = 10.0
 
@@ -51,6 +55,8 @@ class ModelStatus:
     gpu_memory_bytes: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
+    load: triton_metrics.ModelLoad | None = None
+    load_read_at: float = 0.0
 
 
 class ServerGone(Exception):
@@ -66,6 +72,7 @@ class Agent:
         triton: TritonGrpc,
         model_dir: Path,
         stats_interval: float = 1.0,
+        metrics_address: str = "",
         fetcher: Fetcher | Future[Fetcher] | None = None,
         credential: str = "",
     ) -> None:
@@ -73,6 +80,7 @@ class Agent:
         # thread (see __main__); None: the default settings, made at first use.
         self._fetcher_source = fetcher
         self._stats_interval = stats_interval
+        self._metrics_address = metrics_address
         # The daemon accepts this server's Connect and Report only with its credential.
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
         self._gpu = GpuReader()
@@ -104,6 +112,7 @@ class Agent:
             asyncio.create_task(self._converge_loop(), name="converge"),
             asyncio.create_task(self._report_loop(stub), name="report"),
             asyncio.create_task(self._stats_loop(), name="stats"),
+            asyncio.create_task(self._load_loop(), name="load"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -394,6 +403,43 @@ class Agent:
             # Memory grows after load too (buffers allocated by the first inferences).
             await self._measure(ready)
 
+    async def _load_loop(self) -> None:
+        """Reads the ready models' load from Triton's metrics every LOAD_INTERVAL_S: a
+        load step reaches the daemon's autoscaler within that, not within the statistics'
+        second (a replica added 1 s late is most of a cold start late)."""
+        if not self._metrics_address:
+            # Nothing to read; the task waits (`run` ends when any of its tasks ends).
+            await asyncio.Event().wait()
+        while True:
+            await asyncio.sleep(LOAD_INTERVAL_S)
+            if not self._triton_ready:
+                continue
+            ready = [n for n, s in self._status.items() if s.state == pb.MODEL_READY]
+            await self._read_load(ready)
+
+    async def _read_load(self, ready: list[str]) -> None:
+        """Reads each ready model's load from Triton's metrics endpoint (what the daemon
+        autoscales on); a changed reading is reported with the next report."""
+        if not self._metrics_address or not ready:
+            return
+        try:
+            loads = await asyncio.to_thread(triton_metrics.read, self._metrics_address)
+        except (OSError, ValueError) as exc:
+            log.debug("reading Triton's metrics failed: %s", exc)
+            return
+        read_at = time.time()
+        for name in ready:
+            status = self._status.get(name)
+            load = loads.get(name)
+            if status is None or load is None:
+                continue
+            # Every reading is dated (the next report carries the latest), but only a change
+            # is reported at once: an idle model's rates fall to 0 with the heartbeats.
+            status.load_read_at = read_at
+            if load != status.load:
+                status.load = load
+                self._dirty.set()
+
     async def _measure(self, names: list[str]) -> None:
         if not names:
             return
@@ -473,6 +519,7 @@ class Agent:
                         gpu_memory_bytes=s.gpu_memory_bytes,
                         bytes_done=s.bytes_done if s.state == pb.MODEL_FETCHING else 0,
                         bytes_total=s.bytes_total if s.state == pb.MODEL_FETCHING else 0,
+                        **_load_fields(s.load, s.load_read_at),
                     )
                     for s in self._status.values()
                 ],
@@ -494,3 +541,16 @@ class Agent:
                 current = self._status.get(name)
                 if current is not None and current.state == pb.MODEL_UNLOADED:
                     del self._status[name]
+
+
+def _load_fields(load: triton_metrics.ModelLoad | None, read_at: float) -> dict[str, Any]:
+    if load is None:
+        return {}
+    return {
+        "metrics_read_at": read_at,
+        "queue_us": load.queue_us,
+        "requests": load.requests,
+        "inferences": load.inferences,
+        "pending": load.pending,
+        "has_metrics": True,
+    }

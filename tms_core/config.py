@@ -129,6 +129,11 @@ class ServerSettings(Section):
     max_servers: int = Field(default=8, ge=1)
     """Servers this daemon may run at once; further leases wait PENDING."""
 
+    standby: int = Field(default=0, ge=0)
+    """Started, empty servers of the default Triton kept ready, so that a cold lease waits
+    only for its models to load (docs/leases.md, Standby servers). They count against
+    `max_servers`; one that a lease takes is replaced, and the idle stop leaves them."""
+
     max_restarts: int = Field(default=3, ge=0)
     """Times a server whose tritonserver or sidecar died is restarted (its leases' models
     loaded again) within `restart_window`; at the next crash its leases are placed elsewhere
@@ -229,6 +234,31 @@ class PlacementSettings(Section):
     )
 
 
+class AutoscaleSettings(Section):
+    """Replicas and autoscaling (docs/leases.md, Autoscaling). Each timing is the default
+    for leases that do not set their own in their `autoscale` request."""
+
+    up_window: float = 15.0
+    """How long the metric must ask for more replicas before one is added (stabilisation)."""
+
+    down_window: float = 120.0
+    """How long the metric must ask for fewer replicas before one is removed."""
+
+    up_cooldown: float = 30.0
+    """No replica is added for this long after the lease's last scaling decision."""
+
+    down_cooldown: float = 120.0
+    """No replica is removed for this long after the lease's last scaling decision."""
+
+    drain: float = 10.0
+    """A replica being removed leaves the lease's address this long before its models are
+    unloaded, so that requests already sent to it finish."""
+
+    _parse = field_validator(
+        "up_window", "down_window", "up_cooldown", "down_cooldown", "drain", mode="before"
+    )(duration)
+
+
 class KubernetesSettings(Section):
     namespace: str = ""
     """Namespace of the servers' objects; defaults to the daemon's own (in a pod) or `tms`."""
@@ -259,6 +289,11 @@ class KubernetesSettings(Section):
 
     cpu: str = "2"
     """CPU request and limit of the `tritonserver` container."""
+
+    autoscale_mode: Literal["replicas", "hpa"] = "replicas"
+    """How autoscaling leases scale: `replicas` (the daemon adds and removes replicas, each
+    a server Deployment chosen by placement) or `hpa` (one exclusive server Deployment whose
+    pods a HorizontalPodAutoscaler multiplies; placement counts it as one server)."""
 
     gpu_server_memory: int = Field(default=16 * 1024**3, gt=0)
     """Host memory request and limit of a GPU server's `tritonserver` (a CPU server's is its
@@ -365,6 +400,7 @@ class Settings(BaseSettings):
     servers: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     repositories: RepositorySettings = Field(default_factory=RepositorySettings)
 

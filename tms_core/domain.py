@@ -82,16 +82,30 @@ class LeaseConstraints:
 
 @dataclass
 class LeaseAutoscale:
-    """Replicas of the lease's (bespoke) server follow a Triton metric: a Kubernetes
-    HorizontalPodAutoscaler on the metric, served through the Prometheus adapter."""
+    """The lease's replicas follow a Triton metric between `min_replicas` and
+    `max_replicas`: decided by the daemon from what each replica's sidecar reads of its
+    Triton (docs/leases.md, Autoscaling), or, with `kubernetes.autoscale_mode: hpa`, by a
+    HorizontalPodAutoscaler on a metric served through the Prometheus adapter."""
 
     min_replicas: int = 1
     max_replicas: int = 1
     metric: str = "nv_inference_queue_duration_ms"
-    """A per-pod metric from the Prometheus adapter; the default is the adapter rule's average
-    queue time per request, in milliseconds, over the last minute."""
+    """What replicas follow; the default is the average queue time per request, in
+    milliseconds (see `tms_core.manager.scaling.METRICS` for the others)."""
     target: float = 200.0
-    """The metric's average value per pod above which the HPA adds replicas."""
+    """The metric's average value per replica above which replicas are added."""
+    up_window_s: float = 0.0
+    """The metric must ask for more replicas this long before they are added; 0: the
+    daemon's `autoscale.up_window` (the same for the fields below)."""
+    down_window_s: float = 0.0
+    """The metric must ask for fewer replicas this long before one is removed."""
+    up_cooldown_s: float = 0.0
+    """No replica is added for this long after a scaling decision."""
+    down_cooldown_s: float = 0.0
+    """No replica is removed for this long after a scaling decision."""
+    drain_s: float = 0.0
+    """A replica being removed leaves the lease's address this long before its models are
+    unloaded, so that requests under way finish."""
 
 
 @dataclass
@@ -121,6 +135,13 @@ class Lease:
     autoscale: LeaseAutoscale | None = None
     tenant: str = ""
     """The tenant whose quota the lease counts against ("": none, no quota)."""
+    replica_of: LeaseId | None = None
+    """Set on a replica record: the lease whose models it holds on one more server. Such a
+    record is internal (never listed, placed like any lease, ended with its lease)."""
+    replicas_wanted: int = 1
+    """On a lease: how many servers should hold its models, itself included."""
+    draining_until: float | None = None
+    """On a replica being removed: out of the lease's address; unloaded at this time."""
 
     @property
     def tags(self) -> set[str]:
@@ -156,6 +177,20 @@ class NodeCache:
     server_id: str = ""
 
 
+@dataclass(frozen=True)
+class TritonLoad:
+    """A model's load as its server's sidecar read Triton's metrics endpoint: counters
+    cumulative since the model loaded, and the requests pending at the time."""
+
+    queue_us: float = 0.0
+    requests: int = 0
+    inferences: int = 0
+    pending: float = 0.0
+    read_at: float = 0.0
+    """When the sidecar read them (its own clock, seconds; 0: not said): rates are taken
+    over the interval between readings, not between reports, which other changes also send."""
+
+
 @dataclass
 class ServedModel:
     """A model as the server's sidecar last reported it."""
@@ -171,6 +206,8 @@ class ServedModel:
     gpu_memory_bytes: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
+    load: TritonLoad | None = None
+    """What the metrics endpoint said (None: not read); what autoscaling decides on."""
 
     @property
     def measured_bytes(self) -> int:
@@ -298,6 +335,31 @@ class PublishedState:
     leases: Mapping[LeaseId, Lease]
     names: Mapping[str, LeaseNameRecord]
     servers: Mapping[ServerId, Server]
+    replicas: Mapping[LeaseId, Mapping[LeaseId, Lease]] = field(default_factory=dict)
+    """The live replica records of each lease that has some (also among `leases`)."""
+
+    def serving(self, lease: Lease | None) -> list[Server]:
+        """The servers a lease's stable address leads to: its own while the lease is READY
+        (a LOADING one, a restarting server's included, would refuse or fail requests: the
+        router holds its connections instead), and each replica's while READY and not
+        draining (also while the lease itself waits to be placed again)."""
+        if lease is None or lease.state.ended or lease.state is LeaseState.RELEASING:
+            return []
+        found = []
+        own = self.servers.get(lease.server_id) if lease.server_id else None
+        if own is not None and own.state.alive and lease.state is LeaseState.READY:
+            found.append(own)
+        for replica in self.replicas.get(lease.id, {}).values():
+            server = self.servers.get(replica.server_id) if replica.server_id else None
+            if (
+                server is not None
+                and server.state.alive
+                and replica.state is LeaseState.READY
+                and replica.draining_until is None
+                and all(server.id != other.id for other in found)
+            ):
+                found.append(server)
+        return found
 
 
 @dataclass(frozen=True)

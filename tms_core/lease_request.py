@@ -66,17 +66,21 @@ class LeaseOptions:
     priority: int = 0
     """Higher is placed first when leases wait."""
     autoscale: LeaseAutoscale | None = None
-    """The (bespoke) server's replicas follow a metric (kubernetes backend); None: one."""
+    """The lease's replicas follow a metric (docs/leases.md, Autoscaling); None: one."""
 
 
 def autoscale_request(
-    min_replicas: int = 0, max_replicas: int = 0, metric: str = "", target: float = 0.0
+    min_replicas: int = 0,
+    max_replicas: int = 0,
+    metric: str = "",
+    target: float = 0.0,
+    **timings: float,
 ) -> LeaseAutoscale:
     """An autoscale request with the documented defaults for what is left at 0 or "": one
     replica at least, at most `min_replicas`, and `LeaseAutoscale`'s metric and target.
 
     The API applies it to what arrives on the wire; spec files and the console's form to the
-    fields they were given."""
+    fields they were given. `timings` are `LeaseAutoscale`'s `*_s` fields."""
     from tms_core.domain import LeaseAutoscale
 
     default = LeaseAutoscale()
@@ -86,4 +90,6 @@ def autoscale_request(
         max_replicas=max_replicas or minimum,
         metric=metric or default.metric,
         target=target or default.target,
+        # The timings stay 0 where not given: the daemon's settings apply (and may change).
+        **timings,
     )

@@ -15,11 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tms_core.domain import Lease, LeaseNameRecord, LeaseState, Server
-from tms_core.ids import LeaseId, ServerId
+from tms_core.domain import Lease, LeaseState, PublishedState, Server
 from tms_core.procs import cmdline
 from tms_core.router.proxy import HOLD_MAX, HOLD_S
 from tms_core.router.routes import Route, applied_path, read_applied, write_routes
@@ -31,68 +29,54 @@ START_TIMEOUT_S = 10.0
 """How long a new router has to apply its first table."""
 
 
-def _lease_backends(lease: Lease | None, servers: Mapping[ServerId, Server]) -> list[Server]:
-    # Only a READY lease's models answer: a LOADING lease's server (one restarting after a
-    # crash included) would refuse or fail its requests, so its connections wait (`_holds`).
-    if lease is None or lease.state is not LeaseState.READY or not lease.server_id:
-        return []
-    server = servers.get(lease.server_id)
-    return [server] if server is not None and server.state.alive else []
-
-
 def _holds(lease: Lease | None) -> bool:
-    """Whether the lease's new connections wait for it (it is on its way to READY)."""
+    """Whether the lease's new connections wait for it (it is on its way to READY, as while
+    its crashed server restarts) rather than being closed."""
     return lease is not None and lease.state in (LeaseState.PENDING, LeaseState.LOADING)
 
 
-def compute_routes(
-    leases: Mapping[LeaseId, Lease],
-    names: Iterable[LeaseNameRecord],
-    servers: Mapping[ServerId, Server],
-) -> list[Route]:
+def compute_routes(state: PublishedState) -> list[Route]:
     # Every live lease and every name keeps its addresses bound, with or without servers
-    # behind them, so no other process can take a port that clients were given.
+    # behind them, so no other process can take a port that clients were given. A lease's
+    # address leads to each of its serving replicas (`PublishedState.serving`).
     routes: list[Route] = []
-    for lease in leases.values():
+    for lease in state.leases.values():
         if lease.state.ended or not lease.http_port:
             continue
-        backends = _lease_backends(lease, servers)
-        routes.append(
-            Route(
-                f"{HOST}:{lease.http_port}",
-                tuple(s.http_endpoint for s in backends),
-                f"lease {lease.id} http",
+        routes.extend(
+            _pair(
+                lease.http_port,
+                lease.grpc_port,
+                state.serving(lease),
+                f"lease {lease.id}",
                 _holds(lease),
             )
         )
-        routes.append(
-            Route(
-                f"{HOST}:{lease.grpc_port}",
-                tuple(s.grpc_endpoint for s in backends),
-                f"lease {lease.id} grpc",
-                _holds(lease),
-            )
-        )
-    for record in names:
-        target = leases.get(record.lease_id) if record.lease_id else None
-        backends = _lease_backends(target, servers)
-        routes.append(
-            Route(
-                f"{HOST}:{record.http_port}",
-                tuple(s.http_endpoint for s in backends),
-                f"name {record.name} http",
-                _holds(target),
-            )
-        )
-        routes.append(
-            Route(
-                f"{HOST}:{record.grpc_port}",
-                tuple(s.grpc_endpoint for s in backends),
-                f"name {record.name} grpc",
+    for record in state.names.values():
+        target = state.leases.get(record.lease_id) if record.lease_id else None
+        routes.extend(
+            _pair(
+                record.http_port,
+                record.grpc_port,
+                state.serving(target),
+                f"name {record.name}",
                 _holds(target),
             )
         )
     return sorted(routes, key=lambda r: r.listen)
+
+
+def _pair(
+    http_port: int, grpc_port: int, backends: list[Server], what: str, hold: bool
+) -> list[Route]:
+    return [
+        Route(
+            f"{HOST}:{http_port}", tuple(s.http_endpoint for s in backends), f"{what} http", hold
+        ),
+        Route(
+            f"{HOST}:{grpc_port}", tuple(s.grpc_endpoint for s in backends), f"{what} grpc", hold
+        ),
+    ]
 
 
 class RouterProcess:

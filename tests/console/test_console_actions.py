@@ -173,7 +173,7 @@ async def test_validation_messages_sit_next_to_the_field(daemon: Daemon) -> None
         await until(pilot, lambda: "DNS-1123" in text("err-name"), within=10, what="the error")
         assert app.screen is form and not daemon.client.list_leases()
 
-        # Autoscaling: checked here first, then refused by a daemon that runs local processes.
+        # Autoscaling: checked here first, then by the daemon (a metric it does not scale on).
         form.query_one("#name", Input).value = ""
         form.query_one("#autoscale", Input).value = "3:1"
         form.query_one("#autoscale-target", Input).value = "-5"
@@ -184,12 +184,13 @@ async def test_validation_messages_sit_next_to_the_field(daemon: Daemon) -> None
         assert form.query_one("#autoscale", Input).has_focus
         form.query_one("#autoscale", Input).value = "1:3"
         form.query_one("#autoscale-target", Input).value = "150"
+        form.query_one("#autoscale-metric", Input).value = "gpu_temperature"
         await pilot.press("ctrl+s")
         await until(
             pilot,
-            lambda: "need the kubernetes backend" in text("err-autoscale"),
+            lambda: "is not one the daemon scales on" in text("err-autoscale-metric"),
             within=10,
-            what="the daemon's refusal beside the autoscale field",
+            what="the daemon's refusal beside the metric field",
         )
         assert text("err-autoscale-target") == "" and not daemon.client.list_leases()
 

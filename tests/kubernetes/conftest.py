@@ -128,3 +128,12 @@ async def kube(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Kube]:
     k = await open_kube(cluster, tmp_path / "state.db", kube_settings(cluster, tmp_path))
     yield k
     await k.store.close()
+
+
+@pytest.fixture
+async def hpa_kube(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Kube]:
+    """A daemon whose autoscaling leases get HorizontalPodAutoscalers (`autoscale_mode: hpa`)."""
+    settings = kube_settings(cluster, tmp_path, autoscale_mode="hpa")
+    k = await open_kube(cluster, tmp_path / "state.db", settings)
+    yield k
+    await k.store.close()

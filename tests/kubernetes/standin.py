@@ -92,6 +92,7 @@ KINDS = {
     "pods": ("v1", "Pod"),
     "nodes": ("v1", "Node"),
     "horizontalpodautoscalers": ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice"),
 }
 REASONS = {
     403: "Forbidden",

@@ -109,7 +109,8 @@ async def test_a_second_lease_on_the_server_gets_its_own_service(kube: Kube) -> 
     assert len(kube.cluster.objects("deployments", NAMESPACE)) == 1
 
 
-async def test_autoscaling_lease_gets_an_hpa_on_its_deployment(kube: Kube) -> None:
+async def test_autoscaling_lease_gets_an_hpa_on_its_deployment(hpa_kube: Kube) -> None:
+    kube = hpa_kube
     add_node(kube.cluster, "cpu-node-1", {"pool": "a100"})
     await kube.sync()
     lease = await kube.manager.acquire(
@@ -139,7 +140,8 @@ async def test_autoscaling_lease_gets_an_hpa_on_its_deployment(kube: Kube) -> No
     assert hpa["metadata"]["ownerReferences"][0]["uid"] == deployment["metadata"]["uid"]
 
 
-async def test_autoscale_values_are_checked(kube: Kube) -> None:
+async def test_autoscale_values_are_checked(hpa_kube: Kube) -> None:
+    kube = hpa_kube
     with pytest.raises(InvalidArgument, match=r"autoscale\.max_replicas: must be at least"):
         await kube.manager.acquire(
             models("add_sub"),

@@ -28,6 +28,8 @@ def config(cluster: Cluster, tmp_path: Path) -> Path:
                     "model_volume": {"persistentVolumeClaim": {"claimName": "models"}},
                     "poll_interval": "0.2s",
                     "request_timeout": "2s",
+                    # This test follows the autoscaler through a daemon restart.
+                    "autoscale_mode": "hpa",
                 },
             }
         )
@@ -80,15 +82,25 @@ def test_the_daemon_drives_the_cluster_and_adopts_on_restart(
     assert "kubernetes backend, namespace inference" in again.log()
 
 
-def test_the_local_daemon_refuses_autoscaling(make_daemon: Callable[..., Daemon]) -> None:
+def test_the_local_daemon_scales_on_its_own_metrics_only(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    # The local daemon decides replicas itself, from what sidecars read of their Triton: a
+    # Prometheus adapter's metric name (an HPA's) is refused naming the field.
     daemon = make_daemon()
     model = Path(__file__).resolve().parents[2] / "examples" / "models" / "add_sub"
     done = daemon.cli(
-        "lease", "acquire", "-m", f"name=add_sub,uri={model.as_uri()}", "--autoscale", "1:3"
+        "lease",
+        "acquire",
+        "-m",
+        f"name=add_sub,uri={model.as_uri()}",
+        "--autoscale",
+        "1:3",
+        "--autoscale-metric",
+        "nv_gpu_utilization",
     )
     assert done.returncode != 0
-    assert "autoscale:" in done.stderr
-    assert "need the kubernetes backend (daemon.backend: kubernetes)" in done.stderr
+    assert "autoscale.metric: 'nv_gpu_utilization' is not one the daemon scales on" in done.stderr
     assert daemon.client.list_leases() == []
 
 

@@ -1,5 +1,4 @@
-"""Autoscaling leases: the fields from the CLI and spec files through the API to the store, and
-their refusal by the local backend."""
+"""Autoscaling leases: the fields from the CLI and spec files through the API to the store."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from tests.unit.conftest import Harness, request
 from tests.unit.test_store import a_lease
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.convert import acquire_request_to_pb, autoscale_from_pb, lease_to_pb
-from tms_core.backends.local import refuse_autoscale
 from tms_core.cli.lease import spec_from_flags
 from tms_core.cli.spec import load_spec, parse_replicas
 from tms_core.domain import LeaseAutoscale
@@ -110,17 +108,6 @@ async def test_the_store_keeps_it(tmp_path: Path) -> None:
         "l-000000000001": LeaseAutoscale(2, 5, "nv_x", 0.5),
         "l-000000000002": None,
     }
-
-
-async def test_the_local_backend_refuses_autoscaling(harness: Harness) -> None:
-    harness.backend.check_autoscale = refuse_autoscale  # type: ignore[method-assign]
-    with pytest.raises(InvalidArgument) as info:
-        await harness.manager.acquire(
-            [request("a")], LeaseOptions(autoscale=LeaseAutoscale(min_replicas=1, max_replicas=2))
-        )
-    assert info.value.field == "autoscale"
-    assert "need the kubernetes backend (daemon.backend: kubernetes)" in str(info.value)
-    assert harness.manager.list_leases() == []
 
 
 async def test_pool_leases_do_not_autoscale(harness: Harness) -> None:

@@ -125,7 +125,7 @@ def check_form(
 
 
 def _autoscale(form: LeaseForm, replicas: str, metric: str, target: str) -> dict[str, Any] | None:
-    """The autoscale request (kubernetes backend), or None when the section is left empty."""
+    """The autoscale request, or None when the section is left empty."""
     if not replicas:
         if metric or target:
             form.errors["autoscale"] = "set the replicas (MIN:MAX, such as 1:4) to autoscale"
@@ -227,14 +227,14 @@ class CreateLeaseScreen(ModalScreen[pb.Lease | None]):
                 with Horizontal(classes="fields"):
                     yield field_cell("pool", "pool (optional)")
                     yield field_cell("quota", "quota (pool leases)")
-                yield Label("Autoscaling (kubernetes backend; empty: off)", classes="section")
+                yield Label("Autoscaling (replicas; empty: off)", classes="section")
                 with Horizontal(classes="fields"):
                     yield field_cell("autoscale", "replicas MIN:MAX, e.g. 1:4")
                     yield field_cell(
                         "autoscale-metric", "metric [queue duration]", error="autoscale.metric"
                     )
                     yield field_cell(
-                        "autoscale-target", "target per pod [200]", error="autoscale.target"
+                        "autoscale-target", "target per replica [200]", error="autoscale.target"
                     )
             yield Label("", id=error_id("form"), classes="field-error")
             yield ProgressBar(id="progress", show_eta=False)

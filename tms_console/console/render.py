@@ -167,6 +167,13 @@ def lease_detail(lease: pb.Lease | None, events: Iterable[pb.Event], now: float)
             f"{scale.metric or 'nv_inference_queue_duration_ms'} > {scale.target or 200:g} per pod"
         )
         where.append(f" ({len(lease.endpoints.servers)} now)" if lease.endpoints.servers else "")
+    for replica in lease.replicas:
+        rstate = state_name(replica.state) + (" draining" if replica.draining else "")
+        where.append(
+            f"\nreplica {replica.id} {rstate} on {replica.server_id or '-'}"
+            + (f" {replica.http}" if replica.http else "")
+            + (f": {replica.reason}" if replica.reason else "")
+        )
     models = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 1))
     for column in ("model", "state", "declared", "measured", "load", "error"):
         models.add_column(

@@ -136,6 +136,20 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
         "tritonserver": lease.tritonserver,
         "created_at": rfc3339(lease.created_at),
         "expires_at": rfc3339(lease.expires_at),
+        "replicas_wanted": lease.replicas_wanted or 1,
+        "replicas": [
+            {
+                "id": r.id,
+                "server": r.server_id,
+                "state": state_name(r.state),
+                "reason": r.reason,
+                "node": r.node,
+                "draining": r.draining,
+                "http": r.http,
+                "grpc": r.grpc,
+            }
+            for r in lease.replicas
+        ],
     }
 
 

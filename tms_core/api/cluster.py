@@ -45,7 +45,8 @@ def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
         # A server recorded without a node (before nodes were named) ran on the first one.
         for server in by_node.get(node.name, []):
             declared, measured = _usage(manager, server)
-            leases = [lease.id for lease in _holders(manager, server)]
+            # A replica record is shown as its lease: that lease uses this server too.
+            leases = [lease.replica_of or lease.id for lease in _holders(manager, server)]
             targets = [gpus[i].memory for i in server.gpus if i in gpus] or [cpu]
             for target in targets:
                 # A server's models are spread evenly over its GPUs.
@@ -53,6 +54,8 @@ def cluster_status(manager: LeaseManager) -> pb.ClusterStatus:
                 target.measured_bytes += measured // len(targets)
                 target.server_ids.append(server.id)
                 target.lease_ids.extend(leases)
+                if manager.standby.is_standby(server):
+                    target.standby_server_ids.append(server.id)
         if node.source == "nvml":
             for reading in read_nvml() or ():
                 if reading.index in gpus:
@@ -82,7 +85,8 @@ def models_status(manager: LeaseManager) -> pb.ModelsStatus:
             entry = models.setdefault(key, pb.ModelMemory(name=key[0], uri=key[1]))
             entry.declared_bytes = max(entry.declared_bytes, model.memory_bytes)
             entry.framework = entry.framework or model.framework
-            entry.lease_ids.append(lease.id)
+            if (lease.replica_of or lease.id) not in entry.lease_ids:
+                entry.lease_ids.append(lease.replica_of or lease.id)
             if lease.server_id and lease.server_id not in entry.server_ids:
                 entry.server_ids.append(lease.server_id)
     # Where each model is cached: by name and URI (a cache keeps the URI without `#sha256=`).

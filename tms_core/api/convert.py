@@ -3,6 +3,7 @@ the servicer and the client alike."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from tms_core.api import tms_pb2 as pb
@@ -17,6 +18,7 @@ from tms_core.domain import (
     Pool,
     ServedModel,
     Server,
+    TritonLoad,
 )
 from tms_core.events import Event
 from tms_core.ids import ModelName
@@ -53,7 +55,11 @@ def autoscale_from_pb(message: pb.Autoscale) -> LeaseAutoscale:
         max_replicas=message.max_replicas,
         metric=message.metric,
         target=message.target,
+        **{key: getattr(message, key) for key in AUTOSCALE_TIMINGS},
     )
+
+
+AUTOSCALE_TIMINGS = ("up_window_s", "down_window_s", "up_cooldown_s", "down_cooldown_s", "drain_s")
 
 
 def autoscale_to_pb(autoscale: LeaseAutoscale) -> pb.Autoscale:
@@ -62,6 +68,7 @@ def autoscale_to_pb(autoscale: LeaseAutoscale) -> pb.Autoscale:
         max_replicas=autoscale.max_replicas,
         metric=autoscale.metric,
         target=autoscale.target,
+        **{key: getattr(autoscale, key) for key in AUTOSCALE_TIMINGS},
     )
 
 
@@ -148,12 +155,29 @@ def endpoints_pb(
     )
 
 
+def replica_to_pb(replica: Lease, server: Server | None, lease_id: str) -> pb.Replica:
+    return pb.Replica(
+        id=lease_id if replica.replica_of is None else replica.id,
+        server_id=replica.server_id or "",
+        state=LEASE_STATES[replica.state],
+        reason=replica.reason,
+        node=server.node if server else "",
+        draining=replica.draining_until is not None,
+        ready_at=replica.ready_at or 0.0,
+        http=server.http_endpoint if server else "",
+        grpc=server.grpc_endpoint if server else "",
+    )
+
+
 def lease_to_pb(
     lease: Lease,
     server: Server | None,
     names: list[str] | None = None,
     host: str = ROUTER_HOST,
+    replicas: Sequence[tuple[Lease, Server | None]] = (),
 ) -> pb.Lease:
+    """The lease as the API shows it; `replicas` are its own and its replica records, each
+    with its server (`LeaseManager.replicas_of`)."""
     message = pb.Lease(
         id=lease.id,
         name=names[0] if names else "",
@@ -197,9 +221,20 @@ def lease_to_pb(
     )
     if lease.autoscale is not None:
         message.autoscale.CopyFrom(autoscale_to_pb(lease.autoscale))
-    # Endpoints are shown only while they answer for this lease's models.
+    message.replicas_wanted = lease.replicas_wanted
+    if len(replicas) > 1:
+        message.replicas.extend(replica_to_pb(r, s, lease.id) for r, s in replicas)
+    # Endpoints are shown only while they answer for this lease's models; each serving
+    # replica's server is listed with its own addresses.
+    serving = [
+        s
+        for r, s in replicas[1:]
+        if s is not None and r.state is LeaseState.READY and r.draining_until is None
+    ]
     if server is not None and lease.state in (LeaseState.LOADING, LeaseState.READY):
-        message.endpoints.CopyFrom(endpoints_pb(lease.http_port, lease.grpc_port, [server], host))
+        serving.insert(0, server)
+    if serving and not lease.state.ended and lease.state is not LeaseState.RELEASING:
+        message.endpoints.CopyFrom(endpoints_pb(lease.http_port, lease.grpc_port, serving, host))
     return message
 
 
@@ -284,6 +319,31 @@ def served_from_pb(report: pb.ModelReport) -> ServedModel:
         gpu_memory_bytes=report.gpu_memory_bytes,
         bytes_done=report.bytes_done,
         bytes_total=report.bytes_total,
+        load=_load_from_pb(report),
+    )
+
+
+def _load_from_pb(report: pb.ModelReport) -> TritonLoad | None:
+    """What the sidecar read of Triton's metrics; a reading with a negative or non-finite
+    figure is dropped (bounds.py bounds sizes, not numbers), so the autoscaler's arithmetic
+    never sees one."""
+    if not report.has_metrics:
+        return None
+    figures = (
+        report.queue_us,
+        report.requests,
+        report.inferences,
+        report.pending,
+        report.metrics_read_at,
+    )
+    if not all(math.isfinite(f) and f >= 0 for f in figures):
+        return None
+    return TritonLoad(
+        report.queue_us,
+        report.requests,
+        report.inferences,
+        report.pending,
+        report.metrics_read_at,
     )
 
 

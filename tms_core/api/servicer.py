@@ -44,6 +44,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             self._manager.server_of(lease),
             self._manager.names_of(lease.id),
             self._manager.service_host(lease.id),
+            self._manager.replicas_of(lease),
         )
 
     async def Acquire(

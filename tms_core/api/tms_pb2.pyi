@@ -108,16 +108,26 @@ class AcquireRequest(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ...) -> None: ...
 
 class Autoscale(_message.Message):
-    __slots__ = ("min_replicas", "max_replicas", "metric", "target")
+    __slots__ = ("min_replicas", "max_replicas", "metric", "target", "up_window_s", "down_window_s", "up_cooldown_s", "down_cooldown_s", "drain_s")
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    UP_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    DOWN_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    UP_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
+    DOWN_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_S_FIELD_NUMBER: _ClassVar[int]
     min_replicas: int
     max_replicas: int
     metric: str
     target: float
-    def __init__(self, min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ...) -> None: ...
+    up_window_s: float
+    down_window_s: float
+    up_cooldown_s: float
+    down_cooldown_s: float
+    drain_s: float
+    def __init__(self, min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ..., up_window_s: _Optional[float] = ..., down_window_s: _Optional[float] = ..., up_cooldown_s: _Optional[float] = ..., down_cooldown_s: _Optional[float] = ..., drain_s: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
     __slots__ = ("decision", "server_id", "node", "gpus", "reason")
@@ -202,7 +212,7 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ..., framework: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus", "autoscale")
+    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus", "autoscale", "replicas", "replicas_wanted")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +254,8 @@ class Lease(_message.Message):
     NODE_FIELD_NUMBER: _ClassVar[int]
     SERVER_GPUS_FIELD_NUMBER: _ClassVar[int]
     AUTOSCALE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: LeaseState
@@ -271,7 +283,31 @@ class Lease(_message.Message):
     node: str
     server_gpus: _containers.RepeatedScalarFieldContainer[int]
     autoscale: Autoscale
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., node: _Optional[str] = ..., server_gpus: _Optional[_Iterable[int]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    replicas_wanted: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., node: _Optional[str] = ..., server_gpus: _Optional[_Iterable[int]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., replicas_wanted: _Optional[int] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("id", "server_id", "state", "reason", "node", "draining", "ready_at", "http", "grpc")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    READY_AT_FIELD_NUMBER: _ClassVar[int]
+    HTTP_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    server_id: str
+    state: LeaseState
+    reason: str
+    node: str
+    draining: bool
+    ready_at: float
+    http: str
+    grpc: str
+    def __init__(self, id: _Optional[str] = ..., server_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., node: _Optional[str] = ..., draining: _Optional[bool] = ..., ready_at: _Optional[float] = ..., http: _Optional[str] = ..., grpc: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("leases",)
@@ -280,18 +316,20 @@ class ListResponse(_message.Message):
     def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class ResourceStatus(_message.Message):
-    __slots__ = ("total_bytes", "declared_bytes", "measured_bytes", "server_ids", "lease_ids")
+    __slots__ = ("total_bytes", "declared_bytes", "measured_bytes", "server_ids", "lease_ids", "standby_server_ids")
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DECLARED_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEASURED_BYTES_FIELD_NUMBER: _ClassVar[int]
     SERVER_IDS_FIELD_NUMBER: _ClassVar[int]
     LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_SERVER_IDS_FIELD_NUMBER: _ClassVar[int]
     total_bytes: int
     declared_bytes: int
     measured_bytes: int
     server_ids: _containers.RepeatedScalarFieldContainer[str]
     lease_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, total_bytes: _Optional[int] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., server_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    standby_server_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, total_bytes: _Optional[int] = ..., declared_bytes: _Optional[int] = ..., measured_bytes: _Optional[int] = ..., server_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., standby_server_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GpuStatus(_message.Message):
     __slots__ = ("index", "product", "memory", "device_used_bytes")
@@ -541,7 +579,7 @@ class Assignment(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelAssignment, _Mapping]]] = ..., triton_grpc: _Optional[str] = ...) -> None: ...
 
 class ModelReport(_message.Message):
-    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes", "bytes_done", "bytes_total")
+    __slots__ = ("name", "uri", "state", "error", "load_s", "memory_bytes", "inference_count", "last_inference_ms", "gpu_memory_bytes", "bytes_done", "bytes_total", "queue_us", "requests", "inferences", "pending", "has_metrics", "metrics_read_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -553,6 +591,12 @@ class ModelReport(_message.Message):
     GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
     BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_US_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    HAS_METRICS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_READ_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     state: ModelState
@@ -564,7 +608,13 @@ class ModelReport(_message.Message):
     gpu_memory_bytes: int
     bytes_done: int
     bytes_total: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
+    queue_us: float
+    requests: int
+    inferences: int
+    pending: float
+    has_metrics: bool
+    metrics_read_at: float
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., inference_count: _Optional[int] = ..., last_inference_ms: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., queue_us: _Optional[float] = ..., requests: _Optional[int] = ..., inferences: _Optional[int] = ..., pending: _Optional[float] = ..., has_metrics: _Optional[bool] = ..., metrics_read_at: _Optional[float] = ...) -> None: ...
 
 class SidecarReport(_message.Message):
     __slots__ = ("server_id", "triton_ready", "generation", "models", "leak", "cache")

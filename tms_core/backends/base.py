@@ -96,6 +96,12 @@ class Backend(Protocol):
         """Raises InvalidArgument if this backend cannot autoscale a lease."""
         ...
 
+    @property
+    def hpa_autoscaling(self) -> bool:
+        """Whether autoscaling leases get a HorizontalPodAutoscaler on one exclusive server
+        (`kubernetes.autoscale_mode: hpa`) instead of replicas the daemon places."""
+        ...
+
     def allocate_ports(self, count: int) -> list[int]:
         """Ports for a new lease's or name's stable address (HTTP, then gRPC)."""
         ...
@@ -132,6 +138,10 @@ class BackendDefaults:
 
     def check_autoscale(self) -> None:
         return None
+
+    @property
+    def hpa_autoscaling(self) -> bool:
+        return False
 
     def allocate_ports(self, count: int) -> list[int]:
         return [0] * count

@@ -6,9 +6,11 @@ a `KubernetesApiError` whose message says what was being done and what the API a
 
 - `start`/`stop` create and delete a server's Deployment (`kubernetes_objects`).
 - `publish` hears the state after every commit (the lease manager's `publish_state`) and
-  `run` makes the Services and autoscalers match it, deleting what the state no longer asks
-  for; a failure becomes the reason of the lease it concerns.
-- `run` also reads pods (server health for `exit_reason`) and nodes (the GPU inventory).
+  `run` makes the Services, EndpointSlices and autoscalers match it (`kubernetes_addresses`),
+  deleting what the state no longer asks for; a failure becomes the reason of the lease it
+  concerns.
+- `run` also reads pods (server health for `exit_reason`, addresses for EndpointSlices) and
+  nodes (the GPU inventory).
 - `prepare` reads what exists before the manager recovers: `adopt` keeps a server whose
   Deployment is there; Deployments of servers the state does not hold are deleted.
 """
@@ -31,9 +33,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from tms_core import modelrepo
+from tms_core.backends import kubernetes_addresses as addresses
 from tms_core.backends import kubernetes_objects as objects
 from tms_core.backends import kubernetes_status as kstatus
 from tms_core.backends.base import BackendDefaults
+from tms_core.backends.kubernetes_status import KubernetesApiError
 from tms_core.config import KubernetesSettings
 from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.ids import LeaseId, ServerId
@@ -56,6 +60,10 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "services", "list"),
         ("", "services", "patch"),
         ("", "services", "delete"),
+        ("discovery.k8s.io", "endpointslices", "create"),
+        ("discovery.k8s.io", "endpointslices", "list"),
+        ("discovery.k8s.io", "endpointslices", "patch"),
+        ("discovery.k8s.io", "endpointslices", "delete"),
         ("autoscaling", "horizontalpodautoscalers", "create"),
         ("autoscaling", "horizontalpodautoscalers", "list"),
         ("autoscaling", "horizontalpodautoscalers", "patch"),
@@ -67,24 +75,6 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "secrets", "delete"),
     }
 )
-
-
-class KubernetesApiError(OSError):
-    """A Kubernetes API call that failed; `status` is the HTTP status (0: no answer)."""
-
-    def __init__(self, action: str, status: int, message: str) -> None:
-        self.action, self.status = action, status
-        code = f"HTTP {status}" if status else "no answer"
-        super().__init__(f"Kubernetes API: {action} failed ({code}): {message}")
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-    except (ValueError, TypeError):
-        body = {}
-    message = body.get("message") if isinstance(body, dict) else None
-    return str(message or exc.reason or "no message")
 
 
 def connect(settings: KubernetesSettings) -> tuple[k8s.ApiClient, str]:
@@ -120,6 +110,10 @@ def connect(settings: KubernetesSettings) -> tuple[k8s.ApiClient, str]:
 
 
 class KubernetesBackend(BackendDefaults):
+    @property
+    def hpa_autoscaling(self) -> bool:
+        return self._settings.autoscale_mode == "hpa"
+
     def __init__(
         self,
         settings: KubernetesSettings,
@@ -140,6 +134,7 @@ class KubernetesBackend(BackendDefaults):
         self._apps = k8s.AppsV1Api(api)
         self._core = k8s.CoreV1Api(api)
         self._autoscaling = k8s.AutoscalingV2Api(api)
+        self._discovery = k8s.DiscoveryV1Api(api)
         self._lease_problem = lease_problem
         self._nodes_changed = nodes_changed
         self._settle_within = settle_within
@@ -147,6 +142,8 @@ class KubernetesBackend(BackendDefaults):
         # Server id -> its Deployment's uid, for what exists now (read or created by us).
         self._deployments: dict[ServerId, str] = {}
         self._problems: dict[ServerId, str] = {}
+        # Each server's pods with an address, as last listed (what EndpointSlices list).
+        self._pods: dict[ServerId, list[addresses.PodAddress]] = {}
         self._published: PublishedState | None = None
         self._wanted = 0
         self._applied = 0
@@ -165,7 +162,7 @@ class KubernetesBackend(BackendDefaults):
         try:
             response = await asyncio.to_thread(method, *args, **kw)
         except ApiException as exc:
-            raise KubernetesApiError(action, exc.status or 0, _api_message(exc)) from None
+            raise KubernetesApiError(action, exc.status or 0, kstatus.api_message(exc)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             cause = getattr(exc, "reason", None)
             if isinstance(exc, urllib3.exceptions.TimeoutError) or isinstance(
@@ -368,11 +365,13 @@ class KubernetesBackend(BackendDefaults):
             server = state.servers.get(lease.server_id)
             if server is None:
                 continue
-            if lease.autoscale is not None or lease.server_id not in plans:
+            # Only an HPA multiplies a server's pods; the daemon's replicas are servers.
+            scale = lease.autoscale if self.hpa_autoscaling else None
+            if scale is not None or lease.server_id not in plans:
                 plans[lease.server_id] = objects.ServerPlan(
                     image=server.binary,
-                    autoscale=lease.autoscale,
-                    node_selector=lease.constraints.node_selector if lease.autoscale else None,
+                    autoscale=scale,
+                    node_selector=lease.constraints.node_selector if scale else None,
                 )
         self._plans.update(plans)
         # Copies: the manager goes on changing its own.
@@ -380,6 +379,7 @@ class KubernetesBackend(BackendDefaults):
             {k: _copy(v) for k, v in state.leases.items()},
             {k: _copy(v) for k, v in state.names.items()},
             {k: _copy(v) for k, v in state.servers.items()},
+            {k: {r: _copy(x) for r, x in v.items()} for k, v in state.replicas.items()},
         )
         self._wanted += 1
         self._wake.set()
@@ -427,13 +427,15 @@ class KubernetesBackend(BackendDefaults):
             # Nothing published yet (the manager is recovering): nothing is an orphan yet.
             return
         await self._prune_secrets(secrets, state)
-        desired = objects.desired_objects(
+        desired = addresses.desired_objects(
             state.leases,
             state.names,
             state.servers,
             namespace=self.namespace,
             settings=self._settings,
             owner_uids=self._deployments,
+            replicas=state.replicas,
+            pods=self._pods,
         )
         problems = await self._reconcile_objects(state, desired, listed)
         await self._tell_leases(state, desired, problems)
@@ -485,19 +487,24 @@ class KubernetesBackend(BackendDefaults):
         pods = await self._list(
             "pods", self._core.list_namespaced_pod, objects.managed_selector("server")
         )
+        found: dict[ServerId, list[addresses.PodAddress]] = {}
         for pod in pods:
             server_id = pod.get("metadata", {}).get("labels", {}).get(objects.SERVER_LABEL)
             problem = kstatus.pod_problem(pod)
             if server_id and problem:
                 self._problems.setdefault(ServerId(server_id), problem)
+            address = kstatus.pod_address(pod)
+            if address is not None:
+                found.setdefault(address.server_id, []).append(address)
+        self._pods = found
         return set(deployments)
 
     async def _reconcile_objects(
-        self, state: PublishedState, desired: objects.Desired, listed: set[ServerId]
+        self, state: PublishedState, desired: addresses.Desired, listed: set[ServerId]
     ) -> dict[str, str]:
-        """Creates, patches and deletes Services and autoscalers to match `desired`, and
-        deletes Deployments of servers `state` does not hold; returns the problems met, by
-        `Kind/name`."""
+        """Creates, patches and deletes Services, EndpointSlices and autoscalers to match
+        `desired`, and deletes Deployments of servers `state` does not hold; returns the
+        problems met, by `Kind/name`."""
         problems: dict[str, str] = {}
         kinds = (
             (
@@ -508,6 +515,16 @@ class KubernetesBackend(BackendDefaults):
                 self._core.create_namespaced_service,
                 self._core.patch_namespaced_service,
                 self._core.delete_namespaced_service,
+            ),
+            (
+                # After the Services: a slice lists the pods of a Service written above.
+                "EndpointSlice",
+                desired.endpoint_slices,
+                "endpoints",
+                self._discovery.list_namespaced_endpoint_slice,
+                self._discovery.create_namespaced_endpoint_slice,
+                self._discovery.patch_namespaced_endpoint_slice,
+                self._discovery.delete_namespaced_endpoint_slice,
             ),
             (
                 "HorizontalPodAutoscaler",
@@ -570,7 +587,7 @@ class KubernetesBackend(BackendDefaults):
         return problems
 
     async def _tell_leases(
-        self, state: PublishedState, desired: objects.Desired, problems: Mapping[str, str]
+        self, state: PublishedState, desired: addresses.Desired, problems: Mapping[str, str]
     ) -> None:
         """Sets (or clears) the reason of each lease whose objects could (not) be written."""
         now: dict[LeaseId, str] = {}

@@ -1,15 +1,11 @@
-"""The Kubernetes objects the daemon wants, as plain manifests (dicts), from its state.
+"""The Kubernetes objects of servers, as plain manifests (dicts), from the daemon's state.
 
 Pure functions with no client import: the adapter (`kubernetes.py`) sends what these build,
 and the tests validate every one of them against the official schemas.
 
 - A server is a Deployment `tms-<server id>` whose pods run `tritonserver` and the sidecar
-  over a shared model volume.
-- Every live lease has a Service named after its id, and every lease name a Service named
-  after the name; each selects the pods of the server that holds the lease (re-pointing a
-  name changes its Service's selector).
-- An autoscaling lease has a HorizontalPodAutoscaler (named after its id) on its server's
-  Deployment, owned by that Deployment.
+  over a shared model volume; its sidecar's credential is a Secret of its own.
+- The addresses (Services, EndpointSlices) and autoscalers: `kubernetes_addresses`.
 """
 
 from __future__ import annotations
@@ -22,9 +18,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from tms_core.config import KubernetesSettings
-from tms_core.domain import Lease, LeaseAutoscale, LeaseNameRecord, Server
+from tms_core.domain import LeaseAutoscale, Server
 from tms_core.errors import InvalidArgument
-from tms_core.ids import LeaseId, ServerId
 from tms_core.repos.settings import RepositorySettings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -41,8 +36,6 @@ HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 WORK_DIR = "/tms"
 MODEL_DIR = f"{WORK_DIR}/models"
 GPU_RESOURCE = "nvidia.com/gpu"
-# What matches no pod: a Service whose lease has no server yet keeps its name and address.
-NO_SERVER = ""
 
 Manifest = dict[str, Any]
 
@@ -105,7 +98,7 @@ def sidecar_secret(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(
+        "metadata": object_metadata(
             secret_name(server.id), namespace, settings, "server", **{SERVER_LABEL: server.id}
         ),
         "type": "Opaque",
@@ -129,7 +122,7 @@ def _labels(settings: KubernetesSettings, kind: str, **extra: str) -> dict[str, 
     }
 
 
-def _metadata(
+def object_metadata(
     name: str, namespace: str, settings: KubernetesSettings, kind: str, **extra: str
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
@@ -291,6 +284,7 @@ def server_deployment(
             f"--daemon={settings.daemon_address}",
             f"--server-id={server.id}",
             f"--triton-grpc=127.0.0.1:{GRPC_PORT}",
+            f"--triton-metrics=127.0.0.1:{METRICS_PORT}",
             f"--model-dir={MODEL_DIR}",
             *sidecar_args,
             *metrics_args,
@@ -327,7 +321,9 @@ def server_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(name, namespace, settings, "server", **{SERVER_LABEL: server.id}),
+        "metadata": object_metadata(
+            name, namespace, settings, "server", **{SERVER_LABEL: server.id}
+        ),
         "spec": {
             "replicas": plan.autoscale.min_replicas if plan.autoscale else 1,
             "selector": {"matchLabels": {MANAGED_BY: MANAGER, SERVER_LABEL: server.id}},
@@ -339,170 +335,3 @@ def server_deployment(
             },
         },
     }
-
-
-def _service(
-    name: str,
-    server_id: str | None,
-    *,
-    namespace: str,
-    settings: KubernetesSettings,
-    kind: str,
-    **extra: str,
-) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(name, namespace, settings, kind, **extra),
-        "spec": {
-            "type": settings.service_type,
-            "selector": {MANAGED_BY: MANAGER, SERVER_LABEL: server_id or NO_SERVER},
-            "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
-                {
-                    "name": "metrics",
-                    "port": METRICS_PORT,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
-                },
-            ],
-        },
-    }
-
-
-def _serving(lease: Lease | None, servers: Mapping[ServerId, Server]) -> ServerId | None:
-    if lease is None or not lease.state.holds_models or not lease.server_id:
-        return None
-    server = servers.get(lease.server_id)
-    return server.id if server is not None and server.state.alive else None
-
-
-def lease_service(
-    lease: Lease,
-    servers: Mapping[ServerId, Server],
-    *,
-    namespace: str,
-    settings: KubernetesSettings,
-) -> Manifest:
-    return _service(
-        lease.id,
-        _serving(lease, servers),
-        namespace=namespace,
-        settings=settings,
-        kind="lease",
-        **{LEASE_LABEL: lease.id},
-    )
-
-
-def name_service(
-    record: LeaseNameRecord,
-    leases: Mapping[LeaseId, Lease],
-    servers: Mapping[ServerId, Server],
-    *,
-    namespace: str,
-    settings: KubernetesSettings,
-) -> Manifest:
-    lease = leases.get(record.lease_id) if record.lease_id else None
-    return _service(
-        record.name,
-        _serving(lease, servers),
-        namespace=namespace,
-        settings=settings,
-        kind="name",
-        **{NAME_LABEL: record.name},
-    )
-
-
-def lease_hpa(
-    lease: Lease,
-    autoscale: LeaseAutoscale,
-    server_id: str,
-    *,
-    namespace: str,
-    settings: KubernetesSettings,
-    owner_uid: str = "",
-) -> Manifest:
-    target = deployment_name(server_id)
-    meta = _metadata(
-        lease.id,
-        namespace,
-        settings,
-        "autoscaler",
-        **{LEASE_LABEL: lease.id, SERVER_LABEL: server_id},
-    )
-    if owner_uid:
-        # Deleting the server's Deployment deletes its autoscaler with it.
-        meta["ownerReferences"] = [
-            {"apiVersion": "apps/v1", "kind": "Deployment", "name": target, "uid": owner_uid}
-        ]
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": meta,
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-            "minReplicas": autoscale.min_replicas,
-            "maxReplicas": autoscale.max_replicas,
-            "metrics": [
-                {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": autoscale.metric},
-                        "target": {
-                            "type": "AverageValue",
-                            "averageValue": quantity(autoscale.target),
-                        },
-                    },
-                }
-            ],
-        },
-    }
-
-
-@dataclass(frozen=True)
-class Desired:
-    """The Services and autoscalers the daemon's state asks for, by name."""
-
-    services: dict[str, Manifest]
-    autoscalers: dict[str, Manifest]
-    # Which lease each object is for, so a failure to write it becomes that lease's reason.
-    lease_of: dict[str, str]
-
-
-def desired_objects(
-    leases: Mapping[LeaseId, Lease],
-    names: Mapping[str, LeaseNameRecord],
-    servers: Mapping[ServerId, Server],
-    *,
-    namespace: str,
-    settings: KubernetesSettings,
-    owner_uids: Mapping[ServerId, str] | None = None,
-) -> Desired:
-    services: dict[str, Manifest] = {}
-    autoscalers: dict[str, Manifest] = {}
-    lease_of: dict[str, str] = {}
-    for lease in leases.values():
-        if lease.state.ended:
-            continue
-        services[lease.id] = lease_service(lease, servers, namespace=namespace, settings=settings)
-        lease_of[f"Service/{lease.id}"] = lease.id
-        server_id = _serving(lease, servers)
-        if lease.autoscale is not None and server_id is not None:
-            autoscalers[lease.id] = lease_hpa(
-                lease,
-                lease.autoscale,
-                server_id,
-                namespace=namespace,
-                settings=settings,
-                owner_uid=(owner_uids or {}).get(server_id, ""),
-            )
-            lease_of[f"HorizontalPodAutoscaler/{lease.id}"] = lease.id
-    for record in names.values():
-        services[record.name] = name_service(
-            record, leases, servers, namespace=namespace, settings=settings
-        )
-        target = record.next_lease_id or record.lease_id
-        if target:
-            lease_of[f"Service/{record.name}"] = target
-    return Desired(services, autoscalers, lease_of)

@@ -1,12 +1,16 @@
 """What the cluster reports, read as the lease manager sees it (pure): nodes as placement's
-inventory, pods as a server's health, and whether a Service or autoscaler must be patched."""
+inventory, pods as a server's health and as endpoints, and whether a Service, EndpointSlice
+or autoscaler must be patched."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
+from tms_core.backends import kubernetes_addresses as addresses
 from tms_core.backends import kubernetes_objects as objects
+from tms_core.ids import ServerId
 from tms_core.inventory import Gpu, Node
 from tms_core.units import parse_size
 
@@ -66,15 +70,72 @@ def pod_problem(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
+def pod_address(pod: Mapping[str, Any]) -> addresses.PodAddress | None:
+    """A server's pod as its lease's EndpointSlice lists it; None before it has an address."""
+    meta, status = pod.get("metadata", {}), pod.get("status", {})
+    server_id = (meta.get("labels") or {}).get(objects.SERVER_LABEL)
+    ip = status.get("podIP")
+    if not server_id or not ip:
+        return None
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    return addresses.PodAddress(
+        server_id=ServerId(server_id),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        ip=str(ip),
+        ready=conditions.get("Ready") == "True",
+        terminating=bool(meta.get("deletionTimestamp")),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
+    )
+
+
+# What the daemon writes of each kind (beyond labels and annotations): a Service's spec, an
+# EndpointSlice's top-level fields (it has no spec).
+_SLICE_FIELDS = ("addressType", "endpoints", "ports")
+
+
+def _content(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    if manifest.get("kind") == "EndpointSlice":
+        return {k: manifest.get(k) for k in _SLICE_FIELDS}
+    return dict(manifest.get("spec") or {})
+
+
 def differs(wanted: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
     for key in ("labels", "annotations"):
         have = existing.get("metadata", {}).get(key) or {}
         if any(have.get(k) != v for k, v in (wanted["metadata"].get(key) or {}).items()):
             return True
-    have_spec = existing.get("spec") or {}
-    return any(have_spec.get(k) != v for k, v in wanted["spec"].items() if k != "clusterIP")
+    want, have = _content(wanted), _content(existing)
+    if wanted.get("kind") == "Service" and "selector" not in want and have.get("selector"):
+        return True  # a name now pointing at a lease with replicas: its selector must go
+    return any(have.get(k) != v for k, v in want.items() if k != "clusterIP")
 
 
 def patch_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch bringing an object to `manifest` (a null deletes a field)."""
     meta = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
-    return {"metadata": meta, "spec": manifest["spec"]}
+    if manifest.get("kind") == "EndpointSlice":
+        return {"metadata": meta, **_content(manifest)}
+    spec = dict(manifest["spec"])
+    if manifest.get("kind") == "Service":
+        spec.setdefault("selector", None)
+    return {"metadata": meta, "spec": spec}
+
+
+class KubernetesApiError(OSError):
+    """A Kubernetes API call that failed; `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, action: str, status: int, message: str) -> None:
+        self.action, self.status = action, status
+        code = f"HTTP {status}" if status else "no answer"
+        super().__init__(f"Kubernetes API: {action} failed ({code}): {message}")
+
+
+def api_message(exc: Any) -> str:
+    """The message of the API's answer to a failed call (the client's ApiException)."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (ValueError, TypeError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or "no message")

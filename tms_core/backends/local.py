@@ -95,14 +95,6 @@ def _running(pid: int | None, marker: str) -> bool:
     return marker in cmdline(pid)
 
 
-def refuse_autoscale() -> None:
-    raise InvalidArgument(
-        "autoscale",
-        "this daemon runs servers as local processes, which do not autoscale; autoscaling "
-        "leases need the kubernetes backend (daemon.backend: kubernetes)",
-    )
-
-
 def check_tritonserver(binary: str) -> None:
     """A Triton for the allowlist: an absolute path to an executable file."""
     path = Path(binary)
@@ -174,9 +166,6 @@ class LocalBackend(BackendDefaults):
     def check_tritonserver(self, binary: str) -> None:
         check_tritonserver(binary)
 
-    def check_autoscale(self) -> None:
-        refuse_autoscale()
-
     def allocate_ports(self, count: int) -> list[int]:
         now = time.monotonic()
         self._handed = {p: at for p, at in self._handed.items() if at > now - HANDED_KEEP_S}
@@ -185,7 +174,7 @@ class LocalBackend(BackendDefaults):
         return ports
 
     def publish(self, state: PublishedState) -> None:
-        routes = compute_routes(state.leases, state.names.values(), state.servers)
+        routes = compute_routes(state)
         self._published_ports = {split_address(r.listen)[1] for r in routes}
         if self._router is not None:
             self._router.update(routes)
@@ -282,6 +271,7 @@ class LocalBackend(BackendDefaults):
             f"--daemon={self._daemon_address}",
             f"--server-id={server.id}",
             f"--triton-grpc={server.grpc_endpoint}",
+            f"--triton-metrics={server.metrics_endpoint}",
             f"--model-dir={work / 'models'}",
             f"--repositories={self._repositories_file()}",
         ]

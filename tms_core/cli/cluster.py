@@ -37,16 +37,19 @@ def _resource(resource: pb.ResourceStatus) -> dict[str, object]:
         "declared_bytes": resource.declared_bytes,
         "measured_bytes": resource.measured_bytes,
         "servers": list(resource.server_ids),
+        "standby": list(resource.standby_server_ids),
         "leases": list(resource.lease_ids),
     }
 
 
 def _line(label: str, resource: pb.ResourceStatus) -> str:
+    standby = len(resource.standby_server_ids)
     return (
         f"  {label:<28} [{_bar(resource)}] {format_size(resource.total_bytes):>10}  "
         f"declared {format_size(resource.declared_bytes):>10}  "
         f"measured {format_size(resource.measured_bytes):>10}  "
         f"servers {','.join(resource.server_ids) or '-'}  leases {len(resource.lease_ids)}"
+        + (f"  standby {standby}" if standby else "")
     )
 
 

@@ -128,12 +128,12 @@ def acquire_options(func: F) -> F:
         click.option(
             "--autoscale",
             metavar="MIN:MAX",
-            help="Autoscale the server between MIN and MAX replicas (kubernetes backend).",
+            help="Keep the models on MIN to MAX replicas, scaled by the daemon on a metric.",
         ),
         click.option(
             "--autoscale-metric",
             metavar="NAME",
-            help="Per-pod metric to scale on [nv_inference_queue_duration_ms].",
+            help="Metric to scale on, per replica [nv_inference_queue_duration_ms].",
         ),
         click.option(
             "--autoscale-target",

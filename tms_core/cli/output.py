@@ -277,8 +277,15 @@ def print_lease(lease: pb.Lease) -> None:
         scale = lease.autoscale
         out.print(
             f"  autoscale {scale.min_replicas}-{scale.max_replicas} replicas, "
-            f"{scale.metric} above {scale.target:g} per pod"
+            f"{scale.metric} above {scale.target:g} per replica "
+            f"(wants {lease.replicas_wanted or 1})"
         )
+    for replica in data["replicas"]:
+        where = replica["server"] or "-"
+        state = replica["state"] + (" draining" if replica["draining"] else "")
+        reason = f": {replica['reason']}" if replica["reason"] else ""
+        address = replica["http"]
+        out.print(f"  replica   {replica['id']}  {state}  server {where}  {address}{reason}")
     for model in data["models"]:
         line = f"  model     {model['name']}  {model['state']}"
         if model["load_s"]:

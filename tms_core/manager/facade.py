@@ -43,6 +43,7 @@ from tms_core.ids import LeaseId, ModelName, ServerId, new_lease_id
 from tms_core.inventory import Node
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.manager import requests
+from tms_core.manager.autoscaler import Autoscaler
 from tms_core.manager.catalog import Catalog
 from tms_core.manager.index import counts_down
 from tms_core.manager.ledger import Ledger
@@ -53,7 +54,9 @@ from tms_core.manager.placing import Placer
 from tms_core.manager.probe import Probe
 from tms_core.manager.reconciler import Reconciler
 from tms_core.manager.renewals import RenewalWriter
+from tms_core.manager.replicas import Replicas
 from tms_core.manager.settle import Settler
+from tms_core.manager.standby import Standby
 from tms_core.manager.tenants import QUOTA_WAIT
 from tms_core.manager.views import FleetViews
 from tms_core.store.protocol import StateStore
@@ -102,8 +105,22 @@ class LeaseManager(Catalog):
         self.lifecycle = ServerLifecycle(self.ledger, backend, self.views, settings, self._lock)
         self.placer = Placer(self.ledger, self.views, self.lifecycle, self.settler, settings)
         self.consolidator = Consolidator(self.ledger, self.views, self.settler, settings, probe)
+        self.replicas = Replicas(self.ledger, self.views, self.placer, settings)
+        self.autoscaler = Autoscaler(
+            self.ledger, self.replicas, settings, hpa=backend.hpa_autoscaling
+        )
+        self.standby = Standby(
+            self.ledger,
+            self.views,
+            self.lifecycle,
+            settings,
+            binary=backend.default_tritonserver,
+        )
         self.reconciler = Reconciler(
             ledger=self.ledger,
+            standby=self.standby,
+            autoscaler=self.autoscaler,
+            replicas=self.replicas,
             lifecycle=self.lifecycle,
             settler=self.settler,
             placer=self.placer,
@@ -168,8 +185,14 @@ class LeaseManager(Catalog):
         return [
             copy.deepcopy(lease)
             for lease in self.ledger.leases.values()
-            if include_ended or not lease.state.ended
+            if (include_ended or not lease.state.ended) and lease.replica_of is None
         ]
+
+    def replicas_of(self, lease: Lease) -> list[tuple[Lease, Server | None]]:
+        """The lease's replicas with their servers: itself first, then its live replica
+        records, oldest first (read-only for callers)."""
+        records = self.ledger.index.replicas_of(lease.id)
+        return [(held, self.server_of(held)) for held in (lease, *records)]
 
     def fleet(self) -> placement.FleetIndex:
         """The fleet as placement sees it now (read-only for callers)."""
@@ -217,6 +240,9 @@ class LeaseManager(Catalog):
             lease = self.ledger.leases.get(target) if target else None
         if lease is None:
             raise LeaseNotFound(ref)
+        if lease.replica_of is not None:
+            # A replica record stands for its lease (its id shows in events and `tms cluster`).
+            return self._get(lease.replica_of)
         return lease
 
     def resolve(self, ref: str) -> LeaseId:
@@ -282,6 +308,7 @@ class LeaseManager(Catalog):
             requests.check_lease_name("name", options.name)
         requests.duration(options.duration_s, "duration", self._settings)
         binary = self.ledger.pools.binary_for(options, self._backend.default_tritonserver)
+        hpa = self._backend.hpa_autoscaling
         if options.autoscale is not None:
             self._backend.check_autoscale()
         frameworks = [
@@ -293,7 +320,7 @@ class LeaseManager(Catalog):
             new_lease_id(),
             models,
             options,
-            requests.Resolved(binary, frameworks, (ports[0], ports[1])),
+            requests.Resolved(binary, frameworks, (ports[0], ports[1]), hpa),
             nodes=self.ledger.nodes,
             settings=self._settings,
             now=self._clock.now(),
@@ -348,6 +375,9 @@ class LeaseManager(Catalog):
                     ledger.point_name(lease.name, lease, now)
                 new_server = self.placer.commit(lease, decision)
             await self.placer.act(lease, new_server)
+            if lease.replicas_wanted > 1:
+                # Its other replicas are placed now, loading beside it.
+                await self.replicas.reconcile([lease.id])
         self.outbox.deadline_moved()
         log.info("lease %s acquired: %s", lease.id, lease.state)
         return self.snapshot(lease.id)
@@ -405,6 +435,21 @@ class LeaseManager(Catalog):
                     self.settler.settle(ledger.servers[lease.server_id], now)
                 ledger.after_change(lease)
             await self.placer.place_pending()
+        return self.snapshot(lease.id)
+
+    async def set_replicas(self, lease_id: str, wanted: int) -> Lease:
+        """Sets how many replicas an autoscaling lease wants now (within its autoscale
+        range) and brings its replicas to it: the autoscaler's decisions come here."""
+        async with self._lock:
+            lease = self._get(lease_id)
+            scale = lease.autoscale
+            if scale is None or lease.state.ended or lease.state is LeaseState.RELEASING:
+                return self.snapshot(lease.id)
+            async with self.ledger.change():
+                wanted = min(max(wanted, scale.min_replicas), scale.max_replicas)
+                self.replicas.set_wanted(lease, wanted)
+            await self.replicas.reconcile([lease.id])
+        self.outbox.deadline_moved()
         return self.snapshot(lease.id)
 
     async def note_reason(self, lease_id: str, reason: str) -> None:
@@ -485,7 +530,10 @@ class LeaseManager(Catalog):
                 return
             now = self._clock.now()
             reported = {m.name: m for m in models}
+            rescale = self.autoscaler.note(server.id, reported.values(), now)
             async with ledger.change():
+                if rescale:
+                    self.outbox.deadline_moved()
                 active = self.settler.take_report(server, reported, triton_ready)
                 if leak and not server.leak:
                     server.leak = leak

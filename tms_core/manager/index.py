@@ -19,8 +19,9 @@ from tms_core.manager.waiting import WaitingRoom
 
 def counts_down(lease: Lease) -> bool:
     """Whether the lease's expiry is running: waiting for room or READY. A loading lease's
-    duration counts from READY, and a releasing one is already on its way out."""
-    return lease.state in (LeaseState.PENDING, LeaseState.READY)
+    duration counts from READY, and a releasing one is already on its way out. A replica
+    record has no expiry of its own: it ends with its lease."""
+    return lease.replica_of is None and lease.state in (LeaseState.PENDING, LeaseState.READY)
 
 
 @dataclass
@@ -94,6 +95,10 @@ class LeaseIndex:
         consolidation pass must not pull apart."""
         self.waiting = WaitingRoom()
         """The pending leases again, arranged by the room that would let them go."""
+        self.replicas: dict[LeaseId, dict[LeaseId, Lease]] = {}
+        """The live replica records of each lease that has some (manager/replicas.py)."""
+        self.scaled: dict[LeaseId, Lease] = {}
+        """The live leases that autoscale: what the autoscaler and replicas look at."""
         self.loads: dict[ServerId, ServerLoad] = {}
         # What each live lease on a server counts in its load: (server, READY, holds models).
         self._placed: dict[LeaseId, _Placed] = {}
@@ -124,6 +129,10 @@ class LeaseIndex:
             self._drop(lease)
             return
         self.live[lease.id] = lease
+        if lease.replica_of is not None:
+            self.replicas.setdefault(lease.replica_of, {})[lease.id] = lease
+        elif lease.autoscale is not None:
+            self.scaled[lease.id] = lease
         if lease.constraints.colocate_with:
             self.beside[lease.id] = lease
         if counts_down(lease) and lease.id not in self._in_heap:
@@ -161,6 +170,12 @@ class LeaseIndex:
 
     def _drop(self, lease: Lease) -> None:
         self.live.pop(lease.id, None)
+        self.scaled.pop(lease.id, None)
+        if lease.replica_of is not None:
+            siblings = self.replicas.get(lease.replica_of, {})
+            siblings.pop(lease.id, None)
+            if not siblings:
+                self.replicas.pop(lease.replica_of, None)
         self.beside.pop(lease.id, None)
         self.pending.pop(lease.id, None)
         self.waiting.remove(lease)
@@ -183,6 +198,10 @@ class LeaseIndex:
         """Marks a server whose view, or whose leases' states, may have changed."""
         self.fleet_dirty.add(server_id)
         self.unsettled.add(server_id)
+
+    def replicas_of(self, lease_id: LeaseId) -> list[Lease]:
+        """The live replica records of a lease, oldest first."""
+        return sorted(self.replicas.get(lease_id, {}).values(), key=lambda r: r.created_at)
 
     def leases_on(self, server_id: ServerId) -> list[Lease]:
         """The live leases on a server (a copy: callers may end some as they go)."""

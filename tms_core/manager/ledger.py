@@ -122,6 +122,9 @@ class Ledger:
         self.measured: dict[tuple[str, str], int] = {}
         """(model name, uri) -> the most memory it was measured to take, on any server."""
         self.moving = MovesInFlight()
+        self.replica_failed: dict[LeaseId, float] = {}
+        """When a replica record of each lease last FAILED (memory only): a new one waits
+        out the lease's up cooldown, so a replica that cannot load is not retried at once."""
         self.renew_announced: dict[LeaseId, float] = {}
         """When each live lease's last RENEWED event went out (activity renewals are thinned)."""
         self.nodes: tuple[Node, ...] = ()
@@ -166,7 +169,9 @@ class Ledger:
         return sorted(wanted.items())
 
     def published(self) -> PublishedState:
-        return PublishedState(self.index.live, self.names.records(), self.servers)
+        return PublishedState(
+            self.index.live, self.names.records(), self.servers, self.index.replicas
+        )
 
     # ------------------------------------------------------------------ changing
 
@@ -188,12 +193,13 @@ class Ledger:
     def set_state(self, lease: Lease, state: LeaseState, reason: str, now: float) -> None:
         """The one place a lease's state changes: announced, re-indexed and written."""
         if (lease.state, lease.reason) != (state, reason) or lease.updated_at == lease.created_at:
+            # A replica record's changes are its lease's news: watchers read that lease again.
             self.outbox.event(
-                "lease",
+                "replica" if lease.replica_of else "lease",
                 lease.id,
                 state.value,
                 reason,
-                lease_id=lease.id,
+                lease_id=lease.replica_of or lease.id,
                 server_id=lease.server_id or "",
             )
         lease.state = state
@@ -205,6 +211,8 @@ class Ledger:
         self.index.update(lease)
         if state.ended:
             self.renew_announced.pop(lease.id, None)
+        if state is LeaseState.FAILED and lease.replica_of is not None:
+            self.replica_failed[lease.replica_of] = now
 
     def place(self, lease: Lease, server_id: ServerId | None) -> None:
         """Puts `lease` on `server_id` (None: on no server)."""
@@ -240,6 +248,9 @@ class Ledger:
 
     def notify(self, lease: Lease) -> None:
         self.outbox.lease_changed(lease.id, ended=lease.state.ended)
+        if lease.replica_of is not None:
+            # Followers of the lease see its replicas come, serve and go.
+            self.outbox.lease_changed(lease.replica_of, ended=False)
 
     def bump(self, server_id: ServerId) -> None:
         self.outbox.assignment_changed(server_id)
@@ -296,6 +307,21 @@ class Ledger:
             if lease is not None and lease.server_id is not None:
                 self.index.fleet_dirty.add(lease.server_id)
 
+    def _replicas_follow(self, change: Change) -> None:
+        """Ends the replica records of leases that ended or are releasing, in the same
+        change: a lease's replicas never outlive it."""
+        now = self.clock.now()
+        for lease_id in list(change.states):
+            lease = self.index.all.get(lease_id)
+            if lease is None or not (lease.state.ended or lease.state is LeaseState.RELEASING):
+                continue
+            for replica in self.index.replicas_of(lease_id):
+                if replica.state is LeaseState.PENDING:
+                    self.set_state(replica, LeaseState.RELEASED, "", now)
+                elif replica.state is not LeaseState.RELEASING:
+                    self.set_state(replica, LeaseState.RELEASING, f"lease {lease.state.value}", now)
+                self.after_change(replica)
+
     def _names_follow(self, change: Change) -> None:
         """Switches names waiting for a lease that became READY; drops waits on ended ones."""
         for lease_id in change.states:
@@ -335,6 +361,7 @@ class Ledger:
         self.outbox.hold()
         try:
             yield change
+            self._replicas_follow(change)
             self._names_follow(change)
             if change.leases or change.servers or change.names:
                 change.publish = True

@@ -2,10 +2,10 @@
 
 One pass (`tick`) expires leases, fails servers whose processes died or never became ready,
 settles servers whose reports changed, recycles leaking servers, stops idle ones, keeps
-pools at their minimum, advances consolidation moves, runs a consolidation pass when one
-is due, and starts the router again if it died. `run` is the daemon's loop: a pass, then sleep
-until the next deadline (or a change that may have moved one), checking process health at least
-every `HEALTH_INTERVAL_S`.
+pools at their minimum and `servers.standby` empty servers started, advances consolidation
+moves, runs a consolidation pass when one is due, and starts the router again if it died.
+`run` is the daemon's loop: a pass, then sleep until the next deadline (or a change that may
+have moved one), checking process health at least every `HEALTH_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from tms_core.clock import Clock
 from tms_core.config import Settings
 from tms_core.domain import Lease, LeaseState, Server, ServerState
 from tms_core.ids import LeaseId, ServerId
+from tms_core.manager.autoscaler import Autoscaler
 from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
 from tms_core.manager.moves import Consolidator, PassPlan
 from tms_core.manager.placing import Placer
+from tms_core.manager.replicas import Replicas
 from tms_core.manager.settle import Settler
+from tms_core.manager.standby import Standby
 from tms_core.units import format_duration
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,9 @@ class Reconciler:
         self,
         *,
         ledger: Ledger,
+        autoscaler: Autoscaler,
+        replicas: Replicas,
+        standby: Standby,
         lifecycle: ServerLifecycle,
         settler: Settler,
         placer: Placer,
@@ -54,6 +60,9 @@ class Reconciler:
         lock: asyncio.Lock,
     ) -> None:
         self._ledger = ledger
+        self._replicas = replicas
+        self._standby = standby
+        self._autoscaler = autoscaler
         self._lifecycle = lifecycle
         self._settler = settler
         self._placer = placer
@@ -129,8 +138,9 @@ class Reconciler:
                 deadlines.append(restart_at)
             elif server.state is ServerState.STARTING:
                 deadlines.append(self._lifecycle.started_at(server) + servers.start_timeout)
-            if server.idle_since is not None and not ledger.pools.needs(server, ledger.servers):
-                # (An idle server its pool needs for its minimum has no deadline: it stays.)
+            if server.idle_since is not None and not self._kept(server):
+                # (An idle server its pool needs for its minimum, or a standby server, has no
+                # deadline: it stays.)
                 deadlines.append(server.idle_since + servers.idle_grace)
         for due, asked in self._idle_checks.values():
             deadlines.append(due + (ACTIVITY_GIVE_UP_S if asked else ACTIVITY_FRESH_S))
@@ -138,6 +148,9 @@ class Reconciler:
             deadlines.append(move.started_at + servers.start_timeout)
         if self._settings.placement.consolidate:
             deadlines.append(self._next_consolidation)
+        for upcoming in (self._replicas.next_deadline(), self._autoscaler.next_deadline()):
+            if upcoming is not None:
+                deadlines.append(upcoming)
         return min(deadlines, default=None)
 
     async def tick(self) -> None:
@@ -165,6 +178,9 @@ class Reconciler:
                         to_restart.append(server)
                 for pool in ledger.pools.shortfall(ledger.servers):
                     to_start.append(self._lifecycle.new_server(pool.name, pool.tritonserver, now))
+                # Standby servers after the pools' minimum, and after the pass has stopped
+                # what it stops: a server this pass stopped is replaced.
+                to_start.extend(self._standby.shortfall(now))
                 self._consolidator.advance_all(now)
                 if self._settings.placement.consolidate and now >= self._next_consolidation:
                     interval = self._settings.placement.consolidate_interval_s
@@ -181,6 +197,10 @@ class Reconciler:
                     async with ledger.change():
                         ledger.bump(server.id)
             await self._placer.place_pending(sweep=True)
+            # Scaling decisions, then replicas follow what their leases want: new ones
+            # placed, drained ones unloaded.
+            await self._autoscaler.tick()
+            await self._replicas.reconcile()
         for server in to_stop:
             await self._lifecycle.stop(server)
         if to_stop:
@@ -201,6 +221,10 @@ class Reconciler:
         async with self._lock:
             async with self._ledger.change():
                 self._consolidator.apply(plan, groups, self._clock.now())
+
+    def _kept(self, server: Server) -> bool:
+        """Whether an idle server stays up: its pool's minimum or the standby count needs it."""
+        return self._ledger.pools.needs(server, self._ledger.servers) or self._standby.keeps(server)
 
     def _stop_or_fail(self, server: Server, now: float) -> bool:
         """Fails a dead server, settles a changed one, and marks it STOPPING when it should
@@ -229,7 +253,7 @@ class Reconciler:
         if (
             server.idle_since is not None
             and now >= server.idle_since + servers.idle_grace
-            and not ledger.pools.needs(server, ledger.servers)
+            and not self._kept(server)
         ):
             ledger.server_state(server, ServerState.STOPPING, "idle")
             return True

@@ -130,7 +130,18 @@ def duration(seconds: float, field: str, settings: Settings) -> float:
     return chosen
 
 
-def autoscale(options: LeaseOptions) -> LeaseAutoscale | None:
+SCALING_METRICS = {
+    "nv_inference_queue_duration_ms": "average queue time per request, in milliseconds",
+    "nv_inference_pending_request_count": "requests waiting or running, per replica",
+    "nv_inference_count_per_second": "inferences per second, per replica",
+}
+"""The metrics the daemon scales replicas on, read by each replica's sidecar from its Triton
+(`manager/scaling.py`). With `kubernetes.autoscale_mode: hpa` any Prometheus metric name."""
+
+_TIMINGS = ("up_window_s", "down_window_s", "up_cooldown_s", "down_cooldown_s", "drain_s")
+
+
+def autoscale(options: LeaseOptions, *, hpa: bool = False) -> LeaseAutoscale | None:
     wanted = options.autoscale
     if wanted is None:
         return None
@@ -146,14 +157,24 @@ def autoscale(options: LeaseOptions) -> LeaseAutoscale | None:
         raise InvalidArgument(
             "autoscale.max_replicas", f"must be at least min_replicas ({wanted.min_replicas})"
         )
-    if not METRIC.match(wanted.metric):
+    if hpa and not METRIC.match(wanted.metric):
         raise InvalidArgument(
             "autoscale.metric",
             f"{wanted.metric!r} is not a metric name (letters, digits and '_', such as "
             "nv_inference_queue_duration_ms)",
         )
+    if not hpa and wanted.metric not in SCALING_METRICS:
+        raise InvalidArgument(
+            "autoscale.metric",
+            f"{wanted.metric!r} is not one the daemon scales on; expected one of "
+            + ", ".join(SCALING_METRICS),
+        )
     if not (math.isfinite(wanted.target) and wanted.target > 0):
         raise InvalidArgument("autoscale.target", "must be a number above 0")
+    for key in _TIMINGS:
+        value = getattr(wanted, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidArgument(f"autoscale.{key}", "must be 0 (the daemon's default) or more")
     return copy.copy(wanted)
 
 
@@ -192,6 +213,9 @@ class Resolved:
     tritonserver: str
     frameworks: Sequence[str]
     ports: tuple[int, int]
+    hpa_autoscaling: bool = False
+    """Whether the backend scales autoscaling leases with a HorizontalPodAutoscaler (one
+    exclusive server whose pods it multiplies) rather than the daemon's replicas."""
 
 
 def build_lease(
@@ -215,9 +239,9 @@ def build_lease(
                 "the period at which servers read their inference statistics",
             )
     wanted = constraints(options, nodes)
-    scaling = autoscale(options)
-    if scaling is not None:
-        # An autoscaled server's replicas serve this lease alone (TMS: bespoke only).
+    scaling = autoscale(options, hpa=resolved.hpa_autoscaling)
+    if scaling is not None and resolved.hpa_autoscaling:
+        # An HPA multiplies the server's pods: they must serve this lease alone.
         wanted.exclusive = True
     check_labels(options)
     return Lease(
@@ -247,4 +271,5 @@ def build_lease(
         labels=dict(options.labels),
         priority=options.priority,
         autoscale=scaling,
+        replicas_wanted=scaling.min_replicas if scaling and not resolved.hpa_autoscaling else 1,
     )

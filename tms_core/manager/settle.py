@@ -108,13 +108,16 @@ class Settler:
         leases: dict[LeaseId, Lease] = {}
         for name in active:
             leases.update(load.by_model.get(name, {}))
-        for lease in leases.values():
-            if lease.state is not LeaseState.READY or not lease.activity_window_s:
+        live = self._ledger.index.live
+        for held in leases.values():
+            # Inference on a replica is its lease's activity.
+            lease = live.get(held.replica_of) if held.replica_of else held
+            if lease is None or lease.state is not LeaseState.READY or not lease.activity_window_s:
                 continue
             last = max(
                 (
                     server.models[m.name].last_inference_at
-                    for m in lease.models
+                    for m in held.models
                     if m.name in server.models and server.models[m.name].uri == m.uri
                 ),
                 default=0.0,

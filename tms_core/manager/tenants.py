@@ -85,8 +85,10 @@ class TenantTable:
         for lease in live:
             # A released lease's memory is still counted by placement until it is unloaded,
             # but its holder has given it up: it no longer takes the tenant's quota.
+            # A replica record counts in its lease's `replicas` (its autoscale maximum).
             if (
                 lease.tenant == tenant
+                and lease.replica_of is None
                 and lease.id not in self.waiting
                 and lease.state is not LeaseState.RELEASING
             ):

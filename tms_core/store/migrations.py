@@ -126,4 +126,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit(at);
     """,
+    # 7: replicas: a replica record's lease, a lease's wanted replicas, a replica's drain
+    # deadline (JSON; '' for a lease with one replica and no record).
+    """
+    ALTER TABLE leases ADD COLUMN replica TEXT NOT NULL DEFAULT '';
+    """,
 ]

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -39,6 +40,29 @@ from tms_core.store.migrations import MIGRATIONS
 from tms_core.store.protocol import StoredExtras
 
 
+def _replica_json(lease: Lease) -> str:
+    if lease.replica_of is None and lease.replicas_wanted == 1 and lease.draining_until is None:
+        return ""
+    return json.dumps(
+        {
+            "of": lease.replica_of,
+            "wanted": lease.replicas_wanted,
+            "draining_until": lease.draining_until,
+        }
+    )
+
+
+def _replica_fields(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    data = json.loads(text)
+    return {
+        "replica_of": LeaseId(data["of"]) if data.get("of") else None,
+        "replicas_wanted": data.get("wanted", 1),
+        "draining_until": data.get("draining_until"),
+    }
+
+
 class Transaction:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
@@ -49,8 +73,8 @@ class Transaction:
             "INSERT OR REPLACE INTO leases (id, name, state, reason, models, duration_s,"
             " created_at, expires_at, updated_at, server_id, activity_window_s,"
             " last_activity_at, pool, quota, tritonserver, ready_at, http_port, grpc_port,"
-            " constraints, labels, priority, autoscale, tenant)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " constraints, labels, priority, autoscale, tenant, replica)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 lease.id,
                 lease.name,
@@ -75,6 +99,7 @@ class Transaction:
                 lease.priority,
                 json.dumps(asdict(lease.autoscale)) if lease.autoscale else "",
                 lease.tenant,
+                _replica_json(lease),
             ),
         )
 
@@ -279,7 +304,7 @@ class Store:
             "SELECT id, name, state, reason, models, duration_s, created_at, expires_at,"
             " updated_at, server_id, activity_window_s, last_activity_at, pool, quota,"
             " tritonserver, ready_at, http_port, grpc_port, constraints, labels, priority,"
-            " autoscale, tenant FROM leases ORDER BY created_at"
+            " autoscale, tenant, replica FROM leases ORDER BY created_at"
         ) as cur:
             async for row in cur:
                 models = [
@@ -320,6 +345,7 @@ class Store:
                         priority=row[20],
                         autoscale=LeaseAutoscale(**json.loads(row[21])) if row[21] else None,
                         tenant=row[22],
+                        **_replica_fields(row[23]),
                     )
                 )
         servers: list[Server] = []
