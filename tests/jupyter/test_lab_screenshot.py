@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,7 +109,15 @@ class Lab:
         wait_for(up, timeout=timeout, what="jupyter lab to answer")
 
     def kernels(self) -> list[dict[str, object]]:
-        return _get(f"{self.url}/api/kernels")  # type: ignore[return-value]
+        """The running kernels; none yet while one is starting. Jupyter Server 2.21 answers
+        500 to a listing that comes in the moment a kernel starts (its `last_activity` is
+        not set yet: TraitError in `kernel_model`), so that answer means one is starting."""
+        try:
+            return _get(f"{self.url}/api/kernels")  # type: ignore[return-value]
+        except urllib.error.HTTPError as exc:
+            if exc.code != 500:
+                raise
+            return []
 
     def stop(self) -> None:
         for kernel in self.kernels() if self.proc.poll() is None else []:
