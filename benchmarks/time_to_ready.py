@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import tritonclient.http as httpclient
@@ -26,10 +27,10 @@ import tritonclient.http as httpclient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import running_daemon  # noqa: E402
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api.client import TmsClient  # noqa: E402
 from tms_core.backends.local import free_ports  # noqa: E402
-from tms_core.cli.demo import wait_for_daemon  # noqa: E402
 from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 from tms_core.triton.locate import locate  # noqa: E402
 
@@ -117,28 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {
         k: [] for k in ("raw_cold", "tms_cold", "raw_warm", "tms_warm")
     }
-    with tempfile.TemporaryDirectory(prefix="tms-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tms-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         raw = RawTriton(work)
-        (port,) = free_ports(1)
-        target = f"127.0.0.1:{port}"
-        with open(work / "daemon.log", "wb") as log:
-            daemon = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tms_core.cli.main",
-                    "daemon",
-                    f"--listen={target}",
-                    f"--state={work}/state/state.db",
-                    "--idle-grace=0.1s",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        client = TmsClient(target)
-        try:
-            wait_for_daemon(client, daemon, timeout=30)
+        stack.callback(raw.log.close)
+        with running_daemon(work, ["--idle-grace=0.1s"]) as (_, client):
             # One unmeasured round each, so both paths start with warm page caches.
             for measured in [False] + [True] * args.rounds:
                 t0 = time.perf_counter()
@@ -181,11 +165,6 @@ def main(argv: list[str] | None = None) -> int:
                         + " ".join(f"{k}={v[-1]:.3f}s" for k, v in times.items()),
                         flush=True,
                     )
-        finally:
-            client.close()
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=60)
-            raw.log.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         f"rounds={args.rounds} raw_cold_s={med['raw_cold']:.3f} tms_cold_s={med['tms_cold']:.3f} "
