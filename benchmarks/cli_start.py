@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,9 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tms_core.api.client import TmsClient  # noqa: E402
-from tms_core.backends.local import free_ports  # noqa: E402
-from tms_core.cli.demo import wait_for_daemon  # noqa: E402
+from benchmarks.harness import running_daemon  # noqa: E402
 
 TMS = [sys.executable, "-m", "tms_core.cli.main"]
 
@@ -42,23 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="tms-cli-start-") as tmp:
-        (port,) = free_ports(1)
-        target = f"127.0.0.1:{port}"
-        env["TMS_TARGET"] = target
         env["HOME"] = tmp  # no saved targets: the target comes from TMS_TARGET
         # The daemon leaves its admin token's pointer under the state home; this process's
         # client and the commands read it there (on the same machine they need no token).
         os.environ["XDG_STATE_HOME"] = env["XDG_STATE_HOME"] = f"{tmp}/state-home"
-        with open(Path(tmp) / "daemon.log", "wb") as log:
-            daemon = subprocess.Popen(
-                [*TMS, "daemon", f"--listen={target}", f"--state={tmp}/state/state.db"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        try:
-            with TmsClient(target) as client:
-                wait_for_daemon(client, daemon, timeout=30)
+        with running_daemon(Path(tmp), env=env) as (target, _):
+            env["TMS_TARGET"] = target
             commands = {
                 "baseline": [sys.executable, "-c", "import grpc; import tms_core.api.tms_pb2_grpc"],
                 "version": [*TMS, "--version"],
@@ -73,9 +59,6 @@ def main(argv: list[str] | None = None) -> int:
                     order.reverse()
                 for name in order:
                     times[name].append(wall(commands[name], env))
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=60)
     med = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         print(f"{name}: median {med[name] * 1000:.0f} ms  min {min(values) * 1000:.0f} ms")
