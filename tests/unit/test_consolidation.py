@@ -34,6 +34,14 @@ async def two_servers(h: Harness) -> tuple[Lease, Lease, str, str]:
     return small, big, small.server_id or "", big.server_id or ""
 
 
+def served_inferences(name: str, uri: str, count: int, last_at: float) -> ServedModel:
+    """A READY model as its sidecar reports it after `count` inferences, the last at
+    `last_at`."""
+    return ServedModel(
+        ModelName(name), uri, ModelState.READY, inference_count=count, last_inference_at=last_at
+    )
+
+
 def events(h: Harness, lease_id: str) -> list[tuple[str, str]]:
     return [
         (e.state, e.reason)
@@ -97,15 +105,7 @@ async def test_a_lease_that_served_recently_is_not_moved(make_harness: MakeHarne
     await m.report(
         source,
         triton_ready=True,
-        models=[
-            ServedModel(
-                ModelName(model.name),
-                model.uri,
-                ModelState.READY,
-                inference_count=3,
-                last_inference_at=h.clock.now() - 5,
-            )
-        ],
+        models=[served_inferences(model.name, model.uri, 3, h.clock.now() - 5)],
     )
     await m.tick()
     assert ("small", model.uri) not in h.desired(target)
@@ -132,13 +132,7 @@ async def test_a_pass_plans_without_the_lock_and_leaves_a_source_that_changed_me
     await planning.wait()
     # The lease serves an inference while the pass plans: the report gets the lock at once.
     model = small.models[0]
-    inference = ServedModel(
-        ModelName(model.name),
-        model.uri,
-        ModelState.READY,
-        inference_count=1,
-        last_inference_at=h.clock.now(),
-    )
+    inference = served_inferences(model.name, model.uri, 1, h.clock.now())
     await asyncio.wait_for(m.report(source, triton_ready=True, models=[inference]), 5)
     resume.set()
     await passing
