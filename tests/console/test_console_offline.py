@@ -230,3 +230,21 @@ def test_the_detail_of_an_autoscaling_lease_names_its_replicas_and_metric() -> N
     assert "autoscale 2–6 replicas on nv_inference_queue_duration_ms > 150 per pod (2 now)" in text
     plain = render_text(lease_detail(fixed_fleet.leases()[1], [], fixed_fleet.NOW))
     assert "autoscale" not in plain
+
+
+async def test_a_timer_that_fires_while_the_console_closes_draws_nothing() -> None:
+    """Shutdown removes the widgets while the timers' tasks still run; a late tick or redraw
+    must neither fail nor draw into the removed tables."""
+    app = console()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("l")
+        await until(pilot, lambda: app.active_view() == "leases", within=5, what="the leases")
+        table = app.query_one("#lease-table", DataTable)
+        table.remove()
+        await pilot.pause()
+        drawn = dict(app._drawn)
+        app.exit()
+        await pilot.pause()
+        app.tick()
+        app.redraw()
+        assert app._drawn == drawn

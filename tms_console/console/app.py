@@ -210,6 +210,10 @@ class TmsConsole(App[None]):
 
     def active_view(self) -> str | None:
         """The view on screen; None while the app is starting or closing (timers still fire)."""
+        if not self.is_running:
+            # Shutdown prunes the widgets while the timers' tasks still run: a tick then
+            # would find the tabs but not the table inside them.
+            return None
         tabs = self.query("#tabs").results(TabbedContent)
         return next((t.active for t in tabs), None)
 
