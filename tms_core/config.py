@@ -254,8 +254,24 @@ class AutoscaleSettings(Section):
     """A replica being removed leaves the lease's address this long before its models are
     unloaded, so that requests already sent to it finish."""
 
+    park_after: float = Field(default=300.0, gt=0)
+    """A lease that may park (autoscale MIN 0) parks after this long without an inference:
+    its models are unloaded and its servers may stop; its addresses stay."""
+
+    wake_timeout: float = Field(default=120.0, gt=0)
+    """How long a parked lease's wake may take (placement, a server's start, the loads):
+    connections held for it past this are answered with an error, and the lease parks
+    again. Also how long the router holds each connection that waits for a wake."""
+
     _parse = field_validator(
-        "up_window", "down_window", "up_cooldown", "down_cooldown", "drain", mode="before"
+        "up_window",
+        "down_window",
+        "up_cooldown",
+        "down_cooldown",
+        "drain",
+        "park_after",
+        "wake_timeout",
+        mode="before",
     )(duration)
 
 

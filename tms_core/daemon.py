@@ -39,6 +39,7 @@ from tms_core.identity.sidecar_keys import SidecarKeys
 from tms_core.identity.tokens import TokenRegistry
 from tms_core.inventory import read_node
 from tms_core.manager.facade import LeaseManager
+from tms_core.router.wake import WakeListener, socket_name
 from tms_core.routing import RouterProcess
 from tms_core.store import Store
 from tms_core.triton.locate import locate
@@ -234,10 +235,12 @@ def _local(
     sidecars: SidecarKeys,
 ) -> _Wiring:
     work_dir = settings.local.work_dir or state.parent / "servers"
+    wake_name = socket_name(state.parent)
     router = RouterProcess(
         state.parent,
         hold_s=settings.local.router_hold,
         hold_max=settings.local.router_hold_connections,
+        wake_socket=wake_name,
     )
     install = locate(
         settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent
@@ -252,6 +255,7 @@ def _local(
         cache_dir=settings.repositories.cache_dir or state.parent / "model-cache",
         sidecar_credential=sidecars.credential,
         sidecar_metrics=settings.local.sidecar_metrics,
+        wake_hold_s=settings.autoscale.wake_timeout,
     )
     manager = LeaseManager(
         store=store,
@@ -271,7 +275,24 @@ def _local(
     # A process that exits wakes the reconciler: its revival starts at once.
     backend.on_exit = manager.outbox.deadline_moved
 
+    # A connection at a parked lease's address: the router asks, the lease wakes.
+    waking: set[int] = set()
+
+    def wake(port: int) -> None:
+        if port in waking:
+            return  # one wake at a time per address; the router asks every second
+        waking.add(port)
+        task = aiotasks.create_guarded_task(manager.wake_address(port), name=f"wake :{port}")
+        task.add_done_callback(lambda _: waking.discard(port))
+
+    listener = WakeListener(wake_name, wake)
+
+    def stop_router() -> None:
+        router.stop()
+        listener.close()
+
     async def start_router() -> None:
+        listener.start()
         router_pid = router.ensure_running(await _recorded_router(store))
         async with store.transaction() as tx:
             await tx.set_meta("router_pid", str(router_pid))
@@ -281,7 +302,7 @@ def _local(
         f"local backend, tritonserver {install.binary}",
         start_router,
         # With the servers gone there is nothing left to route to.
-        after_servers_stopped=router.stop,
+        after_servers_stopped=stop_router,
     )
 
 

@@ -22,6 +22,8 @@ class LeaseState(enum.StrEnum):
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
     FAILED = "FAILED"
+    PARKED = "PARKED"
+    """Idle at zero replicas: no models loaded, addresses kept; a connection wakes it."""
 
     @property
     def ended(self) -> bool:
@@ -88,6 +90,7 @@ class LeaseAutoscale:
     HorizontalPodAutoscaler on a metric served through the Prometheus adapter."""
 
     min_replicas: int = 1
+    """0: the lease parks (`LeaseState.PARKED`) once idle for its park window."""
     max_replicas: int = 1
     metric: str = "nv_inference_queue_duration_ms"
     """What replicas follow; the default is the average queue time per request, in
@@ -106,6 +109,9 @@ class LeaseAutoscale:
     drain_s: float = 0.0
     """A replica being removed leaves the lease's address this long before its models are
     unloaded, so that requests under way finish."""
+    park_after_s: float = 0.0
+    """With `min_replicas` 0: no inference for this long and the lease parks; 0: the
+    daemon's `autoscale.park_after`."""
 
 
 @dataclass
@@ -142,6 +148,26 @@ class Lease:
     """On a lease: how many servers should hold its models, itself included."""
     draining_until: float | None = None
     """On a replica being removed: out of the lease's address; unloaded at this time."""
+    parked_at: float | None = None
+    """PARKED since (None: not parked)."""
+    woke_at: float | None = None
+    """When its last wake began: a connection (or `Wake`) while it was PARKED."""
+    wake_s: float = 0.0
+    """How long its last wake took, from the wake to READY (0: none finished yet)."""
+    wake_pending: bool = False
+    """A wake began and has not reached READY nor failed yet."""
+    wake_failed_at: float | None = None
+    """PARKED after a wake that failed: when that wake began (`reason` says why)."""
+
+    @property
+    def waking(self) -> bool:
+        """On its way from PARKED to READY: woken, and not READY since."""
+        return self.wake_pending and self.state in (LeaseState.PENDING, LeaseState.LOADING)
+
+    @property
+    def wake_failed(self) -> bool:
+        """PARKED again after a wake that did not reach READY (`reason` says why)."""
+        return self.state is LeaseState.PARKED and self.wake_failed_at is not None
 
     @property
     def tags(self) -> set[str]:

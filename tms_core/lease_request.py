@@ -70,24 +70,25 @@ class LeaseOptions:
 
 
 def autoscale_request(
-    min_replicas: int = 0,
+    min_replicas: int | None = None,
     max_replicas: int = 0,
     metric: str = "",
     target: float = 0.0,
     **timings: float,
 ) -> LeaseAutoscale:
-    """An autoscale request with the documented defaults for what is left at 0 or "": one
-    replica at least, at most `min_replicas`, and `LeaseAutoscale`'s metric and target.
+    """An autoscale request with the documented defaults for what is left at 0 or "" (or
+    None): one replica at least, at most `min_replicas` (at least 1), and
+    `LeaseAutoscale`'s metric and target. `min_replicas=0` asks for parking at zero.
 
     The API applies it to what arrives on the wire; spec files and the console's form to the
     fields they were given. `timings` are `LeaseAutoscale`'s `*_s` fields."""
     from tms_core.domain import LeaseAutoscale
 
     default = LeaseAutoscale()
-    minimum = min_replicas or default.min_replicas
+    minimum = default.min_replicas if min_replicas is None else min_replicas
     return LeaseAutoscale(
         min_replicas=minimum,
-        max_replicas=max_replicas or minimum,
+        max_replicas=max_replicas or max(minimum, 1),
         metric=metric or default.metric,
         target=target or default.target,
         # The timings stay 0 where not given: the daemon's settings apply (and may change).

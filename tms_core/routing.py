@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tms_core.domain import Lease, LeaseState, PublishedState, Server
@@ -35,7 +36,36 @@ def _holds(lease: Lease | None) -> bool:
     return lease is not None and lease.state in (LeaseState.PENDING, LeaseState.LOADING)
 
 
-def compute_routes(state: PublishedState) -> list[Route]:
+@dataclass(frozen=True)
+class _Waits:
+    """How a lease's addresses treat connections that find no server."""
+
+    hold: bool = False
+    wake: bool = False
+    hold_s: float = 0.0
+    error: str = ""
+    error_at: float = 0.0
+
+
+def _waits(lease: Lease | None, wake_hold_s: float) -> _Waits:
+    if lease is None:
+        return _Waits()
+    if lease.state is LeaseState.PARKED:
+        # A connection wakes it; the ones held when a wake fails are answered with why.
+        failed = lease.wake_failed
+        return _Waits(
+            wake=True,
+            hold_s=wake_hold_s,
+            error=lease.reason if failed else "",
+            error_at=(lease.wake_failed_at or 0.0) if failed else 0.0,
+        )
+    if lease.waking:
+        # Held for the whole wake (a server's start and the loads), not the router's default.
+        return _Waits(hold=True, hold_s=wake_hold_s)
+    return _Waits(hold=_holds(lease))
+
+
+def compute_routes(state: PublishedState, *, wake_hold_s: float = 0.0) -> list[Route]:
     # Every live lease and every name keeps its addresses bound, with or without servers
     # behind them, so no other process can take a port that clients were given. A lease's
     # address leads to each of its serving replicas (`PublishedState.serving`).
@@ -49,7 +79,7 @@ def compute_routes(state: PublishedState) -> list[Route]:
                 lease.grpc_port,
                 state.serving(lease),
                 f"lease {lease.id}",
-                _holds(lease),
+                _waits(lease, wake_hold_s),
             )
         )
     for record in state.names.values():
@@ -60,22 +90,28 @@ def compute_routes(state: PublishedState) -> list[Route]:
                 record.grpc_port,
                 state.serving(target),
                 f"name {record.name}",
-                _holds(target),
+                _waits(target, wake_hold_s),
             )
         )
     return sorted(routes, key=lambda r: r.listen)
 
 
 def _pair(
-    http_port: int, grpc_port: int, backends: list[Server], what: str, hold: bool
+    http_port: int, grpc_port: int, backends: list[Server], what: str, waits: _Waits
 ) -> list[Route]:
     return [
         Route(
-            f"{HOST}:{http_port}", tuple(s.http_endpoint for s in backends), f"{what} http", hold
-        ),
-        Route(
-            f"{HOST}:{grpc_port}", tuple(s.grpc_endpoint for s in backends), f"{what} grpc", hold
-        ),
+            f"{HOST}:{port}",
+            tuple(s.http_endpoint if protocol == "http" else s.grpc_endpoint for s in backends),
+            f"{what} {protocol}",
+            waits.hold,
+            wake=waits.wake,
+            protocol=protocol,
+            hold_s=waits.hold_s,
+            error=waits.error,
+            error_at=waits.error_at,
+        )
+        for port, protocol in ((http_port, "http"), (grpc_port, "grpc"))
     ]
 
 
@@ -83,9 +119,15 @@ class RouterProcess:
     """The router process and the file it reads its routes from."""
 
     def __init__(
-        self, state_dir: Path, *, hold_s: float = HOLD_S, hold_max: int = HOLD_MAX
+        self,
+        state_dir: Path,
+        *,
+        hold_s: float = HOLD_S,
+        hold_max: int = HOLD_MAX,
+        wake_socket: str = "",
     ) -> None:
         self.hold_s = hold_s
+        self.wake_socket = wake_socket
         self.hold_max = hold_max
         self.routes_file = state_dir / "routes.json"
         self._log_file = state_dir / "router.log"
@@ -147,6 +189,7 @@ class RouterProcess:
                     f"--routes={self.routes_file}",
                     f"--hold={self.hold_s:g}",
                     f"--hold-max={self.hold_max}",
+                    *([f"--wake-socket={self.wake_socket}"] if self.wake_socket else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,

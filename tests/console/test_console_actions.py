@@ -179,7 +179,7 @@ async def test_validation_messages_sit_next_to_the_field(daemon: Daemon) -> None
         form.query_one("#autoscale-target", Input).value = "-5"
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert "'3:1' needs 1 <= MIN <= MAX" in text("err-autoscale")
+        assert "'3:1' needs 0 <= MIN <= MAX" in text("err-autoscale")
         assert "'-5' is not a number above 0" in text("err-autoscale-target")
         assert form.query_one("#autoscale", Input).has_focus
         form.query_one("#autoscale", Input).value = "1:3"

@@ -45,7 +45,15 @@ def test_spec_file_and_flags(tmp_path: Path) -> None:
             "autoscale: {max_replica: 3}",
             "autoscale: unknown key 'max_replica'; did you mean 'max_replicas'?",
         ),
-        ("autoscale: {min_replicas: 0}", "autoscale.min_replicas: expected a whole number"),
+        (
+            "autoscale: {min_replicas: -1}",
+            "autoscale.min_replicas: expected a whole number of at least 0",
+        ),
+        (
+            "autoscale: {max_replicas: 0}",
+            "autoscale.max_replicas: expected a whole number of at least 1",
+        ),
+        ("autoscale: {park_after: soon}", "autoscale.park_after: .soon. is not a duration"),
         ("autoscale: {target: -1}", "autoscale.target: expected a number above 0"),
         ("autoscale: 3", "autoscale: expected a mapping of min_replicas, max_replicas"),
     ],
@@ -60,8 +68,11 @@ def test_spec_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> 
 def test_replicas_flag() -> None:
     assert parse_replicas("2:8") == {"min_replicas": 2, "max_replicas": 8}
     assert parse_replicas("4") == {"min_replicas": 1, "max_replicas": 4}
-    with pytest.raises(ValueError, match=r"--autoscale: '4:2' needs 1 <= MIN <= MAX"):
+    assert parse_replicas("0:3") == {"min_replicas": 0, "max_replicas": 3}
+    with pytest.raises(ValueError, match=r"--autoscale: '4:2' needs 0 <= MIN <= MAX"):
         parse_replicas("4:2")
+    with pytest.raises(ValueError, match=r"--autoscale: '0:0' needs 0 <= MIN <= MAX and MAX >= 1"):
+        parse_replicas("0:0")
     with pytest.raises(ValueError, match=r"--autoscale: 'lots' is not MIN:MAX"):
         parse_replicas("lots")
 
@@ -76,6 +87,10 @@ def test_the_request_carries_it_and_defaults_fill_in() -> None:
         min_replicas=1, max_replicas=3, metric="nv_inference_queue_duration_ms", target=200.0
     )
     assert autoscale_from_pb(pb.Autoscale(min_replicas=2)).max_replicas == 2
+    # 0 said (not left out) asks for parking, which the wire tells apart from unset.
+    parks = LeaseAutoscale(min_replicas=0, max_replicas=2, park_after_s=90.0)
+    sent = acquire_request_to_pb([], LeaseOptions(autoscale=parks)).autoscale
+    assert sent.HasField("min_replicas") and autoscale_from_pb(sent) == parks
 
 
 def test_a_partial_spec_takes_the_same_defaults(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ STATE_STYLES = {
     "RELEASED": "dim",
     "EXPIRED": "dim red",
     "FAILED": "bold red",
+    "PARKED": "blue",
     "FETCHING": "cyan",
     "UNLOADING": "magenta",
     "UNLOADED": "dim",
@@ -162,11 +163,16 @@ def lease_detail(lease: pb.Lease | None, events: Iterable[pb.Event], now: float)
     )
     if lease.HasField("autoscale"):
         scale = lease.autoscale
+        low = scale.min_replicas if scale.HasField("min_replicas") else 1
         where.append(
-            f"\nautoscale {scale.min_replicas or 1}–{scale.max_replicas} replicas on "
+            f"\nautoscale {low}–{scale.max_replicas} replicas on "
             f"{scale.metric or 'nv_inference_queue_duration_ms'} > {scale.target or 200:g} per pod"
         )
         where.append(f" ({len(lease.endpoints.servers)} now)" if lease.endpoints.servers else "")
+        if low == 0:
+            where.append("; parks when idle, wakes on a request")
+    if lease.wake_s:
+        where.append(f"\nlast wake took {lease.wake_s:.2f}s")
     for replica in lease.replicas:
         rstate = state_name(replica.state) + (" draining" if replica.draining else "")
         where.append(

@@ -136,7 +136,13 @@ def lease_to_dict(lease: pb.Lease) -> dict[str, Any]:
         "tritonserver": lease.tritonserver,
         "created_at": rfc3339(lease.created_at),
         "expires_at": rfc3339(lease.expires_at),
-        "replicas_wanted": lease.replicas_wanted or 1,
+        # 0 only for a parked lease; older daemons never set it (one replica).
+        "replicas_wanted": lease.replicas_wanted
+        if lease.replicas_wanted or lease.state == pb.LEASE_PARKED
+        else 1,
+        "parked_at": rfc3339(lease.parked_at) if lease.parked_at else "",
+        "woke_at": rfc3339(lease.woke_at) if lease.woke_at else "",
+        "wake_s": lease.wake_s,
         "replicas": [
             {
                 "id": r.id,
@@ -339,6 +345,29 @@ class TmsClient:
         try:
             return self._stub.Renew(
                 pb.RenewRequest(id=lease_id, duration_s=duration_s), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def wake(self, lease_id: str, *, wait: bool = True) -> pb.Lease:
+        """Wakes a PARKED lease (an id or a lease name); with `wait`, returns once it is
+        READY, or PARKED again when the wake failed (`reason` says why)."""
+        try:
+            lease = self._stub.Wake(pb.LeaseRef(id=lease_id), timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        if wait and lease.state in (pb.LEASE_PENDING, pb.LEASE_LOADING):
+            for current in self.follow(lease.id):
+                lease = current
+                if lease.state not in (pb.LEASE_PENDING, pb.LEASE_LOADING):
+                    break
+        return lease
+
+    def scale(self, lease_id: str, replicas: int) -> pb.Lease:
+        """Sets how many replicas an autoscaling lease has now (0 parks one whose MIN is 0)."""
+        try:
+            return self._stub.Scale(
+                pb.ScaleRequest(id=lease_id, replicas=replicas), timeout=self._timeout
             )
         except grpc.RpcError as exc:
             raise self._error(exc) from None

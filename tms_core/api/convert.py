@@ -32,6 +32,7 @@ LEASE_STATES = {
     LeaseState.RELEASED: pb.LEASE_RELEASED,
     LeaseState.EXPIRED: pb.LEASE_EXPIRED,
     LeaseState.FAILED: pb.LEASE_FAILED,
+    LeaseState.PARKED: pb.LEASE_PARKED,
 }
 MODEL_STATES = {
     ModelState.PENDING: pb.MODEL_PENDING,
@@ -51,7 +52,7 @@ ROUTER_HOST = "127.0.0.1"
 def autoscale_from_pb(message: pb.Autoscale) -> LeaseAutoscale:
     """The lease's autoscaling, with the documented defaults for fields left at 0 or ""."""
     return autoscale_request(
-        min_replicas=message.min_replicas,
+        min_replicas=message.min_replicas if message.HasField("min_replicas") else None,
         max_replicas=message.max_replicas,
         metric=message.metric,
         target=message.target,
@@ -59,7 +60,14 @@ def autoscale_from_pb(message: pb.Autoscale) -> LeaseAutoscale:
     )
 
 
-AUTOSCALE_TIMINGS = ("up_window_s", "down_window_s", "up_cooldown_s", "down_cooldown_s", "drain_s")
+AUTOSCALE_TIMINGS = (
+    "up_window_s",
+    "down_window_s",
+    "up_cooldown_s",
+    "down_cooldown_s",
+    "drain_s",
+    "park_after_s",
+)
 
 
 def autoscale_to_pb(autoscale: LeaseAutoscale) -> pb.Autoscale:
@@ -222,6 +230,9 @@ def lease_to_pb(
     if lease.autoscale is not None:
         message.autoscale.CopyFrom(autoscale_to_pb(lease.autoscale))
     message.replicas_wanted = lease.replicas_wanted
+    message.parked_at = lease.parked_at or 0.0
+    message.woke_at = lease.woke_at or 0.0
+    message.wake_s = lease.wake_s
     if len(replicas) > 1:
         message.replicas.extend(replica_to_pb(r, s, lease.id) for r, s in replicas)
     # Endpoints are shown only while they answer for this lease's models; each serving
@@ -233,7 +244,9 @@ def lease_to_pb(
     ]
     if server is not None and lease.state in (LeaseState.LOADING, LeaseState.READY):
         serving.insert(0, server)
-    if serving and not lease.state.ended and lease.state is not LeaseState.RELEASING:
+    # A parked lease keeps its addresses: a connection to them wakes it.
+    parked = lease.state is LeaseState.PARKED and lease.http_port
+    if (serving or parked) and not lease.state.ended and lease.state is not LeaseState.RELEASING:
         message.endpoints.CopyFrom(endpoints_pb(lease.http_port, lease.grpc_port, serving, host))
     return message
 

@@ -91,6 +91,12 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     async def Release(self, request: pb.LeaseRef, context: Context) -> pb.Lease:
         return self._pb(await self._manager.release(request.id))
 
+    async def Wake(self, request: pb.LeaseRef, context: Context) -> pb.Lease:
+        return self._pb(await self._manager.wake(request.id))
+
+    async def Scale(self, request: pb.ScaleRequest, context: Context) -> pb.Lease:
+        return self._pb(await self._manager.set_replicas(request.id, request.replicas))
+
     async def Follow(self, request: pb.LeaseRef, context: Context) -> AsyncIterator[pb.Lease]:
         last = None
         async for current in self._manager.follow(request.id):

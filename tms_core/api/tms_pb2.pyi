@@ -17,6 +17,7 @@ class LeaseState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEASE_RELEASED: _ClassVar[LeaseState]
     LEASE_EXPIRED: _ClassVar[LeaseState]
     LEASE_FAILED: _ClassVar[LeaseState]
+    LEASE_PARKED: _ClassVar[LeaseState]
 
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ LEASE_RELEASING: LeaseState
 LEASE_RELEASED: LeaseState
 LEASE_EXPIRED: LeaseState
 LEASE_FAILED: LeaseState
+LEASE_PARKED: LeaseState
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_PENDING: ModelState
 MODEL_FETCHING: ModelState
@@ -108,7 +110,7 @@ class AcquireRequest(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., name: _Optional[str] = ..., duration_s: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ...) -> None: ...
 
 class Autoscale(_message.Message):
-    __slots__ = ("min_replicas", "max_replicas", "metric", "target", "up_window_s", "down_window_s", "up_cooldown_s", "down_cooldown_s", "drain_s")
+    __slots__ = ("min_replicas", "max_replicas", "metric", "target", "up_window_s", "down_window_s", "up_cooldown_s", "down_cooldown_s", "drain_s", "park_after_s")
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +120,7 @@ class Autoscale(_message.Message):
     UP_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
     DOWN_COOLDOWN_S_FIELD_NUMBER: _ClassVar[int]
     DRAIN_S_FIELD_NUMBER: _ClassVar[int]
+    PARK_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     min_replicas: int
     max_replicas: int
     metric: str
@@ -127,7 +130,8 @@ class Autoscale(_message.Message):
     up_cooldown_s: float
     down_cooldown_s: float
     drain_s: float
-    def __init__(self, min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ..., up_window_s: _Optional[float] = ..., down_window_s: _Optional[float] = ..., up_cooldown_s: _Optional[float] = ..., down_cooldown_s: _Optional[float] = ..., drain_s: _Optional[float] = ...) -> None: ...
+    park_after_s: float
+    def __init__(self, min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., metric: _Optional[str] = ..., target: _Optional[float] = ..., up_window_s: _Optional[float] = ..., down_window_s: _Optional[float] = ..., up_cooldown_s: _Optional[float] = ..., down_cooldown_s: _Optional[float] = ..., drain_s: _Optional[float] = ..., park_after_s: _Optional[float] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
     __slots__ = ("decision", "server_id", "node", "gpus", "reason")
@@ -212,7 +216,7 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., error: _Optional[str] = ..., load_s: _Optional[float] = ..., measured_bytes: _Optional[int] = ..., framework: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus", "autoscale", "replicas", "replicas_wanted")
+    __slots__ = ("id", "name", "state", "reason", "models", "endpoints", "created_at", "expires_at", "duration_s", "server_id", "updated_at", "activity_window_s", "last_activity_at", "pool", "quota", "tritonserver", "gpus", "gpu_product", "node_selector", "exclusive", "colocate_with", "avoid", "labels", "priority", "node", "server_gpus", "autoscale", "replicas", "replicas_wanted", "parked_at", "woke_at", "wake_s")
     class NodeSelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +260,9 @@ class Lease(_message.Message):
     AUTOSCALE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
+    PARKED_AT_FIELD_NUMBER: _ClassVar[int]
+    WOKE_AT_FIELD_NUMBER: _ClassVar[int]
+    WAKE_S_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     state: LeaseState
@@ -285,7 +292,18 @@ class Lease(_message.Message):
     autoscale: Autoscale
     replicas: _containers.RepeatedCompositeFieldContainer[Replica]
     replicas_wanted: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., node: _Optional[str] = ..., server_gpus: _Optional[_Iterable[int]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., replicas_wanted: _Optional[int] = ...) -> None: ...
+    parked_at: float
+    woke_at: float
+    wake_s: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., endpoints: _Optional[_Union[Endpoints, _Mapping]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., server_id: _Optional[str] = ..., updated_at: _Optional[float] = ..., activity_window_s: _Optional[float] = ..., last_activity_at: _Optional[float] = ..., pool: _Optional[str] = ..., quota: _Optional[int] = ..., tritonserver: _Optional[str] = ..., gpus: _Optional[int] = ..., gpu_product: _Optional[str] = ..., node_selector: _Optional[_Mapping[str, str]] = ..., exclusive: _Optional[bool] = ..., colocate_with: _Optional[_Iterable[str]] = ..., avoid: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., node: _Optional[str] = ..., server_gpus: _Optional[_Iterable[int]] = ..., autoscale: _Optional[_Union[Autoscale, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., replicas_wanted: _Optional[int] = ..., parked_at: _Optional[float] = ..., woke_at: _Optional[float] = ..., wake_s: _Optional[float] = ...) -> None: ...
+
+class ScaleRequest(_message.Message):
+    __slots__ = ("id", "replicas")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    replicas: int
+    def __init__(self, id: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("id", "server_id", "state", "reason", "node", "draining", "ready_at", "http", "grpc")

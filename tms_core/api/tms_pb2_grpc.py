@@ -69,6 +69,16 @@ class LeaseServiceStub:
                 request_serializer=tms__core_dot_api_dot_tms__pb2.AcquireRequest.SerializeToString,
                 response_deserializer=tms__core_dot_api_dot_tms__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.Wake = channel.unary_unary(
+                '/tms.v1.LeaseService/Wake',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.LeaseRef.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Lease.FromString,
+                _registered_method=True)
+        self.Scale = channel.unary_unary(
+                '/tms.v1.LeaseService/Scale',
+                request_serializer=tms__core_dot_api_dot_tms__pb2.ScaleRequest.SerializeToString,
+                response_deserializer=tms__core_dot_api_dot_tms__pb2.Lease.FromString,
+                _registered_method=True)
 
 
 class LeaseServiceServicer:
@@ -120,6 +130,21 @@ class LeaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Wake(self, request, context):
+        """Wakes a PARKED lease (as its first connection would) and returns it; any other lease is
+        returned as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scale(self, request, context):
+        """Sets how many replicas an autoscaling lease has now; the autoscaler goes on from there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +182,16 @@ def add_LeaseServiceServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=tms__core_dot_api_dot_tms__pb2.AcquireRequest.FromString,
                     response_serializer=tms__core_dot_api_dot_tms__pb2.PlanResponse.SerializeToString,
+            ),
+            'Wake': grpc.unary_unary_rpc_method_handler(
+                    servicer.Wake,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.LeaseRef.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Lease.SerializeToString,
+            ),
+            'Scale': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scale,
+                    request_deserializer=tms__core_dot_api_dot_tms__pb2.ScaleRequest.FromString,
+                    response_serializer=tms__core_dot_api_dot_tms__pb2.Lease.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +383,60 @@ class LeaseService:
             '/tms.v1.LeaseService/Plan',
             tms__core_dot_api_dot_tms__pb2.AcquireRequest.SerializeToString,
             tms__core_dot_api_dot_tms__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Wake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.LeaseService/Wake',
+            tms__core_dot_api_dot_tms__pb2.LeaseRef.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Lease.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scale(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tms.v1.LeaseService/Scale',
+            tms__core_dot_api_dot_tms__pb2.ScaleRequest.SerializeToString,
+            tms__core_dot_api_dot_tms__pb2.Lease.FromString,
             options,
             channel_credentials,
             insecure,

@@ -133,8 +133,10 @@ class LocalBackend(BackendDefaults):
         cache_dir: Path | None = None,
         sidecar_credential: Callable[[str], str] | None = None,
         sidecar_metrics: bool = False,
+        wake_hold_s: float = 120.0,
     ) -> None:
         self._router = router
+        self._wake_hold_s = wake_hold_s
         self._sidecar_metrics = sidecar_metrics
         self._repositories = Repositories(repositories or RepositorySettings())
         self._cache_dir = cache_dir
@@ -174,7 +176,7 @@ class LocalBackend(BackendDefaults):
         return ports
 
     def publish(self, state: PublishedState) -> None:
-        routes = compute_routes(state)
+        routes = compute_routes(state, wake_hold_s=self._wake_hold_s)
         self._published_ports = {split_address(r.listen)[1] for r in routes}
         if self._router is not None:
             self._router.update(routes)

@@ -128,7 +128,13 @@ def acquire_options(func: F) -> F:
         click.option(
             "--autoscale",
             metavar="MIN:MAX",
-            help="Keep the models on MIN to MAX replicas, scaled by the daemon on a metric.",
+            help="Keep the models on MIN to MAX replicas, scaled by the daemon on a metric; "
+            "MIN 0: park when idle, wake on the first request.",
+        ),
+        click.option(
+            "--park-after",
+            metavar="DURATION",
+            help="With --autoscale 0:MAX: park after this long without an inference [5m].",
         ),
         click.option(
             "--autoscale-metric",
@@ -174,6 +180,7 @@ def spec_from_flags(
     autoscale: str | None = None,
     autoscale_metric: str | None = None,
     autoscale_target: float | None = None,
+    park_after: str | None = None,
 ) -> LeaseSpec:
     parsed = []
     for i, text in enumerate(models):
@@ -197,14 +204,16 @@ def spec_from_flags(
         avoid=avoid or None,
         labels=_pairs(labels, "--label"),
         priority=priority,
-        autoscale=_autoscale_flags(autoscale, autoscale_metric, autoscale_target),
+        autoscale=_autoscale_flags(autoscale, autoscale_metric, autoscale_target, park_after),
     )
 
 
 def _autoscale_flags(
-    replicas: str | None, metric: str | None, target: float | None
+    replicas: str | None, metric: str | None, target: float | None, park_after: str | None
 ) -> AutoscaleFields | None:
     given: AutoscaleFields = parse_replicas(replicas) if replicas else {}
+    if park_after is not None:
+        given["park_after_s"] = parse_duration_field(park_after, "--park-after")
     if metric is not None:
         given["metric"] = metric
     if target is not None:
@@ -290,6 +299,35 @@ def create(ctx: Context, /, **options: Any) -> None:
 def status(ctx: Context, lease_id: str, fmt: str | None) -> None:
     """Show one lease (LEASE: its id or a name pointing at it)."""
     _show(ctx, ctx.client.status(lease_id), fmt)
+
+
+@lease.command()
+@click.argument("lease_id", metavar="LEASE")
+@click.option("--no-wait", is_flag=True, help="Return once the wake has begun.")
+@output_option
+@daemon_options
+@pass_context
+@one_line_errors
+def wake(ctx: Context, lease_id: str, no_wait: bool, fmt: str | None) -> None:
+    """Wake a PARKED lease (as its first request would) and wait until it is READY."""
+    woken = ctx.client.wake(lease_id, wait=not no_wait)
+    _show(ctx, woken, fmt)
+    if woken.state == pb.LEASE_PARKED and woken.woke_at and woken.reason:
+        fail(f"lease {woken.id} did not wake: {woken.reason}")
+        sys.exit(1)
+
+
+@lease.command()
+@click.argument("lease_id", metavar="LEASE")
+@click.argument("replicas", type=click.IntRange(min=0))
+@output_option
+@daemon_options
+@pass_context
+@one_line_errors
+def scale(ctx: Context, lease_id: str, replicas: int, fmt: str | None) -> None:
+    """Set an autoscaling lease's replicas now (0 parks one whose MIN is 0); the
+    autoscaler goes on from there."""
+    _show(ctx, ctx.client.scale(lease_id, replicas), fmt)
 
 
 @lease.command(name="list")

@@ -258,7 +258,9 @@ def names_json(records: Iterable[pb.LeaseName]) -> list[dict[str, Any]]:
 def print_lease(lease: pb.Lease) -> None:
     data = lease_to_dict(lease)
     state = data["state"]
-    colour = {"READY": "green", "FAILED": "red", "EXPIRED": "yellow"}.get(state, "cyan")
+    colour = {"READY": "green", "FAILED": "red", "EXPIRED": "yellow", "PARKED": "blue"}.get(
+        state, "cyan"
+    )
     out.print(f"lease [bold]{lease.id}[/]" + (f" ({lease.name})" if lease.name else ""))
     out.print(f"  state     [{colour}]{state}[/]" + (f": {lease.reason}" if lease.reason else ""))
     if lease.endpoints.http:
@@ -278,8 +280,15 @@ def print_lease(lease: pb.Lease) -> None:
         out.print(
             f"  autoscale {scale.min_replicas}-{scale.max_replicas} replicas, "
             f"{scale.metric} above {scale.target:g} per replica "
-            f"(wants {lease.replicas_wanted or 1})"
+            f"(wants {lease.replicas_wanted})"
         )
+        if scale.min_replicas == 0:
+            parks = format_duration(scale.park_after_s) if scale.park_after_s else "the default"
+            out.print(f"  parks     after {parks} without an inference; wakes on a request")
+    if lease.state == pb.LEASE_PARKED and lease.parked_at:
+        out.print(f"  parked    {format_duration(time.time() - lease.parked_at)} ago")
+    if lease.wake_s:
+        out.print(f"  woke      in {lease.wake_s:.2f}s (last wake)")
     for replica in data["replicas"]:
         where = replica["server"] or "-"
         state = replica["state"] + (" draining" if replica["draining"] else "")

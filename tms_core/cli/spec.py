@@ -34,7 +34,7 @@ SPEC_KEYS = (
     "priority",
     "autoscale",
 )
-AUTOSCALE_KEYS = ("min_replicas", "max_replicas", "metric", "target")
+AUTOSCALE_KEYS = ("min_replicas", "max_replicas", "metric", "target", "park_after")
 MODEL_KEYS = ("name", "uri", "memory", "sha256")
 
 
@@ -46,6 +46,7 @@ class AutoscaleFields(TypedDict, total=False):
     max_replicas: int
     metric: str
     target: float
+    park_after_s: float
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,9 @@ def _autoscale(value: Any, where: str) -> AutoscaleFields | None:
         if key not in AUTOSCALE_KEYS:
             raise unknown_key(f"{where}: ", key, AUTOSCALE_KEYS)
         if key in ("min_replicas", "max_replicas"):
-            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-                raise ValueError(f"{where}.{key}: expected a whole number of at least 1")
+            least = 0 if key == "min_replicas" else 1
+            if isinstance(item, bool) or not isinstance(item, int) or item < least:
+                raise ValueError(f"{where}.{key}: expected a whole number of at least {least}")
             if key == "min_replicas":
                 result["min_replicas"] = item
             else:
@@ -225,6 +227,8 @@ def _autoscale(value: Any, where: str) -> AutoscaleFields | None:
             if not isinstance(item, str):
                 raise ValueError(f"{where}.metric: expected a metric name")
             result["metric"] = item
+        elif key == "park_after":
+            result["park_after_s"] = parse_duration_field(item, f"{where}.park_after")
         else:
             if isinstance(item, bool) or not isinstance(item, int | float) or item <= 0:
                 raise ValueError(f"{where}.target: expected a number above 0")
@@ -233,14 +237,14 @@ def _autoscale(value: Any, where: str) -> AutoscaleFields | None:
 
 
 def parse_replicas(text: str, flag: str = "--autoscale") -> AutoscaleFields:
-    """`2:8` (or `8`, meaning 1 to 8) as min and max replicas."""
+    """`2:8` (or `8`, meaning 1 to 8) as min and max replicas; MIN 0 parks when idle."""
     low, sep, high = text.partition(":")
     try:
         minimum, maximum = (int(low), int(high)) if sep else (1, int(low))
     except ValueError:
         raise ValueError(f"{flag}: {text!r} is not MIN:MAX replicas (such as 1:4)") from None
-    if minimum < 1 or maximum < minimum:
-        raise ValueError(f"{flag}: {text!r} needs 1 <= MIN <= MAX")
+    if minimum < 0 or maximum < max(minimum, 1):
+        raise ValueError(f"{flag}: {text!r} needs 0 <= MIN <= MAX and MAX >= 1")
     return {"min_replicas": minimum, "max_replicas": maximum}
 
 

@@ -52,6 +52,8 @@ RULES: dict[str, Rule] = {
     _LEASE + "Follow": Rule(Access.READ),
     _LEASE + "Renew": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
     _LEASE + "Release": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
+    _LEASE + "Wake": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
+    _LEASE + "Scale": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
     _NAMES + "SetName": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID_OF_NAME),
     _NAMES + "DeleteName": Rule(Access.LEASE, changes_state=True, owned=Owned.NAME),
     _NAMES + "ListNames": Rule(Access.READ),

@@ -64,8 +64,9 @@ class Autoscaler:
             return False
         value, count = measured
         current = lease.replicas_wanted
+        # Down to one at least: to zero is parking's, on idleness (manager/parking.py).
         wanted = recommend(
-            value, scale.target, count, current, scale.min_replicas, scale.max_replicas
+            value, scale.target, count, current, max(scale.min_replicas, 1), scale.max_replicas
         )
         return wanted != current
 
@@ -114,7 +115,7 @@ class Autoscaler:
                     scale.target,
                     count,
                     current,
-                    scale.min_replicas,
+                    max(scale.min_replicas, 1),
                     scale.max_replicas,
                 )
                 state = self._state.setdefault(lease.id, Stabiliser())

@@ -1,7 +1,8 @@
 """`LeaseManager`: the facade the API calls, assembling the manager's parts.
 
 States: PENDING → LOADING → READY → RELEASING → RELEASED, and EXPIRED or FAILED (with a
-reason). Each call takes the one lock, changes memory through the ledger inside a change,
+reason); a lease that may park goes READY → PARKED → PENDING (woken) and on (`parking`).
+Each call takes the one lock, changes memory through the ledger inside a change,
 which commits it to the store before anyone hears of it, then lets the parts act: placement
 (`placing`), servers (`lifecycle`), sidecar reports (`settle`), consolidation (`moves`) and
 time (`reconciler`). See docs/architecture.md for how they fit.
@@ -50,11 +51,13 @@ from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
 from tms_core.manager.moves import Consolidator
 from tms_core.manager.outbox import Outbox
+from tms_core.manager.parking import Parking
 from tms_core.manager.placing import Placer
 from tms_core.manager.probe import Probe
 from tms_core.manager.reconciler import Reconciler
 from tms_core.manager.renewals import RenewalWriter
 from tms_core.manager.replicas import Replicas
+from tms_core.manager.scaling_calls import ScalingCalls
 from tms_core.manager.settle import Settler
 from tms_core.manager.standby import Standby
 from tms_core.manager.tenants import QUOTA_WAIT
@@ -74,7 +77,7 @@ def _decision_name(decision: placement.Decision, over_quota: str | None) -> str:
     }.get(type(decision), "reject")
 
 
-class LeaseManager(Catalog):
+class LeaseManager(Catalog, ScalingCalls):
     def __init__(
         self,
         *,
@@ -109,6 +112,7 @@ class LeaseManager(Catalog):
         self.autoscaler = Autoscaler(
             self.ledger, self.replicas, settings, hpa=backend.hpa_autoscaling
         )
+        self.parking = Parking(self.ledger, self.views, self.placer, self.replicas, settings)
         self.standby = Standby(
             self.ledger,
             self.views,
@@ -121,6 +125,7 @@ class LeaseManager(Catalog):
             standby=self.standby,
             autoscaler=self.autoscaler,
             replicas=self.replicas,
+            parking=self.parking,
             lifecycle=self.lifecycle,
             settler=self.settler,
             placer=self.placer,
@@ -427,7 +432,7 @@ class LeaseManager(Catalog):
             ledger = self.ledger
             now = self._clock.now()
             async with ledger.change():
-                if lease.state is LeaseState.PENDING:
+                if lease.state in (LeaseState.PENDING, LeaseState.PARKED):
                     ledger.set_state(lease, LeaseState.RELEASED, "", now)
                 else:
                     ledger.set_state(lease, LeaseState.RELEASING, "", now)
@@ -435,21 +440,6 @@ class LeaseManager(Catalog):
                     self.settler.settle(ledger.servers[lease.server_id], now)
                 ledger.after_change(lease)
             await self.placer.place_pending()
-        return self.snapshot(lease.id)
-
-    async def set_replicas(self, lease_id: str, wanted: int) -> Lease:
-        """Sets how many replicas an autoscaling lease wants now (within its autoscale
-        range) and brings its replicas to it: the autoscaler's decisions come here."""
-        async with self._lock:
-            lease = self._get(lease_id)
-            scale = lease.autoscale
-            if scale is None or lease.state.ended or lease.state is LeaseState.RELEASING:
-                return self.snapshot(lease.id)
-            async with self.ledger.change():
-                wanted = min(max(wanted, scale.min_replicas), scale.max_replicas)
-                self.replicas.set_wanted(lease, wanted)
-            await self.replicas.reconcile([lease.id])
-        self.outbox.deadline_moved()
         return self.snapshot(lease.id)
 
     async def note_reason(self, lease_id: str, reason: str) -> None:

@@ -18,10 +18,14 @@ from tms_core.manager.waiting import WaitingRoom
 
 
 def counts_down(lease: Lease) -> bool:
-    """Whether the lease's expiry is running: waiting for room or READY. A loading lease's
-    duration counts from READY, and a releasing one is already on its way out. A replica
-    record has no expiry of its own: it ends with its lease."""
-    return lease.replica_of is None and lease.state in (LeaseState.PENDING, LeaseState.READY)
+    """Whether the lease's expiry is running: waiting for room, READY or PARKED. A loading
+    lease's duration counts from READY, and a releasing one is already on its way out. A
+    replica record has no expiry of its own: it ends with its lease."""
+    return lease.replica_of is None and lease.state in (
+        LeaseState.PENDING,
+        LeaseState.READY,
+        LeaseState.PARKED,
+    )
 
 
 @dataclass

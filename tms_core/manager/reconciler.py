@@ -21,6 +21,7 @@ from tms_core.manager.autoscaler import Autoscaler
 from tms_core.manager.ledger import Ledger
 from tms_core.manager.lifecycle import ServerLifecycle
 from tms_core.manager.moves import Consolidator, PassPlan
+from tms_core.manager.parking import Parking
 from tms_core.manager.placing import Placer
 from tms_core.manager.replicas import Replicas
 from tms_core.manager.settle import Settler
@@ -50,6 +51,7 @@ class Reconciler:
         ledger: Ledger,
         autoscaler: Autoscaler,
         replicas: Replicas,
+        parking: Parking,
         standby: Standby,
         lifecycle: ServerLifecycle,
         settler: Settler,
@@ -61,6 +63,7 @@ class Reconciler:
     ) -> None:
         self._ledger = ledger
         self._replicas = replicas
+        self._parking = parking
         self._standby = standby
         self._autoscaler = autoscaler
         self._lifecycle = lifecycle
@@ -148,7 +151,11 @@ class Reconciler:
             deadlines.append(move.started_at + servers.start_timeout)
         if self._settings.placement.consolidate:
             deadlines.append(self._next_consolidation)
-        for upcoming in (self._replicas.next_deadline(), self._autoscaler.next_deadline()):
+        for upcoming in (
+            self._replicas.next_deadline(),
+            self._autoscaler.next_deadline(),
+            self._parking.next_deadline(),
+        ):
             if upcoming is not None:
                 deadlines.append(upcoming)
         return min(deadlines, default=None)
@@ -167,6 +174,8 @@ class Reconciler:
                     if not self._awaits_fresh_activity(lease, now):
                         self._expire(lease, now)
                 self.check_idle(now)
+                # Idle leases that may park, before the servers: one left empty is idle now.
+                self._parking.tick(now)
                 for server in list(ledger.servers.values()):
                     if self._lifecycle.restart_at(server) is None:
                         if server.state.alive and self._stop_or_fail(server, now):

@@ -138,7 +138,14 @@ SCALING_METRICS = {
 """The metrics the daemon scales replicas on, read by each replica's sidecar from its Triton
 (`manager/scaling.py`). With `kubernetes.autoscale_mode: hpa` any Prometheus metric name."""
 
-_TIMINGS = ("up_window_s", "down_window_s", "up_cooldown_s", "down_cooldown_s", "drain_s")
+_TIMINGS = (
+    "up_window_s",
+    "down_window_s",
+    "up_cooldown_s",
+    "down_cooldown_s",
+    "drain_s",
+    "park_after_s",
+)
 
 
 def autoscale(options: LeaseOptions, *, hpa: bool = False) -> LeaseAutoscale | None:
@@ -147,8 +154,18 @@ def autoscale(options: LeaseOptions, *, hpa: bool = False) -> LeaseAutoscale | N
         return None
     if options.pool:
         raise InvalidArgument("autoscale", "pool leases do not autoscale; only bespoke ones do")
-    if wanted.min_replicas < 1:
-        raise InvalidArgument("autoscale.min_replicas", "must be at least 1")
+    if wanted.min_replicas < 0:
+        raise InvalidArgument(
+            "autoscale.min_replicas", "must be 0 (park when idle) or more; 1 when not given"
+        )
+    if wanted.min_replicas == 0 and hpa:
+        raise InvalidArgument(
+            "autoscale.min_replicas",
+            "0 (parking) needs the daemon's own autoscaling; a HorizontalPodAutoscaler "
+            "(kubernetes.autoscale_mode: hpa) does not scale to zero",
+        )
+    if wanted.max_replicas < 1:
+        raise InvalidArgument("autoscale.max_replicas", "must be at least 1")
     if wanted.max_replicas > MAX_REPLICAS:
         raise InvalidArgument(
             "autoscale.max_replicas", f"{wanted.max_replicas} is over the limit of {MAX_REPLICAS}"
@@ -271,5 +288,8 @@ def build_lease(
         labels=dict(options.labels),
         priority=options.priority,
         autoscale=scaling,
-        replicas_wanted=scaling.min_replicas if scaling and not resolved.hpa_autoscaling else 1,
+        # A lease that may park starts with one replica: it was asked for to be used.
+        replicas_wanted=(
+            max(scaling.min_replicas, 1) if scaling and not resolved.hpa_autoscaling else 1
+        ),
     )

@@ -13,6 +13,7 @@ from tms_core import metrics
 from tms_core.domain import Lease, LeaseState, ModelState, ServedModel, Server, ServerState
 from tms_core.ids import LeaseId, ModelName, ServerId
 from tms_core.manager.ledger import Ledger
+from tms_core.manager.parked import may_park, wake_failed
 from tms_core.manager.views import FleetViews
 from tms_core.units import format_duration, format_size
 
@@ -96,11 +97,12 @@ class Settler:
                     ledger.notify(lease)
 
     def note_activity(self, server: Server, active: set[ModelName], now: float) -> None:
-        """Moves the expiry of activity-renewed leases on `server` after their last inference.
+        """Notes the last inference of the leases on `server` that watch it: those renewed by
+        activity, whose expiry it moves, and those that park when idle.
 
-        Such a lease lives its duration from READY, then as long as one of its models served
-        an inference within the last activity window. Only the leases of the models that
-        were `active` since the last report can have moved.
+        An activity-renewed lease lives its duration from READY, then as long as one of its
+        models served an inference within the last activity window. Only the leases of the
+        models that were `active` since the last report can have moved.
         """
         load = self._ledger.load(server.id)
         if load is None or not active:
@@ -112,7 +114,9 @@ class Settler:
         for held in leases.values():
             # Inference on a replica is its lease's activity.
             lease = live.get(held.replica_of) if held.replica_of else held
-            if lease is None or lease.state is not LeaseState.READY or not lease.activity_window_s:
+            if lease is None or lease.state is not LeaseState.READY:
+                continue
+            if not (lease.activity_window_s or may_park(lease)):
                 continue
             last = max(
                 (
@@ -125,12 +129,13 @@ class Settler:
             if last <= lease.last_activity_at:
                 continue
             lease.last_activity_at = last
-            floor = (lease.ready_at or lease.created_at) + lease.duration_s
-            before = lease.expires_at
-            lease.expires_at = max(lease.expires_at, floor, last + lease.activity_window_s)
             self._ledger.save(lease)
-            if lease.expires_at > before:
-                self.announce_renewal(lease, "active", now)
+            if lease.activity_window_s:
+                floor = (lease.ready_at or lease.created_at) + lease.duration_s
+                before = lease.expires_at
+                lease.expires_at = max(lease.expires_at, floor, last + lease.activity_window_s)
+                if lease.expires_at > before:
+                    self.announce_renewal(lease, "active", now)
             self._ledger.notify(lease)
             self._ledger.outbox.deadline_moved()
 
@@ -174,17 +179,25 @@ class Settler:
                 failed = [m for m in lease.models if m.state is ModelState.FAILED]
                 if failed:
                     model = failed[0]
-                    ledger.set_state(
-                        lease, LeaseState.FAILED, f"model {model.name!r}: {model.error}", now
-                    )
+                    why = f"model {model.name!r}: {model.error}"
+                    if lease.waking:
+                        # A parked lease stays: the next connection may find it loads.
+                        wake_failed(ledger, lease, why, now)
+                    else:
+                        ledger.set_state(lease, LeaseState.FAILED, why, now)
                     failed_any = True
                 elif server.triton_ready and all(m.state is ModelState.READY for m in lease.models):
+                    woke = ""
+                    if lease.waking and lease.woke_at is not None:
+                        lease.wake_s = now - lease.woke_at
+                        lease.wake_pending = False
+                        woke = f"woke in {lease.wake_s:.2f}s"
                     lease.ready_at = now
                     # The duration counts from READY: loading time is not the holder's to pay.
                     # A renewal made while loading may already reach further. Set before the
                     # state, so the index enters the lease's expiry as it is.
                     lease.expires_at = max(lease.expires_at, now + lease.duration_s)
-                    ledger.set_state(lease, LeaseState.READY, "", now)
+                    ledger.set_state(lease, LeaseState.READY, woke, now)
             elif lease.state is LeaseState.READY:
                 self.sync_models(lease, server)
             elif lease.state is LeaseState.RELEASING:

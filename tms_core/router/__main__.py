@@ -1,10 +1,15 @@
-"""`python -m tms_core.router --routes FILE [--applied FILE] [--hold S] [--hold-max N]`.
+"""`python -m tms_core.router --routes FILE [--applied FILE] [--hold S] [--hold-max N]
+[--wake-socket NAME]`.
 
 The router process: it reloads the routes file on SIGHUP and, in case a signal is lost or the
 daemon that sent it died, whenever the file's identity (inode, size, mtime) changes, checked
 every 0.25 s. A file it cannot use is logged and ignored: the last good table stays in force,
 since cutting inference over a daemon bug would be worse than routing on a stale table for a
 while.
+
+With `--wake-socket`, a connection to a parked lease's address sends the address, as one
+datagram, to the daemon's Unix socket of that name (router/wake.py); the daemon wakes the
+lease it belongs to.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from tms_core.aiotasks import create_guarded_task
 from tms_core.router.proxy import HOLD_MAX, HOLD_S, Router
 from tms_core.router.routes import RoutesError, applied_path, load_routes, write_atomic
+from tms_core.router.wake import sender
 
 log = logging.getLogger("tms_core.router")
 
@@ -88,9 +94,12 @@ class _Watcher:
                 next_rebind = loop.time() + REBIND_S
 
 
-async def _run(routes: Path, applied: Path, *, hold_s: float, hold_max: int) -> int:
+async def _run(
+    routes: Path, applied: Path, *, hold_s: float, hold_max: int, wake_socket: str | None
+) -> int:
     loop = asyncio.get_running_loop()
-    router = Router(hold_s=hold_s, hold_max=hold_max)
+    wake = sender(wake_socket) if wake_socket else None
+    router = Router(hold_s=hold_s, hold_max=hold_max, wake=wake)
     watcher = _Watcher(router, routes, applied)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -135,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"connections held at once per address (default {HOLD_MAX})",
     )
     parser.add_argument(
+        "--wake-socket",
+        metavar="NAME",
+        help="the daemon's datagram socket (@NAME: abstract) told of connections to parked "
+        "leases' addresses",
+    )
+    parser.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default="auto",
@@ -149,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     routes: Path = args.routes
     applied: Path = args.applied or applied_path(routes)
-    run = _run(routes, applied, hold_s=args.hold, hold_max=args.hold_max)
+    run = _run(
+        routes, applied, hold_s=args.hold, hold_max=args.hold_max, wake_socket=args.wake_socket
+    )
     if args.loop != "asyncio":
         try:
             import uvloop

@@ -9,7 +9,10 @@ never reads half a file) and then waits until `read_applied` returns that versio
 have no backends: its address stays bound and each connection to it is closed at once, so a
 lease between servers keeps its address. A route with `hold` (a lease waiting for its models,
 as while its crashed server restarts) holds new connections instead, for a bounded time, and
-forwards them once the table gives it backends. Everything here is standard library only, because
+forwards them once the table gives it backends. A route with `wake` (a parked lease) holds
+them too and asks the daemon to wake the lease; `error` (with `error_at`, which tells one
+failed wake from the next) answers the connections held when it came, in the route's
+`protocol`. Everything here is standard library only, because
 the router must start fast.
 """
 
@@ -23,7 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_ROUTE_FIELDS = {"listen", "backends", "tag", "hold"}
+_ROUTE_FIELDS = {
+    "listen",
+    "backends",
+    "tag",
+    "hold",
+    "wake",
+    "protocol",
+    "hold_s",
+    "error",
+    "error_at",
+}
+PROTOCOLS = ("", "http", "grpc")
 _FILE_FIELDS = {"version", "routes"}
 
 
@@ -48,6 +62,16 @@ class Route:
     hold: bool = False
     """Its backends are coming (the lease is loading): new connections wait for them, up to
     the router's hold time, rather than being closed."""
+    wake: bool = False
+    """The lease is parked: a new connection is held and asks the daemon to wake it."""
+    protocol: str = ""
+    """`http` or `grpc`: what a refusal is written in ("": the connection is just closed)."""
+    hold_s: float = 0.0
+    """How long a connection is held here; 0: the router's own hold time."""
+    error: str = ""
+    """Why the lease's wake failed: the connections held when it came are answered with it."""
+    error_at: float = 0.0
+    """Which failure `error` is (a new one has a new value): held connections answer once."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,19 @@ def _route(value: Any, field: str) -> Route:
     hold = value.get("hold", False)
     if not isinstance(hold, bool):
         raise RoutesError(f"{field}.hold", f"expected true or false, got {hold!r}")
+    wake = value.get("wake", False)
+    if not isinstance(wake, bool):
+        raise RoutesError(f"{field}.wake", f"expected true or false, got {wake!r}")
+    protocol = value.get("protocol", "")
+    if protocol not in PROTOCOLS:
+        raise RoutesError(f"{field}.protocol", f'expected http, grpc or "", got {protocol!r}')
+    numbers = {key: value.get(key, 0.0) for key in ("hold_s", "error_at")}
+    for key, number in numbers.items():
+        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+            raise RoutesError(f"{field}.{key}", f"expected a number >= 0, got {number!r}")
+    error = value.get("error", "")
+    if not isinstance(error, str):
+        raise RoutesError(f"{field}.error", f"expected a string, got {type(error).__name__}")
     return Route(
         listen=listen,
         backends=tuple(
@@ -110,6 +147,11 @@ def _route(value: Any, field: str) -> Route:
         ),
         tag=tag,
         hold=hold,
+        wake=wake,
+        protocol=protocol,
+        hold_s=float(numbers["hold_s"]),
+        error=error,
+        error_at=float(numbers["error_at"]),
     )
 
 
@@ -177,15 +219,32 @@ def write_routes(path: Path, version: int, routes: Iterable[Route]) -> None:
     text = json.dumps(
         {
             "version": version,
-            "routes": [
-                {"listen": r.listen, "backends": list(r.backends), "tag": r.tag, "hold": r.hold}
-                for r in routes
-            ],
+            "routes": [_route_json(r) for r in routes],
         },
         indent=1,
     )
     parse_routes(text)
     write_atomic(path, text + "\n")
+
+
+def _route_json(route: Route) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "listen": route.listen,
+        "backends": list(route.backends),
+        "tag": route.tag,
+        "hold": route.hold,
+    }
+    # The rest only where set: a table without parked leases reads as it always did.
+    for key, default in (
+        ("wake", False),
+        ("protocol", ""),
+        ("hold_s", 0.0),
+        ("error", ""),
+        ("error_at", 0.0),
+    ):
+        if getattr(route, key) != default:
+            data[key] = getattr(route, key)
+    return data
 
 
 def applied_path(routes_path: Path) -> Path:

@@ -41,13 +41,31 @@ from tms_core.store.protocol import StoredExtras
 
 
 def _replica_json(lease: Lease) -> str:
-    if lease.replica_of is None and lease.replicas_wanted == 1 and lease.draining_until is None:
+    # Also the lease's parking (same column: how it scales, and where that stands).
+    parking = {
+        key: value
+        for key, value in (
+            ("parked_at", lease.parked_at),
+            ("woke_at", lease.woke_at),
+            ("wake_s", lease.wake_s),
+            ("wake_pending", lease.wake_pending),
+            ("wake_failed_at", lease.wake_failed_at),
+        )
+        if value
+    }
+    if (
+        lease.replica_of is None
+        and lease.replicas_wanted == 1
+        and lease.draining_until is None
+        and not parking
+    ):
         return ""
     return json.dumps(
         {
             "of": lease.replica_of,
             "wanted": lease.replicas_wanted,
             "draining_until": lease.draining_until,
+            **parking,
         }
     )
 
@@ -60,6 +78,11 @@ def _replica_fields(text: str) -> dict[str, Any]:
         "replica_of": LeaseId(data["of"]) if data.get("of") else None,
         "replicas_wanted": data.get("wanted", 1),
         "draining_until": data.get("draining_until"),
+        "parked_at": data.get("parked_at"),
+        "woke_at": data.get("woke_at"),
+        "wake_s": data.get("wake_s", 0.0),
+        "wake_pending": data.get("wake_pending", False),
+        "wake_failed_at": data.get("wake_failed_at"),
     }
 
 
