@@ -11,6 +11,12 @@ scale-up: both under the same load step (one client thread, back-to-back add_sub
 standby:  raw = load_model + first inference on a running tritonserver;
           tms = Acquire of a cold lease with `servers.standby: 1` until READY + its first
           inference through the lease's address.
+parked:   raw = start tritonserver + load_model + first inference; tms = the first
+          inference through a PARKED lease's address (`0:1`, its server stopped): the
+          router holds it, the daemon wakes the lease (placement, a server's start, the
+          model's copy and load) and the held request is then served. With
+          `servers.standby: 1` the same first inference against raw load_model + first
+          inference: the wake joins the waiting server and needs only the load.
 
 Rounds alternate raw and tms so both see the same machine noise; the figures are medians.
 Run: `.venv/bin/python benchmarks/autoscaling.py [--rounds N]`.
@@ -251,19 +257,92 @@ def standby_rounds(work: Path, rounds: int) -> tuple[list[float], list[float]]:
     return raw_times, tms_times
 
 
+PARKS = autoscale_request(0, 1, park_after_s=0.3)
+
+
+def parked_rounds(work: Path, rounds: int, *, standby: bool) -> tuple[list[float], list[float]]:
+    """(raw, tms) first-request times of a parked lease, alternating, as the docstring says."""
+    raw_times: list[float] = []
+    tms_times: list[float] = []
+    name = "parked-standby" if standby else "parked"
+    raw = RawTriton(work / f"raw-{name}")
+    kept = raw.start() if standby else None
+    address = f"127.0.0.1:{http_port(raw.proc.args)}" if raw.proc is not None else ""
+    config = work / f"{name}.yaml"
+    config.write_text(f"servers:\n  standby: {int(standby)}\n  idle_grace: 0.2s\n")
+    try:
+        with running_daemon(work / name, [f"--config={config}"]) as (_, client):
+            *_, lease = client.acquire([ADD_SUB], LeaseOptions(duration_s=3600, autoscale=PARKS))
+            assert lease.state == pb.LEASE_READY, lease.reason
+            for measured in [False] + [True] * rounds:
+                if kept is not None:
+                    t0 = time.perf_counter()
+                    kept.load_model("add_sub")
+                    add_sub_call(httpclient, address)()
+                    raw_s = time.perf_counter() - t0
+                    unload_fully(kept, "add_sub")
+                else:
+                    t0 = time.perf_counter()
+                    triton = raw.start()
+                    assert raw.proc is not None
+                    triton.load_model("add_sub")
+                    add_sub_call(httpclient, f"127.0.0.1:{http_port(raw.proc.args)}")()
+                    raw_s = time.perf_counter() - t0
+                    triton.close()
+                    raw.stop()
+
+                def parked_alone() -> bool:
+                    if client.status(lease.id).state != pb.LEASE_PARKED:
+                        return False
+                    servers, waiting = alive_servers(client)
+                    # Parked, and what is left is only the standby server, RUNNING.
+                    return set(servers) == set(waiting) and len(waiting) == int(standby)
+
+                wait(parked_alone, 60, "the lease parked and its server stopped")
+                wait(lambda: set(alive_servers(client)[1]) <= running_ids(client), 30, "RUNNING")
+                t0 = time.perf_counter()
+                add_sub_call(httpclient, lease.endpoints.http)()
+                tms_s = time.perf_counter() - t0
+                if measured:
+                    raw_times.append(raw_s)
+                    tms_times.append(tms_s)
+                    print(f"{name} round {len(raw_times)}: raw={raw_s:.3f}s tms={tms_s:.3f}s")
+            client.release(lease.id)
+    finally:
+        if kept is not None:
+            kept.close()
+        if raw.proc is not None and raw.proc.poll() is None:
+            raw.stop()
+        raw.log.close()
+    return raw_times, tms_times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--only-parked", action="store_true", help="only the parked rounds (the rest print 1.0)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tms-bench-") as tmp:
         work = Path(tmp)
         for sub in ("raw-first", "raw-second", "raw-standby", "scale", "scale-standby"):
             (work / sub).mkdir()
-        (work / "standby").mkdir()
-        up, failures = scale_up_rounds(work, args.rounds)
-        raw_sb, tms_sb = standby_rounds(work, args.rounds)
+        for sub in ("standby", "parked", "parked-standby"):
+            (work / sub).mkdir()
+        parked_raw, parked_tms = parked_rounds(work, args.rounds, standby=False)
+        parked_sb_raw, parked_sb_tms = parked_rounds(work, args.rounds, standby=True)
+        if args.only_parked:
+            up = {key: [1.0] for key in ("raw", "tms", "tms_standby")}
+            failures = 0
+            raw_sb = tms_sb = [1.0]
+        else:
+            up, failures = scale_up_rounds(work, args.rounds)
+            raw_sb, tms_sb = standby_rounds(work, args.rounds)
     med = {key: statistics.median(values) for key, values in up.items()}
     raw_load, tms_first = statistics.median(raw_sb), statistics.median(tms_sb)
+    p_raw, p_tms = statistics.median(parked_raw), statistics.median(parked_tms)
+    ps_raw, ps_tms = statistics.median(parked_sb_raw), statistics.median(parked_sb_tms)
     print(
         f"rounds={args.rounds} raw_start_load_s={med['raw']:.3f} "
         f"tms_step_to_second_replica_s={med['tms']:.3f} "
@@ -271,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         f"tms_step_to_second_replica_standby_s={med['tms_standby']:.3f} "
         f"scale_up_standby_ratio={med['tms_standby'] / med['raw']:.3f} "
         f"raw_load_infer_s={raw_load:.3f} tms_standby_first_infer_s={tms_first:.3f} "
-        f"standby_ratio={tms_first / raw_load:.3f} failed_requests={failures}"
+        f"standby_ratio={tms_first / raw_load:.3f} failed_requests={failures} "
+        f"raw_start_load_infer_s={p_raw:.3f} tms_parked_first_infer_s={p_tms:.3f} "
+        f"parked_ratio={p_tms / p_raw:.3f} raw_load_infer_standby_s={ps_raw:.3f} "
+        f"tms_parked_standby_first_infer_s={ps_tms:.3f} parked_standby_ratio={ps_tms / ps_raw:.3f}"
     )
     return 0
 

@@ -39,6 +39,7 @@ SUBCOMMANDS = (
     "acquire",
     "status",
     "renew",
+    "wake",
     "release",
     "infer",
     "dashboard",
@@ -312,6 +313,16 @@ class TmsMagics(Magics):
             renewed = client.renew(magics.lease_id(lease, client), seconds)
             call.result = magics._wrap(renewed, client)
 
+        @click.command(name="wake")
+        @click.argument("lease")
+        @daemon_options
+        @pass_call
+        def wake(call: _Call, lease: str) -> None:
+            """Wake a PARKED lease and wait until it is READY (or PARKED again, saying why)."""
+            client = magics.client(call.target_arg)
+            woken = client.wake(magics.lease_id(lease, client))
+            call.result = magics._wrap(woken, client)
+
         @click.command(name="release")
         @click.argument("lease")
         @click.option("--no-wait", is_flag=True, help="Return without waiting for the unload.")
@@ -390,6 +401,7 @@ class TmsMagics(Magics):
             "acquire": acquire,
             "status": status,
             "renew": renew,
+            "wake": wake,
             "release": release,
             "infer": infer,
             "dashboard": dashboard,
