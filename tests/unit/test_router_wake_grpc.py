@@ -34,7 +34,8 @@ class Leases(pb_grpc.LeaseServiceServicer):
 
 
 def test_a_route_names_its_lease_in_the_routes_file() -> None:
-    text = '{"version": 1, "routes": [{"listen": "0.0.0.0:20000", "backends": [], "wake": true, "lease": "l-7"}]}'
+    route = '{"listen": "0.0.0.0:20000", "backends": [], "wake": true, "lease": "l-7"}'
+    text = '{"version": 1, "routes": [' + route + "]}"
     assert parse_routes(text).routes[0].lease == "l-7"
 
 
@@ -46,9 +47,7 @@ async def test_a_held_connection_calls_wake_with_its_routes_lease_and_the_token(
     server.start()
     listen = addr(free_port())
     router = Router()
-    router.set_wake(
-        grpc_sender(f"{HOST}:{daemon_port}", router.lease_at, token="activator-secret")
-    )
+    router.set_wake(grpc_sender(f"{HOST}:{daemon_port}", router.lease_at, token="activator-secret"))
     try:
         await router.apply(
             [Route(listen, (), "lease l-9 http", wake=True, protocol="http", lease="l-9")]

@@ -224,6 +224,11 @@ def write_routes(path: Path, version: int, routes: Iterable[Route]) -> None:
     The router keeps its last good table when it reads a bad one, so checking here is what
     turns a daemon bug into an error the daemon sees rather than a stale router.
     """
+    write_atomic(path, routes_text(version, routes) + "\n")
+
+
+def routes_text(version: int, routes: Iterable[Route]) -> str:
+    """The routes file's text for `routes`; RoutesError if the router would reject it."""
     text = json.dumps(
         {
             "version": version,
@@ -232,7 +237,7 @@ def write_routes(path: Path, version: int, routes: Iterable[Route]) -> None:
         indent=1,
     )
     parse_routes(text)
-    write_atomic(path, text + "\n")
+    return text
 
 
 def _route_json(route: Route) -> dict[str, Any]:
