@@ -350,6 +350,19 @@ class KubernetesSettings(Section):
     service_domain: str = "svc.cluster.local"
     """DNS suffix of lease endpoints: `<lease or name>.<namespace>.<service_domain>`."""
 
+    activator_selector: str = "app.kubernetes.io/component=activator"
+    """Label selector of the activator's pods (manifests/base/activator.yaml): the router
+    that holds connections to parked leases and wakes them. While a lease is parked, or
+    waking and not READY yet, its Services' EndpointSlices list these pods. "": no activator
+    (a parked lease's Services list no pods)."""
+
+    activator_routes: str = "tms-activator-routes"
+    """The ConfigMap the daemon writes the activator's routes into (key `routes.json`)."""
+
+    activator_first_port: int = Field(default=20000, ge=1024, le=65000)
+    """The activator's ports for parkable leases start here: two (HTTP, gRPC) per lease,
+    kept for the lease's life."""
+
     request_timeout: float = 10.0
     """Seconds one Kubernetes API call may take before it counts as failed."""
 

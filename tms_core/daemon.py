@@ -319,6 +319,7 @@ async def _kubernetes(
         namespace,
         repositories=settings.repositories,
         sidecar_credential=sidecars.credential,
+        wake_hold_s=settings.autoscale.wake_timeout,
     )
     manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
     backend.attach(manager.note_reason, manager.set_nodes)

@@ -37,7 +37,7 @@ def _holds(lease: Lease | None) -> bool:
 
 
 @dataclass(frozen=True)
-class _Waits:
+class Waits:
     """How a lease's addresses treat connections that find no server."""
 
     hold: bool = False
@@ -47,13 +47,13 @@ class _Waits:
     error_at: float = 0.0
 
 
-def _waits(lease: Lease | None, wake_hold_s: float) -> _Waits:
+def route_waits(lease: Lease | None, wake_hold_s: float) -> Waits:
     if lease is None:
-        return _Waits()
+        return Waits()
     if lease.state is LeaseState.PARKED:
         # A connection wakes it; the ones held when a wake fails are answered with why.
         failed = lease.wake_failed
-        return _Waits(
+        return Waits(
             wake=True,
             hold_s=wake_hold_s,
             error=lease.reason if failed else "",
@@ -61,8 +61,8 @@ def _waits(lease: Lease | None, wake_hold_s: float) -> _Waits:
         )
     if lease.waking:
         # Held for the whole wake (a server's start and the loads), not the router's default.
-        return _Waits(hold=True, hold_s=wake_hold_s)
-    return _Waits(hold=_holds(lease))
+        return Waits(hold=True, hold_s=wake_hold_s)
+    return Waits(hold=_holds(lease))
 
 
 def compute_routes(state: PublishedState, *, wake_hold_s: float = 0.0) -> list[Route]:
@@ -79,7 +79,7 @@ def compute_routes(state: PublishedState, *, wake_hold_s: float = 0.0) -> list[R
                 lease.grpc_port,
                 state.serving(lease),
                 f"lease {lease.id}",
-                _waits(lease, wake_hold_s),
+                route_waits(lease, wake_hold_s),
             )
         )
     for record in state.names.values():
@@ -90,14 +90,14 @@ def compute_routes(state: PublishedState, *, wake_hold_s: float = 0.0) -> list[R
                 record.grpc_port,
                 state.serving(target),
                 f"name {record.name}",
-                _waits(target, wake_hold_s),
+                route_waits(target, wake_hold_s),
             )
         )
     return sorted(routes, key=lambda r: r.listen)
 
 
 def _pair(
-    http_port: int, grpc_port: int, backends: list[Server], what: str, waits: _Waits
+    http_port: int, grpc_port: int, backends: list[Server], what: str, waits: Waits
 ) -> list[Route]:
     return [
         Route(

@@ -93,6 +93,7 @@ KINDS = {
     "nodes": ("v1", "Node"),
     "horizontalpodautoscalers": ("autoscaling/v2", "HorizontalPodAutoscaler"),
     "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice"),
+    "configmaps": ("v1", "ConfigMap"),
 }
 REASONS = {
     403: "Forbidden",

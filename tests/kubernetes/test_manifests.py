@@ -378,8 +378,10 @@ async def test_the_backend_makes_no_call_outside_the_role(hpa_kube: Kube) -> Non
     made = set(kube.cluster.calls)
     assert made <= granted(), f"calls the Role does not grant: {sorted(made - granted())}"
     # And the session did exercise most of the Role (EndpointSlices are written for the
-    # daemon's own replicas, the next test).
+    # daemon's own replicas, the next test; the activator's routes change only as leases
+    # that may park come and go, tests/kubernetes/test_activator.py).
     slices = {("discovery.k8s.io", "endpointslices", v) for v in ("create", "patch", "delete")}
+    slices |= {("", "configmaps", v) for v in ("patch", "delete")}
     assert len(made) >= len(granted() - slices) - 1
 
 

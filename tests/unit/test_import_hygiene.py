@@ -26,6 +26,9 @@ MODULES = [
 # The in-memory store and the simulator built on it run without a database.
 SQLITE = ["aiosqlite", "sqlite3", "tms_core.store.sqlite"]
 SQLITE_FREE = ["tms_core.store.memory", "tms_core.store.protocol", "tms_core.sim.fleet"]
+# The local router starts on the daemon's path (and again after a crash): standard library;
+# only `--wake-grpc` (the Kubernetes activator) loads grpc, when it starts.
+ROUTER_SLOW = ["grpc", "tms_core.api", "pydantic", "kubernetes"]
 SIDECAR_SLOW = ["prometheus_client", "tritonclient", "numpy", "pydantic", "tms_core.repos"]
 
 
@@ -55,7 +58,8 @@ def leaks(loaded: set[str], forbidden: list[str]) -> list[str]:
     ("module", "forbidden"),
     [pytest.param(m, FORBIDDEN, id=f"{m}-no-ui") for m in MODULES]
     + [pytest.param(m, SQLITE, id=f"{m}-no-sqlite") for m in SQLITE_FREE]
-    + [pytest.param("sidecar.__main__", SIDECAR_SLOW, id="sidecar-starts-light")],
+    + [pytest.param("sidecar.__main__", SIDECAR_SLOW, id="sidecar-starts-light")]
+    + [pytest.param("tms_core.router.__main__", ROUTER_SLOW, id="router-starts-light")],
 )
 def test_import_loads_nothing_it_should_not(module: str, forbidden: list[str]) -> None:
     leaked = leaks(loaded_by(module), forbidden)

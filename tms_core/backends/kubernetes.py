@@ -6,7 +6,8 @@ a `KubernetesApiError` whose message says what was being done and what the API a
 
 - `start`/`stop` create and delete a server's Deployment (`kubernetes_objects`).
 - `publish` hears the state after every commit (the lease manager's `publish_state`) and
-  `run` makes the Services, EndpointSlices and autoscalers match it (`kubernetes_addresses`),
+  `run` makes the Services, EndpointSlices, autoscalers and the activator's routes ConfigMap
+  match it (`kubernetes_addresses`),
   deleting what the state no longer asks for; a failure becomes the reason of the lease it
   concerns.
 - `run` also reads pods (server health for `exit_reason`, addresses for EndpointSlices) and
@@ -37,6 +38,7 @@ from tms_core.backends import kubernetes_addresses as addresses
 from tms_core.backends import kubernetes_objects as objects
 from tms_core.backends import kubernetes_status as kstatus
 from tms_core.backends.base import BackendDefaults
+from tms_core.backends.kubernetes_secrets import ActivatorReader, SidecarSecrets
 from tms_core.backends.kubernetes_status import KubernetesApiError
 from tms_core.config import KubernetesSettings
 from tms_core.domain import PublishedState, Server, ServerState
@@ -73,6 +75,10 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "secrets", "create"),
         ("", "secrets", "list"),
         ("", "secrets", "delete"),
+        ("", "configmaps", "create"),
+        ("", "configmaps", "list"),
+        ("", "configmaps", "patch"),
+        ("", "configmaps", "delete"),
     }
 )
 
@@ -125,16 +131,27 @@ class KubernetesBackend(BackendDefaults):
         settle_within: float = 5.0,
         repositories: RepositorySettings | None = None,
         sidecar_credential: Callable[[str], str] | None = None,
+        wake_hold_s: float = 120.0,
     ) -> None:
         self._settings = settings
         self._repositories = Repositories(repositories or RepositorySettings())
-        self._sidecar_credential = sidecar_credential
         self._check_model = objects.check_model_uri(settings)
         self.namespace = namespace
         self._apps = k8s.AppsV1Api(api)
         self._core = k8s.CoreV1Api(api)
         self._autoscaling = k8s.AutoscalingV2Api(api)
         self._discovery = k8s.DiscoveryV1Api(api)
+        self._secrets = SidecarSecrets(
+            call=self._call,
+            list_=self._list,
+            delete=self._delete,
+            core=self._core,
+            namespace=namespace,
+            settings=settings,
+            credential=sidecar_credential,
+        )
+        self._wake_hold_s = wake_hold_s
+        self._activator = ActivatorReader(list_=self._list, core=self._core, settings=settings)
         self._lease_problem = lease_problem
         self._nodes_changed = nodes_changed
         self._settle_within = settle_within
@@ -212,29 +229,8 @@ class KubernetesBackend(BackendDefaults):
             binary=binary or self._settings.triton_image,
         )
 
-    async def _create_secret(self, server: Server) -> None:
-        if self._sidecar_credential is None:
-            return
-        secret = objects.sidecar_secret(
-            server,
-            self._sidecar_credential(server.id),
-            namespace=self.namespace,
-            settings=self._settings,
-        )
-        try:
-            await self._call(
-                f"creating Secret {secret['metadata']['name']}",
-                self._core.create_namespaced_secret,
-                namespace=self.namespace,
-                body=secret,
-            )
-        except KubernetesApiError as exc:
-            # Left by an earlier start of this server: the credential is the same.
-            if exc.status != 409:
-                raise
-
     async def start(self, server: Server) -> None:
-        await self._create_secret(server)
+        await self._secrets.create(server)
         plan = self._plans.get(server.id) or objects.ServerPlan(image=server.binary)
         manifest = objects.server_deployment(
             server,
@@ -272,12 +268,7 @@ class KubernetesBackend(BackendDefaults):
             # Its pods end on their own; the scheduler gives their GPUs to a new pod only then.
             await self._delete("Deployment", name, self._apps.delete_namespaced_deployment)
             self._deployments.pop(server.id, None)
-            if self._sidecar_credential is not None:
-                await self._delete(
-                    "Secret",
-                    objects.secret_name(server.id),
-                    self._core.delete_namespaced_secret,
-                )
+            await self._secrets.delete(server.id)
         except KubernetesApiError as exc:
             # Stopping is retried: the reconciler deletes Deployments the state does not hold.
             log.warning("server %s: %s", server.id, exc)
@@ -418,7 +409,7 @@ class KubernetesBackend(BackendDefaults):
             await self._read_nodes()
         except KubernetesApiError as exc:
             log.warning("%s", exc)
-        secrets = await self._list_secrets()
+        secrets = await self._secrets.listed()
         # Taken after the listings: a Deployment or a server's Secret is created only after
         # the state naming its server is published, so every listed one the state lacks is
         # truly an orphan.
@@ -426,7 +417,7 @@ class KubernetesBackend(BackendDefaults):
         if state is None:
             # Nothing published yet (the manager is recovering): nothing is an orphan yet.
             return
-        await self._prune_secrets(secrets, state)
+        await self._secrets.prune(secrets, state)
         desired = addresses.desired_objects(
             state.leases,
             state.names,
@@ -436,44 +427,13 @@ class KubernetesBackend(BackendDefaults):
             owner_uids=self._deployments,
             replicas=state.replicas,
             pods=self._pods,
+            activator=await self._activator.read(state),
+            wake_hold_s=self._wake_hold_s,
         )
         problems = await self._reconcile_objects(state, desired, listed)
         await self._tell_leases(state, desired, problems)
         self._applied = max(self._applied, target)
         self._applied_changed.set()
-
-    async def _list_secrets(self) -> dict[ServerId, str]:
-        """The sidecar credential Secrets the daemon made, by server (name by server id)."""
-        if self._sidecar_credential is None:
-            return {}
-        try:
-            items = await self._list(
-                "Secrets", self._core.list_namespaced_secret, objects.managed_selector("server")
-            )
-        except KubernetesApiError as exc:
-            log.warning("%s", exc)
-            return {}
-        found: dict[ServerId, str] = {}
-        for item in items:
-            metadata = item.get("metadata", {})
-            server_id = (metadata.get("labels") or {}).get(objects.SERVER_LABEL)
-            if server_id and metadata.get("name"):
-                found[ServerId(server_id)] = metadata["name"]
-        return found
-
-    async def _prune_secrets(self, secrets: dict[ServerId, str], state: PublishedState) -> None:
-        """Deletes the credential Secrets of servers the state no longer runs (a stop whose
-        delete failed, a server removed while the daemon was down): a credential outliving its
-        server is one more secret to leak, and good for a server id nobody uses."""
-        alive = {sid for sid, s in state.servers.items() if s.state.alive}
-        for server_id, name in sorted(secrets.items()):
-            if server_id in alive:
-                continue
-            try:
-                await self._delete("Secret", name, self._core.delete_namespaced_secret)
-                log.info("deleted Secret %s (a server the daemon does not hold)", name)
-            except KubernetesApiError as exc:
-                log.warning("%s", exc)
 
     async def _read_health(self) -> set[ServerId]:
         """Reads Deployments and pods; notes what is wrong with each server. Returns the
@@ -525,6 +485,15 @@ class KubernetesBackend(BackendDefaults):
                 self._discovery.create_namespaced_endpoint_slice,
                 self._discovery.patch_namespaced_endpoint_slice,
                 self._discovery.delete_namespaced_endpoint_slice,
+            ),
+            (
+                "ConfigMap",
+                desired.config_maps,
+                "activator",
+                self._core.list_namespaced_config_map,
+                self._core.create_namespaced_config_map,
+                self._core.patch_namespaced_config_map,
+                self._core.delete_namespaced_config_map,
             ),
             (
                 "HorizontalPodAutoscaler",

@@ -9,6 +9,9 @@ manifests (dicts) from the daemon's published state. Pure, as `kubernetes_object
   daemon writes its EndpointSlice (`<service>-replicas`), listing the pods of the lease's
   serving replicas (`PublishedState.serving`), so a replica is in the address from the
   commit that makes it READY and out of it from the one that drains it.
+- While a lease is PARKED, or waking and not READY yet, that EndpointSlice lists the
+  activator's pods instead, at the lease's activator ports (`kubernetes_activator`), and the
+  daemon writes the activator's routes ConfigMap.
 - With `autoscale_mode: hpa`, an autoscaling lease has a HorizontalPodAutoscaler (named after
   its id) on its server's Deployment, owned by that Deployment.
 """
@@ -19,6 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tms_core.backends.kubernetes_activator import (
+    Activator,
+    activated,
+    activator_routes,
+    activator_slice_parts,
+    routes_config_map,
+)
 from tms_core.backends.kubernetes_objects import (
     GRPC_PORT,
     HTTP_PORT,
@@ -99,12 +109,24 @@ def endpoint_slice(
     *,
     namespace: str,
     settings: KubernetesSettings,
+    activator: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
     **extra: str,
 ) -> Manifest:
     """The EndpointSlice of a Service without a selector: the pods of `servers` (a lease's
-    serving replicas), each with its readiness as the kubelet reports it."""
+    serving replicas), each with its readiness as the kubelet reports it; or, given
+    `activator` (endpoints and ports), the activator's pods."""
     meta = object_metadata(f"{service}-replicas", namespace, settings, "endpoints", **extra)
     meta["labels"] |= {SERVICE_NAME_LABEL: service, SLICE_MANAGED_BY: SLICE_MANAGER}
+    if activator is not None:
+        endpoints, ports = activator
+        return {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": meta,
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": ports,
+        }
     endpoints = []
     for server in servers:
         for pod in sorted(pods.get(server.id, []), key=lambda p: p.name):
@@ -241,6 +263,7 @@ class Desired:
     # Which lease each object is for, so a failure to write it becomes that lease's reason.
     lease_of: dict[str, str]
     endpoint_slices: dict[str, Manifest] = field(default_factory=dict)
+    config_maps: dict[str, Manifest] = field(default_factory=dict)
 
 
 def desired_objects(
@@ -253,9 +276,12 @@ def desired_objects(
     owner_uids: Mapping[ServerId, str] | None = None,
     replicas: Mapping[LeaseId, Mapping[LeaseId, Lease]] | None = None,
     pods: Mapping[ServerId, list[PodAddress]] | None = None,
+    activator: Activator | None = None,
+    wake_hold_s: float = 0.0,
 ) -> Desired:
     """`replicas` are the live replica records of each lease (`PublishedState.replicas`),
-    `pods` the pods listed, by server: what EndpointSlices are made of."""
+    `pods` the pods listed, by server: what EndpointSlices are made of. With `activator`,
+    parked and waking leases' slices lead to it, and its routes ConfigMap is written."""
     state = PublishedState(leases, names, servers, replicas or {})
     services: dict[str, Manifest] = {}
     slices: dict[str, Manifest] = {}
@@ -265,12 +291,16 @@ def desired_objects(
     def follow(service: str, lease: Lease | None, **extra: str) -> None:
         # A Service without a selector: its slice lists the serving replicas' pods.
         if lease is not None and _replicated(lease, settings):
+            to_activator = None
+            if activator is not None and activated(lease):
+                to_activator = activator_slice_parts(activator, lease.id, namespace)
             slice_ = endpoint_slice(
                 service,
                 state.serving(lease),
                 pods or {},
                 namespace=namespace,
                 settings=settings,
+                activator=to_activator,
                 **extra,
             )
             slices[slice_["metadata"]["name"]] = slice_
@@ -307,4 +337,10 @@ def desired_objects(
             lease_of[f"Service/{record.name}"] = target
         pointed = leases.get(record.lease_id) if record.lease_id else None
         follow(record.name, pointed, **{NAME_LABEL: record.name})
-    return Desired(services, autoscalers, lease_of, slices)
+    config_maps: dict[str, Manifest] = {}
+    if activator is not None:
+        routes = activator_routes(state, activator.ports, pods or {}, wake_hold_s=wake_hold_s)
+        config_maps[settings.activator_routes] = routes_config_map(
+            routes, namespace=namespace, settings=settings
+        )
+    return Desired(services, autoscalers, lease_of, slices, config_maps)

@@ -95,6 +95,8 @@ _SLICE_FIELDS = ("addressType", "endpoints", "ports")
 
 
 def _content(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    if manifest.get("kind") == "ConfigMap":
+        return {"data": manifest.get("data") or {}}
     if manifest.get("kind") == "EndpointSlice":
         return {k: manifest.get(k) for k in _SLICE_FIELDS}
     return dict(manifest.get("spec") or {})
@@ -114,7 +116,7 @@ def differs(wanted: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
 def patch_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch bringing an object to `manifest` (a null deletes a field)."""
     meta = {k: v for k, v in manifest["metadata"].items() if k in ("labels", "annotations")}
-    if manifest.get("kind") == "EndpointSlice":
+    if manifest.get("kind") in ("EndpointSlice", "ConfigMap"):
         return {"metadata": meta, **_content(manifest)}
     spec = dict(manifest["spec"])
     if manifest.get("kind") == "Service":

@@ -1,5 +1,5 @@
 """`python -m tms_core.router --routes FILE [--applied FILE] [--hold S] [--hold-max N]
-[--wake-socket NAME]`.
+[--wake-socket NAME | --wake-grpc TARGET [--token-file FILE] [--ca FILE]]`.
 
 The router process: it reloads the routes file on SIGHUP and, in case a signal is lost or the
 daemon that sent it died, whenever the file's identity (inode, size, mtime) changes, checked
@@ -9,7 +9,9 @@ while.
 
 With `--wake-socket`, a connection to a parked lease's address sends the address, as one
 datagram, to the daemon's Unix socket of that name (router/wake.py); the daemon wakes the
-lease it belongs to.
+lease it belongs to. With `--wake-grpc` (the Kubernetes activator, in its own pods) it calls
+the daemon's `LeaseService.Wake` with the lease its route names instead (router/wake_grpc.py;
+the token from `--token-file` or `$TMS_TOKEN`).
 """
 
 from __future__ import annotations
@@ -95,11 +97,24 @@ class _Watcher:
 
 
 async def _run(
-    routes: Path, applied: Path, *, hold_s: float, hold_max: int, wake_socket: str | None
+    routes: Path,
+    applied: Path,
+    *,
+    hold_s: float,
+    hold_max: int,
+    wake_socket: str | None,
+    wake_grpc: tuple[str, str, Path | None] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    wake = sender(wake_socket) if wake_socket else None
-    router = Router(hold_s=hold_s, hold_max=hold_max, wake=wake)
+    router = Router(hold_s=hold_s, hold_max=hold_max)
+    if wake_grpc is not None:
+        # Only here: grpc and the stubs would slow every local router's start.
+        from tms_core.router.wake_grpc import grpc_sender
+
+        target, token, ca = wake_grpc
+        router.set_wake(grpc_sender(target, router.lease_at, token=token, ca=ca))
+    elif wake_socket:
+        router.set_wake(sender(wake_socket))
     watcher = _Watcher(router, routes, applied)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -150,6 +165,24 @@ def main(argv: list[str] | None = None) -> int:
         "leases' addresses",
     )
     parser.add_argument(
+        "--wake-grpc",
+        metavar="TARGET",
+        help="the daemon's gRPC API (host:port, https://host:port with TLS): a connection to "
+        "a parked lease's address calls LeaseService.Wake with the lease its route names",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="with --wake-grpc: the API token (default: $TMS_TOKEN)",
+    )
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="with --wake-grpc and https://: the daemon's CA (default: the system's)",
+    )
+    parser.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
         default="auto",
@@ -164,8 +197,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     routes: Path = args.routes
     applied: Path = args.applied or applied_path(routes)
+    if args.wake_grpc and args.wake_socket:
+        parser.error("--wake-grpc and --wake-socket exclude each other")
+    wake_grpc = None
+    if args.wake_grpc:
+        from tms_core.router.wake_grpc import read_token
+
+        wake_grpc = (args.wake_grpc, read_token(args.token_file), args.ca)
     run = _run(
-        routes, applied, hold_s=args.hold, hold_max=args.hold_max, wake_socket=args.wake_socket
+        routes,
+        applied,
+        hold_s=args.hold,
+        hold_max=args.hold_max,
+        wake_socket=args.wake_socket,
+        wake_grpc=wake_grpc,
     )
     if args.loop != "asyncio":
         try:

@@ -386,6 +386,15 @@ class Router:
         self._unbound: dict[str, tuple[Route, str]] = {}
         self._connections: set[_Connection] = set()
 
+    def set_wake(self, wake: Callable[[str], None]) -> None:
+        """Who is told of connections held at parked addresses (see `ask_wake`)."""
+        self._wake = wake
+
+    def lease_at(self, listen: str) -> str:
+        """The lease of the route at `listen` ("": none named, or no such route)."""
+        listener = self._listeners.get(listen)
+        return listener.route.lease if listener is not None else ""
+
     def ask_wake(self, listen: str) -> None:
         """Tells whoever runs the router that a connection waits at a parked lease's address."""
         if self._wake is None:

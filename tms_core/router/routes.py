@@ -36,6 +36,7 @@ _ROUTE_FIELDS = {
     "hold_s",
     "error",
     "error_at",
+    "lease",
 }
 PROTOCOLS = ("", "http", "grpc")
 _FILE_FIELDS = {"version", "routes"}
@@ -72,6 +73,9 @@ class Route:
     """Why the lease's wake failed: the connections held when it came are answered with it."""
     error_at: float = 0.0
     """Which failure `error` is (a new one has a new value): held connections answer once."""
+    lease: str = ""
+    """The lease the address is for, where the wake asker names leases rather than addresses
+    (`--wake-grpc`: the Kubernetes activator); "": the asker sends the address."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,9 @@ def _route(value: Any, field: str) -> Route:
     error = value.get("error", "")
     if not isinstance(error, str):
         raise RoutesError(f"{field}.error", f"expected a string, got {type(error).__name__}")
+    lease = value.get("lease", "")
+    if not isinstance(lease, str):
+        raise RoutesError(f"{field}.lease", f"expected a string, got {type(lease).__name__}")
     return Route(
         listen=listen,
         backends=tuple(
@@ -152,6 +159,7 @@ def _route(value: Any, field: str) -> Route:
         hold_s=float(numbers["hold_s"]),
         error=error,
         error_at=float(numbers["error_at"]),
+        lease=lease,
     )
 
 
@@ -216,6 +224,11 @@ def write_routes(path: Path, version: int, routes: Iterable[Route]) -> None:
     The router keeps its last good table when it reads a bad one, so checking here is what
     turns a daemon bug into an error the daemon sees rather than a stale router.
     """
+    write_atomic(path, routes_text(version, routes) + "\n")
+
+
+def routes_text(version: int, routes: Iterable[Route]) -> str:
+    """The routes file's text for `routes`; RoutesError if the router would reject it."""
     text = json.dumps(
         {
             "version": version,
@@ -224,7 +237,7 @@ def write_routes(path: Path, version: int, routes: Iterable[Route]) -> None:
         indent=1,
     )
     parse_routes(text)
-    write_atomic(path, text + "\n")
+    return text
 
 
 def _route_json(route: Route) -> dict[str, Any]:
@@ -241,6 +254,7 @@ def _route_json(route: Route) -> dict[str, Any]:
         ("hold_s", 0.0),
         ("error", ""),
         ("error_at", 0.0),
+        ("lease", ""),
     ):
         if getattr(route, key) != default:
             data[key] = getattr(route, key)

@@ -1,0 +1,70 @@
+"""The activator's asker (`--wake-grpc`): a connection held at a parked lease's address calls
+`LeaseService.Wake` with the lease its route names, with the token, once per lease at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent import futures
+
+import grpc
+
+from tests.unit.test_router import HOST, addr, free_port, port_of, wait_until
+from tms_core.api import tms_pb2 as pb
+from tms_core.api import tms_pb2_grpc as pb_grpc
+from tms_core.router.proxy import Router
+from tms_core.router.routes import Route, parse_routes
+from tms_core.router.wake_grpc import grpc_sender, read_token
+
+REQUEST = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+
+
+class Leases(pb_grpc.LeaseServiceServicer):
+    def __init__(self) -> None:
+        self.woken: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def Wake(self, request: pb.LeaseRef, context: grpc.ServicerContext) -> pb.Lease:
+        token = dict(context.invocation_metadata()).get("authorization", "")
+        with self.lock:
+            self.woken.append((request.id, token))
+        if token != "Bearer activator-secret":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad token")
+        return pb.Lease(id=request.id)
+
+
+def test_a_route_names_its_lease_in_the_routes_file() -> None:
+    route = '{"listen": "0.0.0.0:20000", "backends": [], "wake": true, "lease": "l-7"}'
+    text = '{"version": 1, "routes": [' + route + "]}"
+    assert parse_routes(text).routes[0].lease == "l-7"
+
+
+async def test_a_held_connection_calls_wake_with_its_routes_lease_and_the_token() -> None:
+    leases = Leases()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_LeaseServiceServicer_to_server(leases, server)
+    daemon_port = server.add_insecure_port(f"{HOST}:0")
+    server.start()
+    listen = addr(free_port())
+    router = Router()
+    router.set_wake(grpc_sender(f"{HOST}:{daemon_port}", router.lease_at, token="activator-secret"))
+    try:
+        await router.apply(
+            [Route(listen, (), "lease l-9 http", wake=True, protocol="http", lease="l-9")]
+        )
+        _, writer = await asyncio.open_connection(HOST, port_of(listen))
+        writer.write(REQUEST)
+        await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
+        await wait_until(lambda: bool(leases.woken), "the Wake call")
+        assert leases.woken[0] == ("l-9", "Bearer activator-secret")
+        writer.close()
+    finally:
+        await router.close(grace=0.1)
+        server.stop(None)
+
+
+def test_the_token_comes_from_the_file_else_the_environment(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TMS_TOKEN", "from-env")
+    assert read_token(None) == "from-env"
+    (tmp_path / "token").write_text("from-file\n")
+    assert read_token(tmp_path / "token") == "from-file"
