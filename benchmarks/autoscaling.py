@@ -295,8 +295,10 @@ def parked_rounds(work: Path, rounds: int, *, standby: bool) -> tuple[list[float
                     if client.status(lease.id).state != pb.LEASE_PARKED:
                         return False
                     servers, waiting = alive_servers(client)
-                    # Parked, and what is left is only the standby server, RUNNING.
-                    return set(servers) == set(waiting) and len(waiting) == int(standby)
+                    # Parked, and what is left is only the standby server, RUNNING; the
+                    # stopped server's exit done (as raw's, before its next start).
+                    alone = set(servers) == set(waiting) and len(waiting) == int(standby)
+                    return alone and settled_servers(client)
 
                 wait(parked_alone, 60, "the lease parked and its server stopped")
                 wait(lambda: set(alive_servers(client)[1]) <= running_ids(client), 30, "RUNNING")
