@@ -282,9 +282,9 @@ class Agent:
     async def _fetcher(self) -> Fetcher:
         source = self._fetcher_source
         if source is None:
-            from sidecar.fetch import Fetcher, RepositorySettings
+            from sidecar.fetch import Fetcher, PlainSettings
 
-            source = Fetcher(RepositorySettings(), self._model_dir, None)
+            source = Fetcher(PlainSettings(), self._model_dir, None)
         elif isinstance(source, Future):
             source = await asyncio.wrap_future(source)
         self._fetcher_source = source

@@ -127,7 +127,9 @@ class KubernetesBackend(BackendDefaults):
         sidecar_credential: Callable[[str], str] | None = None,
     ) -> None:
         self._settings = settings
-        self._repositories = Repositories(repositories or RepositorySettings())
+        # Kept as given: each sidecar's environment holds them as JSON (server_deployment).
+        self._repository_settings = repositories or RepositorySettings()
+        self._repositories = Repositories(self._repository_settings)
         self._sidecar_credential = sidecar_credential
         self._check_model = objects.check_model_uri(settings)
         self.namespace = namespace
@@ -241,7 +243,7 @@ class KubernetesBackend(BackendDefaults):
             plan,
             namespace=self.namespace,
             settings=self._settings,
-            repositories=self._repositories.settings,
+            repositories=self._repository_settings,
         )
         created = await self._call(
             f"creating Deployment {manifest['metadata']['name']}",
