@@ -1,10 +1,10 @@
 """Importing a module loads only what it needs, checked in a fresh interpreter: the daemon,
 sidecar, client and CLI load no UI libraries, the simulator's path loads no SQLite, and the
 sidecar (which a cold lease waits for) starts without tritonclient, numpy, pydantic, the
-repository machinery (imported in a thread while Triton starts) or prometheus-client (until
-its metrics are asked for), and that machinery, which its first fetch waits for, reads its
-settings without pydantic and loads neither YAML nor the S3 and HTTP sources until a URI
-or a secrets file needs them."""
+repository machinery (imported in a thread while Triton starts), prometheus-client (until
+its metrics are asked for), NVML or every service's generated gRPC stubs; and that
+machinery, which its first fetch waits for, reads its settings without pydantic and loads
+neither YAML nor the S3 and HTTP sources until a URI or a secrets file needs them."""
 
 from __future__ import annotations
 
@@ -28,7 +28,15 @@ MODULES = [
 # The in-memory store and the simulator built on it run without a database.
 SQLITE = ["aiosqlite", "sqlite3", "tms_core.store.sqlite"]
 SQLITE_FREE = ["tms_core.store.memory", "tms_core.store.protocol", "tms_core.sim.fleet"]
-SIDECAR_SLOW = ["prometheus_client", "tritonclient", "numpy", "pydantic", "tms_core.repos"]
+SIDECAR_SLOW = [
+    "prometheus_client",
+    "tritonclient",
+    "numpy",
+    "pydantic",
+    "pynvml",
+    "tms_core.api.tms_pb2_grpc",
+    "tms_core.repos",
+]
 FETCH_SLOW = [
     *SIDECAR_SLOW[:-1],
     "tms_core.settings_base",
