@@ -14,11 +14,10 @@ import os
 import re
 import shutil
 import threading
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tms_core.repos.cache import ModelCache, cache_key, materialise
+from tms_core.repos.cache import ModelCache, cache_key, materialise, unique
 from tms_core.repos.plain import SettingsFields
 from tms_core.repos.policy import Policy, RepositoryError, redact
 from tms_core.repos.sources import Source, source_for
@@ -85,7 +84,7 @@ class Fetcher:
     def _scratch(self, kind: str, name: str) -> Path:
         scratch = self.model_dir.parent / kind
         scratch.mkdir(exist_ok=True)
-        return scratch / f"{name}-{uuid.uuid4().hex[:8]}"
+        return scratch / f"{name}-{unique()}"
 
     def fetch(self, name: str, uri: str, progress: Progress | None = None) -> bool:
         """Places the model at `uri` as `model_dir/name`, replacing what was there; returns
