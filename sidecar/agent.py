@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from sidecar import metrics, triton_metrics
+from sidecar.daemon_api import SidecarStub
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
 from tms_core.api import tms_pb2 as pb
-from tms_core.api import tms_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from sidecar.fetch import Fetcher
@@ -106,7 +106,7 @@ class Agent:
 
     async def run(self) -> None:
         self._channel = grpc.aio.insecure_channel(self._daemon)
-        stub = pb_grpc.SidecarServiceStub(self._channel)
+        stub = SidecarStub(self._channel)
         tasks = [
             asyncio.create_task(self._follow_assignment(stub), name="assignment"),
             asyncio.create_task(self._converge_loop(), name="converge"),
@@ -124,7 +124,7 @@ class Agent:
             await asyncio.gather(*tasks, *self._busy.values(), return_exceptions=True)
             await self._channel.close()
 
-    async def _follow_assignment(self, stub: pb_grpc.SidecarServiceStub) -> None:
+    async def _follow_assignment(self, stub: SidecarStub) -> None:
         backoff = 0.05
         while True:
             try:
@@ -282,9 +282,9 @@ class Agent:
     async def _fetcher(self) -> Fetcher:
         source = self._fetcher_source
         if source is None:
-            from sidecar.fetch import Fetcher, RepositorySettings
+            from sidecar.fetch import Fetcher, PlainSettings
 
-            source = Fetcher(RepositorySettings(), self._model_dir, None)
+            source = Fetcher(PlainSettings(), self._model_dir, None)
         elif isinstance(source, Future):
             source = await asyncio.wrap_future(source)
         self._fetcher_source = source
@@ -321,6 +321,9 @@ class Agent:
         metrics.FETCH_BYTES.labels("download" if downloaded else "cache").inc(fetched[0])
         self._set(name, uri, pb.MODEL_LOADING)
         started = time.monotonic()
+        # NVML, for the memory measured after the load, is loaded meanwhile (once): the load
+        # leaves this process idle for a second, while a cold lease waits on its start.
+        opening = asyncio.ensure_future(asyncio.to_thread(self._gpu.open))
         try:
             await asyncio.to_thread(self._triton.load, name)
         except TritonGone as exc:
@@ -336,6 +339,7 @@ class Agent:
         load_s = time.monotonic() - started
         metrics.LOADS.labels("ready").inc()
         metrics.LOAD_SECONDS.observe(load_s)
+        await opening
         # Measured before READY is said, so the daemon learns both in one report.
         usage = await asyncio.to_thread(measure_all, self._model_dir, [name], self._gpu)
         self._set(name, uri, pb.MODEL_READY, load_s=load_s)
@@ -493,7 +497,7 @@ class Agent:
             server_id=self._server_id,
         )
 
-    async def _report_loop(self, stub: pb_grpc.SidecarServiceStub) -> None:
+    async def _report_loop(self, stub: SidecarStub) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._dirty.wait(), timeout=HEARTBEAT_S)

@@ -1,8 +1,10 @@
 """Importing a module loads only what it needs, checked in a fresh interpreter: the daemon,
 sidecar, client and CLI load no UI libraries, the simulator's path loads no SQLite, and the
 sidecar (which a cold lease waits for) starts without tritonclient, numpy, pydantic, the
-repository machinery (imported in a thread while Triton starts) or prometheus-client (until
-its metrics are asked for)."""
+repository machinery (imported in a thread while Triton starts), prometheus-client (until
+its metrics are asked for), NVML or every service's generated gRPC stubs; and that
+machinery, which its first fetch waits for, reads its settings without pydantic and loads
+neither YAML nor the S3 and HTTP sources until a URI or a secrets file needs them."""
 
 from __future__ import annotations
 
@@ -29,7 +31,26 @@ SQLITE_FREE = ["tms_core.store.memory", "tms_core.store.protocol", "tms_core.sim
 # The local router starts on the daemon's path (and again after a crash): standard library;
 # only `--wake-grpc` (the Kubernetes activator) loads grpc, when it starts.
 ROUTER_SLOW = ["grpc", "tms_core.api", "pydantic", "kubernetes"]
-SIDECAR_SLOW = ["prometheus_client", "tritonclient", "numpy", "pydantic", "tms_core.repos"]
+SIDECAR_SLOW = [
+    "prometheus_client",
+    "tritonclient",
+    "numpy",
+    "pydantic",
+    "pynvml",
+    "tms_core.api.tms_pb2_grpc",
+    "tms_core.repos",
+]
+FETCH_SLOW = [
+    *SIDECAR_SLOW[:-1],
+    "tms_core.settings_base",
+    "tms_core.repos.settings",
+    "yaml",
+    "tms_core.repos.sources.s3",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "tms_core.repos.sources.http",
+]
 
 
 def loaded_by(module: str) -> set[str]:
@@ -59,7 +80,8 @@ def leaks(loaded: set[str], forbidden: list[str]) -> list[str]:
     [pytest.param(m, FORBIDDEN, id=f"{m}-no-ui") for m in MODULES]
     + [pytest.param(m, SQLITE, id=f"{m}-no-sqlite") for m in SQLITE_FREE]
     + [pytest.param("sidecar.__main__", SIDECAR_SLOW, id="sidecar-starts-light")]
-    + [pytest.param("tms_core.router.__main__", ROUTER_SLOW, id="router-starts-light")],
+    + [pytest.param("tms_core.router.__main__", ROUTER_SLOW, id="router-starts-light")]
+    + [pytest.param("sidecar.fetch", FETCH_SLOW, id="sidecar-fetches-light")],
 )
 def test_import_loads_nothing_it_should_not(module: str, forbidden: list[str]) -> None:
     leaked = leaks(loaded_by(module), forbidden)

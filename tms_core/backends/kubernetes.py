@@ -134,7 +134,9 @@ class KubernetesBackend(BackendDefaults):
         wake_hold_s: float = 120.0,
     ) -> None:
         self._settings = settings
-        self._repositories = Repositories(repositories or RepositorySettings())
+        # Kept as given: each sidecar's environment holds them as JSON (server_deployment).
+        self._repository_settings = repositories or RepositorySettings()
+        self._repositories = Repositories(self._repository_settings)
         self._check_model = objects.check_model_uri(settings)
         self.namespace = namespace
         self._apps = k8s.AppsV1Api(api)
@@ -237,7 +239,7 @@ class KubernetesBackend(BackendDefaults):
             plan,
             namespace=self.namespace,
             settings=self._settings,
-            repositories=self._repositories.settings,
+            repositories=self._repository_settings,
         )
         created = await self._call(
             f"creating Deployment {manifest['metadata']['name']}",

@@ -138,7 +138,9 @@ class LocalBackend(BackendDefaults):
         self._router = router
         self._wake_hold_s = wake_hold_s
         self._sidecar_metrics = sidecar_metrics
-        self._repositories = Repositories(repositories or RepositorySettings())
+        # Kept as given: the sidecars are handed them as JSON (`_repositories_file`).
+        self._repository_settings = repositories or RepositorySettings()
+        self._repositories = Repositories(self._repository_settings)
         self._cache_dir = cache_dir
         self._sidecar_credential = sidecar_credential
         self._install = install
@@ -328,7 +330,7 @@ class LocalBackend(BackendDefaults):
         staged = path.with_name(f".repositories.{os.getpid()}.json")
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(self._repositories.settings.to_sidecar_json())
+            out.write(self._repository_settings.to_sidecar_json())
         staged.rename(path)
         return path
 

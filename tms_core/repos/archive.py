@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
-import zipfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from tms_core.repos.policy import RepositoryError
 from tms_core.repos.transfer import CHUNK
 from tms_core.units import format_size
+
+if TYPE_CHECKING:
+    import tarfile
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
@@ -48,6 +50,10 @@ class _Budget:
 
 def extract(archive: Path, dest: Path, *, max_bytes: int) -> None:
     """Unpacks `archive` (tar, gzip'd tar or zip, by its content) into the empty `dest`."""
+    # Imported here: a sidecar's first fetch, often of a plain directory, waits for its imports.
+    import tarfile
+    import zipfile
+
     budget = _Budget(max_bytes)
     if zipfile.is_zipfile(archive):
         _extract_zip(archive, dest, budget)
@@ -110,6 +116,8 @@ def _check_link(dest: Path, target: Path, name: str, linkname: str, *, hard: boo
 
 
 def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
+    import zipfile
+
     try:
         with zipfile.ZipFile(archive) as zipped:
             for info in zipped.infolist():

@@ -14,13 +14,12 @@ import os
 import re
 import shutil
 import threading
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tms_core.repos.cache import ModelCache, cache_key, materialise
+from tms_core.repos.cache import ModelCache, cache_key, materialise, unique
+from tms_core.repos.plain import SettingsFields
 from tms_core.repos.policy import Policy, RepositoryError, redact
-from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.sources import Source, source_for
 from tms_core.repos.transfer import ObjectInfo, Progress, Transfer
 
@@ -43,7 +42,7 @@ def split_spec(uri: str) -> tuple[str, str]:
 class Repositories:
     """The policy and the sources, as the daemon (presence checks) and sidecars use them."""
 
-    def __init__(self, settings: RepositorySettings) -> None:
+    def __init__(self, settings: SettingsFields) -> None:
         self.settings = settings
         self.policy = Policy(settings)
         # One source per repository, kept: an S3 client takes ~0.1 s to make and keeps its
@@ -76,9 +75,7 @@ class Repositories:
 class Fetcher:
     """A sidecar's fetching: models into `model_dir`, through the cache when there is one."""
 
-    def __init__(
-        self, settings: RepositorySettings, model_dir: Path, cache_dir: Path | None
-    ) -> None:
+    def __init__(self, settings: SettingsFields, model_dir: Path, cache_dir: Path | None) -> None:
         self.repos = Repositories(settings)
         self.model_dir = model_dir
         self.cache = ModelCache(cache_dir, max_bytes=settings.cache_size) if cache_dir else None
@@ -87,7 +84,7 @@ class Fetcher:
     def _scratch(self, kind: str, name: str) -> Path:
         scratch = self.model_dir.parent / kind
         scratch.mkdir(exist_ok=True)
-        return scratch / f"{name}-{uuid.uuid4().hex[:8]}"
+        return scratch / f"{name}-{unique()}"
 
     def fetch(self, name: str, uri: str, progress: Progress | None = None) -> bool:
         """Places the model at `uri` as `model_dir/name`, replacing what was there; returns

@@ -14,9 +14,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
-from tms_core.repos.settings import CREDENTIAL_FIELDS, Repository, RepositorySettings
+from tms_core.repos.plain import (
+    CREDENTIAL_FIELDS,
+    PlainRepository,
+    RepositoryFields,
+    SettingsFields,
+)
 
 
 class RepositoryError(Exception):
@@ -56,7 +59,7 @@ class Credentials:
 class Resolved:
     """A model URI's repository: its settings (defaults where none matches) and credentials."""
 
-    repository: Repository
+    repository: RepositoryFields
     credentials: Credentials
 
 
@@ -88,10 +91,10 @@ def normalise_prefix(prefix: str) -> str:
 
 
 class Policy:
-    """The administrator's rules over model URIs (`RepositorySettings`), applied alike by the
-    daemon's presence check and by the sidecars' fetches."""
+    """The administrator's rules over model URIs (the `repositories` settings), applied alike
+    by the daemon's presence check and by the sidecars' fetches."""
 
-    def __init__(self, settings: RepositorySettings, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: SettingsFields, *, env: dict[str, str] | None = None) -> None:
         self.settings = settings
         self._env = os.environ if env is None else env
         self._secrets: dict[str, dict[str, str]] | None = None
@@ -109,7 +112,7 @@ class Policy:
         """The settings of the repository whose prefix matches `uri` longest, and its
         credentials (empty when none are configured)."""
         key = normalise_prefix(uri)
-        best: Repository | None = None
+        best: RepositoryFields | None = None
         for repo in self.settings.repositories:
             prefix = normalise_prefix(repo.prefix)
             if key.startswith(prefix) and (
@@ -117,7 +120,7 @@ class Policy:
             ):
                 best = repo
         if best is None:
-            return Resolved(Repository(prefix=f"{urlsplit(uri).scheme}://"), Credentials())
+            return Resolved(PlainRepository(prefix=f"{urlsplit(uri).scheme}://"), Credentials())
         values: dict[str, str] = {}
         if best.credentials:
             values.update(
@@ -182,6 +185,10 @@ def redact(uri: str) -> str:
 
 
 def _read_secrets(path: Path) -> dict[str, dict[str, str]]:
+    # Imported here: only a repository with named credentials needs it (a sidecar fetching
+    # file:// models starts its first fetch without it).
+    import yaml
+
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:

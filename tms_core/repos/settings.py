@@ -2,9 +2,10 @@
 limits on fetching them.
 
 The daemon reads them (its presence check at acquire) and hands the sidecars the same
-settings as JSON (`to_sidecar_json`): credentials are never in that JSON, only the names of
-where they are (a secrets file entry, environment variables), which each sidecar resolves
-itself from the file or the Secret mounted into its pod.
+settings as JSON (`to_sidecar_json`), which they parse without pydantic (`plain`, whose
+checks these share): credentials are never in that JSON, only the names of where they are
+(a secrets file entry, environment variables), which each sidecar resolves itself from the
+file or the Secret mounted into its pod.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from tms_core.repos.plain import CREDENTIAL_FIELDS, check_credentials_env, check_prefix
 from tms_core.settings_base import Section, duration, size
+
+__all__ = ["CREDENTIAL_FIELDS", "Repository", "RepositorySettings"]
 
 
 class Repository(Section):
@@ -54,29 +58,13 @@ class Repository(Section):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if "://" not in value:
-            raise ValueError(f"{value!r} is not a URI prefix (such as s3://bucket/models/)")
-        return value
+        return check_prefix(value)
 
     @field_validator("credentials_env")
     @classmethod
     def _fields(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if key not in CREDENTIAL_FIELDS:
-                raise ValueError(
-                    f"{key!r} is not a credential field ({', '.join(CREDENTIAL_FIELDS)})"
-                )
+        check_credentials_env(value)
         return value
-
-
-CREDENTIAL_FIELDS = (
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "token",
-    "username",
-    "password",
-)
 
 
 class RepositorySettings(Section):

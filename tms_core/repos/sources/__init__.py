@@ -11,8 +11,8 @@ import importlib
 from pathlib import Path
 from typing import Protocol
 
+from tms_core.repos.plain import SettingsFields
 from tms_core.repos.policy import Refused, Resolved
-from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.transfer import ObjectInfo, Transfer
 
 SCHEMES = {
@@ -37,10 +37,10 @@ class Source(Protocol):
 
 
 class _Factory(Protocol):
-    def __call__(self, resolved: Resolved, settings: RepositorySettings) -> Source: ...
+    def __call__(self, resolved: Resolved, settings: SettingsFields) -> Source: ...
 
 
-def source_for(scheme: str, resolved: Resolved, settings: RepositorySettings) -> Source:
+def source_for(scheme: str, resolved: Resolved, settings: SettingsFields) -> Source:
     module = SCHEMES.get(scheme)
     if module is None:
         supported = ", ".join(sorted(f"{s}://" for s in SCHEMES))

@@ -25,8 +25,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from tms_core.repos.archive import extract, is_archive
+from tms_core.repos.plain import SettingsFields
 from tms_core.repos.policy import Policy, RepositoryError, Resolved, redact
-from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.transfer import ObjectInfo, Transfer, with_retries
 
 CONNECT_TIMEOUT_S = 10.0
@@ -129,7 +129,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
 
 class HttpSource:
-    def __init__(self, resolved: Resolved, settings: RepositorySettings) -> None:
+    def __init__(self, resolved: Resolved, settings: SettingsFields) -> None:
         self._resolved = resolved
         self._settings = settings
         self._policy = Policy(settings)
@@ -240,5 +240,5 @@ class HttpSource:
                 target.unlink(missing_ok=True)
 
 
-def make(resolved: Resolved, settings: RepositorySettings) -> HttpSource:
+def make(resolved: Resolved, settings: SettingsFields) -> HttpSource:
     return HttpSource(resolved, settings)

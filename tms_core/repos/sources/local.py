@@ -9,8 +9,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from tms_core.repos.archive import extract, is_archive
+from tms_core.repos.plain import SettingsFields
 from tms_core.repos.policy import RepositoryError, Resolved
-from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.transfer import ObjectInfo, Transfer
 
 
@@ -72,5 +72,5 @@ class LocalSource:
                 transfer.verify(transfer.stream_to(source, dest / "1" / path.name))
 
 
-def make(resolved: Resolved, settings: RepositorySettings) -> LocalSource:
+def make(resolved: Resolved, settings: SettingsFields) -> LocalSource:
     return LocalSource()

@@ -31,8 +31,8 @@ from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferManager
 
 from tms_core.repos.archive import extract, is_archive
+from tms_core.repos.plain import SettingsFields
 from tms_core.repos.policy import Policy, RepositoryError, Resolved
-from tms_core.repos.settings import RepositorySettings
 from tms_core.repos.transfer import ObjectInfo, Transfer, with_retries
 
 _DENIED = {
@@ -62,7 +62,7 @@ def split(uri: str) -> tuple[str, str]:
 
 
 class S3Source:
-    def __init__(self, resolved: Resolved, settings: RepositorySettings) -> None:
+    def __init__(self, resolved: Resolved, settings: SettingsFields) -> None:
         repo = resolved.repository
         creds = resolved.credentials
         self._prefix = repo.prefix
@@ -269,5 +269,5 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def make(resolved: Resolved, settings: RepositorySettings) -> S3Source:
+def make(resolved: Resolved, settings: SettingsFields) -> S3Source:
     return S3Source(resolved, settings)
