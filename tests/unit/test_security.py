@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from tests.unit.conftest import GiB, Harness, MakeHarness
+from tests.unit.conftest import GiB, Harness, MakeHarness, request
 from tests.unit.security_api import SecureApi, secure_api
 from tms_core.api import tms_pb2 as pb
+from tms_core.domain import LeaseAutoscale, LeaseState
 from tms_core.errors import Unauthenticated
 from tms_core.identity.tokens import TokenRegistry
+from tms_core.lease_request import LeaseOptions
 
 T = 5.0
 
@@ -282,3 +284,50 @@ async def test_a_token_remembered_while_its_revocation_was_written_still_fails_a
     await revoking
     with pytest.raises(Unauthenticated, match="'temp' was revoked"):
         registry.authenticate(secret)
+
+
+async def test_an_activator_token_wakes_any_tenants_lease_and_does_nothing_else(
+    api: SecureApi,
+) -> None:
+    h = api.h
+    await tenant(api, "team-a")
+    parks = LeaseOptions(autoscale=LeaseAutoscale(min_replicas=0, max_replicas=1, park_after_s=60))
+    lease = await h.make_ready(await h.manager.acquire([request("a", GiB)], parks, tenant="team-a"))
+    h.clock.advance(60.0)
+    await h.manager.tick()
+    assert h.manager.snapshot(lease.id).state is LeaseState.PARKED
+    activator = await token(api, "activator", "activator")
+    stub = api.leases(activator)
+
+    # No tenant of its own, yet it wakes team-a's lease.
+    woken = await stub.Wake(pb.LeaseRef(id=lease.id), timeout=T)
+    woke = h.manager.snapshot(lease.id)
+    assert woken.id == lease.id and woke.state is not LeaseState.PARKED and woke.woke_at
+
+    refused = {
+        "Acquire": first(stub.Acquire(acquire_request())),
+        "List": stub.List(pb.ListRequest(), timeout=T),
+        "Status": stub.Status(pb.LeaseRef(id=lease.id), timeout=T),
+        "Renew": stub.Renew(pb.RenewRequest(id=lease.id), timeout=T),
+        "Release": stub.Release(pb.LeaseRef(id=lease.id), timeout=T),
+    }
+    for method, call in refused.items():
+        code, message = await code_of(call)
+        assert code is grpc.StatusCode.PERMISSION_DENIED, method
+        needs = "viewer" if method in ("List", "Status") else "user"
+        assert f"LeaseService.{method} needs the {needs} role" in message, message
+        assert "token 'activator' has role activator" in message
+    code, message = await code_of(api.names(activator).ListNames(pb.Empty(), timeout=T))
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    code, _ = await code_of(
+        api.identity(activator).CreateToken(pb.TokenRequest(name="x", role="admin"), timeout=T)
+    )
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert [x.id for x in h.manager.list_leases()] == [lease.id]
+    assert h.manager.snapshot(lease.id).tenant == "team-a"
+
+    # A viewer still may not wake.
+    viewer = await token(api, "watcher", "viewer")
+    code, message = await code_of(api.leases(viewer).Wake(pb.LeaseRef(id=lease.id), timeout=T))
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert "LeaseService.Wake needs the user (or activator) role" in message

@@ -60,9 +60,10 @@ def token() -> None:
 @click.argument("name")
 @click.option(
     "--role",
-    type=click.Choice(["admin", "user", "viewer"]),
+    type=click.Choice(["admin", "user", "viewer", "activator"]),
     required=True,
-    help="admin: everything; user: its tenant's leases; viewer: read only.",
+    help="admin: everything; user: its tenant's leases; viewer: read only; activator: "
+    "LeaseService.Wake of any lease, nothing else (the Kubernetes activator's).",
 )
 @click.option("--tenant", default="", help="The tenant a user's leases count against.")
 @click.option("--expires", metavar="DURATION", help="Expire after this long (e.g. 30d).")

@@ -3,6 +3,8 @@
 `Access` is the least role a method needs; `Owned` names the request field that points at a
 lease or a lease name, which a `user` may touch only when it belongs to its own tenant. A
 method missing from the table needs `admin`, so a new RPC is closed until it is listed.
+`activator` may call `LeaseService.Wake` (of any lease: it wakes whatever lease a connection
+waits for) and nothing else, not even reads.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class Access(enum.Enum):
     PUBLIC = "nobody in particular"  # health checks
     READ = "viewer"
     LEASE = "user"
+    WAKE = "user (or activator)"
     ADMIN = "admin"
     SIDECAR = "sidecar"
 
@@ -52,7 +55,7 @@ RULES: dict[str, Rule] = {
     _LEASE + "Follow": Rule(Access.READ),
     _LEASE + "Renew": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
     _LEASE + "Release": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
-    _LEASE + "Wake": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
+    _LEASE + "Wake": Rule(Access.WAKE, changes_state=True, owned=Owned.LEASE_ID),
     _LEASE + "Scale": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID),
     _NAMES + "SetName": Rule(Access.LEASE, changes_state=True, owned=Owned.LEASE_ID_OF_NAME),
     _NAMES + "DeleteName": Rule(Access.LEASE, changes_state=True, owned=Owned.NAME),
@@ -84,10 +87,12 @@ RULES: dict[str, Rule] = {
 ADMIN_ONLY = Rule(Access.ADMIN)
 
 _GRANTS: dict[Role, frozenset[Access]] = {
-    Role.ADMIN: frozenset({Access.PUBLIC, Access.READ, Access.LEASE, Access.ADMIN}),
-    Role.USER: frozenset({Access.PUBLIC, Access.READ, Access.LEASE}),
+    Role.ADMIN: frozenset({Access.PUBLIC, Access.READ, Access.LEASE, Access.WAKE, Access.ADMIN}),
+    Role.USER: frozenset({Access.PUBLIC, Access.READ, Access.LEASE, Access.WAKE}),
     Role.VIEWER: frozenset({Access.PUBLIC, Access.READ}),
     Role.SIDECAR: frozenset({Access.PUBLIC, Access.SIDECAR}),
+    # Not limited by tenant: the interceptor checks owners for `user` tokens only.
+    Role.ACTIVATOR: frozenset({Access.PUBLIC, Access.WAKE}),
 }
 
 

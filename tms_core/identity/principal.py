@@ -16,9 +16,11 @@ class Role(enum.StrEnum):
     """Reads only."""
     SIDECAR = "sidecar"
     """One server's sidecar: that server's Connect and Report, nothing else."""
+    ACTIVATOR = "activator"
+    """The activator on Kubernetes: `LeaseService.Wake` of any lease, nothing else."""
 
 
-TOKEN_ROLES = (Role.ADMIN, Role.USER, Role.VIEWER)
+TOKEN_ROLES = (Role.ADMIN, Role.USER, Role.VIEWER, Role.ACTIVATOR)
 
 
 def parse_role(text: str) -> Role:
