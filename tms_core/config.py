@@ -359,6 +359,11 @@ class KubernetesSettings(Section):
     activator_routes: str = "tms-activator-routes"
     """The ConfigMap the daemon writes the activator's routes into (key `routes.json`)."""
 
+    activator_token_secret: str = "tms-activator-token"
+    """The Secret the activator reads its API token from (key `token`). At start the daemon
+    makes an `activator` token (it may only wake leases) and writes it there, unless the Secret
+    already holds one that works. "" (or no `activator_selector`): the daemon leaves it alone."""
+
     activator_first_port: int = Field(default=20000, ge=1024, le=65000)
     """The activator's ports for parkable leases start here: two (HTTP, gRPC) per lease,
     kept for the lease's life."""

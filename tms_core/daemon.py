@@ -33,6 +33,7 @@ from tms_core.clock import Clock, SystemClock
 from tms_core.config import Settings
 from tms_core.errors import ConfigError
 from tms_core.identity import local as local_identity
+from tms_core.identity.activator import ensure_activator_token
 from tms_core.identity.audit import AuditLog
 from tms_core.identity.authority import Authority
 from tms_core.identity.sidecar_keys import SidecarKeys
@@ -307,7 +308,7 @@ def _local(
 
 
 async def _kubernetes(
-    settings: Settings, clock: Clock, store: Store, sidecars: SidecarKeys
+    settings: Settings, clock: Clock, store: Store, identity: _Identity
 ) -> _Wiring:
     # Imported here: only this backend needs the kubernetes client.
     from tms_core.backends.kubernetes import KubernetesBackend, connect
@@ -318,15 +319,29 @@ async def _kubernetes(
         api,
         namespace,
         repositories=settings.repositories,
-        sidecar_credential=sidecars.credential,
+        sidecar_credential=identity.sidecars.credential,
         wake_hold_s=settings.autoscale.wake_timeout,
     )
     manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
     backend.attach(manager.note_reason, manager.set_nodes)
+
+    async def prepare() -> None:
+        await backend.prepare()
+        # The activator's token: made here, written only into its Secret.
+        secret = backend.activator_token
+        if not secret.name:
+            return
+        try:
+            await ensure_activator_token(
+                identity.registry, secret.read, secret.write, where=f"Secret {secret.name}"
+            )
+        except OSError as exc:  # the API refused or did not answer
+            log.warning("the activator's token: %s; parked leases cannot be woken", exc)
+
     return _Wiring(
         manager,
         f"kubernetes backend, namespace {namespace}",
-        backend.prepare,
+        prepare,
         loops={"kubernetes": backend.run},
         always_leave_serving=True,
     )
@@ -364,7 +379,7 @@ async def serve(
     try:
         identity = await _identity(settings, clock, store, state)
         if settings.daemon.backend == "kubernetes":
-            wiring = await _kubernetes(settings, clock, store, identity.sidecars)
+            wiring = await _kubernetes(settings, clock, store, identity)
         else:
             wiring = _local(settings, clock, store, state, sidecar_listen, identity.sidecars)
     except BaseException:

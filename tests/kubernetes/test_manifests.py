@@ -20,6 +20,7 @@ from tests.kubernetes.standin import api_request
 from tms_core.backends.kubernetes import API_CALLS
 from tms_core.backends.kubernetes_addresses import PodAddress, desired_objects
 from tms_core.backends.kubernetes_objects import ServerPlan, server_deployment
+from tms_core.backends.kubernetes_secrets import TOKEN_KEY
 from tms_core.config import KubernetesSettings
 from tms_core.domain import (
     Lease,
@@ -382,6 +383,9 @@ async def test_the_backend_makes_no_call_outside_the_role(hpa_kube: Kube) -> Non
     # that may park come and go, tests/kubernetes/test_activator.py).
     slices = {("discovery.k8s.io", "endpointslices", v) for v in ("create", "patch", "delete")}
     slices |= {("", "configmaps", v) for v in ("patch", "delete")}
+    # The activator's token Secret is read and written by the daemon at start
+    # (tests/kubernetes/test_activator_token.py), not by the backend's session.
+    slices |= {("", "secrets", v) for v in ("get", "patch")}
     assert len(made) >= len(granted() - slices) - 1
 
 
@@ -399,3 +403,20 @@ async def test_replicas_make_no_call_outside_the_role(kube: Kube) -> None:
     made = set(kube.cluster.calls)
     assert made <= granted(), f"calls the Role does not grant: {sorted(made - granted())}"
     assert {("discovery.k8s.io", "endpointslices", v) for v in ("create", "delete")} <= made
+
+
+def test_the_daemon_may_read_and_replace_only_the_activators_token_secret() -> None:
+    name = KubernetesSettings().activator_token_secret
+    rules = yaml.safe_load((MANIFESTS / "base" / "role.yaml").read_text())["rules"]
+    for rule in rules:
+        if "secrets" in rule["resources"] and {"get", "patch"} & set(rule["verbs"]):
+            assert rule["resourceNames"] == [name]
+    # What the activator mounts: that Secret, its key `token` as --token-file.
+    docs = yaml.safe_load_all((MANIFESTS / "base" / "activator.yaml").read_text())
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "token")
+    assert volume["secret"]["secretName"] == name
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "token")
+    assert f"--token-file={mount['mountPath']}/{TOKEN_KEY}" in container["command"]

@@ -14,6 +14,7 @@ a `KubernetesApiError` whose message says what was being done and what the API a
   nodes (the GPU inventory).
 - `prepare` reads what exists before the manager recovers: `adopt` keeps a server whose
   Deployment is there; Deployments of servers the state does not hold are deleted.
+- `activator_token` reads and writes the activator's token Secret (the daemon decides).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ from tms_core.backends import kubernetes_addresses as addresses
 from tms_core.backends import kubernetes_objects as objects
 from tms_core.backends import kubernetes_status as kstatus
 from tms_core.backends.base import BackendDefaults
-from tms_core.backends.kubernetes_secrets import ActivatorReader, SidecarSecrets
+from tms_core.backends.kubernetes_secrets import (
+    MERGE_PATCH,
+    ActivatorReader,
+    ActivatorTokenSecret,
+    SidecarSecrets,
+)
 from tms_core.backends.kubernetes_status import KubernetesApiError
 from tms_core.config import KubernetesSettings
 from tms_core.domain import PublishedState, Server, ServerState
@@ -50,7 +56,6 @@ from tms_core.repos.settings import RepositorySettings
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-MERGE_PATCH = "application/merge-patch+json"
 # The (API group, resource, verb) the backend calls: the Role in manifests/ grants exactly these
 # (a test compares them, and the integration tests check no other call is made).
 API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
@@ -75,6 +80,9 @@ API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
         ("", "secrets", "create"),
         ("", "secrets", "list"),
         ("", "secrets", "delete"),
+        # The activator's token Secret only (the Role names it): `activator_token`.
+        ("", "secrets", "get"),
+        ("", "secrets", "patch"),
         ("", "configmaps", "create"),
         ("", "configmaps", "list"),
         ("", "configmaps", "patch"),
@@ -154,6 +162,9 @@ class KubernetesBackend(BackendDefaults):
         )
         self._wake_hold_s = wake_hold_s
         self._activator = ActivatorReader(list_=self._list, core=self._core, settings=settings)
+        self.activator_token = ActivatorTokenSecret(
+            call=self._call, core=self._core, namespace=namespace, settings=settings
+        )
         self._lease_problem = lease_problem
         self._nodes_changed = nodes_changed
         self._settle_within = settle_within

@@ -1,6 +1,7 @@
 """The sidecars' credential Secrets on Kubernetes (one per server, created before its
-Deployment, deleted with it, and pruned when the state no longer runs the server), and the
-reads the switch to the activator needs (its pods, the ports given out).
+Deployment, deleted with it, and pruned when the state no longer runs the server), the
+activator's token Secret, and the reads the switch to the activator needs (its pods, the
+ports given out).
 
 Calls the API through the adapter's helpers (`kubernetes.py` owns the client), so this module
 imports no `kubernetes`.
@@ -8,6 +9,8 @@ imports no `kubernetes`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +25,9 @@ from tms_core.ids import LeaseId, ServerId
 log = logging.getLogger("tms_core.backends.kubernetes")
 
 Call = Callable[..., Awaitable[Any]]
+TOKEN_KEY = "token"
+"""The activator's token file is this key of its Secret (`--token-file`, activator.yaml)."""
+MERGE_PATCH = "application/merge-patch+json"
 List = Callable[[str, Callable[..., Any], str], Awaitable[list[Any]]]
 
 
@@ -102,6 +108,70 @@ class SidecarSecrets:
                 log.info("deleted Secret %s (a server the daemon does not hold)", name)
             except KubernetesApiError as exc:
                 log.warning("%s", exc)
+
+
+class ActivatorTokenSecret:
+    """The Secret the activator reads its token from (`activator_token_secret`, key `token`):
+    read by name, created or patched. The daemon's Role may get and patch that Secret only
+    (manifests/base/role.yaml names it)."""
+
+    def __init__(
+        self, *, call: Call, core: Any, namespace: str, settings: KubernetesSettings
+    ) -> None:
+        self._call, self._core = call, core
+        self._namespace, self._settings = namespace, settings
+        self.name = settings.activator_token_secret if settings.activator_selector else ""
+        """"": no activator, or the operator keeps the Secret; the daemon leaves it alone."""
+
+    async def read(self) -> str | None:
+        """The token the Secret holds; None when there is no Secret or no token in it."""
+        try:
+            found = await self._call(
+                f"reading Secret {self.name}",
+                self._core.read_namespaced_secret,
+                name=self.name,
+                namespace=self._namespace,
+            )
+        except KubernetesApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        encoded = (found.get("data") or {}).get(TOKEN_KEY, "")
+        try:
+            return base64.b64decode(encoded, validate=True).decode().strip() or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+
+    async def write(self, token: str) -> None:
+        """Creates the Secret holding `token`, or replaces the token of the one there."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": objects.object_metadata(
+                self.name, self._namespace, self._settings, "activator"
+            ),
+            "type": "Opaque",
+            "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+        }
+        try:
+            await self._call(
+                f"creating Secret {self.name}",
+                self._core.create_namespaced_secret,
+                namespace=self._namespace,
+                body=body,
+            )
+            return
+        except KubernetesApiError as exc:
+            if exc.status != 409:
+                raise
+        await self._call(
+            f"updating Secret {self.name}",
+            self._core.patch_namespaced_secret,
+            name=self.name,
+            namespace=self._namespace,
+            body={"metadata": {"labels": body["metadata"]["labels"]}, "data": body["data"]},
+            _content_type=MERGE_PATCH,
+        )
 
 
 class ActivatorReader:
