@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 
@@ -57,6 +58,38 @@ async def test_a_held_connection_calls_wake_with_its_routes_lease_and_the_token(
         await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
         await wait_until(lambda: bool(leases.woken), "the Wake call")
         assert leases.woken[0] == ("l-9", "Bearer activator-secret")
+        writer.close()
+    finally:
+        await router.close(grace=0.1)
+        server.stop(None)
+
+
+async def test_a_token_replaced_in_its_file_is_used_by_the_next_ask(tmp_path: Path) -> None:
+    """The daemon replaces a revoked activator token in the Secret; the kubelet rewrites the
+    mounted file; the activator's next Wake carries the new one, with no restart."""
+    token_file = tmp_path / "token"
+    token_file.write_text("revoked\n")
+    leases = Leases()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_LeaseServiceServicer_to_server(leases, server)
+    daemon_port = server.add_insecure_port(f"{HOST}:0")
+    server.start()
+    listen = addr(free_port())
+    router = Router()
+    router.set_wake(
+        grpc_sender(f"{HOST}:{daemon_port}", router.lease_at, token=lambda: read_token(token_file))
+    )
+    try:
+        await router.apply(
+            [Route(listen, (), "lease l-9 http", wake=True, protocol="http", lease="l-9")]
+        )
+        _, writer = await asyncio.open_connection(HOST, port_of(listen))
+        writer.write(REQUEST)
+        await wait_until(lambda: ("l-9", "Bearer revoked") in leases.woken, "the first ask")
+        token_file.write_text("activator-secret\n")
+        await wait_until(
+            lambda: ("l-9", "Bearer activator-secret") in leases.woken, "an ask with the new one"
+        )
         writer.close()
     finally:
         await router.close(grace=0.1)

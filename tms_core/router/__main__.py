@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tms_core.aiotasks import create_guarded_task
@@ -103,7 +104,7 @@ async def _run(
     hold_s: float,
     hold_max: int,
     wake_socket: str | None,
-    wake_grpc: tuple[str, str, Path | None] | None = None,
+    wake_grpc: tuple[str, Callable[[], str], Path | None] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     router = Router(hold_s=hold_s, hold_max=hold_max)
@@ -203,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.wake_grpc:
         from tms_core.router.wake_grpc import read_token
 
-        wake_grpc = (args.wake_grpc, read_token(args.token_file), args.ca)
+        token_file: Path | None = args.token_file
+        read_token(token_file)  # a file that cannot be read is an error at start
+        wake_grpc = (args.wake_grpc, lambda: read_token(token_file), args.ca)
     run = _run(
         routes,
         applied,

@@ -33,12 +33,14 @@ def grpc_sender(
     target: str,
     lease_at: Callable[[str], str],
     *,
-    token: str = "",
+    token: str | Callable[[], str] = "",
     ca: Path | None = None,
 ) -> Callable[[str], None]:
     """The router's `wake` callable: finds the lease of the address with `lease_at` and calls
     `Wake` on the daemon at `target` (`host:port`, or `https://host:port` with TLS, trusting
-    `ca` or else the system's authorities)."""
+    `ca` or else the system's authorities). A callable `token` is read for each call: the
+    daemon replaces a revoked token in the mounted Secret, and the kubelet updates the file
+    in place, so the pod needs no restart."""
     import grpc
 
     from tms_core.api import tms_pb2 as pb
@@ -53,15 +55,19 @@ def grpc_sender(
     else:
         channel = grpc.insecure_channel(target)
     stub = pb_grpc.LeaseServiceStub(channel)
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    current = token if callable(token) else (lambda: token)
     # One call in flight per lease: a held connection asks again every second anyway.
     asking: set[str] = set()
     lock = threading.Lock()
 
     def call(listen: str, lease: str) -> None:
         try:
+            secret = current()
+            metadata = (("authorization", f"Bearer {secret}"),) if secret else ()
             stub.Wake(pb.LeaseRef(id=lease), timeout=CALL_TIMEOUT_S, metadata=metadata)
             log.info("%s: asked %s to wake lease %s", listen, target, lease)
+        except OSError as exc:
+            log.warning("%s: cannot read the token for Wake(%s): %s", listen, lease, exc)
         except grpc.RpcError as exc:
             # FAILED_PRECONDITION: not parked (already waking or serving); the rest are
             # retried by the next ask while connections wait.
