@@ -134,6 +134,22 @@ class ServerSettings(Section):
     only for its models to load (docs/leases.md, Standby servers). They count against
     `max_servers`; one that a lease takes is replaced, and the idle stop leaves them."""
 
+    standby_tritons: dict[str, int] = Field(default_factory=dict)
+    """More standby servers, per Triton other than the default: a `tritonserver` path
+    locally, an image on Kubernetes, each on the allowlist when leases are to take them
+    (`{"/opt/tritonserver-24.08/bin/tritonserver": 1}`). A pool keeps its own servers up
+    with its `min_servers`."""
+
+    @field_validator("standby_tritons")
+    @classmethod
+    def _standby_counts(cls, value: dict[str, int]) -> dict[str, int]:
+        for triton, count in value.items():
+            if not triton:
+                raise ValueError("a Triton (path or image) is needed for each count")
+            if count < 0:
+                raise ValueError(f"{triton}: expected a count of 0 or more, got {count}")
+        return value
+
     max_restarts: int = Field(default=3, ge=0)
     """Times a server whose tritonserver or sidecar died is restarted (its leases' models
     loaded again) within `restart_window`; at the next crash its leases are placed elsewhere

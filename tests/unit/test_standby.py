@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from tests.unit.conftest import GiB, Harness, MakeHarness, request
+import pytest
+
+from tests.unit.conftest import GiB, Harness, MakeHarness, make_settings, request
 from tms_core.api.cluster import cluster_status
 from tms_core.domain import LeaseState, ServerState
+from tms_core.errors import ConfigError
 from tms_core.inventory import Gpu, Node
 from tms_core.lease_request import LeaseOptions
 
@@ -118,3 +121,31 @@ async def test_on_a_gpu_machine_a_standby_server_has_a_gpu_of_its_own(
     # A lease of the default shape (a GPU, on a machine with GPUs) takes it.
     lease = await h.manager.acquire([request("a", GiB)])
     assert lease.server_id == standby and lease.state is LeaseState.LOADING
+
+
+async def test_standby_servers_of_another_triton_are_kept_for_leases_asking_for_it(
+    make_harness: MakeHarness,
+) -> None:
+    other = "/opt/tritonserver-24.08/bin/tritonserver"
+    h = await make_harness(servers={"standby": 1, "standby_tritons": {other: 1}})
+    await h.manager.tick()
+    await running(h)
+    binaries = sorted(s.binary for s in h.manager.servers.values())
+    assert binaries == sorted([h.backend.default_tritonserver, other])
+    await h.manager.allow(other)
+    lease = await h.manager.acquire([request("a", GiB)], LeaseOptions(tritonserver=other))
+    # It joined the waiting server of its Triton: nothing started for it.
+    assert lease.server_id is not None and h.manager.servers[lease.server_id].binary == other
+    assert len(h.backend.started) == 2
+    await h.make_ready(lease)
+    await h.manager.tick()
+    assert [s.binary for s in h.manager.standby.servers()].count(other) == 1
+    # The idle stop keeps one of each, and no more.
+    assert all(h.manager.reconciler._kept(s) for s in h.manager.standby.servers())
+
+
+def test_a_standby_triton_needs_a_count_of_zero_or_more() -> None:
+    with pytest.raises(
+        ConfigError, match=r"servers\.standby_tritons: .*/x/tritonserver: expected a count of 0"
+    ):
+        make_settings(servers={"standby_tritons": {"/x/tritonserver": -1}})

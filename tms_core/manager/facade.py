@@ -34,6 +34,7 @@ from tms_core.domain import (
 )
 from tms_core.errors import (
     CapacityExceeded,
+    InvalidArgument,
     LeaseEnded,
     LeaseNotFound,
     NameNotFound,
@@ -113,6 +114,11 @@ class LeaseManager(Catalog, ScalingCalls):
             self.ledger, self.replicas, settings, hpa=backend.hpa_autoscaling
         )
         self.parking = Parking(self.ledger, self.views, self.placer, self.replicas, settings)
+        for triton in settings.servers.standby_tritons:
+            try:
+                backend.check_tritonserver(triton)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"servers.standby_tritons[{triton!r}]", str(exc)) from None
         self.standby = Standby(
             self.ledger,
             self.views,

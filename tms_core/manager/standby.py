@@ -1,4 +1,5 @@
-"""Standby servers: `servers.standby` started, empty servers kept ready for bespoke leases.
+"""Standby servers: `servers.standby` started, empty servers kept ready for bespoke leases
+(and `servers.standby_tritons`, as many per other Triton).
 
 A cold lease (or a new replica) placed on a standby server waits only for its models to
 load, not for `tritonserver` to start. A standby server is an ordinary unpooled server of
@@ -40,37 +41,49 @@ class Standby:
         self._ledger = ledger
         self._views = views
         self._lifecycle = lifecycle
-        self._wanted = settings.servers.standby
-        self._binary = binary
+        # How many of each Triton: the default's, then the others named.
+        self._wanted = {binary: settings.servers.standby} if settings.servers.standby else {}
+        for triton, count in settings.servers.standby_tritons.items():
+            if count:
+                self._wanted[triton] = self._wanted.get(triton, 0) + count
 
     def is_standby(self, server: Server) -> bool:
-        """Whether `server` is a standby server now: alive, unpooled, of the default Triton
-        (and of no isolated framework), holding nothing and placed for by no lease."""
+        """Whether `server` is a standby server now: alive, unpooled, of a Triton kept on
+        standby (and of no isolated framework), holding nothing and placed for by no lease."""
         ledger = self._ledger
         return (
             server.state.alive
             and not server.pool
-            and server.binary == self._binary
+            and server.binary in self._wanted
             and not server.framework_group
             and not server.leak
             and server.id not in ledger.index.loads
             and not ledger.leases_on(server.id)
         )
 
-    def servers(self) -> list[Server]:
-        return [s for s in self._ledger.servers.values() if self.is_standby(s)]
+    def servers(self, binary: str | None = None) -> list[Server]:
+        """The standby servers now (of one Triton, given `binary`)."""
+        return [
+            s
+            for s in self._ledger.servers.values()
+            if self.is_standby(s) and binary in (None, s.binary)
+        ]
 
     def keeps(self, server: Server) -> bool:
-        """Whether an idle server must stay up: it is one of no more than `standby`."""
-        return self._wanted > 0 and self.is_standby(server) and len(self.servers()) <= self._wanted
+        """Whether an idle server must stay up: one of no more than its Triton's count."""
+        wanted = self._wanted.get(server.binary, 0)
+        return wanted > 0 and self.is_standby(server) and len(self.servers(server.binary)) <= wanted
 
     def shortfall(self, now: float) -> list[Server]:
         """Records (in the open change) a server for each standby missing, where placement
         says one would start; none while the fleet is full (leases come first)."""
         if not self._wanted:
             return []  # (the pass over every server is skipped where there are none)
-        missing = self._wanted - len(self.servers())
-        if missing > 0 and any(
+        have: dict[str, int] = {}
+        for server in self.servers():
+            have[server.binary] = have.get(server.binary, 0) + 1
+        missing = {b: n - have.get(b, 0) for b, n in self._wanted.items() if n > have.get(b, 0)}
+        if missing and any(
             lease.state is LeaseState.LOADING for lease in self._ledger.index.live.values()
         ):
             # Replaced once no model loads: starting tritonserver and its sidecar takes CPU
@@ -78,16 +91,17 @@ class Standby:
             # within the reconciler's 0.5 s).
             return []
         started: list[Server] = []
-        for _ in range(max(0, missing)):
-            decision = self._views.decide(self._shape(now))
-            if not isinstance(decision, placement.StartServer):
-                reason = getattr(decision, "reason", "")
-                log.debug("standby server not started: %s", reason)
-                break
-            started.append(self._lifecycle.new_server("", self._binary, now, decision))
+        for binary, count in missing.items():
+            for _ in range(count):
+                decision = self._views.decide(self._shape(binary, now))
+                if not isinstance(decision, placement.StartServer):
+                    reason = getattr(decision, "reason", "")
+                    log.debug("standby server of %s not started: %s", binary, reason)
+                    break
+                started.append(self._lifecycle.new_server("", binary, now, decision))
         return started
 
-    def _shape(self, now: float) -> Lease:
+    def _shape(self, binary: str, now: float) -> Lease:
         """The lease a standby server is started for: no models, the default Triton and GPU
         count, and exclusive so that placement starts a server rather than join one."""
         gpus = 1 if any(node.gpus for node in self._ledger.nodes) else 0
@@ -100,6 +114,6 @@ class Standby:
             created_at=now,
             expires_at=now,
             updated_at=now,
-            tritonserver=self._binary,
+            tritonserver=binary,
             constraints=LeaseConstraints(gpus=gpus, exclusive=True),
         )
