@@ -50,6 +50,8 @@ class Slot:
     device_used_bytes: int = 0  # NVML's reading of the whole device; 0 when declared
     server_ids: list[str] = field(default_factory=list)
     lease_ids: list[str] = field(default_factory=list)
+    standby_ids: set[str] = field(default_factory=set)
+    """Its servers kept started and empty for cold leases (`servers.standby`)."""
 
     @property
     def key(self) -> str:
@@ -188,7 +190,13 @@ class Fleet:
         nodes = []
         servers: dict[str, set[str]] = {}
         for node in status.nodes:
-            host = Slot(node.name, None, "", node.cpu.total_bytes)
+            host = Slot(
+                node.name,
+                None,
+                "",
+                node.cpu.total_bytes,
+                standby_ids=set(node.cpu.standby_server_ids),
+            )
             gpus = [
                 Slot(
                     node.name,
@@ -196,6 +204,7 @@ class Fleet:
                     gpu.product,
                     gpu.memory.total_bytes,
                     device_used_bytes=gpu.device_used_bytes,
+                    standby_ids=set(gpu.memory.standby_server_ids),
                 )
                 for gpu in node.gpus
             ]

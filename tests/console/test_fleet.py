@@ -6,7 +6,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from tests.console.conftest import render_text
+from tms_console.console.render import fleet_view
 from tms_console.fleet import LIST_THRESHOLD, Fleet, Followup, fetch, followup
+from tms_console.jupyter.views import slot_members
 from tms_core.api import tms_pb2 as pb
 from tms_core.api.client import ClientError
 
@@ -310,3 +313,26 @@ def test_a_download_in_progress_shows_in_the_table_the_detail_pane_and_the_noteb
     # Once loading, the bytes are gone from the view.
     fleet.apply_event(event(3, "model", "add_sub", "LOADING", lease_id="l1"))
     assert fleet.rows()[0].models == "add_sub"
+
+
+def test_standby_servers_are_marked_in_the_fleet_view_and_the_notebook() -> None:
+    """An empty server kept for cold leases reads `(standby)`, another empty one `(idle)`."""
+    status = pb.ClusterStatus(
+        nodes=[
+            pb.NodeStatus(
+                name="node-a",
+                source="declared",
+                cpu=pb.ResourceStatus(
+                    total_bytes=64 * 2**30,
+                    server_ids=["s-kept", "s-empty"],
+                    standby_server_ids=["s-kept"],
+                ),
+            )
+        ]
+    )
+    fleet = Fleet()
+    fleet.apply_cluster(status)
+    text = render_text(fleet_view(fleet))
+    assert "s-kept (standby)" in text and "s-empty (idle)" in text
+    [slot] = [s for node in fleet.nodes for s in node.slots if s.server_ids]
+    assert slot_members(slot).startswith("servers: s-empty, s-kept (standby) ·")

@@ -67,7 +67,8 @@ def _servers(fleet: Fleet, slot: Slot) -> Text:
         if i:
             text.append("  ")
         text.append(server, style="bold")
-        text.append(f" ({', '.join(leases)})" if leases else " (idle)", style="")
+        idle = " (standby)" if server in slot.standby_ids else " (idle)"
+        text.append(f" ({', '.join(leases)})" if leases else idle, style="")
     return text or Text("-", style="dim")
 
 

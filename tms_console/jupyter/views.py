@@ -32,7 +32,10 @@ def slot_usage(slot: Slot) -> str:
 
 
 def slot_members(slot: Slot) -> str:
-    servers = ", ".join(slot.server_ids) or "no servers"
+    servers = (
+        ", ".join(s + (" (standby)" if s in slot.standby_ids else "") for s in slot.server_ids)
+        or "no servers"
+    )
     leases = ", ".join(slot.lease_ids) or "no leases"
     return f"servers: {servers} · leases: {leases}"
 
