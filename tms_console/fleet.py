@@ -92,6 +92,8 @@ class LeaseRow:
     expires_at: float
     activity_window_s: float
     last_activity_at: float
+    replicas: str = "-"
+    """An autoscaling lease's serving replicas / wanted, and its range: `2/2 of 1:4`."""
 
     def expires_in(self, now: float) -> float:
         return self.expires_at - now
@@ -132,7 +134,17 @@ def lease_row(lease: pb.Lease) -> LeaseRow:
         expires_at=lease.expires_at,
         activity_window_s=lease.activity_window_s,
         last_activity_at=lease.last_activity_at,
+        replicas=_replicas_text(lease),
     )
+
+
+def _replicas_text(lease: pb.Lease) -> str:
+    if not lease.HasField("autoscale"):
+        return "-"
+    scale = lease.autoscale
+    low = scale.min_replicas if scale.HasField("min_replicas") else 1
+    serving = len(lease.endpoints.servers)
+    return f"{serving}/{lease.replicas_wanted} of {low}:{scale.max_replicas}"
 
 
 SORT_KEYS: dict[str, Callable[[LeaseRow], object]] = {

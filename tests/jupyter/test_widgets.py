@@ -107,6 +107,26 @@ def test_dashboard_draws_occupancy_and_leases_and_follows_events() -> None:
     dashboard.close()
 
 
+def test_the_dashboard_shows_replicas_and_a_parked_lease() -> None:
+    dashboard = Dashboard("127.0.0.1:1")
+    scaled = _lease("l-sss", 0, 8 * GiB, 4 * GiB)
+    scaled.autoscale.CopyFrom(pb.Autoscale(min_replicas=1, max_replicas=4))
+    scaled.replicas_wanted = 2
+    scaled.endpoints.servers.add(server_id="s-0")
+    scaled.endpoints.servers.add(server_id="s-1")
+    parked = _lease("l-ppp", 1, 4 * GiB, 0)
+    parked.state = pb.LEASE_PARKED
+    parked.autoscale.CopyFrom(pb.Autoscale(min_replicas=0, max_replicas=2))
+    parked.replicas_wanted = 0
+    dashboard.apply(Update(cluster=_cluster(), leases=[scaled, parked], complete=True))
+    rows = re.findall(r"<tr>(.*?)</tr>", dashboard.table.value)
+    cells = {row.split("</td>")[0].rsplit(">", 1)[-1]: row for row in rows[1:]}
+    assert "<th" in rows[0] and "replicas</th>" in rows[0]
+    assert "2/2 of 1:4" in cells["l-sss"]
+    assert "PARKED" in cells["l-ppp"] and "0/0 of 0:2" in cells["l-ppp"]
+    dashboard.close()
+
+
 def test_form_errors_name_the_field_and_send_nothing() -> None:
     dashboard = Dashboard("127.0.0.1:1")
     dashboard.new_button.value = True

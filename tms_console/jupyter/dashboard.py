@@ -34,7 +34,16 @@ from tms_core.errors import TmsError
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import format_duration, parse_size
 
-TABLE_COLUMNS = ("id", "name", "state", "models", "server", "expires in", "activity")
+TABLE_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "models",
+    "server",
+    "replicas",
+    "expires in",
+    "activity",
+)
 
 
 class SlotBars(w.HBox):
@@ -74,6 +83,7 @@ def lease_table(rows: list[LeaseRow], now: float) -> str:
             r.state,
             r.models,
             r.server or "-",
+            r.replicas,
             r.expires_text(now),
             r.activity(now),
         )
