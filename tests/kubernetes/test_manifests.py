@@ -420,3 +420,37 @@ def test_the_daemon_may_read_and_replace_only_the_activators_token_secret() -> N
     container = pod["containers"][0]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "token")
     assert f"--token-file={mount['mountPath']}/{TOKEN_KEY}" in container["command"]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_activator_may_reach_the_port_it_wakes_leases_on(overlay: str) -> None:
+    """Where a NetworkPolicy guards the daemon, a rule lets the activator's pods reach the
+    API port its `--wake-grpc` names (the Service's target), and no other pod of the cluster."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in kustomize(overlay)}
+    activator = objects[("Deployment", "tms-activator")]["spec"]["template"]
+    [container] = activator["spec"]["containers"]
+    [target] = [a.split("=", 1)[1] for a in container["command"] if a.startswith("--wake-grpc=")]
+    service_name, _, port = target.removeprefix("https://").rpartition(":")
+    [service_port] = [
+        p for p in objects[("Service", service_name)]["spec"]["ports"] if p["port"] == int(port)
+    ]
+    [daemon] = objects[("Deployment", "tms")]["spec"]["template"]["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in daemon["ports"]}
+    container_port = named.get(service_port["targetPort"], service_port["targetPort"])
+    policy = objects.get(("NetworkPolicy", "tms-api"))
+    if policy is None:
+        return
+    rules = [
+        r
+        for r in policy["spec"]["ingress"]
+        if {"port": container_port, "protocol": "TCP"} in r.get("ports", [])
+    ]
+    assert rules, f"no rule lets anything reach port {container_port}"
+    labels = activator["metadata"]["labels"]
+    assert any(
+        all(labels.get(k) == v for k, v in source["podSelector"]["matchLabels"].items())
+        for rule in rules
+        for source in rule.get("from", [])
+        if "podSelector" in source and not source.get("namespaceSelector")
+    )
