@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,16 @@ from tms_core.lease_request import LeaseOptions
 pytestmark = pytest.mark.triton
 
 
+def port_closed(address: str) -> bool:
+    """Whether nothing accepts TCP connections at `address` any more."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+    except OSError:
+        return True
+    return False
+
+
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -47,6 +58,10 @@ def test_new_connections_to_a_restarting_lease_wait_and_are_served(
     sidecar = _pid_of(daemon, lease, "sidecar")
     os.kill(triton, signal.SIGKILL)
     wait_for(lambda: gone(triton), timeout=10, what="tritonserver to die")
+    # The leader shows as a zombie while its other threads still exit, holding the sockets:
+    # a connection then would reach the dying server, not the crashed one's successor.
+    old_http = lease.endpoints.servers[0].http
+    wait_for(lambda: port_closed(old_http), timeout=10, what="the dead server's port to close")
 
     # Every call from here opens a new connection after the crash: none may be refused.
     with Traffic(
