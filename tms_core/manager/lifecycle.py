@@ -323,9 +323,18 @@ class ServerLifecycle:
         had begun when it was cancelled: stopping is idempotent, and none may outlive us."""
         ledger = self._ledger
         async with self._lock:
+            try:
+                async with ledger.change():
+                    for server in list(ledger.servers.values()):
+                        if server.state.alive:
+                            ledger.server_state(server, ServerState.STOPPING, "daemon shut down")
+            except Exception:
+                # A failed commit reloads the working state: the servers are stopped anyway.
+                log.exception("marking the servers STOPPING failed; stopping them regardless")
+            # Read after the change: a reload (a reconciler's change cancelled mid-commit, or
+            # this one failing) replaces the server records, and each must be stopped.
             servers = list(ledger.servers.values())
-            async with ledger.change():
-                for server in servers:
-                    if server.state.alive:
-                        ledger.server_state(server, ServerState.STOPPING, "daemon shut down")
-        await asyncio.gather(*(self.stop(s) for s in servers))
+        outcomes = await asyncio.gather(*(self.stop(s) for s in servers), return_exceptions=True)
+        for server, outcome in zip(servers, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("stopping server %s at shutdown failed: %r", server.id, outcome)
