@@ -291,6 +291,7 @@ def _local(
     def stop_router() -> None:
         router.stop()
         listener.close()
+        backend.kill_children()
 
     async def start_router() -> None:
         listener.start()

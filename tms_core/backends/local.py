@@ -416,6 +416,16 @@ class LocalBackend(BackendDefaults):
             await self.start(server)
         return True
 
+    def kill_children(self) -> list[int]:
+        """After every server was stopped at shutdown: kills the process group of any child
+        this backend started that still runs (one whose start a cancelled task began), so
+        that none outlives the daemon. Returns their pids."""
+        left = [pid for pid, child in self._children.items() if child.poll() is None]
+        for pid in left:
+            log.warning("process %d outlived its server's stop; killing its group", pid)
+            self._reap(pid)
+        return left
+
     def _reap(self, pid: int) -> None:
         _signal_group(pid, signal.SIGKILL)
         child = self._children.pop(pid, None)
