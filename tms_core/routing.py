@@ -46,6 +46,23 @@ class Waits:
     error: str = ""
     error_at: float = 0.0
 
+    def route(
+        self, listen: str, backends: tuple[str, ...], tag: str, protocol: str, lease: str = ""
+    ) -> Route:
+        """The route at `listen` that treats waiting connections so."""
+        return Route(
+            listen,
+            backends,
+            tag,
+            self.hold,
+            wake=self.wake,
+            protocol=protocol,
+            hold_s=self.hold_s,
+            error=self.error,
+            error_at=self.error_at,
+            lease=lease,
+        )
+
 
 def route_waits(lease: Lease | None, wake_hold_s: float) -> Waits:
     if lease is None:
@@ -100,16 +117,11 @@ def _pair(
     http_port: int, grpc_port: int, backends: list[Server], what: str, waits: Waits
 ) -> list[Route]:
     return [
-        Route(
+        waits.route(
             f"{HOST}:{port}",
             tuple(s.http_endpoint if protocol == "http" else s.grpc_endpoint for s in backends),
             f"{what} {protocol}",
-            waits.hold,
-            wake=waits.wake,
-            protocol=protocol,
-            hold_s=waits.hold_s,
-            error=waits.error,
-            error_at=waits.error_at,
+            protocol,
         )
         for port, protocol in ((http_port, "http"), (grpc_port, "grpc"))
     ]

@@ -139,16 +139,11 @@ def activator_routes(
         serving = state.serving(lease)
         for port, protocol, target in ((http, "http", HTTP_PORT), (grpc, "grpc", GRPC_PORT)):
             routes.append(
-                Route(
+                waits.route(
                     f"{LISTEN_HOST}:{port}",
                     _ready_pods(serving, pods, target),
                     f"lease {lease_id} {protocol}",
-                    waits.hold,
-                    wake=waits.wake,
-                    protocol=protocol,
-                    hold_s=waits.hold_s,
-                    error=waits.error,
-                    error_at=waits.error_at,
+                    protocol,
                     lease=lease_id,
                 )
             )
