@@ -12,7 +12,7 @@ key=value pairs.
 
 Targets (issue 16, inference): p50 ≤ 1.10×, p99 ≤ 1.5× the direct address.
 Run: `.venv/bin/python benchmarks/router_overhead.py [--rounds N] [--requests N]
-[--inferences N] [--no-triton]`.
+[--inferences N] [--no-triton] [--router-loop L] [--router-cpu auto|none|N]`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import ADD_SUB, add_sub_call, running_daemon  # noqa: E402
+from benchmarks.harness import ADD_SUB, add_sub_call, bench_env, running_daemon  # noqa: E402
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.lease_request import LeaseOptions  # noqa: E402
 from tms_core.router.routes import Route, read_applied, write_routes  # noqa: E402
@@ -115,7 +115,9 @@ def alternate(paths: dict[str, Callable[[], list[float]]], rounds: int) -> dict[
     return totals
 
 
-def raw_hop(rounds: int, requests: int, loop: str = "auto") -> dict[str, list[float]]:
+def raw_hop(
+    rounds: int, requests: int, loop: str = "auto", cpu: str = "auto"
+) -> dict[str, list[float]]:
     """The raw HTTP hop: a tiny backend direct and through a router process."""
     backend = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -137,6 +139,7 @@ def raw_hop(rounds: int, requests: int, loop: str = "auto") -> dict[str, list[fl
                     "--routes",
                     str(routes),
                     f"--loop={loop}",
+                    f"--cpu={cpu}",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -182,13 +185,14 @@ def timed(call: Callable[[], None], count: int) -> list[float]:
     return times
 
 
-def inference(rounds: int, count: int) -> dict[str, list[float]]:
+def inference(rounds: int, count: int, cpu: str = "auto") -> dict[str, list[float]]:
     """add_sub through an unmodified tritonclient at the lease's address and direct."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
+    env = bench_env(TMS_LOCAL__ROUTER_CPU=cpu)
     with tempfile.TemporaryDirectory(prefix="tms-router-infer-") as tmp:
-        with running_daemon(Path(tmp)) as (_, client):
+        with running_daemon(Path(tmp), env=env) as (_, client):
             *_, lease = client.acquire([ADD_SUB], LeaseOptions(duration_s=600))
             assert lease is not None and lease.state == pb.LEASE_READY, lease
             (server,) = lease.endpoints.servers
@@ -220,6 +224,12 @@ def main() -> int:
         default="auto",
         help="the raw hop's router event loop (the daemon's router runs on auto)",
     )
+    parser.add_argument(
+        "--router-cpu",
+        default="auto",
+        metavar="auto|none|N",
+        help="the routers' CPU (python -m tms_core.router --cpu, local.router_cpu)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -227,7 +237,7 @@ def main() -> int:
         return 0
 
     print("raw HTTP hop (microseconds):", flush=True)
-    raw = raw_hop(args.rounds, args.requests, args.router_loop)
+    raw = raw_hop(args.rounds, args.requests, args.router_loop, args.router_cpu)
     direct_p50, routed_p50 = percentile(raw["direct"], 50), percentile(raw["routed"], 50)
     figures = [
         f"direct_p50_us={direct_p50:.1f}",
@@ -238,7 +248,7 @@ def main() -> int:
     ]
     if not args.no_triton:
         print("add_sub inference with tritonclient (microseconds):", flush=True)
-        infer = inference(args.rounds, args.inferences)
+        infer = inference(args.rounds, args.inferences, args.router_cpu)
         for proto in ("http", "grpc"):
             for q in (50, 99):
                 direct = percentile(infer[f"{proto}_direct"], q)
@@ -248,7 +258,7 @@ def main() -> int:
                     f"{proto}_routed_p{q}_us={routed:.0f}",
                     f"{proto}_p{q}_ratio={routed / direct:.2f}",
                 ]
-    print(" ".join(figures))
+    print(" ".join([f"router_cpu={args.router_cpu}", *figures]))
     return 0
 
 

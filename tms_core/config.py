@@ -32,6 +32,7 @@ from tms_core.defaults import DEFAULT_LISTEN, default_state_dir
 from tms_core.errors import ConfigError
 from tms_core.inventory import parse_gpus
 from tms_core.repos.settings import RepositorySettings
+from tms_core.router.cpu import parse as parse_cpu
 from tms_core.settings_base import Section, duration, size
 from tms_core.units import parse_size
 
@@ -203,7 +204,16 @@ class LocalSettings(Section):
     router_hold_connections: int = Field(default=64, ge=0)
     """Connections the router holds at once per address; more are closed at once."""
 
+    router_cpu: str | int = "auto"
+    """The CPU the router runs on: `auto` (one of its own, the highest-numbered, where there
+    are two or more), `none` (wherever the scheduler puts it) or a CPU number."""
+
     _parse_hold = field_validator("router_hold", mode="before")(duration)
+
+    @field_validator("router_cpu", mode="before")
+    @classmethod
+    def _parse_router_cpu(cls, value: Any) -> Any:
+        return parse_cpu(str(value))
 
     @field_validator("gpus", mode="before")
     @classmethod

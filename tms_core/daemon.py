@@ -242,6 +242,7 @@ def _local(
         hold_s=settings.local.router_hold,
         hold_max=settings.local.router_hold_connections,
         wake_socket=wake_name,
+        cpu=settings.local.router_cpu,
     )
     install = locate(
         settings.local.tritonserver, settings.local.backend_directory, work_dir=state.parent

@@ -137,8 +137,10 @@ class RouterProcess:
         hold_s: float = HOLD_S,
         hold_max: int = HOLD_MAX,
         wake_socket: str = "",
+        cpu: str | int = "auto",
     ) -> None:
         self.hold_s = hold_s
+        self.cpu = cpu
         self.wake_socket = wake_socket
         self.hold_max = hold_max
         self.routes_file = state_dir / "routes.json"
@@ -201,6 +203,7 @@ class RouterProcess:
                     f"--routes={self.routes_file}",
                     f"--hold={self.hold_s:g}",
                     f"--hold-max={self.hold_max}",
+                    f"--cpu={self.cpu}",
                     *([f"--wake-socket={self.wake_socket}"] if self.wake_socket else []),
                 ],
                 stdin=subprocess.DEVNULL,

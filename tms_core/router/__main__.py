@@ -1,5 +1,5 @@
 """`python -m tms_core.router --routes FILE [--applied FILE] [--hold S] [--hold-max N]
-[--wake-socket NAME | --wake-grpc TARGET [--token-file FILE] [--ca FILE]]`.
+[--wake-socket NAME | --wake-grpc TARGET [--token-file FILE] [--ca FILE]] [--cpu auto|none|N]`.
 
 The router process: it reloads the routes file on SIGHUP and, in case a signal is lost or the
 daemon that sent it died, whenever the file's identity (inode, size, mtime) changes, checked
@@ -12,6 +12,9 @@ datagram, to the daemon's Unix socket of that name (router/wake.py); the daemon 
 lease it belongs to. With `--wake-grpc` (the Kubernetes activator, in its own pods) it calls
 the daemon's `LeaseService.Wake` with the lease its route names instead (router/wake_grpc.py;
 the token from `--token-file` or `$TMS_TOKEN`).
+
+It keeps to one CPU of its own where the machine has two or more (`--cpu`, router/cpu.py):
+left free, it queued behind the processes it forwards between.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tms_core.aiotasks import create_guarded_task
+from tms_core.router import cpu
 from tms_core.router.proxy import HOLD_MAX, HOLD_S, Router
 from tms_core.router.routes import RoutesError, applied_path, load_routes, write_atomic
 from tms_core.router.wake import sender
@@ -189,6 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="event loop (default auto: uvloop where installed, else asyncio's own)",
     )
+    parser.add_argument(
+        "--cpu",
+        type=_cpu_choice,
+        default="auto",
+        metavar="auto|none|N",
+        help="the CPU to run on (default auto: the highest-numbered one allowed, when there "
+        "are two or more; none: wherever the scheduler puts it)",
+    )
     parser.add_argument("--debug", action="store_true", help="log every connection")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -196,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    pinned = cpu.pin(args.cpu)
+    if pinned is not None:
+        log.info("running on CPU %d", pinned)
     routes: Path = args.routes
     applied: Path = args.applied or applied_path(routes)
     if args.wake_grpc and args.wake_socket:
@@ -227,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
             # (benchmarks/router_overhead.py).
             return uvloop.run(run)
     return asyncio.run(run)
+
+
+def _cpu_choice(value: str) -> str | int:
+    try:
+        return cpu.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 if __name__ == "__main__":
