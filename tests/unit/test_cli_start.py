@@ -50,6 +50,7 @@ def test_lease_list_loads_no_numpy_settings_or_tables() -> None:
     assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
     assert "tms_core.config" not in loaded
     assert "tms_core.domain" not in loaded
+    assert "tms_core.cli.spec" not in loaded  # lease files: read by acquire only
 
 
 def test_the_lease_table_aligns_its_columns(capsys: pytest.CaptureFixture[str]) -> None:

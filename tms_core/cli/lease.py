@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,19 +20,19 @@ from tms_core.cli.common import (
     output_option,
     pass_context,
 )
-from tms_core.cli.spec import (
-    AutoscaleFields,
-    LeaseSpec,
-    load_spec,
-    local_path,
-    parse_duration_field,
-    parse_replicas,
-)
+
+if TYPE_CHECKING:
+    from tms_core.cli.spec import AutoscaleFields, LeaseSpec
+
+# tms_core.cli.spec (lease files: yaml, the request dataclasses) is imported by the commands
+# that read flags into a lease, not by `tms lease list` (benchmarks/cli_start.py).
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _duration(value: str | None, field: str) -> float | None:
+    from tms_core.cli.spec import parse_duration_field
+
     return None if value is None else parse_duration_field(value, field)
 
 
@@ -182,6 +182,8 @@ def spec_from_flags(
     autoscale_target: float | None = None,
     park_after: str | None = None,
 ) -> LeaseSpec:
+    from tms_core.cli.spec import LeaseSpec, local_path
+
     parsed = []
     for i, text in enumerate(models):
         try:
@@ -211,6 +213,8 @@ def spec_from_flags(
 def _autoscale_flags(
     replicas: str | None, metric: str | None, target: float | None, park_after: str | None
 ) -> AutoscaleFields | None:
+    from tms_core.cli.spec import parse_duration_field, parse_replicas
+
     given: AutoscaleFields = parse_replicas(replicas) if replicas else {}
     if park_after is not None:
         given["park_after_s"] = parse_duration_field(park_after, "--park-after")
@@ -245,6 +249,8 @@ def _acquire(
     id_only: bool,
     **flags: Any,
 ) -> None:
+    from tms_core.cli.spec import LeaseSpec, load_spec
+
     spec = (load_spec(spec_file) if spec_file else LeaseSpec()).overridden_by(
         spec_from_flags(**flags)
     )
