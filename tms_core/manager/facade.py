@@ -194,7 +194,7 @@ class LeaseManager(Catalog, ScalingCalls):
 
     def list_leases(self, *, include_ended: bool = False) -> list[Lease]:
         return [
-            copy.deepcopy(lease)
+            copy_lease(lease)
             for lease in self.ledger.leases.values()
             if (include_ended or not lease.state.ended) and lease.replica_of is None
         ]
