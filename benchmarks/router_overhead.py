@@ -4,7 +4,8 @@ Two parts. The raw hop: one backend process (a `ThreadingHTTPServer` answering a
 and one router process (`python -m tms_core.router`) routing a port to it; one keep-alive
 `http.client` connection each way from this process. Then real inference: a daemon, a lease
 on `add_sub`, and an unmodified `tritonclient` (HTTP, then gRPC) calling it at the lease's
-address (through the router) and at its server's direct address (`endpoints.servers[]`).
+address (through the router) and at its server's direct address (`endpoints.servers[]`),
+and reads the CPU time the router process used per routed inference from /proc.
 The backends run apart so that their threads do not share this process's GIL with the
 client's timing loop. The rounds alternate which path goes first, so both see the same
 machine noise. Each round prints its own percentiles; the last line sums up all rounds as
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import http.server
+import os
 import socket
 import statistics
 import subprocess
@@ -204,12 +206,36 @@ def inference(rounds: int, count: int, cpu: str = "auto") -> dict[str, list[floa
             }
             for call in calls.values():
                 timed(call, 300)  # warm-up: connections, the model's first inferences
+            router = router_pid(Path(tmp) / "state" / "routes.json")
             totals: dict[str, list[float]] = {}
             for proto in ("http", "grpc"):
                 pair = {k: partial(timed, v, count) for k, v in calls.items() if k[:4] == proto}
+                before = cpu_s(router)
                 totals.update(alternate(pair, rounds))
+                # Only the routed calls go through the router; the direct ones leave it idle.
+                used = cpu_s(router) - before
+                totals[f"{proto}_router_cpu"] = [used / len(totals[f"{proto}_routed"]) * 1e6]
             client.release(lease.id)
             return totals
+
+
+def router_pid(routes: Path) -> int:
+    """The daemon's router process: the one reading `routes`."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"--routes={routes}".encode() in cmdline:
+                return int(entry.name)
+    raise SystemExit(f"no router reads {routes}")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds `pid` has used (user and system, from /proc; 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -258,6 +284,7 @@ def main() -> int:
                     f"{proto}_routed_p{q}_us={routed:.0f}",
                     f"{proto}_p{q}_ratio={routed / direct:.2f}",
                 ]
+            figures.append(f"{proto}_router_cpu_us={infer[f'{proto}_router_cpu'][0]:.0f}")
     print(" ".join([f"router_cpu={args.router_cpu}", *figures]))
     return 0
 
