@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 
 from tests.unit.test_router import HOST, addr, free_port, port_of, wait_until
 from tms_core.api import tms_pb2 as pb
@@ -40,60 +43,71 @@ def test_a_route_names_its_lease_in_the_routes_file() -> None:
     assert parse_routes(text).routes[0].lease == "l-7"
 
 
-async def test_a_held_connection_calls_wake_with_its_routes_lease_and_the_token() -> None:
+@dataclass
+class Daemon:
+    """A LeaseService answering Wake in this process, and a router asking it."""
+
+    leases: Leases
+    target: str
+    router: Router
+
+
+@pytest.fixture
+async def daemon() -> AsyncIterator[Daemon]:
     leases = Leases()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     pb_grpc.add_LeaseServiceServicer_to_server(leases, server)
-    daemon_port = server.add_insecure_port(f"{HOST}:0")
+    port = server.add_insecure_port(f"{HOST}:0")
     server.start()
-    listen = addr(free_port())
     router = Router()
-    router.set_wake(grpc_sender(f"{HOST}:{daemon_port}", router.lease_at, token="activator-secret"))
     try:
-        await router.apply(
-            [Route(listen, (), "lease l-9 http", wake=True, protocol="http", lease="l-9")]
-        )
-        _, writer = await asyncio.open_connection(HOST, port_of(listen))
-        writer.write(REQUEST)
-        await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
-        await wait_until(lambda: bool(leases.woken), "the Wake call")
-        assert leases.woken[0] == ("l-9", "Bearer activator-secret")
-        writer.close()
+        yield Daemon(leases, f"{HOST}:{port}", router)
     finally:
         await router.close(grace=0.1)
         server.stop(None)
 
 
-async def test_a_token_replaced_in_its_file_is_used_by_the_next_ask(tmp_path: Path) -> None:
+async def hold_a_connection(router: Router) -> asyncio.StreamWriter:
+    """A request to a parked lease l-9's address, held there."""
+    listen = addr(free_port())
+    await router.apply(
+        [Route(listen, (), "lease l-9 http", wake=True, protocol="http", lease="l-9")]
+    )
+    _, writer = await asyncio.open_connection(HOST, port_of(listen))
+    writer.write(REQUEST)
+    await wait_until(lambda: router.held_connections(listen) == 1, "the connection held")
+    return writer
+
+
+async def test_a_held_connection_calls_wake_with_its_routes_lease_and_the_token(
+    daemon: Daemon,
+) -> None:
+    router, leases = daemon.router, daemon.leases
+    router.set_wake(grpc_sender(daemon.target, router.lease_at, token="activator-secret"))
+    writer = await hold_a_connection(router)
+    await wait_until(lambda: bool(leases.woken), "the Wake call")
+    assert leases.woken[0] == ("l-9", "Bearer activator-secret")
+    writer.close()
+
+
+async def test_a_token_replaced_in_its_file_is_used_by_the_next_ask(
+    tmp_path: Path, daemon: Daemon
+) -> None:
     """The daemon replaces a revoked activator token in the Secret; the kubelet rewrites the
     mounted file; the activator's next Wake carries the new one, with no restart."""
     token_file = tmp_path / "token"
     token_file.write_text("revoked\n")
-    leases = Leases()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_LeaseServiceServicer_to_server(leases, server)
-    daemon_port = server.add_insecure_port(f"{HOST}:0")
-    server.start()
-    listen = addr(free_port())
-    router = Router()
+    router, leases = daemon.router, daemon.leases
     router.set_wake(
-        grpc_sender(f"{HOST}:{daemon_port}", router.lease_at, token=lambda: read_token(token_file))
+        grpc_sender(daemon.target, router.lease_at, token=lambda: read_token(token_file))
     )
-    try:
-        await router.apply(
-            [Route(listen, (), "lease l-9 http", wake=True, protocol="http", lease="l-9")]
-        )
-        _, writer = await asyncio.open_connection(HOST, port_of(listen))
-        writer.write(REQUEST)
-        await wait_until(lambda: ("l-9", "Bearer revoked") in leases.woken, "the first ask")
-        token_file.write_text("activator-secret\n")
-        await wait_until(
-            lambda: ("l-9", "Bearer activator-secret") in leases.woken, "an ask with the new one"
-        )
-        writer.close()
-    finally:
-        await router.close(grace=0.1)
-        server.stop(None)
+    writer = await hold_a_connection(router)
+    await wait_until(lambda: ("l-9", "Bearer revoked") in leases.woken, "the first ask")
+    token_file.write_text("activator-secret\n")
+    await wait_until(
+        lambda: ("l-9", "Bearer activator-secret") in leases.woken, "an ask with the new one"
+    )
+    writer.close()
 
 
 def test_the_token_comes_from_the_file_else_the_environment(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
