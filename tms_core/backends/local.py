@@ -252,20 +252,7 @@ class LocalBackend(BackendDefaults):
             "--exit-timeout-secs=5",
             "--log-info=true",
         ]
-        # Popen returns once the child is forked: quick enough to do on the event loop, and
-        # the pid must be recorded before anything else happens.
-        with open(work / "tritonserver.log", "ab") as triton_log:
-            triton = subprocess.Popen(
-                triton_cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=triton_log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        self._children[triton.pid] = triton
-        self._watch_exit(triton.pid)
-        server.pid = triton.pid
+        server.pid = self._spawn(triton_cmd, env, work / "tritonserver.log")
 
     def _start_sidecar(self, server: Server, work: Path) -> None:
         sidecar_cmd = [
@@ -290,18 +277,25 @@ class LocalBackend(BackendDefaults):
         if self._sidecar_credential is not None:
             # In the environment, not the command line: other users can read command lines.
             env[SIDECAR_TOKEN_ENV] = self._sidecar_credential(server.id)
-        with open(work / "sidecar.log", "ab") as sidecar_log:
-            sidecar = subprocess.Popen(
-                sidecar_cmd,
+        server.sidecar_pid = self._spawn(sidecar_cmd, env, work / "sidecar.log")
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path) -> int:
+        """Starts `cmd` as the leader of a process group of its own (stopping it signals the
+        group, which reaches what it started), its output appended to `log_path`."""
+        # Popen returns once the child is forked: quick enough to do on the event loop, and
+        # the pid must be recorded before anything else happens.
+        with open(log_path, "ab") as log_file:
+            child = subprocess.Popen(
+                cmd,
                 stdin=subprocess.DEVNULL,
-                stdout=sidecar_log,
+                stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
             )
-        self._children[sidecar.pid] = sidecar
-        self._watch_exit(sidecar.pid)
-        server.sidecar_pid = sidecar.pid
+        self._children[child.pid] = child
+        self._watch_exit(child.pid)
+        return child.pid
 
     def _watch_exit(self, pid: int) -> None:
         """Calls `on_exit` the moment `pid` exits (its pidfd turns readable), so a crash is
