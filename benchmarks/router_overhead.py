@@ -13,7 +13,7 @@ key=value pairs.
 
 Targets (issue 16, inference): p50 ≤ 1.10×, p99 ≤ 1.5× the direct address.
 Run: `.venv/bin/python benchmarks/router_overhead.py [--rounds N] [--requests N]
-[--inferences N] [--no-triton] [--router-loop L] [--router-cpu auto|none|N]`.
+[--inferences N] [--no-triton] [--router-loop L] [--router-cpu auto|none|N] [--haproxy]`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import http.client
 import http.server
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -187,8 +188,11 @@ def timed(call: Callable[[], None], count: int) -> list[float]:
     return times
 
 
-def inference(rounds: int, count: int, cpu: str = "auto") -> dict[str, list[float]]:
-    """add_sub through an unmodified tritonclient at the lease's address and direct."""
+def inference(
+    rounds: int, count: int, cpu: str = "auto", haproxy: str | None = None
+) -> dict[str, list[float]]:
+    """add_sub through an unmodified tritonclient at the lease's address and direct (and,
+    with `haproxy`, through that binary in front of the same server)."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
@@ -204,19 +208,74 @@ def inference(rounds: int, count: int, cpu: str = "auto") -> dict[str, list[floa
                 "grpc_direct": add_sub_call(grpcclient, server.grpc),
                 "grpc_routed": add_sub_call(grpcclient, lease.endpoints.grpc),
             }
-            for call in calls.values():
-                timed(call, 300)  # warm-up: connections, the model's first inferences
-            router = router_pid(Path(tmp) / "state" / "routes.json")
-            totals: dict[str, list[float]] = {}
-            for proto in ("http", "grpc"):
-                pair = {k: partial(timed, v, count) for k, v in calls.items() if k[:4] == proto}
-                before = cpu_s(router)
-                totals.update(alternate(pair, rounds))
-                # Only the routed calls go through the router; the direct ones leave it idle.
-                used = cpu_s(router) - before
-                totals[f"{proto}_router_cpu"] = [used / len(totals[f"{proto}_routed"]) * 1e6]
+            proxies = {"routed": router_pid(Path(tmp) / "state" / "routes.json")}
+            external = None
+            if haproxy:
+                external, ports = start_haproxy(haproxy, Path(tmp), server.http, server.grpc)
+                proxies["haproxy"] = external.pid
+                calls["http_haproxy"] = add_sub_call(httpclient, f"{HOST}:{ports[0]}")
+                calls["grpc_haproxy"] = add_sub_call(grpcclient, f"{HOST}:{ports[1]}")
+            try:
+                for call in calls.values():
+                    timed(call, 300)  # warm-up: connections, the model's first inferences
+                totals: dict[str, list[float]] = {}
+                for proto in ("http", "grpc"):
+                    group = {k: v for k, v in calls.items() if k[:4] == proto}
+                    spent = dict.fromkeys(proxies, 0.0)
+
+                    def sampler(
+                        name: str, call: Callable[[], None], spent: dict[str, float]
+                    ) -> list[float]:
+                        # A proxy works only while its own path runs: its CPU over those calls.
+                        pid = proxies.get(name[5:])
+                        before = cpu_s(pid) if pid else 0.0
+                        times = timed(call, count)
+                        if pid:
+                            spent[name[5:]] += cpu_s(pid) - before
+                        return times
+
+                    totals.update(
+                        alternate(
+                            {k: partial(sampler, k, v, spent) for k, v in group.items()}, rounds
+                        )
+                    )
+                    for kind, used in spent.items():
+                        calls_made = len(totals[f"{proto}_{kind}"])
+                        totals[f"{proto}_{kind}_cpu"] = [used / calls_made * 1e6]
+            finally:
+                if external is not None:
+                    external.terminate()
+                    external.wait(10)
             client.release(lease.id)
             return totals
+
+
+def start_haproxy(
+    binary: str, work: Path, http: str, grpc: str
+) -> tuple[subprocess.Popen[bytes], tuple[int, int]]:
+    """HAProxy forwarding TCP to `http` and `grpc`, one thread pinned as the router is."""
+    ports = (free_port(), free_port())
+    cpu = max(os.sched_getaffinity(0))
+    config = work / "haproxy.cfg"
+    config.write_text(
+        f"global\n    nbthread 1\n    cpu-map 1/1 {cpu}\n"
+        "defaults\n    mode tcp\n    timeout connect 2s\n"
+        "    timeout client 1h\n    timeout server 1h\n"
+        f"listen http\n    bind {HOST}:{ports[0]}\n    server triton {http}\n"
+        f"listen grpc\n    bind {HOST}:{ports[1]}\n    server triton {grpc}\n"
+    )
+    proc = subprocess.Popen(
+        [binary, "-f", str(config), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((HOST, ports[1]), timeout=1).close()
+            return proc, ports
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{binary} did not start") from None
+            time.sleep(0.05)
 
 
 def router_pid(routes: Path) -> int:
@@ -256,6 +315,11 @@ def main() -> int:
         metavar="auto|none|N",
         help="the routers' CPU (python -m tms_core.router --cpu, local.router_cpu)",
     )
+    parser.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="also time HAProxy (from PATH) in front of the same server, pinned as the router is",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -274,7 +338,10 @@ def main() -> int:
     ]
     if not args.no_triton:
         print("add_sub inference with tritonclient (microseconds):", flush=True)
-        infer = inference(args.rounds, args.inferences, args.router_cpu)
+        haproxy = shutil.which("haproxy") if args.haproxy else None
+        if args.haproxy and haproxy is None:
+            raise SystemExit("--haproxy: no haproxy on PATH")
+        infer = inference(args.rounds, args.inferences, args.router_cpu, haproxy)
         for proto in ("http", "grpc"):
             for q in (50, 99):
                 direct = percentile(infer[f"{proto}_direct"], q)
@@ -284,7 +351,13 @@ def main() -> int:
                     f"{proto}_routed_p{q}_us={routed:.0f}",
                     f"{proto}_p{q}_ratio={routed / direct:.2f}",
                 ]
-            figures.append(f"{proto}_router_cpu_us={infer[f'{proto}_router_cpu'][0]:.0f}")
+            figures.append(f"{proto}_router_cpu_us={infer[f'{proto}_routed_cpu'][0]:.0f}")
+            if haproxy:
+                for q in (50, 99):
+                    direct = percentile(infer[f"{proto}_direct"], q)
+                    proxied = percentile(infer[f"{proto}_haproxy"], q)
+                    figures.append(f"{proto}_haproxy_p{q}_ratio={proxied / direct:.2f}")
+                figures.append(f"{proto}_haproxy_cpu_us={infer[f'{proto}_haproxy_cpu'][0]:.0f}")
     print(" ".join([f"router_cpu={args.router_cpu}", *figures]))
     return 0
 
