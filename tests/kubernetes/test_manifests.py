@@ -420,6 +420,8 @@ def test_the_daemon_may_read_and_replace_only_the_activators_token_secret() -> N
     container = pod["containers"][0]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "token")
     assert f"--token-file={mount['mountPath']}/{TOKEN_KEY}" in container["command"]
+    # Replicas sharing a node would all pin to its highest CPU (tms_core/router/cpu.py).
+    assert "--cpu=none" in container["command"]
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl (with Kustomize 5) is not installed")
