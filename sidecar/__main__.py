@@ -1,4 +1,12 @@
-"""`python -m sidecar`: started by the daemon's local backend beside each tritonserver."""
+"""`python -m sidecar`: started by the daemon's local backend beside each tritonserver.
+
+`python -m sidecar --spare --log=FILE --room=...` is the same program started before its
+server exists (tms_core/backends/spare_sidecar.py): it imports everything, then waits for one
+JSON line on stdin naming its server (`command`: the command line it would have been started
+with; `env`: variables to add, the sidecar's token among them; `log`: the file its output goes
+to). It then rewrites its own command line to that one, in the room `--room` kept, so that it
+is known as its server's sidecar, and runs as if started so. End of input ends it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ if __name__ == "__main__":
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -58,7 +67,55 @@ def _collector_back(_: object) -> None:
         gc.enable()
 
 
+def _wait_for_server() -> list[str] | None:
+    """The spare's wait (see the module docstring): its server's arguments, or None at EOF."""
+    import sidecar.fetch  # noqa: F401  (the repository machinery: imported now, not on the path)
+
+    gc.freeze()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return None
+    handed = json.loads(line)
+    log_fd = os.open(handed["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for fd in (1, 2):
+        os.dup2(log_fd, fd)
+    os.close(log_fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.environ.update(handed["env"])
+    command: list[str] = handed["command"]
+    if not _retitle(command):
+        logging.getLogger("sidecar").warning("could not take the command line %s", command)
+    return command[3:]  # after `python -m sidecar`
+
+
+def _retitle(command: list[str]) -> bool:
+    """Makes /proc/self/cmdline read `command`: writes it over the argument strings the
+    kernel reads it from (their bounds are in /proc/self/stat), NUL-padded to their length.
+    Python keeps its own copy of argv, so nothing here reads them again."""
+    import ctypes
+
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        # Fields 48 and 49 of stat(5), counted from 1, where `fields` starts at field 3.
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, IndexError, ValueError):
+        return False
+    text = b"".join(part.encode() + b"\0" for part in command)
+    if not start or len(text) > end - start:
+        return False
+    ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["--spare"]:
+        handed = _wait_for_server()
+        if handed is None:
+            return 0
+        argv = handed
     parser = argparse.ArgumentParser(prog="tms-sidecar", description=__doc__)
     parser.add_argument("--daemon", required=True, help="host:port of the daemon's gRPC API")
     parser.add_argument("--server-id", required=True)

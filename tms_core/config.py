@@ -204,6 +204,10 @@ class LocalSettings(Section):
     router_hold_connections: int = Field(default=64, ge=0)
     """Connections the router holds at once per address; more are closed at once."""
 
+    spare_sidecar: bool = True
+    """Keep one sidecar started ahead, imports done, and hand it to the next server that
+    starts: a cold server's first load does not wait for its sidecar to start."""
+
     router_cpu: str | int = "auto"
     """The CPU the router runs on: `auto` (one of its own, the highest-numbered, where there
     are two or more), `none` (wherever the scheduler puts it) or a CPU number."""

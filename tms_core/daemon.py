@@ -258,6 +258,9 @@ def _local(
         sidecar_credential=sidecars.credential,
         sidecar_metrics=settings.local.sidecar_metrics,
         wake_hold_s=settings.autoscale.wake_timeout,
+        spare_sidecar_log=state.parent / "spare-sidecar.log"
+        if settings.local.spare_sidecar
+        else None,
     )
     manager = LeaseManager(
         store=store,
@@ -295,6 +298,7 @@ def _local(
         backend.kill_children()
 
     async def start_router() -> None:
+        backend.start_spare_sidecar()
         listener.start()
         router_pid = router.ensure_running(await _recorded_router(store))
         async with store.transaction() as tx:

@@ -299,8 +299,8 @@ class FaultRun:
         return True
 
     def _processes(self, kind: str, server: str = "") -> list[int]:
-        """Live pids of the router, or of a server's (all servers': "") tritonserver or
-        sidecar, by command line."""
+        """Live pids of the router, the spare sidecar (`local.spare_sidecar`), or a server's
+        (all servers': "") tritonserver or sidecar, by command line."""
         state = self.work / "state"
         found = []
         for pid in processes_under(self.work):
@@ -312,6 +312,8 @@ class FaultRun:
             if stat.split(") ", 1)[1].startswith("Z"):
                 continue
             if kind == "router" and "tms_core.router" in argv:
+                found.append(pid)
+            elif kind == "spare" and "--spare" in argv:
                 found.append(pid)
             elif kind == "tritonserver" and any(
                 a.startswith(f"--model-repository={state}/servers/{server}") for a in argv
@@ -412,11 +414,13 @@ class FaultRun:
                 len(running["router"]) == 1
                 and all(len(self._processes(k, s)) == 1 for s in servers for k in KINDS[:2])
                 and len(running["tritonserver"]) == len(running["sidecar"]) == len(servers)
+                # A killed daemon's spare reads end of input and goes; the live one's waits.
+                and len(self._processes("spare")) <= 1
             )
 
         # Servers emptied by releases stop after the idle grace; killed ones are reaped.
         wait_for(settled, timeout=30, what="one router and one tritonserver and sidecar each")
-        expected = set(self._processes("router"))
+        expected = set(self._processes("router")) | set(self._processes("spare"))
         for server in servers:
             for kind in KINDS[:2]:
                 expected |= set(self._processes(kind, server))

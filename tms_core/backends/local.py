@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tms_core import modelrepo
 from tms_core.backends.base import BackendDefaults
+from tms_core.backends.spare_sidecar import SpareSidecar
 from tms_core.domain import PublishedState, Server, ServerState
 from tms_core.errors import InvalidArgument, TritonNotFound
 from tms_core.ids import ServerId
@@ -134,6 +135,7 @@ class LocalBackend(BackendDefaults):
         sidecar_credential: Callable[[str], str] | None = None,
         sidecar_metrics: bool = False,
         wake_hold_s: float = 120.0,
+        spare_sidecar_log: Path | None = None,
     ) -> None:
         self._router = router
         self._wake_hold_s = wake_hold_s
@@ -156,6 +158,13 @@ class LocalBackend(BackendDefaults):
         """Ports given out lately (not yet published, maybe), and when."""
         self.on_exit: Callable[[], None] | None = None
         """Called when a server's process exits (the daemon wakes its reconciler)."""
+        # One sidecar started ahead for the next server (`local.spare_sidecar`); its log
+        # lives outside `work_dir`, which holds only servers' files.
+        self._spare = (
+            SpareSidecar(sys.executable, spare_sidecar_log, _environment)
+            if spare_sidecar_log is not None
+            else None
+        )
 
     @property
     def default_tritonserver(self) -> str:
@@ -273,11 +282,25 @@ class LocalBackend(BackendDefaults):
             address = f"127.0.0.1:{free_ports(1)[0]}"
             sidecar_cmd.append(f"--metrics-listen={address}")
             (work / SIDECAR_METRICS_FILE).write_text(f"http://{address}/metrics\n")
-        env = {**_environment(), "PYTHONUNBUFFERED": "1"}
+        added = {"PYTHONUNBUFFERED": "1"}
         if self._sidecar_credential is not None:
             # In the environment, not the command line: other users can read command lines.
-            env[SIDECAR_TOKEN_ENV] = self._sidecar_credential(server.id)
+            added[SIDECAR_TOKEN_ENV] = self._sidecar_credential(server.id)
+        if self._spare is not None:
+            spare = self._spare.take(sidecar_cmd, added, work / "sidecar.log")
+            self._spare.ensure()  # the next server's
+            if spare is not None:
+                self._children[spare.pid] = spare
+                self._watch_exit(spare.pid)
+                server.sidecar_pid = spare.pid
+                return
+        env = {**_environment(), **added}
         server.sidecar_pid = self._spawn(sidecar_cmd, env, work / "sidecar.log")
+
+    def start_spare_sidecar(self) -> None:
+        """Starts the spare sidecar (`local.spare_sidecar`), so the first server's is warm."""
+        if self._spare is not None:
+            self._spare.ensure()
 
     def _spawn(self, cmd: list[str], env: dict[str, str], log_path: Path) -> int:
         """Starts `cmd` as the leader of a process group of its own (stopping it signals the
@@ -414,6 +437,8 @@ class LocalBackend(BackendDefaults):
         """After every server was stopped at shutdown: kills the process group of any child
         this backend started that still runs (one whose start a cancelled task began), so
         that none outlives the daemon. Returns their pids."""
+        if self._spare is not None:
+            self._spare.close()
         left = [pid for pid, child in self._children.items() if child.poll() is None]
         for pid in left:
             log.warning("process %d outlived its server's stop; killing its group", pid)
