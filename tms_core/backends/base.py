@@ -64,6 +64,16 @@ class Backend(Protocol):
         Deployment; the simulator)."""
         ...
 
+    def needs_refill(self) -> bool:
+        """Whether something a server's start uses was used up and is not yet replaced (the
+        local backend's spare sidecar); `refill` replaces it."""
+        ...
+
+    def refill(self) -> None:
+        """Replaces what `needs_refill` says is missing. Called when no model loads: it takes
+        CPU that a load waits on."""
+        ...
+
     async def revive_router(self) -> int | None:
         """Starts the process serving stable addresses again if it died; its new pid, or
         None when nothing had to be done (or this backend has no such process). Raises
@@ -153,6 +163,12 @@ class BackendDefaults:
 
     async def restart(self, server: Server) -> bool:
         return False
+
+    def needs_refill(self) -> bool:
+        return False
+
+    def refill(self) -> None:
+        return None
 
     async def revive_router(self) -> int | None:
         return None

@@ -287,8 +287,8 @@ class LocalBackend(BackendDefaults):
             # In the environment, not the command line: other users can read command lines.
             added[SIDECAR_TOKEN_ENV] = self._sidecar_credential(server.id)
         if self._spare is not None:
+            # The next server's spare is started by `refill`, once no model loads.
             spare = self._spare.take(sidecar_cmd, added, work / "sidecar.log")
-            self._spare.ensure()  # the next server's
             if spare is not None:
                 self._children[spare.pid] = spare
                 self._watch_exit(spare.pid)
@@ -299,6 +299,12 @@ class LocalBackend(BackendDefaults):
 
     def start_spare_sidecar(self) -> None:
         """Starts the spare sidecar (`local.spare_sidecar`), so the first server's is warm."""
+        self.refill()
+
+    def needs_refill(self) -> bool:
+        return self._spare is not None and not self._spare.waiting()
+
+    def refill(self) -> None:
         if self._spare is not None:
             self._spare.ensure()
 

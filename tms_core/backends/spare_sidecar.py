@@ -4,8 +4,9 @@ A sidecar spends its first ~0.15 s of CPU importing (grpc, asyncio, protobuf, th
 machinery), and a new server's first load waits for it: most of what a cold lease took over
 starting tritonserver and loading by hand (docs/benchmarks.md, Time to READY). The local
 backend keeps one `python -m sidecar --spare` waiting, imports done; a server's start hands
-it, on its stdin, the command line it would have been started with, and starts the next
-spare.
+it, on its stdin, the command line it would have been started with. The next spare is
+started by the reconciler's next pass in which no model loads (`Backend.refill`), as a
+standby server is replaced: its start takes CPU that the new server's first load waits on.
 
 The handed process rewrites its own command line to that one (its argument memory, as
 `setproctitle` does; the spare is started with room for it), so everything that knows a
@@ -39,6 +40,10 @@ class SpareSidecar:
         self._log_path = log_path
         self._environment = environment
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def waiting(self) -> bool:
+        """Whether a spare waits (or is still importing)."""
+        return self._proc is not None and self._proc.poll() is None
 
     def ensure(self) -> subprocess.Popen[bytes]:
         """Starts a spare unless one waits; returns the waiting one."""

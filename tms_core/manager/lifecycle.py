@@ -66,6 +66,15 @@ class ServerLifecycle:
         self.restarts = 0
         """Servers restarted after a crash (their processes started again)."""
 
+    def refill(self) -> None:
+        """What the next server's start uses ahead (the backend's spare sidecar), replaced
+        where it was used up."""
+        if self._backend.needs_refill():
+            self._backend.refill()
+
+    def needs_refill(self) -> bool:
+        return self._backend.needs_refill()
+
     def new_server(
         self,
         pool_name: str,

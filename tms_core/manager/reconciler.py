@@ -190,6 +190,12 @@ class Reconciler:
                 # Standby servers after the pools' minimum, and after the pass has stopped
                 # what it stops: a server this pass stopped is replaced.
                 to_start.extend(self._standby.shortfall(now))
+                # The backend's spare sidecar likewise, once no model loads (the scan only
+                # when one was used).
+                if self._lifecycle.needs_refill() and not any(
+                    lease.state is LeaseState.LOADING for lease in ledger.index.live.values()
+                ):
+                    self._lifecycle.refill()
                 self._consolidator.advance_all(now)
                 if self._settings.placement.consolidate and now >= self._next_consolidation:
                     interval = self._settings.placement.consolidate_interval_s
