@@ -90,18 +90,24 @@ def _wait_for_server() -> list[str] | None:
     return command[3:]  # after `python -m sidecar`
 
 
-def _retitle(command: list[str]) -> bool:
-    """Makes /proc/self/cmdline read `command`: writes it over the argument strings the
-    kernel reads it from (their bounds are in /proc/self/stat), NUL-padded to their length.
-    Python keeps its own copy of argv, so nothing here reads them again."""
-    import ctypes
-
+def _argument_memory() -> tuple[int, int]:
+    """Where the kernel reads /proc/self/cmdline from: fields 48 and 49 of stat(5); (0, 0)
+    where they cannot be read."""
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        # Fields 48 and 49 of stat(5), counted from 1, where `fields` starts at field 3.
-        start, end = int(fields[45]), int(fields[46])
+        # Counted from 1, where `fields` starts at field 3.
+        return int(fields[45]), int(fields[46])
     except (OSError, IndexError, ValueError):
-        return False
+        return 0, 0
+
+
+def _retitle(command: list[str]) -> bool:
+    """Makes /proc/self/cmdline read `command`: writes it over the argument strings the
+    kernel reads it from, NUL-padded to their length. Python keeps its own copy of argv, so
+    nothing here reads them again."""
+    import ctypes
+
+    start, end = _argument_memory()
     text = b"".join(part.encode() + b"\0" for part in command)
     if not start or len(text) > end - start:
         return False
@@ -112,6 +118,12 @@ def _retitle(command: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["--spare"]:
+        start, end = _argument_memory()
+        if not start or end - start < 1024:
+            # Handed a server, it could not take that server's command line, and nothing
+            # would know it for that server's sidecar: better no spare (the backend gives up).
+            print("spare sidecar: cannot rewrite this process's command line", file=sys.stderr)
+            return 3
         handed = _wait_for_server()
         if handed is None:
             return 0

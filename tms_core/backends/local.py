@@ -302,7 +302,7 @@ class LocalBackend(BackendDefaults):
         self.refill()
 
     def needs_refill(self) -> bool:
-        return self._spare is not None and not self._spare.waiting()
+        return self._spare is not None and self._spare.wanted()
 
     def refill(self) -> None:
         if self._spare is not None:

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 ROOM = 2048
 """Bytes of command line the spare is started with, for the one it takes when handed."""
+GIVE_UP_AFTER = 3
+"""Spares that exit by themselves in a row (one that cannot take a command line, say) before
+no more are started."""
 
 
 class SpareSidecar:
@@ -40,21 +43,31 @@ class SpareSidecar:
         self._log_path = log_path
         self._environment = environment
         self._proc: subprocess.Popen[bytes] | None = None
+        self._exits = 0
+        """Spares that exited before they were handed a server, in a row."""
 
-    def waiting(self) -> bool:
-        """Whether a spare waits (or is still importing)."""
-        return self._proc is not None and self._proc.poll() is None
+    def wanted(self) -> bool:
+        """Whether a spare should be started: none waits, and they have not given up."""
+        waiting = self._proc is not None and self._proc.poll() is None
+        return not waiting and self._exits < GIVE_UP_AFTER
 
-    def ensure(self) -> subprocess.Popen[bytes]:
-        """Starts a spare unless one waits; returns the waiting one."""
+    def ensure(self) -> subprocess.Popen[bytes] | None:
+        """Starts a spare unless one waits; returns the waiting one (None once spares have
+        exited by themselves GIVE_UP_AFTER times in a row: servers' sidecars then start
+        the usual way, and nothing is restarted every pass)."""
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if self._proc is not None:
+            self._exits += 1
             log.warning(
-                "the spare sidecar exited with code %s; see %s",
+                "the spare sidecar exited with code %s; see %s%s",
                 self._proc.returncode,
                 self._log_path,
+                "; no more spares" if self._exits >= GIVE_UP_AFTER else "",
             )
+            self._proc = None
+        if self._exits >= GIVE_UP_AFTER:
+            return None
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._log_path, "ab") as out:
             self._proc = subprocess.Popen(
@@ -88,6 +101,7 @@ class SpareSidecar:
             log.info("a sidecar command line longer than %d bytes: no spare for it", ROOM)
             self._proc = proc  # still waiting, for the next server
             return None
+        self._exits = 0
         handed = {"command": command, "env": env, "log": str(log_path)}
         try:
             proc.stdin.write(json.dumps(handed).encode() + b"\n")
