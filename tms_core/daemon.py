@@ -298,7 +298,7 @@ def _local(
         backend.kill_children()
 
     async def start_router() -> None:
-        backend.start_spare_sidecar()
+        backend.refill()  # the spare sidecar, so the first server's is warm
         listener.start()
         router_pid = router.ensure_running(await _recorded_router(store))
         async with store.transaction() as tx:

@@ -58,3 +58,15 @@ def test_close_ends_the_waiting_spare(tmp_path: Path) -> None:
     spares.close()
     assert proc.returncode == 0
     assert spares.wanted()
+
+
+def test_a_spare_found_dead_when_handed_still_counts_towards_giving_up(tmp_path: Path) -> None:
+    spares = keeper(tmp_path, "exit 1")
+    for _ in range(GIVE_UP_AFTER):
+        proc = spares.ensure()
+        assert proc is not None
+        proc.wait(10)
+        # A server starting now gets no spare, and the dead one is not forgotten.
+        assert spares.take(["python", "-m", "sidecar"], {}, tmp_path / "log") is None
+    assert spares.ensure() is None
+    assert not spares.wanted()

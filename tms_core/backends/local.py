@@ -290,16 +290,10 @@ class LocalBackend(BackendDefaults):
             # The next server's spare is started by `refill`, once no model loads.
             spare = self._spare.take(sidecar_cmd, added, work / "sidecar.log")
             if spare is not None:
-                self._children[spare.pid] = spare
-                self._watch_exit(spare.pid)
-                server.sidecar_pid = spare.pid
+                server.sidecar_pid = self._track(spare)
                 return
         env = {**_environment(), **added}
         server.sidecar_pid = self._spawn(sidecar_cmd, env, work / "sidecar.log")
-
-    def start_spare_sidecar(self) -> None:
-        """Starts the spare sidecar (`local.spare_sidecar`), so the first server's is warm."""
-        self.refill()
 
     def needs_refill(self) -> bool:
         return self._spare is not None and self._spare.wanted()
@@ -322,6 +316,10 @@ class LocalBackend(BackendDefaults):
                 env=env,
                 start_new_session=True,
             )
+        return self._track(child)
+
+    def _track(self, child: subprocess.Popen[bytes]) -> int:
+        """Records a child this backend started, to reap it and hear of its exit."""
         self._children[child.pid] = child
         self._watch_exit(child.pid)
         return child.pid

@@ -94,13 +94,14 @@ class SpareSidecar:
         """Hands the waiting spare its server: `command` as a sidecar would be started with
         it, `env` added to its environment, its output to `log_path`. None when no spare
         waits or `command` does not fit (the caller starts a sidecar the usual way)."""
-        proc, self._proc = self._proc, None
+        proc = self._proc
+        # One that exited is left for `ensure` to count and replace.
         if proc is None or proc.poll() is not None or proc.stdin is None:
             return None
         if sum(len(part.encode()) + 1 for part in command) > ROOM:
             log.info("a sidecar command line longer than %d bytes: no spare for it", ROOM)
-            self._proc = proc  # still waiting, for the next server
-            return None
+            return None  # it waits on, for the next server
+        self._proc = None
         self._exits = 0
         handed = {"command": command, "env": env, "log": str(log_path)}
         try:

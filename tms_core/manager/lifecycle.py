@@ -66,14 +66,13 @@ class ServerLifecycle:
         self.restarts = 0
         """Servers restarted after a crash (their processes started again)."""
 
-    def refill(self) -> None:
-        """What the next server's start uses ahead (the backend's spare sidecar), replaced
-        where it was used up."""
-        if self._backend.needs_refill():
-            self._backend.refill()
-
     def needs_refill(self) -> bool:
+        """Whether what the next server's start uses ahead (the backend's spare sidecar) was
+        used up; `refill` replaces it."""
         return self._backend.needs_refill()
+
+    def refill(self) -> None:
+        self._backend.refill()
 
     def new_server(
         self,
