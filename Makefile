@@ -7,10 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test check lint typecheck imports protos bench clean
 
+# An editable install leaves the project's modules uncompiled, and where
+# PYTHONDONTWRITEBYTECODE is set every `tms` command and sidecar would compile them at
+# each start (~35 ms): compile once, as `pip install .` does. Python checks each .pyc against
+# its source's time and size, so an edited module is read from its source again.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m compileall -q tms_core tms_console sidecar
 	touch $(STAMP)
 
 install: $(STAMP)

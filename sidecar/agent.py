@@ -15,6 +15,7 @@ import grpc
 
 from sidecar import metrics, triton_metrics
 from sidecar.daemon_api import SidecarStub
+from sidecar.ensemble import StepsFailed, ensemble_steps, forbid_bytecode, steps_ready
 from sidecar.measure import GpuReader, measure, measure_all
 from sidecar.triton_grpc import IndexEntry, TritonError, TritonGone, TritonGrpc
 from tms_core.api import tms_pb2 as pb
@@ -92,6 +93,10 @@ class Agent:
         self._generation = 0
         self._status: dict[str, ModelStatus] = {}
         self._busy: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, frozenset[str]] = {}
+        """Ensembles whose load waits for their steps, and those steps."""
+        self._changed = asyncio.Event()
+        """Set, and replaced, when a model's status or the assignment changes."""
         self._triton_ready = False
         self._leak = ""
         self._converge = asyncio.Event()
@@ -137,6 +142,7 @@ class Agent:
                     self._desired = {m.name: m.uri for m in assignment.models}
                     self._generation = assignment.generation
                     self._assigned.set()
+                    self._tell_changed()
                     log.info("assignment %d: %s", self._generation, sorted(self._desired))
                     self._converge.set()
                     self._dirty.set()
@@ -262,6 +268,11 @@ class Agent:
             said = said[: MAX_ERROR - 1] + "…"
         self._status[name] = ModelStatus(name, uri, state, said, load_s)
         self._dirty.set()
+        self._tell_changed()
+
+    def _tell_changed(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _progress(self, status: ModelStatus) -> Callable[[int, int], None]:
         """A fetch's progress callback (called on the fetching thread): records the bytes on
@@ -320,6 +331,16 @@ class Agent:
         metrics.FETCH_SECONDS.observe(time.monotonic() - started)
         metrics.FETCH_BYTES.labels("download" if downloaded else "cache").inc(fetched[0])
         self._set(name, uri, pb.MODEL_LOADING)
+        steps = ensemble_steps(self._model_dir / name)
+        if steps:
+            waited = await self._wait_for_steps(name, steps)
+            if waited:
+                metrics.LOADS.labels("failed").inc()
+                self._set(name, uri, pb.MODEL_FAILED, waited)
+                return
+        else:
+            # So that an ensemble's load does not load this model again (sidecar/ensemble.py).
+            await asyncio.to_thread(forbid_bytecode, self._model_dir / name)
         started = time.monotonic()
         # NVML, for the memory measured after the load, is loaded meanwhile (once): the load
         # leaves this process idle for a second, while a cold lease waits on its start.
@@ -346,6 +367,22 @@ class Agent:
         status = self._status[name]
         status.memory_bytes, status.gpu_memory_bytes = usage[name]
         log.info("loaded %s in %.2fs", name, load_s)
+
+    async def _wait_for_steps(self, name: str, steps: frozenset[str]) -> str:
+        """Waits until every model the ensemble `name` calls is READY on this server.
+        Returns why the ensemble cannot load, or "" once it can."""
+        self._waiting[name] = steps
+        try:
+            while True:
+                changed = self._changed
+                try:
+                    if steps_ready(name, steps, self._desired, self._status, self._waiting):
+                        return ""
+                except StepsFailed as exc:
+                    return str(exc)
+                await changed.wait()
+        finally:
+            del self._waiting[name]
 
     async def _unload(self, name: str) -> None:
         current = self._status[name]

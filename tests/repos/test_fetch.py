@@ -205,6 +205,30 @@ def test_a_model_directory_from_s3(tmp_path: Path, moto_s3: MotoS3) -> None:
     assert not fetcher(tmp_path, s).fetch("add_sub", "s3://models/add_sub")
 
 
+def test_an_ensembles_empty_version_directory_comes_from_its_s3_folder_marker(
+    tmp_path: Path, moto_s3: MotoS3
+) -> None:
+    # S3 has no directories: the console's "Create folder" (and other tools) leave a marker
+    # object, the only way to store an ensemble's empty version directory.
+    client = moto_s3.client()
+    client.put_object(Bucket="models", Key="ens/pipe/config.pbtxt", Body=b'platform: "ensemble"\n')
+    client.put_object(Bucket="models", Key="ens/pipe/1/", Body=b"")
+    s = s3_settings(moto_s3, tmp_path)
+    for attempt in ("download", "cache"):
+        assert fetcher(tmp_path, s).fetch("pipe", "s3://models/ens/pipe") == (attempt == "download")
+        model = tmp_path / "server" / "models" / "pipe"
+        assert (model / "1").is_dir() and not any((model / "1").iterdir()), attempt
+        assert sorted(p.name for p in model.iterdir()) == ["1", "config.pbtxt"]
+
+
+def test_a_prefix_holding_only_folder_markers_does_not_exist(
+    tmp_path: Path, moto_s3: MotoS3
+) -> None:
+    moto_s3.client().put_object(Bucket="models", Key="hollow/1/", Body=b"")
+    with pytest.raises(RepositoryError, match="does not exist"):
+        Repositories(s3_settings(moto_s3, tmp_path)).stat("s3://models/hollow")
+
+
 def test_an_archive_object_from_s3(tmp_path: Path, moto_s3: MotoS3) -> None:
     moto_s3.client().put_object(Bucket="models", Key="packed/add_sub.tar.gz", Body=ADD_SUB)
     s = s3_settings(moto_s3, tmp_path)

@@ -137,10 +137,12 @@ class S3Source:
         return RepositoryError(f"{uri}: {type(exc).__name__}: {exc}")
 
     def _listing(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
+        """Every object under `prefix`, folder markers (keys ending in "/") included: an
+        ensemble's version directory is empty, and in S3 only a marker can say it exists."""
         objects: list[dict[str, Any]] = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            objects.extend(o for o in page.get("Contents", []) if not o["Key"].endswith("/"))
+            objects.extend(page.get("Contents", []))
         return objects
 
     def stat(self, uri: str) -> ObjectInfo:
@@ -161,7 +163,7 @@ class S3Source:
             objects = self._listing(bucket, prefix)
         except Exception as exc:
             raise self._error(uri, exc) from None
-        if not objects:
+        if not any(not str(o["Key"]).endswith("/") for o in objects):
             raise RepositoryError(f"{uri} does not exist (no object under it)")
         digest = hashlib.sha256()
         for o in sorted(objects, key=lambda o: str(o["Key"])):
@@ -186,7 +188,10 @@ class S3Source:
                     raise RepositoryError(
                         f"object key {o['Key']!r} leads outside the model directory"
                     )
-                files.append((str(o["Key"]), dest.joinpath(*relative.parts)))
+                if str(o["Key"]).endswith("/"):
+                    dest.joinpath(*relative.parts).mkdir(parents=True, exist_ok=True)
+                else:
+                    files.append((str(o["Key"]), dest.joinpath(*relative.parts)))
         else:
             name = PurePosixPath(key).name
             target = (
