@@ -297,3 +297,17 @@ def test_eviction_keeps_the_cap_and_never_a_model_in_use(
 
 def cached_names(cache: ModelCache) -> set[str]:
     return {e.uri.rsplit("/", 1)[-1] for e in cache.entries()}
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", ""])
+def test_a_name_that_is_not_a_directory_in_the_model_directory_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    f = fetcher(tmp_path, settings())
+    server = tmp_path / "server"
+    before = sorted(server.rglob("*"))
+    with pytest.raises(RepositoryError, match="is not a model directory name"):
+        f.fetch(name, (EXAMPLES / "add_sub").as_uri())
+    with pytest.raises(RepositoryError, match="is not a model directory name"):
+        f.remove(name)
+    assert sorted(server.rglob("*")) == before

@@ -494,6 +494,11 @@ async def test_a_nan_duration_is_an_invalid_argument(harness: Harness) -> None:
         ([request("a"), ModelRequest("b", "")], "", "models[1].uri", "is empty"),
         ([ModelRequest("bad name", "file:///m")], "", "models[0].name", "not a Triton model name"),
         ([ModelRequest("", "file:///m")], "", "models[0].name", "not a Triton model name"),
+        # A model's name is its directory in the server's repository.
+        ([ModelRequest("..", "file:///m")], "", "models[0].name", "not a Triton model name"),
+        ([ModelRequest(".", "file:///m")], "", "models[0].name", "not a Triton model name"),
+        ([ModelRequest(".hidden", "file:///m")], "", "models[0].name", "not a Triton model name"),
+        ([ModelRequest("a\n", "file:///m")], "", "models[0].name", "not a Triton model name"),
         ([ModelRequest("a", "file:///m", -1)], "", "models[0].memory", "must not be negative"),
         ([ModelRequest("a", "file:///m", 0, "abc")], "", "models[0].sha256", "64 hex digits"),
         (

@@ -22,7 +22,7 @@ from tms_core.defaults import DEFAULT_LISTEN
 
 DEFAULT_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
 TLS_FILES = ("ca", "cert", "key")
-TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 def targets_file() -> Path:

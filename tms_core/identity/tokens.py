@@ -24,7 +24,7 @@ from tms_core.errors import AlreadyExists, InvalidArgument, TokenNotFound, Unaut
 from tms_core.identity.principal import Principal, Role, parse_role
 
 TOKEN_PREFIX = "tms_"
-TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 MAX_TOKEN_LENGTH = 512
 
 

@@ -22,11 +22,12 @@ from tms_core.inventory import Node
 from tms_core.lease_request import LeaseOptions, ModelRequest
 from tms_core.units import format_duration
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
-LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")
+"""A model's name is its directory in Triton's repository: never `.`, `..` or hidden."""
+METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}\Z")
+LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-]{0,61}[A-Za-z0-9])?\Z")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def check_dns_label(field: str, value: str) -> None:
@@ -47,7 +48,7 @@ MAX_REPLICAS = 1000
 """Replicas an autoscaled lease may ask for at most: a bound on what one request can make the
 cluster schedule."""
 
-LEASE_ID_SHAPE = re.compile(r"^l-[0-9a-f]{12}$")
+LEASE_ID_SHAPE = re.compile(r"^l-[0-9a-f]{12}\Z")
 
 
 def check_lease_name(field: str, value: str) -> None:
@@ -73,7 +74,8 @@ def check_models(models: Sequence[ModelRequest]) -> list[ModelRequest]:
         if not MODEL_NAME.match(model.name):
             raise InvalidArgument(
                 f"{field}.name",
-                f"{model.name!r} is not a Triton model name (letters, digits, '_', '.', '-')",
+                f"{model.name!r} is not a Triton model name (letters, digits, '_', '.', '-';"
+                " starting with a letter, digit or '_')",
             )
         if model.name in seen:
             raise InvalidArgument(f"{field}.name", f"{model.name!r} appears twice in the lease")

@@ -17,7 +17,7 @@ from tms_core.errors import InvalidArgument
 from tms_core.ids import LeaseId
 from tms_core.units import format_size
 
-TENANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+TENANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 OVER_QUOTA = ("refuse", "wait")
 QUOTA_WAIT = "waiting for tenant quota: "
 """The reason of a lease that waits for its tenant's quota (read back after a restart)."""

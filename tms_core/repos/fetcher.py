@@ -25,7 +25,7 @@ from tms_core.repos.transfer import ObjectInfo, Progress, Transfer
 
 log = logging.getLogger(__name__)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def split_spec(uri: str) -> tuple[str, str]:
@@ -89,6 +89,7 @@ class Fetcher:
     def fetch(self, name: str, uri: str, progress: Progress | None = None) -> bool:
         """Places the model at `uri` as `model_dir/name`, replacing what was there; returns
         whether anything was downloaded (False: a cache hit)."""
+        _check_name(name)
         base, sha256 = split_spec(uri)
         source = self.repos.source(base)
         info = source.stat(base)
@@ -162,6 +163,7 @@ class Fetcher:
     def remove(self, name: str) -> None:
         """Takes `model_dir/name` out of the model repository at once, then deletes it, and
         lets go of its cache entry."""
+        _check_name(name)
         path = self.model_dir / name
         self._let_go(name)
         if not path.exists() and not path.is_symlink():
@@ -169,6 +171,13 @@ class Fetcher:
         trash = self._scratch("trash", name)
         path.rename(trash)
         _remove_all(trash)
+
+
+def _check_name(name: str) -> None:
+    # The daemon refuses such names at acquire; this keeps a sidecar from ever replacing or
+    # deleting a directory outside the model directory, whoever asked.
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise RepositoryError(f"{name!r} is not a model directory name")
 
 
 def _remove_all(path: Path) -> None:
