@@ -5,12 +5,15 @@ cold: raw = start tritonserver + load_model; daemon = Acquire on an empty fleet 
 warm: raw = load_model on a running server; daemon = Acquire when a running server has room.
 
 The rounds alternate raw and daemon so both see the same machine noise; the figures are
-medians. Run: `.venv/bin/python benchmarks/time_to_ready.py [--rounds N]`.
+medians. `--triton-arg` (repeatable) gives both paths the same extra tritonserver argument:
+the raw server on its command line, the daemon's servers through `servers.triton_args`.
+Run: `.venv/bin/python benchmarks/time_to_ready.py [--rounds N] [--triton-arg=ARG ...]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -42,7 +45,8 @@ POLL_S = 0.005
 class RawTriton:
     """tritonserver started by hand, the way a user without TMS would."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, extra: list[str]) -> None:
+        self.extra = extra
         self.install = locate(None, None, work_dir=work)
         self.models = work / "raw-models"
         self.models.mkdir(parents=True)
@@ -65,6 +69,7 @@ class RawTriton:
                 "--metrics-address=127.0.0.1",
                 f"--metrics-port={metrics}",
                 "--exit-timeout-secs=5",
+                *self.extra,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -112,6 +117,7 @@ def wait_no_servers(state_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--triton-arg", action="append", default=[], metavar="ARG")
     args = parser.parse_args(argv)
     model = ModelRequest("add_sub", MODEL.as_uri(), 64 * 1024**2)
     holder = ModelRequest("blob_classifier", HOLDER.as_uri(), 64 * 1024**2)
@@ -120,9 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="tms-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        raw = RawTriton(work)
+        raw = RawTriton(work, args.triton_arg)
         stack.callback(raw.log.close)
-        with running_daemon(work, ["--idle-grace=0.1s"]) as (_, client):
+        daemon_args = ["--idle-grace=0.1s"]
+        if args.triton_arg:
+            config = work / "tms.yaml"
+            config.write_text(json.dumps({"servers": {"triton_args": args.triton_arg}}))
+            daemon_args.append(f"--config={config}")
+        with running_daemon(work, daemon_args) as (_, client):
             # One unmeasured round each, so both paths start with warm page caches.
             for measured in [False] + [True] * args.rounds:
                 t0 = time.perf_counter()
@@ -166,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     med = {k: statistics.median(v) for k, v in times.items()}
+    extra = f"triton_args={','.join(args.triton_arg)} " if args.triton_arg else ""
     print(
-        f"rounds={args.rounds} raw_cold_s={med['raw_cold']:.3f} tms_cold_s={med['tms_cold']:.3f} "
+        f"rounds={args.rounds} {extra}raw_cold_s={med['raw_cold']:.3f} "
+        f"tms_cold_s={med['tms_cold']:.3f} "
         f"raw_warm_s={med['raw_warm']:.3f} tms_warm_s={med['tms_warm']:.3f} "
         f"cold_ratio={med['tms_cold'] / med['raw_cold']:.3f} "
         f"warm_ratio={med['tms_warm'] / med['raw_warm']:.3f}"

@@ -151,6 +151,18 @@ class ServerSettings(Section):
                 raise ValueError(f"{triton}: expected a count of 0 or more, got {count}")
         return value
 
+    triton_args: list[str] = Field(default_factory=list)
+    """More `tritonserver` arguments for every server, local or on Kubernetes, each
+    `--name` or `--name=value` (e.g. `--disable-auto-complete-config`, which saves each
+    Python-backend load ~1.2 s where every model's `config.pbtxt` is complete). The
+    arguments TMS sets itself (repository, control mode, addresses, ports, backends) are
+    refused."""
+
+    @field_validator("triton_args")
+    @classmethod
+    def _check_triton_args(cls, value: list[str]) -> list[str]:
+        return check_triton_args(value)
+
     max_restarts: int = Field(default=3, ge=0)
     """Times a server whose tritonserver or sidecar died is restarted (its leases' models
     loaded again) within `restart_window`; at the next crash its leases are placed elsewhere
@@ -229,6 +241,38 @@ class LocalSettings(Section):
                 parse_size(str(size))
             return [str(size) for size in value]
         return value
+
+
+TRITON_ARGS_OF_TMS = frozenset(
+    {
+        "--model-repository",
+        "--model-store",
+        "--model-control-mode",
+        "--load-model",
+        "--backend-directory",
+        "--allow-http",
+        "--allow-grpc",
+        "--allow-metrics",
+        "--http-address",
+        "--http-port",
+        "--grpc-address",
+        "--grpc-port",
+        "--metrics-address",
+        "--metrics-port",
+        "--exit-timeout-secs",
+    }
+)
+"""Set by TMS on every server: the sidecar, the router and the stop rely on them."""
+
+
+def check_triton_args(args: list[str]) -> list[str]:
+    for i, arg in enumerate(args):
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--") or len(flag) < 3 or any(c.isspace() for c in flag):
+            raise ValueError(f"[{i}] {arg!r}: expected one argument, --name or --name=value")
+        if flag in TRITON_ARGS_OF_TMS:
+            raise ValueError(f"[{i}] {arg!r}: TMS sets {flag} itself")
+    return args
 
 
 def _host_memory() -> int:
@@ -544,7 +588,8 @@ def _describe(exc: ValidationError) -> str:
         hint = difflib.get_close_matches(str(first["loc"][-1]), [*section_fields, *moved], n=1)
         suggestion = f"; did you mean {moved.get(hint[0], hint[0])!r}?" if hint else ""
         return f"{where}: unknown setting{suggestion}"
-    return f"{where}: {first['msg']}"
+    # pydantic prefixes what a validator raised with "Value error, ": the field says enough.
+    return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -258,6 +258,7 @@ def _local(
         sidecar_credential=sidecars.credential,
         sidecar_metrics=settings.local.sidecar_metrics,
         wake_hold_s=settings.autoscale.wake_timeout,
+        triton_args=settings.servers.triton_args,
         spare_sidecar_log=state.parent / "spare-sidecar.log"
         if settings.local.spare_sidecar
         else None,
@@ -327,6 +328,7 @@ async def _kubernetes(
         repositories=settings.repositories,
         sidecar_credential=identity.sidecars.credential,
         wake_hold_s=settings.autoscale.wake_timeout,
+        triton_args=settings.servers.triton_args,
     )
     manager = LeaseManager(store=store, backend=backend, clock=clock, settings=settings)
     backend.attach(manager.note_reason, manager.set_nodes)

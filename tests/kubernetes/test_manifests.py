@@ -132,6 +132,7 @@ def generated() -> list[dict[str, Any]]:
             namespace=NAMESPACE,
             settings=with_repositories,
             repositories=REPOSITORIES,
+            triton_args=["--disable-auto-complete-config"],
         )
     )
     # The daemon's own replicas: the autoscaling lease's Service and its name's have no
@@ -170,6 +171,23 @@ REPOSITORIES = RepositorySettings(
     ],
     secrets_file=Path("/etc/tms/secrets.yaml"),
 )
+
+
+def test_more_triton_arguments_follow_the_ones_tms_sets() -> None:
+    server = Server(
+        ServerId("s-00000001"), ServerState.RUNNING, "h", 8000, 8001, 8002, "", GiB, 0.0
+    )
+    manifest = server_deployment(
+        server,
+        ServerPlan("nvcr.io/nvidia/tritonserver:24.10-py3"),
+        triton_args=["--disable-auto-complete-config", "--log-verbose=1"],
+        **KW,
+    )
+    (triton,) = (
+        c for c in manifest["spec"]["template"]["spec"]["containers"] if c["name"] == "tritonserver"
+    )
+    assert triton["args"][0].startswith("--model-repository=")
+    assert triton["args"][-2:] == ["--disable-auto-complete-config", "--log-verbose=1"]
 
 
 def test_sidecars_get_the_repository_secret_and_the_node_cache_never_a_credential() -> None:

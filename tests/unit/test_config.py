@@ -195,6 +195,43 @@ def test_a_bad_size_names_the_setting(tmp_path: Path) -> None:
     assert "'lots' is not a size" in info.value.message
 
 
+def test_more_triton_arguments_are_read(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(
+            tmp_path,
+            "servers:\n  triton_args:\n    - --disable-auto-complete-config\n"
+            "    - --backend-config=python,shm-default-byte-size=1048576\n",
+        )
+    )
+    assert settings.servers.triton_args == [
+        "--disable-auto-complete-config",
+        "--backend-config=python,shm-default-byte-size=1048576",
+    ]
+    assert ServerSettings().triton_args == []
+
+
+@pytest.mark.parametrize(
+    ("arg", "said"),
+    [
+        ("--grpc-port=9000", "[1] '--grpc-port=9000': TMS sets --grpc-port itself"),
+        ("--model-repository=/x", "TMS sets --model-repository itself"),
+        ("--model-control-mode", "TMS sets --model-control-mode itself"),
+        ("--log-verbose 1", "[1] '--log-verbose 1': expected one argument, --name or --name=value"),
+        ("log-verbose=1", "expected one argument"),
+        ("--", "expected one argument"),
+    ],
+)
+def test_triton_arguments_tms_sets_or_that_are_not_one_argument_are_refused(
+    tmp_path: Path, arg: str, said: str
+) -> None:
+    text = f"servers:\n  triton_args: ['--log-info=true', '{arg}']\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert info.value.message.startswith("servers.triton_args: ")
+    assert said in info.value.message
+    assert "Value error" not in info.value.message
+
+
 def test_a_bad_backend_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^daemon\.backend: .*'local' or 'kubernetes'"):
         load_settings(write(tmp_path, "daemon:\n  backend: nomad\n"))

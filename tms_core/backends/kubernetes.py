@@ -24,7 +24,7 @@ import contextlib
 import copy
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,10 @@ class KubernetesBackend(BackendDefaults):
         repositories: RepositorySettings | None = None,
         sidecar_credential: Callable[[str], str] | None = None,
         wake_hold_s: float = 120.0,
+        triton_args: Sequence[str] = (),
     ) -> None:
         self._settings = settings
+        self._triton_args = tuple(triton_args)
         # Kept as given: each sidecar's environment holds them as JSON (server_deployment).
         self._repository_settings = repositories or RepositorySettings()
         self._repositories = Repositories(self._repository_settings)
@@ -251,6 +253,7 @@ class KubernetesBackend(BackendDefaults):
             namespace=self.namespace,
             settings=self._settings,
             repositories=self._repository_settings,
+            triton_args=self._triton_args,
         )
         created = await self._call(
             f"creating Deployment {manifest['metadata']['name']}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -162,6 +162,7 @@ def server_deployment(
     namespace: str,
     settings: KubernetesSettings,
     repositories: RepositorySettings | None = None,
+    triton_args: Sequence[str] = (),
 ) -> Manifest:
     name = deployment_name(server.id)
     gpus = len(server.gpus)
@@ -249,6 +250,7 @@ def server_deployment(
             f"--grpc-port={GRPC_PORT}",
             f"--metrics-port={METRICS_PORT}",
             "--exit-timeout-secs=5",
+            *triton_args,
         ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},

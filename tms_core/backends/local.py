@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tms_core import modelrepo
@@ -136,7 +136,9 @@ class LocalBackend(BackendDefaults):
         sidecar_metrics: bool = False,
         wake_hold_s: float = 120.0,
         spare_sidecar_log: Path | None = None,
+        triton_args: Sequence[str] = (),
     ) -> None:
+        self._triton_args = list(triton_args)
         self._router = router
         self._wake_hold_s = wake_hold_s
         self._sidecar_metrics = sidecar_metrics
@@ -260,6 +262,7 @@ class LocalBackend(BackendDefaults):
             f"--metrics-port={server.metrics_port}",
             "--exit-timeout-secs=5",
             "--log-info=true",
+            *self._triton_args,
         ]
         server.pid = self._spawn(triton_cmd, env, work / "tritonserver.log")
 
