@@ -134,14 +134,65 @@ async def test_a_crash_loop_backs_off_then_moves_the_lease_once_then_fails_it(
     assert lease.reason.count("tritonserver exited with code -9") == 6
 
 
-async def test_a_server_that_never_got_ready_is_not_restarted(h: Harness) -> None:
+async def test_a_server_that_died_at_its_first_start_is_started_once_more_on_new_ports(
+    h: Harness,
+) -> None:
+    # tritonserver exits at once when a port it was given was taken meanwhile.
+    m = h.manager
+    lease = await m.acquire([request("a")])
+    sid = lease.server_id
+    assert sid is not None
+    old_port = m.servers[sid].http_port
+    h.backend.dead[sid] = "tritonserver exited with code 1"
+    await m.tick()
+    assert h.backend.restarted == [sid] and m.servers[sid].http_port != old_port
+    lease = m.snapshot(lease.id)
+    assert lease.state is LeaseState.LOADING
+    assert lease.reason.startswith("server restarting after tritonserver exited with code 1")
+    lease = await ready(h, lease)
+    assert lease.state is LeaseState.READY and m.servers[sid].state is ServerState.RUNNING
+
+    # Once it has been ready, it is revived as any server is (the failed start counts as its
+    # first crash, so this restart comes after the backoff).
+    h.backend.dead[sid] = "tritonserver exited with code -9"
+    await m.tick()
+    h.clock.advance(1.0)
+    await m.tick()
+    assert h.backend.restarted == [sid, sid]
+    assert m.snapshot(lease.id).state is LeaseState.LOADING
+
+
+async def test_a_server_that_fails_to_start_twice_fails_its_leases_where_they_are(
+    h: Harness,
+) -> None:
+    m = h.manager
+    lease = await m.acquire([request("a")])
+    sid = lease.server_id
+    assert sid is not None
+    h.backend.dead[sid] = "tritonserver exited with code 1"
+    await m.tick()
+    assert h.backend.restarted == [sid]
+    h.backend.dead[sid] = "tritonserver exited with code 1"
+    await m.tick()
+    lease = m.snapshot(lease.id)
+    # A bad binary or argument fails every start: no third, and no other server tried.
+    assert h.backend.restarted == [sid]
+    assert lease.state is LeaseState.FAILED and lease.server_id == sid
+    assert lease.reason.startswith(f"server {sid}: failed to start twice: ")
+    assert lease.reason.count("tritonserver exited with code 1") == 2
+
+
+async def test_a_server_not_ready_in_time_at_its_first_start_is_not_restarted(
+    h: Harness,
+) -> None:
     m = h.manager
     lease = await m.acquire([request("a")])
     assert lease.server_id is not None
-    h.backend.dead[lease.server_id] = "tritonserver exited with code 1"
+    h.clock.advance(h.settings.servers.start_timeout + 1)
     await m.tick()
     lease = m.snapshot(lease.id)
     assert lease.state is LeaseState.FAILED and h.backend.restarted == []
+    assert "not ready within" in lease.reason
 
 
 async def test_a_dead_router_is_started_again_with_an_event_and_its_pid_kept(

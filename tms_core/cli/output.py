@@ -38,12 +38,18 @@ class _LazyConsole:
         self._options = options
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def real(self) -> Console:
+        """The console itself, for rich objects that take one (`Progress(console=...)`):
+        they use it as a context manager and in other ways no attribute lookup passes on."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 # Piped into a file or another program, tables keep whole lines (ids, addresses) rather
@@ -385,7 +391,7 @@ def follow_with_progress(updates: Iterator[pb.Lease], *, show: bool) -> pb.Lease
         TextColumn("{task.fields[state]:<10}"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[bytes]}"),
-        console=err,
+        console=err.real,
         transient=False,
     ) as progress:
         tasks: dict[str, TaskID] = {}

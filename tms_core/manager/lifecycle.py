@@ -37,6 +37,8 @@ class Crashes:
     report_floor: int = 0
     """Reports from an assignment generation below this come from a sidecar of before the
     restart (still in flight when it was killed) and are ignored."""
+    first_start: bool = False
+    """The server has never been ready: this is its one retry of a failed start."""
 
     def describe(self) -> str:
         return "; ".join(
@@ -191,16 +193,27 @@ class ServerLifecycle:
         restart), inside a change. Revives it when it may: a dead sidecar beside a running
         Triton is replaced at once (its leases stay READY); otherwise a restart is planned,
         after a backoff, and its leases go back to LOADING, saying why. Returns False when
-        the server is not to be revived (it never got ready, or it crashed too often): the
-        caller then fails it (`give_up`)."""
+        the server is not to be revived (it crashed too often, or it never got ready and
+        its one more start failed too or timed out): the caller then fails it (`give_up`)."""
         ledger = self._ledger
         known = self.crashes.get(server.id)
-        if not self._backend.revives_servers or (
-            known is None and server.state is not ServerState.RUNNING
-        ):
-            return False  # never got ready: a start that fails is not retried
+        if not self._backend.revives_servers:
+            return False
         settings = self._settings.servers
-        crashes = known or self.crashes.setdefault(server.id, Crashes())
+        if known is not None and server.state is ServerState.RUNNING:
+            known.first_start = False
+        first_start = server.state is ServerState.STARTING and (known is None or known.first_start)
+        if first_start:
+            # Never ready. A process that died as it started is started once more, on new
+            # ports: tritonserver exits at once when a port it was given was taken between
+            # being picked and being bound (they are free when picked, not held). A second
+            # failure, or a start that timed out, is the binary's or the configuration's and
+            # would only repeat (`give_up` then fails the server, not moving its leases).
+            if known is not None or not died or settings.max_restarts < 1:
+                return False
+        elif known is None and server.state is not ServerState.RUNNING:
+            return False
+        crashes = known or self.crashes.setdefault(server.id, Crashes(first_start=first_start))
         crashes.history = [c for c in crashes.history if c[0] > now - settings.restart_window]
         crashes.history.append((now, reason))
         restarts = len(crashes.history)
@@ -265,6 +278,10 @@ class ServerLifecycle:
         crashes = self.crashes.pop(server.id, None)
         if crashes is None:
             self.fail(server, reason, now)
+            return
+        if crashes.first_start:
+            crashes.history.append((now, reason))
+            self.fail(server, f"failed to start twice: {crashes.describe()}", now)
             return
         history = crashes.describe()
         count = len(crashes.history)
