@@ -5,12 +5,12 @@ second time (two stubs, twice the CPU, and the ensemble READY only after both); 
 step is absent from the repository, it fails. So an ensemble's load waits for its steps.
 Triton also looks again at every step when it loads an ensemble, and loads a second time any
 whose files changed since its load (by modification or change time, so the change cannot be
-hidden afterwards). A Python-backend step's files always have: its stub writes the model's bytecode
-into a `__pycache__` beside its code as it imports it, ignoring PYTHONDONTWRITEBYTECODE. So
-before a model's first load the sidecar puts an empty *file* named `__pycache__` wherever the
-model has Python code (`forbid_bytecode`): the import then skips the write, as Python does
-wherever it cannot write (root included), and the model's files stay as Triton saw them.
-Nothing is lost: a server's copy of a model is removed at its unload.
+hidden afterwards). A Python-backend step's files always have: its stub writes the model's
+bytecode into a `__pycache__` beside its code as it imports it, ignoring
+PYTHONDONTWRITEBYTECODE. So before a model's first load the sidecar puts an empty *file* named
+`__pycache__` wherever the model has Python code (`forbid_bytecode`): the import then skips
+the write, as Python does wherever it cannot write (root included), and the model's files
+stay as Triton saw them. Nothing is lost: a server's copy of a model is removed at its unload.
 
 Only the two fields that say so are read, with a pattern rather than a protobuf parser: the
 sidecar does not carry Triton's model-configuration schema, and Triton itself reports every
