@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -101,16 +102,21 @@ def _calls_back(name: str, steps: frozenset[str], waiting: Mapping[str, frozense
 
 
 def forbid_bytecode(model_dir: Path) -> int:
-    """Puts an empty file named `__pycache__` in each directory of `model_dir` that holds
-    Python code and has no `__pycache__` yet. Returns how many it put."""
+    """Puts an empty file named `__pycache__` in each directory of `model_dir` (the server's
+    own copy of a model) that holds Python code. A `__pycache__` directory that came with the
+    model is removed first: it may hold another Python's bytecode, beside which the stub would
+    write its own. Returns how many it put."""
     put = 0
     for folder, dirs, files in os.walk(model_dir):
-        if "__pycache__" in dirs or "__pycache__" in files:
+        if "__pycache__" in files or not any(name.endswith(".py") for name in files):
             continue
-        if any(name.endswith(".py") for name in files):
-            try:
-                (Path(folder) / "__pycache__").touch(exist_ok=False)
-                put += 1
-            except OSError:
-                continue  # read-only or raced: the model loads as before
+        cache = Path(folder) / "__pycache__"
+        try:
+            if "__pycache__" in dirs:
+                dirs.remove("__pycache__")
+                shutil.rmtree(cache)
+            cache.touch(exist_ok=False)
+            put += 1
+        except OSError:
+            continue  # read-only or raced: the model loads as before
     return put

@@ -119,8 +119,14 @@ def test_bytecode_is_kept_out_of_a_models_code_directories(tmp_path: Path) -> No
     assert sorted(str(p.relative_to(model)) for p in model.rglob("*")) == before
 
 
-def test_a_shipped_pycache_directory_is_left_alone(tmp_path: Path) -> None:
+def test_a_pycache_directory_that_came_with_the_model_is_replaced(tmp_path: Path) -> None:
+    # Copied from a developer's tree, it may hold another Python's bytecode; the stub would
+    # write its own beside it.
     (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "model.cpython-312.pyc").write_bytes(b"\0")
     (tmp_path / "model.py").write_text("")
-    assert forbid_bytecode(tmp_path) == 0
-    assert (tmp_path / "__pycache__").is_dir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "__pycache__").mkdir()  # no code beside it: left as it is
+    assert forbid_bytecode(tmp_path) == 1
+    assert (tmp_path / "__pycache__").is_file()
+    assert (tmp_path / "data" / "__pycache__").is_dir()
