@@ -34,6 +34,7 @@ from tms_core.inventory import parse_gpus
 from tms_core.repos.settings import RepositorySettings
 from tms_core.router.cpu import parse as parse_cpu
 from tms_core.settings_base import Section, duration, size
+from tms_core.triton.args import check_triton_args
 from tms_core.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -241,38 +242,6 @@ class LocalSettings(Section):
                 parse_size(str(size))
             return [str(size) for size in value]
         return value
-
-
-TRITON_ARGS_OF_TMS = frozenset(
-    {
-        "--model-repository",
-        "--model-store",
-        "--model-control-mode",
-        "--load-model",
-        "--backend-directory",
-        "--allow-http",
-        "--allow-grpc",
-        "--allow-metrics",
-        "--http-address",
-        "--http-port",
-        "--grpc-address",
-        "--grpc-port",
-        "--metrics-address",
-        "--metrics-port",
-        "--exit-timeout-secs",
-    }
-)
-"""Set by TMS on every server: the sidecar, the router and the stop rely on them."""
-
-
-def check_triton_args(args: list[str]) -> list[str]:
-    for i, arg in enumerate(args):
-        flag = arg.split("=", 1)[0]
-        if not flag.startswith("--") or len(flag) < 3 or any(c.isspace() for c in flag):
-            raise ValueError(f"[{i}] {arg!r}: expected one argument, --name or --name=value")
-        if flag in TRITON_ARGS_OF_TMS:
-            raise ValueError(f"[{i}] {arg!r}: TMS sets {flag} itself")
-    return args
 
 
 def _host_memory() -> int:
