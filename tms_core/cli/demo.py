@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
@@ -55,22 +54,22 @@ def wait_for_daemon(client: TmsClient, proc: subprocess.Popen[bytes], timeout: f
 @one_line_errors
 def demo(examples: Path) -> None:
     """Start a daemon, lease the example models, run inferences, release, stop."""
-    import tritonclient.grpc as grpcclient
-    import tritonclient.http as httpclient
-
-    say = output.out.print
     tmp = tempfile.mkdtemp(prefix="tms-demo-")
     try:
-        _run(tmp, examples, say, httpclient, grpcclient)
+        _run(tmp, examples)
     except BaseException:
         # Its messages point at the logs in it (the daemon's, each server's).
         output.err.print(f"[yellow]kept {tmp} for its logs[/]")
         raise
     shutil.rmtree(tmp, ignore_errors=True)
-    say("[green]done[/]")
+    output.out.print("[green]done[/]")
 
 
-def _run(tmp: str, examples: Path, say: Any, httpclient: Any, grpcclient: Any) -> None:
+def _run(tmp: str, examples: Path) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    say = output.out.print
     (port,) = free_ports(1)
     target = f"127.0.0.1:{port}"
     log_path = Path(tmp) / "daemon.log"
