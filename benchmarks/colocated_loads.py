@@ -9,8 +9,14 @@ after another through A's lease address, with an unmodified `tritonclient` (HTTP
 gRPC), for a fixed time per phase; the phases alternate quiet and churning. The last line
 holds the figures (milliseconds) as key=value pairs.
 
+The same run also times the same churn on a bare `tritonserver` started by hand, with no TMS:
+the client at its direct address, a second churn process loading and unloading
+blob_classifier straight over Triton's gRPC repository API. Its ratios (`raw_*`) say what a
+neighbour's load costs on this machine whatever drives it; the two paths' rounds alternate so
+both see the same machine noise.
+
 Targets (issue 16): max ≤ 50 ms while neighbours load, p99 ≤ 1.5× quiet.
-Run: `.venv/bin/python benchmarks/colocated_loads.py [--rounds N] [--seconds S]`.
+Run: `.venv/bin/python benchmarks/colocated_loads.py [--rounds N] [--seconds S] [--no-raw]`.
 """
 
 from __future__ import annotations
@@ -32,13 +38,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import ADD_SUB, add_sub_call, bench_env, running_daemon  # noqa: E402
+from benchmarks.time_to_ready import MODEL, RawTriton  # noqa: E402
 from tms_core.api import tms_pb2 as pb  # noqa: E402
 from tms_core.api.client import TmsClient  # noqa: E402
 from tms_core.lease_request import LeaseOptions, ModelRequest  # noqa: E402
 
-NEIGHBOUR = ModelRequest(
-    "blob_classifier", (ROOT / "examples/models/blob_classifier").as_uri(), 64 * 1024**2
-)
+NEIGHBOUR_DIR = ROOT / "examples/models/blob_classifier"
+NEIGHBOUR = ModelRequest("blob_classifier", NEIGHBOUR_DIR.as_uri(), 64 * 1024**2)
 
 
 def until_ready(client: TmsClient, models: list[ModelRequest]) -> pb.Lease:
@@ -47,17 +53,45 @@ def until_ready(client: TmsClient, models: list[ModelRequest]) -> pb.Lease:
     return lease
 
 
+def stop_when_stdin_closes() -> threading.Event:
+    """Set once the parent closes this churn process's stdin: its way of saying stop."""
+    stop = threading.Event()
+
+    def wait() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    return stop
+
+
 def churn(target: str, server_id: str) -> None:
     """The churn process: loads and unloads the neighbour until stdin closes; prints one
     line per finished cycle."""
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stop = stop_when_stdin_closes()
     with TmsClient(target) as client:
         while not stop.is_set():
             lease = until_ready(client, [NEIGHBOUR])
             assert lease.server_id == server_id, "the neighbour did not join the server"
             client.release(lease.id)
             print("cycle", flush=True)
+
+
+def raw_churn(address: str) -> None:
+    """The same churn on a bare tritonserver: the neighbour loaded, then unloaded until Triton
+    no longer lists it as READY or UNLOADING, over Triton's gRPC API."""
+    stop = stop_when_stdin_closes()
+    client = grpcclient.InferenceServerClient(address)
+    name = NEIGHBOUR.name
+    while not stop.is_set():
+        client.load_model(name)
+        client.unload_model(name)
+        while any(
+            m.name == name and m.state in ("READY", "UNLOADING")
+            for m in client.get_model_repository_index().models
+        ):
+            time.sleep(0.02)
+        print("cycle", flush=True)
 
 
 def sample(call: Callable[[], None], seconds: float) -> list[float]:
@@ -79,57 +113,69 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0, help="per protocol per phase")
+    parser.add_argument("--no-raw", action="store_true", help="skip the bare-Triton reference")
     parser.add_argument("--churn", nargs=2, metavar=("TARGET", "SERVER"), help=argparse.SUPPRESS)
+    parser.add_argument("--raw-churn", metavar="GRPC_ADDRESS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.churn:
         churn(*args.churn)
         return 0
+    if args.raw_churn:
+        raw_churn(args.raw_churn)
+        return 0
 
     env = bench_env()
+    totals: dict[str, list[float]] = {}
+    cycles = {"": 0, "raw_": 0}
     with tempfile.TemporaryDirectory(prefix="tms-colocated-") as tmp:
-        with running_daemon(Path(tmp), env=env) as (target, client):
-            lease = until_ready(client, [ADD_SUB])
-            calls = {
-                "http": add_sub_call(httpclient, lease.endpoints.http),
-                "grpc": add_sub_call(grpcclient, lease.endpoints.grpc),
-            }
-            for call in calls.values():
-                sample(call, 0.5)  # warm-up: connections, the model's first inferences
-            totals: dict[str, list[float]] = {
-                f"{proto}_{phase}": [] for proto in calls for phase in ("quiet", "loading")
-            }
-            cycles = 0
-            for round_no in range(args.rounds):
-                phases = ["quiet", "loading"] if round_no % 2 == 0 else ["loading", "quiet"]
-                for phase in phases:
-                    churner = None
-                    if phase == "loading":
-                        churner = subprocess.Popen(
-                            [sys.executable, __file__, "--churn", target, lease.server_id],
-                            stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE,
-                            env=env,
+        raw = None if args.no_raw else RawTriton(Path(tmp), models=(MODEL, NEIGHBOUR_DIR))
+        try:
+            with running_daemon(Path(tmp), env=env) as (target, client):
+                lease = until_ready(client, [ADD_SUB])
+                paths = {
+                    "": (
+                        add_sub_call(httpclient, lease.endpoints.http),
+                        add_sub_call(grpcclient, lease.endpoints.grpc),
+                        ["--churn", target, lease.server_id],
+                    )
+                }
+                if raw is not None:
+                    raw.start().load_model(ADD_SUB.name)
+                    paths["raw_"] = (
+                        add_sub_call(httpclient, raw.http_address),
+                        add_sub_call(grpcclient, raw.grpc_address),
+                        ["--raw-churn", raw.grpc_address],
+                    )
+                for http_call, grpc_call, _ in paths.values():
+                    for call in (http_call, grpc_call):
+                        sample(call, 0.5)  # warm-up: connections, the model's first inferences
+                for round_no in range(args.rounds):
+                    order = list(paths) if round_no % 2 == 0 else list(reversed(paths))
+                    for path in order:
+                        http_call, grpc_call, churn_args = paths[path]
+                        cycles[path] += measure_round(
+                            round_no,
+                            {f"{path}http": http_call, f"{path}grpc": grpc_call},
+                            [sys.executable, __file__, *churn_args],
+                            env,
+                            args.seconds,
+                            totals,
                         )
-                        assert churner.stdout is not None
-                        # Measure from the first load on, not the churn process's start.
-                        time.sleep(0.3)
-                    for proto, call in calls.items():
-                        totals[f"{proto}_{phase}"].extend(sample(call, args.seconds))
-                    if churner is not None:
-                        assert churner.stdin is not None and churner.stdout is not None
-                        churner.stdin.close()
-                        cycles += churner.stdout.read().count(b"cycle")
-                        if churner.wait(120) != 0:
-                            raise SystemExit("the churn process failed")
-                print(
-                    f"round {round_no + 1}: "
-                    + "  ".join(
-                        f"{key} p50 {p(v, 50):.2f} p99 {p(v, 99):.2f} max {max(v):.1f}"
-                        for key, v in totals.items()
-                    ),
-                    flush=True,
-                )
-    figures = [f"rounds={args.rounds}", f"neighbour_cycles={cycles}"]
+                    print(
+                        f"round {round_no + 1}: "
+                        + "  ".join(
+                            f"{k} p99 {p(v, 99):.2f} max {max(v):.1f}" for k, v in totals.items()
+                        ),
+                        flush=True,
+                    )
+        finally:
+            if raw is not None:
+                if raw.proc is not None:
+                    raw.stop()
+                raw.log.close()
+    figures = [f"rounds={args.rounds}", f"neighbour_cycles={cycles['']}"]
+    if raw is not None:
+        figures.append(f"raw_neighbour_cycles={cycles['raw_']}")
     for key, values in totals.items():
         figures += [
             f"{key}_n={len(values)}",
@@ -137,11 +183,43 @@ def main(argv: list[str] | None = None) -> int:
             f"{key}_p99_ms={p(values, 99):.2f}",
             f"{key}_max_ms={max(values):.1f}",
         ]
-    for proto in calls:
-        ratio = p(totals[f"{proto}_loading"], 99) / p(totals[f"{proto}_quiet"], 99)
-        figures.append(f"{proto}_p99_ratio={ratio:.2f}")
+    for path in paths:
+        for proto in ("http", "grpc"):
+            ratio = p(totals[f"{path}{proto}_loading"], 99) / p(totals[f"{path}{proto}_quiet"], 99)
+            figures.append(f"{path}{proto}_p99_ratio={ratio:.2f}")
     print(" ".join(figures))
     return 0
+
+
+def measure_round(
+    round_no: int,
+    calls: dict[str, Callable[[], None]],
+    churn_command: list[str],
+    env: dict[str, str],
+    seconds: float,
+    totals: dict[str, list[float]],
+) -> int:
+    """One quiet and one churning phase (in the order the round's number says), each timing
+    every call for `seconds`; the samples go into `totals`. Returns the neighbour's cycles."""
+    cycles = 0
+    phases = ["quiet", "loading"] if round_no % 2 == 0 else ["loading", "quiet"]
+    for phase in phases:
+        churner = None
+        if phase == "loading":
+            churner = subprocess.Popen(
+                churn_command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            )
+            # Measure from the first load on, not the churn process's start.
+            time.sleep(0.3)
+        for key, call in calls.items():
+            totals.setdefault(f"{key}_{phase}", []).extend(sample(call, seconds))
+        if churner is not None:
+            assert churner.stdin is not None and churner.stdout is not None
+            churner.stdin.close()
+            cycles += churner.stdout.read().count(b"cycle")
+            if churner.wait(120) != 0:
+                raise SystemExit("the churn process failed")
+    return cycles
 
 
 if __name__ == "__main__":

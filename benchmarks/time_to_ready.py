@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -45,17 +46,22 @@ POLL_S = 0.005
 class RawTriton:
     """tritonserver started by hand, the way a user without TMS would."""
 
-    def __init__(self, work: Path, extra: list[str]) -> None:
-        self.extra = extra
+    def __init__(
+        self, work: Path, extra: Sequence[str] = (), models: Sequence[Path] = (MODEL,)
+    ) -> None:
+        self.extra = list(extra)
         self.install = locate(None, None, work_dir=work)
         self.models = work / "raw-models"
         self.models.mkdir(parents=True)
-        shutil.copytree(MODEL, self.models / "add_sub")
+        for model in models:
+            shutil.copytree(model, self.models / model.name)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = open(work / "raw-triton.log", "ab")
+        self.http_address = self.grpc_address = ""
 
     def start(self) -> httpclient.InferenceServerClient:
         http, grpc, metrics = free_ports(3)
+        self.http_address, self.grpc_address = f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
         self.proc = subprocess.Popen(
             [
                 str(self.install.binary),
@@ -76,8 +82,12 @@ class RawTriton:
             env={**os.environ, **self.install.env},
             start_new_session=True,
         )
-        client = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
+        client = httpclient.InferenceServerClient(self.http_address)
         while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(
+                    f"tritonserver exited with {self.proc.returncode}: see {self.log.name}"
+                )
             try:
                 if client.is_server_ready():
                     return client
