@@ -72,6 +72,15 @@ class NoServers(BackendDefaults):
     async def start(self, server: Server) -> None:
         server.pid, server.sidecar_pid = 1, 1
 
+    async def stop(self, server: Server) -> None:
+        server.pid = server.sidecar_pid = None
+
+    def exit_reason(self, server: Server) -> str | None:
+        return None
+
+    def adopt(self, server: Server) -> bool:
+        return False
+
 
 class Daemon:
     """The manager and the two API servers, on an event loop in a thread of their own."""

@@ -34,12 +34,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tritonclient.http as httpclient
-from harness import ADD_SUB, add_sub_call, running_daemon
-from time_to_ready import RawTriton, unload_fully
 
-from tms_core.api import tms_pb2 as pb
-from tms_core.api.client import TmsClient
-from tms_core.lease_request import LeaseOptions, autoscale_request
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness import ADD_SUB, add_sub_call, running_daemon  # noqa: E402
+from benchmarks.time_to_ready import RawTriton, unload_fully  # noqa: E402
+from tms_core.api import tms_pb2 as pb  # noqa: E402
+from tms_core.api.client import TmsClient  # noqa: E402
+from tms_core.lease_request import LeaseOptions, autoscale_request  # noqa: E402
 
 POLL_S = 0.005
 SCALE = autoscale_request(

@@ -89,7 +89,7 @@ class Source:
 
     def event(self, i: int, state: int) -> pb.Event:
         self.seq += 1
-        name = pb.LeaseState.Name(state).removeprefix("LEASE_")  # type: ignore[arg-type]
+        name = pb.LeaseState.Name(state).removeprefix("LEASE_")
         return pb.Event(
             seq=self.seq,
             at=NOW + self.seq,
@@ -115,7 +115,7 @@ async def frame_after(
 ) -> float:
     """Seconds from handing `update` over (from a thread, as the feed does) to a painted frame
     whose table shows `lease_id` in `state`."""
-    want = pb.LeaseState.Name(state).removeprefix("LEASE_")  # type: ignore[arg-type]
+    want = pb.LeaseState.Name(state).removeprefix("LEASE_")
     table = app.query_one("#lease-table", DataTable)
     started = time.perf_counter()
     sender = threading.Thread(target=app._deliver, args=(update,))

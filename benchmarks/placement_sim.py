@@ -165,7 +165,7 @@ def plot(
     if "best fit + consolidation" in series:
         labels.insert(3, "best fit + consolidation")
     for label in labels:
-        left.plot(hours, series[label], label=label, linewidth=1.2)  # type: ignore[arg-type]
+        left.plot(hours, series[label], label=label, linewidth=1.2)  # type: ignore[arg-type,unused-ignore]
     left.set_xlabel("simulated hours")
     left.set_ylabel("GPUs in use (log scale)")
     left.set_yscale("log")

@@ -171,7 +171,8 @@ def time_to_ready(work: Path, endpoint: str, rounds: int) -> tuple[list[float], 
     )
     daemon = Daemon(state, "--idle-grace=600s", f"--config={config}").start()
     cache = state / "model-cache" / "entries"
-    cold, warm = [], []
+    cold: list[float] = []
+    warm: list[float] = []
     try:
         for round_ in range(rounds * 2):
             is_cold = round_ % 2 == 0
