@@ -8,17 +8,21 @@ machine's, and reads the CPUs it ended up allowed from the kernel (`/proc/PID/st
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tms_core.backends.local import free_ports
 from tms_core.config import load_settings
 from tms_core.errors import ConfigError
-from tms_core.router.routes import applied_path, read_applied, write_routes
+from tms_core.router.routes import Route, applied_path, read_applied, write_routes
 from tms_core.routing import RouterProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,9 +53,10 @@ def allowed_cpus(pid: int) -> set[int]:
     raise AssertionError(f"no Cpus_allowed_list for {pid}")
 
 
-def run_router(tmp_path: Path, *args: str) -> tuple[set[int], str]:
-    """Starts `python -m tms_core.router ARGS`, waits until it serves, and returns the CPUs it
-    may run on and its log."""
+@contextmanager
+def router_running(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`python -m tms_core.router ARGS` on an empty table, once it serves: the process and its
+    routes file. Stopped when the block ends."""
     routes = tmp_path / "routes.json"
     write_routes(routes, 1, [])
     applied_path(routes).unlink(missing_ok=True)  # a router this test ran before wrote it
@@ -64,15 +69,34 @@ def run_router(tmp_path: Path, *args: str) -> tuple[set[int], str]:
             cwd=REPO_ROOT,
         )
     try:
-        deadline = time.monotonic() + 15
-        while read_applied(applied_path(routes)) != 1:
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the router did not come up"
-            time.sleep(0.01)
-        return allowed_cpus(proc.pid), log_path.read_text()
+        until_applied(proc, routes, 1, log_path)
+        yield proc, routes
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def until_applied(proc: subprocess.Popen[bytes], routes: Path, version: int, log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while read_applied(applied_path(routes)) != version:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"the router did not apply version {version}"
+        time.sleep(0.01)
+
+
+def run_router(tmp_path: Path, *args: str) -> tuple[set[int], str]:
+    """Starts the router with ARGS and returns the CPUs it may run on and its log."""
+    with router_running(tmp_path, *args) as (proc, _):
+        return allowed_cpus(proc.pid), (tmp_path / "router.log").read_text()
+
+
+def apply(proc: subprocess.Popen[bytes], routes: Path, version: int, *, loading: bool) -> None:
+    """Gives the router a table whose one lease is loading (its route holds) or READY."""
+    (http,) = free_ports(1)
+    route = Route(f"127.0.0.1:{http}", () if loading else ("127.0.0.1:9",), "lease l-1 http")
+    write_routes(routes, version, [replace(route, hold=loading)])
+    proc.send_signal(signal.SIGHUP)
+    until_applied(proc, routes, version, routes.parent / "router.log")
 
 
 def test_by_default_the_router_keeps_to_the_highest_cpu_it_may_use(
@@ -81,6 +105,25 @@ def test_by_default_the_router_keeps_to_the_highest_cpu_it_may_use(
     cpus, log = run_router(tmp_path)
     assert cpus == {two_cpus[1]}
     assert f"running on CPU {two_cpus[1]}" in log
+
+
+def test_by_default_the_router_runs_on_any_cpu_while_a_lease_loads_and_is_pinned_again_after(
+    tmp_path: Path, two_cpus: tuple[int, int]
+) -> None:
+    with router_running(tmp_path) as (proc, routes):
+        assert allowed_cpus(proc.pid) == {two_cpus[1]}
+        apply(proc, routes, 2, loading=True)
+        assert allowed_cpus(proc.pid) == set(two_cpus)
+        apply(proc, routes, 3, loading=False)
+        assert allowed_cpus(proc.pid) == {two_cpus[1]}
+
+
+def test_a_cpu_given_by_number_is_kept_while_leases_load(
+    tmp_path: Path, two_cpus: tuple[int, int]
+) -> None:
+    with router_running(tmp_path, f"--cpu={two_cpus[1]}") as (proc, routes):
+        apply(proc, routes, 2, loading=True)
+        assert allowed_cpus(proc.pid) == {two_cpus[1]}
 
 
 def test_cpu_none_leaves_the_router_where_the_scheduler_puts_it(

@@ -14,7 +14,8 @@ the daemon's `LeaseService.Wake` with the lease its route names instead (router/
 the token from `--token-file` or `$TMS_TOKEN`).
 
 It keeps to one CPU of its own where the machine has two or more (`--cpu`, router/cpu.py):
-left free, it queued behind the processes it forwards between.
+left free, it queued behind the processes it forwards between. Under `--cpu auto` it lets the
+pin go while any route holds for a lease on its way to READY: the loads then take whole CPUs.
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ def _file_id(path: Path) -> _FileId:
 
 
 class _Watcher:
-    def __init__(self, router: Router, routes: Path, applied: Path) -> None:
+    def __init__(
+        self, router: Router, routes: Path, applied: Path, affinity: cpu.Affinity | None = None
+    ) -> None:
         self.router = router
         self.routes = routes
         self.applied = applied
+        self.affinity = affinity
         self.hup = asyncio.Event()
         self._seen: _FileId = None
         self._version: int | None = None
@@ -73,6 +77,10 @@ class _Watcher:
             return
         unbound = await self.router.apply(table.routes)
         self._version = table.version
+        if self.affinity is not None:
+            # A route holds its connections while its lease is pending or loading (or waking):
+            # while any does, models are loading beside the router.
+            self.affinity.loading(any(route.hold for route in table.routes))
         log.info(
             "routes version %d in force: %d listening, %d not bound",
             table.version,
@@ -109,6 +117,7 @@ async def _run(
     hold_max: int,
     wake_socket: str | None,
     wake_grpc: tuple[str, Callable[[], str], Path | None] | None = None,
+    affinity: cpu.Affinity | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     router = Router(hold_s=hold_s, hold_max=hold_max)
@@ -120,7 +129,7 @@ async def _run(
         router.set_wake(grpc_sender(target, router.lease_at, token=token, ca=ca))
     elif wake_socket:
         router.set_wake(sender(wake_socket))
-    watcher = _Watcher(router, routes, applied)
+    watcher = _Watcher(router, routes, applied, affinity)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -208,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    pinned = cpu.pin(args.cpu)
-    if pinned is not None:
-        log.info("running on CPU %d", pinned)
+    affinity = cpu.Affinity(args.cpu)
+    if affinity.cpu is not None:
+        log.info(
+            "running on CPU %d%s",
+            affinity.cpu,
+            ", on any while leases load" if affinity.follows_loads else "",
+        )
     routes: Path = args.routes
     applied: Path = args.applied or applied_path(routes)
     if args.wake_grpc and args.wake_socket:
@@ -229,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         hold_max=args.hold_max,
         wake_socket=args.wake_socket,
         wake_grpc=wake_grpc,
+        affinity=affinity,
     )
     if args.loop != "asyncio":
         try:
