@@ -19,7 +19,8 @@ during a neighbour's loads (`benchmarks/colocated_loads.py --no-raw`, five pairs
 2-core VM), the p99 of HTTP inference through a lease address over its quiet p99 was lower
 with the router free in all five (1.49-1.74 against 1.77-2.40), and gRPC's in four. A CPU
 number given by hand is kept to, loads or not: whoever named it may have kept the others for
-their own work.
+their own work. A lease queued for room (pending) counts as loading too, since its route holds
+the same way; a long queue leaves the router free, which costs only the pin's gain.
 """
 
 from __future__ import annotations
