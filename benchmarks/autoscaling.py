@@ -159,8 +159,7 @@ def scale_up_rounds(work: Path, rounds: int) -> tuple[dict[str, list[float]], in
     first = RawTriton(work / "raw-first")
     first_client = first.start()
     first_client.load_model("add_sub")
-    assert first.proc is not None
-    first_address = f"127.0.0.1:{http_port(first.proc.args)}"
+    first_address = first.http_address
     second = RawTriton(work / "raw-second")
     config = work / "scale-standby.yaml"
     config.write_text("servers:\n  standby: 1\n  idle_grace: 0.2s\n")
@@ -211,20 +210,12 @@ def scale_up_rounds(work: Path, rounds: int) -> tuple[dict[str, list[float]], in
     return times, failures
 
 
-def http_port(args: object) -> str:
-    """The HTTP port a RawTriton's tritonserver was started with."""
-    assert isinstance(args, list)
-    [port] = [str(a).split("=", 1)[1] for a in args if str(a).startswith("--http-port=")]
-    return port
-
-
 def standby_rounds(work: Path, rounds: int) -> tuple[list[float], list[float]]:
     raw_times: list[float] = []
     tms_times: list[float] = []
     raw = RawTriton(work / "raw-standby")
     triton = raw.start()
-    assert raw.proc is not None
-    address = f"127.0.0.1:{http_port(raw.proc.args)}"
+    address = raw.http_address
     config = work / "standby.yaml"
     config.write_text("servers:\n  standby: 1\n  idle_grace: 0.2s\n")
     try:
@@ -270,7 +261,7 @@ def parked_rounds(work: Path, rounds: int, *, standby: bool) -> tuple[list[float
     name = "parked-standby" if standby else "parked"
     raw = RawTriton(work / f"raw-{name}")
     kept = raw.start() if standby else None
-    address = f"127.0.0.1:{http_port(raw.proc.args)}" if raw.proc is not None else ""
+    address = raw.http_address  # "" until started: only the kept server's is used
     config = work / f"{name}.yaml"
     config.write_text(f"servers:\n  standby: {int(standby)}\n  idle_grace: 0.2s\n")
     try:
@@ -287,9 +278,8 @@ def parked_rounds(work: Path, rounds: int, *, standby: bool) -> tuple[list[float
                 else:
                     t0 = time.perf_counter()
                     triton = raw.start()
-                    assert raw.proc is not None
                     triton.load_model("add_sub")
-                    add_sub_call(httpclient, f"127.0.0.1:{http_port(raw.proc.args)}")()
+                    add_sub_call(httpclient, raw.http_address)()
                     raw_s = time.perf_counter() - t0
                     triton.close()
                     raw.stop()
